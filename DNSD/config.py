@@ -1,0 +1,290 @@
+"""The one typed configuration of a run.
+
+Every hyperparameter is declared once, below, with its default (the paper's recipe), its help text and what values
+it allows. The YAML files, the command-line flags, the `-o section.key=value` overrides and the help text are all
+derived from these declarations. Precedence: defaults < `--config FILE.yaml` < flags < `-o` overrides.
+"""
+import argparse
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import yaml
+
+from DNSD.errors import InputError
+
+
+def option(default, help, *, choices=None, check=None, at_eval=False):
+    """A config field with its help text.
+
+    choices: the allowed values; check: (predicate, description of the allowed values);
+    at_eval: the field may be overridden when evaluating a checkpoint (it does not change the trained model).
+    """
+    metadata = {"help": help, "choices": choices, "check": check, "at_eval": at_eval}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _ordered_fractions(values):
+    return all(0 < v <= 1 for v in values) and all(a < b for a, b in zip(values, values[1:]))
+
+
+@dataclass
+class DataConfig:
+    dataset: str = option("cifar10", "data set", choices=("cifar10",))
+    data_file: Optional[str] = option(
+        None,
+        "path to the data archive in the official layout (cifar-10-python.tar.gz); "
+        "unset: Paddle's dataset cache, downloaded once and md5-checked",
+        at_eval=True,
+    )
+    val_size: int = option(5000, "training images held out for validation (the paper: 5,000 of 50,000)",
+                           check=(lambda v: v >= 1, "an integer >= 1"))
+    normalization: str = option(
+        "pixel",
+        "pixel: subtract the per-pixel mean image of the training split, divide by one global std (the authors' code); "
+        "channel: per-channel mean and std",
+        choices=("pixel", "channel"),
+    )
+    augment: bool = option(True, "shift by up to 4 pixels with zero fill and flip horizontally (training only)")
+
+
+@dataclass
+class ModelConfig:
+    depth: int = option(110, "ResNet depth 6n+2: 3 stages of n BasicBlocks (110: n = 18, 54 blocks)",
+                        check=(lambda v: v >= 8 and (v - 2) % 6 == 0, "6n+2 with n >= 1: 8, 20, 32, 44, 56, 110, 1202, ..."))
+    survival_last: float = option(0.5, "survival probability p_L of the last block; 1 gives the constant-depth baseline",
+                                  check=(lambda v: 0 < v <= 1, "a probability in (0, 1]"))
+    survival_mode: str = option("linear", "linear: p_l decays from 1 to p_L over the blocks; uniform: p_l = p_L for all",
+                                choices=("linear", "uniform"))
+    residual_scaling: str = option(
+        "test",
+        "test: scale each residual by p_l at evaluation (the authors); train: divide it by p_l in training (inverted)",
+        choices=("test", "train"),
+    )
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = option(500, "training epochs", check=(lambda v: v >= 1, "an integer >= 1"))
+    batch_size: int = option(128, "mini-batch size (also used for evaluation)", check=(lambda v: v >= 1, "an integer >= 1"))
+    lr: float = option(0.1, "initial learning rate", check=(lambda v: v > 0, "a number > 0"))
+    lr_decay_at: List[float] = option(
+        [0.5, 0.75],
+        "fractions of the epochs from which the learning rate is multiplied by lr_decay_factor "
+        "(0.5, 0.75 of 500: epochs 250 and 375)",
+        check=(_ordered_fractions, "increasing fractions in (0, 1], e.g. 0.5,0.75"),
+    )
+    lr_decay_factor: float = option(0.1, "factor applied to the learning rate at each lr_decay_at",
+                                    check=(lambda v: 0 < v < 1, "a number in (0, 1)"))
+    momentum: float = option(0.9, "SGD momentum", check=(lambda v: 0 <= v < 1, "a number in [0, 1)"))
+    nesterov: bool = option(True, "Nesterov momentum")
+    weight_decay: float = option(1e-4, "L2 weight decay, applied to every parameter as in the authors' optimiser",
+                                 check=(lambda v: v >= 0, "a number >= 0"))
+
+
+@dataclass
+class RunConfig:
+    seed: int = option(0, "the one seed of every random choice: split, shuffling, augmentation, gates, initialisation",
+                       check=(lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"))
+    output_dir: str = option("runs/resnet110_sd", "folder of the run: config, metrics, logs, checkpoints")
+    device: str = option("auto", "auto: the GPU when Paddle sees one, else the CPU", choices=("auto", "cpu", "gpu"),
+                         at_eval=True)
+    overwrite: bool = option(False, "replace a run already in output_dir instead of refusing")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_yaml(self):
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def config_fields():
+    """Every config field as (section, field, type), in declaration order."""
+    for section in dataclasses.fields(Config):
+        types = typing.get_type_hints(section.type)
+        for f in dataclasses.fields(section.type):
+            yield section.name, f, types[f.name]
+
+
+def flag_name(f):
+    return "--" + f.name.replace("_", "-")
+
+
+def _describe(f):
+    choices, check = f.metadata["choices"], f.metadata["check"]
+    if choices:
+        return "one of " + ", ".join(choices)
+    if check:
+        return check[1]
+    return None
+
+
+def _convert(value, kind, key):
+    """Check that a value has the field's type; ints are accepted where a float is expected."""
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    if kind == Optional[str] and (value is None or isinstance(value, str)):
+        return value or None
+    if kind == List[float] and isinstance(value, list):
+        return [_convert(v, float, key) for v in value]
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                Optional[str]: "a string", List[float]: "a list of numbers"}[kind]
+    raise InputError(f"config key {key}: got {value!r}, expected {expected}")
+
+
+def parse_text(text, kind):
+    """Turn the text of a flag or an -o override into a value of the field's type (strings stay as typed)."""
+    if kind in (str, Optional[str]):
+        return None if kind == Optional[str] and text.strip().lower() in ("", "null", "none") else text
+    if kind == List[float]:
+        items = text.strip().strip("[]").split(",")
+        return [yaml.safe_load(item) for item in items if item.strip()]
+    return yaml.safe_load(text)
+
+
+def _unknown_key_message(key, known, where):
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
+    return f"unknown config key {key}{where}{hint}"
+
+
+def apply_values(values, nested, where=""):
+    """Merge a {section: {key: value}} mapping (a YAML file) into a flat {"section.key": value} mapping."""
+    if not isinstance(nested, dict):
+        raise InputError(f"config{where} must be a mapping of sections ({', '.join(_sections())}), got {nested!r}")
+    for section, entries in nested.items():
+        if section not in _sections():
+            raise InputError(_unknown_key_message(str(section), list(_sections()), where))
+        if not isinstance(entries, dict):
+            raise InputError(f"config section {section}{where} must be a mapping of keys, got {entries!r}")
+        for key, value in entries.items():
+            set_value(values, f"{section}.{key}", value, where)
+    return values
+
+
+def set_value(values, dotted_key, value, where=""):
+    kinds = {f"{section}.{f.name}": kind for section, f, kind in config_fields()}
+    if dotted_key not in kinds:
+        raise InputError(_unknown_key_message(dotted_key, list(kinds), where))
+    values[dotted_key] = _convert(value, kinds[dotted_key], dotted_key)
+
+
+def _sections():
+    return {section.name: section.type for section in dataclasses.fields(Config)}
+
+
+def build_config(values):
+    """A validated Config from defaults updated by a flat {"section.key": value} mapping."""
+    sections = {name: {} for name in _sections()}
+    for dotted_key, value in values.items():
+        section, key = dotted_key.split(".", 1)
+        sections[section][key] = value
+    config = Config(**{name: cls(**sections[name]) for name, cls in _sections().items()})
+    for section, f, _ in config_fields():
+        value = getattr(getattr(config, section), f.name)
+        choices, check = f.metadata["choices"], f.metadata["check"]
+        if (choices and value not in choices) or (check and not check[0](value)):
+            raise InputError(f"config key {section}.{f.name} ({flag_name(f)}): got {value!r}, expected {_describe(f)}")
+    return config
+
+
+def with_overrides(config, values):
+    """A validated copy of config with some {"section.key": value} entries replaced."""
+    current = {f"{section}.{key}": value for section, entries in config.to_dict().items()
+               for key, value in entries.items()}
+    return build_config({**current, **values})
+
+
+def load_yaml(path):
+    """The {section: {key: value}} mapping of a YAML config file."""
+    try:
+        with open(path) as stream:
+            nested = yaml.safe_load(stream)
+    except OSError as error:
+        raise InputError(f"cannot read config file {path}: {error.strerror}; check the --config path") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"config file {path} is not valid YAML{line}; fix its syntax") from None
+    return nested or {}
+
+
+def config_from_dict(nested, where=""):
+    """A validated Config from a {section: {key: value}} mapping, such as the one stored in a checkpoint."""
+    return build_config(apply_values({}, nested, where))
+
+
+def add_config_flags(parser):
+    """One flag per config field; unset flags stay out of the namespace so that they do not hide the YAML file."""
+    for section, f, kind in config_fields():
+        allowed = _describe(f)
+        help_text = f"{f.metadata['help']} [{section}.{f.name}; default: {_format_default(f)}"
+        help_text += f"; {allowed}]" if allowed else "]"
+        help_text = help_text.replace("%", "%%")
+        if kind is bool:
+            parser.add_argument(flag_name(f), dest=f"{section}.{f.name}", action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag_name(f), dest=f"{section}.{f.name}", default=argparse.SUPPRESS,
+                                metavar=f.name.upper(), help=help_text)
+
+
+def _format_default(f):
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    if isinstance(default, list):
+        return ",".join(str(v) for v in default)
+    return "unset" if default is None else str(default)
+
+
+def explicit_values(args, overrides):
+    """The flat {"section.key": value} mapping of the flags given on the command line, then the -o overrides."""
+    kinds = {f"{section}.{f.name}": (f, kind) for section, f, kind in config_fields()}
+    values = {}
+    for dotted_key, (f, kind) in kinds.items():
+        if hasattr(args, dotted_key):
+            raw = getattr(args, dotted_key)
+            value = raw if kind is bool else _parse_or_fail(raw, kind, f"{dotted_key} ({flag_name(f)})")
+            set_value(values, dotted_key, value)
+    for override in overrides or []:
+        dotted_key, sep, text = override.partition("=")
+        dotted_key = dotted_key.strip()
+        if not sep:
+            raise InputError(f"-o {override}: expected section.key=value, e.g. -o train.epochs=10")
+        if dotted_key not in kinds:
+            raise InputError(_unknown_key_message(dotted_key, list(kinds), " (in -o)"))
+        set_value(values, dotted_key, _parse_or_fail(text, kinds[dotted_key][1], dotted_key))
+    return values
+
+
+def _parse_or_fail(text, kind, key):
+    try:
+        return parse_text(text, kind)
+    except yaml.YAMLError:
+        raise InputError(f"config key {key}: cannot read the value {text!r}") from None
+
+
+def resolve(config_file, args, overrides):
+    """The run's Config: defaults < config file < flags < -o overrides, validated."""
+    values = {}
+    if config_file:
+        apply_values(values, load_yaml(config_file), where=f" in {config_file}")
+    values.update(explicit_values(args, overrides))
+    return build_config(values)

@@ -1,0 +1,206 @@
+"""CIFAR-10 from the official python archive: decoded once into uint8 arrays, split, normalised and augmented on
+whole batches with numpy."""
+import hashlib
+import os
+import pickle
+import tarfile
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from DNSD.errors import InputError
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+TRAIN_MEMBERS = tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6))
+TEST_MEMBER = "cifar-10-batches-py/test_batch"
+IMAGE_SHAPE = (3, 32, 32)
+SHIFT = 4
+
+
+def cache_dir():
+    """Where Paddle's own CIFAR datasets keep the archive (~/.cache/paddle/dataset/cifar)."""
+    from paddle.dataset.common import DATA_HOME
+
+    return os.path.join(DATA_HOME, "cifar")
+
+
+def md5_of(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def locate_archive(data_file=None, url=CIFAR10_URL, download_dir=None):
+    """The path of the archive to read: the user's file, or Paddle's cached copy, downloaded and md5-checked once."""
+    if data_file:
+        if not os.path.isfile(data_file):
+            raise InputError(f"data file {data_file} does not exist; pass --data-file PATH to a {CIFAR10_ARCHIVE}")
+        # A file with the official name must be the official file; any other name is a user-made archive.
+        if os.path.basename(data_file) == CIFAR10_ARCHIVE and md5_of(data_file) != CIFAR10_MD5:
+            raise InputError(f"{data_file} has the official name but not the official md5 {CIFAR10_MD5}; "
+                             "it is damaged or incomplete: download it again")
+        return data_file
+    from paddle.utils.download import get_path_from_url
+
+    download_dir = download_dir or cache_dir()
+    try:
+        return get_path_from_url(url, download_dir, CIFAR10_MD5, decompress=False)
+    except Exception as error:
+        raise InputError(
+            f"cannot download CIFAR-10 ({error}); offline, put {CIFAR10_ARCHIVE} in {download_dir} "
+            f"or pass --data-file PATH") from None
+
+
+@dataclass
+class Dataset:
+    """Images as uint8 (N, 3, 32, 32) and labels as int64 (N,) of one split."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, indices):
+        return Dataset(self.images[indices], self.labels[indices])
+
+
+def _read_batch(archive, member, path):
+    try:
+        stream = archive.extractfile(member)
+        batch = pickle.load(stream, encoding="bytes")
+    except KeyError:
+        raise InputError(f"{path} has no member {member}; it is not in the official CIFAR-10 layout") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError):
+        raise InputError(f"{path}: member {member} is not a CIFAR batch pickle; the archive is damaged") from None
+    try:
+        images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, *IMAGE_SHAPE)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: member {member} lacks b'data' (N x 3072 uint8) or b'labels' (N ints); "
+                         "the archive is not in the official CIFAR-10 layout") from None
+    if len(images) != len(labels) or labels.min(initial=0) < 0 or labels.max(initial=0) >= len(CIFAR10_CLASSES):
+        raise InputError(f"{path}: member {member} has {len(images)} images but {len(labels)} labels, or labels "
+                         f"outside 0..{len(CIFAR10_CLASSES) - 1}; the archive is damaged")
+    return Dataset(images, labels)
+
+
+def read_archive(path):
+    """(train, test) Datasets of an archive in the official cifar-10-python.tar.gz layout."""
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            train = [_read_batch(archive, member, path) for member in TRAIN_MEMBERS]
+            test = _read_batch(archive, TEST_MEMBER, path)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        raise InputError(f"cannot read {path} as a gzip tar archive ({error}); the file is truncated or not a "
+                         f"{CIFAR10_ARCHIVE}: download it again") from None
+    images = np.concatenate([batch.images for batch in train])
+    labels = np.concatenate([batch.labels for batch in train])
+    return Dataset(images, labels), test
+
+
+def split_train_val(train, val_size, rng):
+    """A random split of the training images into (train, validation), drawn from rng."""
+    if not 1 <= val_size < len(train):
+        raise InputError(f"config key data.val_size (--val-size): got {val_size}, but the archive has {len(train)} "
+                         f"training images; choose 1 to {len(train) - 1}")
+    order = rng.permutation(len(train))
+    return train.subset(np.sort(order[val_size:])), train.subset(np.sort(order[:val_size]))
+
+
+class Normalizer:
+    """(x - mean) / std with statistics of the training split.
+
+    mode "pixel" (the authors' code): the mean image (3, 32, 32) and one std over all training pixels.
+    mode "channel": a mean and a std per colour channel.
+    """
+
+    def __init__(self, mean, std):
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.inverse_std = np.asarray(1.0 / np.asarray(std, dtype=np.float64), dtype=np.float32)
+
+    @classmethod
+    def fit(cls, images, mode="pixel"):
+        if mode == "pixel":
+            mean = images.mean(axis=0, dtype=np.float64)
+            std = _std_of_uint8(images.reshape(-1))
+        elif mode == "channel":
+            channels = images.transpose(1, 0, 2, 3).reshape(3, -1)
+            mean = channels.mean(axis=1, dtype=np.float64).reshape(3, 1, 1)
+            std = np.array([_std_of_uint8(channel) for channel in channels]).reshape(3, 1, 1)
+        else:
+            raise ValueError(f"normalization {mode!r} is not one of pixel, channel")
+        return cls(mean, std)
+
+    def state(self):
+        return {"mean": self.mean, "std": (1.0 / self.inverse_std.astype(np.float64)).astype(np.float32)}
+
+    @classmethod
+    def from_state(cls, state):
+        return cls(state["mean"], state["std"])
+
+    def __call__(self, images):
+        return (images.astype(np.float32) - self.mean) * self.inverse_std
+
+
+def _std_of_uint8(values):
+    """The std of uint8 values from their histogram: exact, and without a float copy of the data."""
+    counts = np.bincount(values, minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    mean = counts @ levels / counts.sum()
+    return float(np.sqrt(counts @ (levels - mean) ** 2 / counts.sum()))
+
+
+def augment(images, rng):
+    """Shift each image by a random offset in [-4, 4] on each axis with zero fill, then flip it horizontally with
+    probability 0.5 (the authors' augmentation: the same as padding by 4 and cropping 32x32 at random).
+
+    Works on a whole (B, C, H, W) batch with one gather; zero fill happens after normalisation, as in the authors'
+    code, so the fill is the mean image.
+    """
+    batch, _, height, width = images.shape
+    padded = np.pad(images, ((0, 0), (0, 0), (SHIFT, SHIFT), (SHIFT, SHIFT)))
+    top = rng.integers(0, 2 * SHIFT + 1, size=batch)
+    left = rng.integers(0, 2 * SHIFT + 1, size=batch)
+    flip = rng.random(batch) < 0.5
+    rows = top[:, None] + np.arange(height)
+    columns = np.where(flip[:, None], np.arange(width)[::-1], np.arange(width)) + left[:, None]
+    return padded[np.arange(batch)[:, None, None, None], np.arange(images.shape[1])[None, :, None, None],
+                  rows[:, None, :, None], columns[:, None, None, :]]
+
+
+def batches(num_images, batch_size, rng=None):
+    """Index arrays of consecutive mini-batches, in a random order when rng is given; the last one may be short."""
+    order = rng.permutation(num_images) if rng is not None else np.arange(num_images)
+    return [order[start:start + batch_size] for start in range(0, num_images, batch_size)]
+
+
+@dataclass
+class CifarData:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    normalizer: Normalizer
+    classes: tuple = CIFAR10_CLASSES
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+
+def load_cifar(data_config, split_rng, normalizer_state=None):
+    """Read the archive once and split train/validation with split_rng; the normaliser is fitted on the training
+    split, or restored from normalizer_state (a checkpoint's)."""
+    train, test = read_archive(locate_archive(data_config.data_file))
+    train, val = split_train_val(train, data_config.val_size, split_rng)
+    if normalizer_state is None:
+        normalizer = Normalizer.fit(train.images, data_config.normalization)
+    else:
+        normalizer = Normalizer.from_state(normalizer_state)
+    return CifarData(train, val, test, normalizer)

@@ -1,0 +1,63 @@
+"""Evaluation: error and per-class accuracy of a model on one split, and `--mode eval` on a saved checkpoint."""
+import os
+
+import numpy as np
+import paddle
+
+from DNSD.checkpoint import load_checkpoint, restore_model, write_json
+from DNSD.config import with_overrides
+from DNSD.data import batches, load_cifar
+from DNSD.runtime import random_generators, select_device
+
+
+@paddle.no_grad()
+def evaluate(model, dataset, normalizer, batch_size, classes):
+    """Top-1 error and accuracy (in percent) and per-class accuracy of model on dataset, every block active."""
+    model.eval()
+    predictions = np.concatenate([
+        model(paddle.to_tensor(normalizer(dataset.images[indices]))).argmax(axis=1).numpy()
+        for indices in batches(len(dataset), batch_size)])
+    correct = predictions == dataset.labels
+    per_class_total = np.bincount(dataset.labels, minlength=len(classes))
+    per_class_correct = np.bincount(dataset.labels[correct], minlength=len(classes))
+    accuracy = 100.0 * correct.sum() / len(dataset)
+    return {
+        "images": int(len(dataset)),
+        "error": float(100.0 - accuracy),
+        "accuracy": float(accuracy),
+        "per_class_accuracy": {name: float(100.0 * hit / total) if total else None
+                               for name, hit, total in zip(classes, per_class_correct, per_class_total)},
+    }
+
+
+def report_path(checkpoint_path, split):
+    """Where the evaluation of a checkpoint is written: beside it, e.g. best.test.json."""
+    stem = os.path.splitext(checkpoint_path)[0]
+    return f"{stem}.{split}.json"
+
+
+def format_report(result, split):
+    lines = [f"{split} error {result['error']:.2f} % (accuracy {result['accuracy']:.2f} %) on {result['images']:,} images"]
+    lines += [f"  {name:<12} {accuracy:6.2f} %" for name, accuracy in result["per_class_accuracy"].items()
+              if accuracy is not None]
+    return "\n".join(lines)
+
+
+def report_checkpoint(model, state, checkpoint_path, data, split, batch_size):
+    """Evaluate a checkpoint's model on one split and write the report beside the checkpoint."""
+    dataset = data.test if split == "test" else data.val
+    result = evaluate(model, dataset, data.normalizer, batch_size, data.classes)
+    result.update(split=split, checkpoint=os.path.abspath(checkpoint_path), epoch=state["epoch"])
+    write_json(report_path(checkpoint_path, split), result)
+    return result
+
+
+def evaluate_checkpoint(checkpoint_path, split="test", overrides=None):
+    """Rebuild the model of a checkpoint, evaluate it on the test (or validation) split and write the report."""
+    state = load_checkpoint(checkpoint_path)
+    config = with_overrides(state["config"], overrides or {})
+    select_device(config.run.device)
+    model = restore_model(state, checkpoint_path)
+    # The split is redrawn from the run's seed; the normalisation statistics are the ones training used.
+    data = load_cifar(config.data, random_generators(config.run.seed)["split"], state["normalizer"])
+    return report_checkpoint(model, state, checkpoint_path, data, split, config.train.batch_size)

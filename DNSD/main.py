@@ -1,0 +1,85 @@
+"""The command line: `--mode train` trains (train.py), `--mode eval` tests a checkpoint (eval.py).
+
+Works as `python DNSD/main.py`, as `python main.py` inside DNSD/, and as `python -m DNSD`.
+"""
+import argparse
+import os
+import sys
+import warnings
+
+if __package__ in (None, ""):
+    # Run as a script: the folder on sys.path is DNSD/ itself; put the repository root there so `DNSD` imports.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from DNSD.config import add_config_flags, explicit_values, config_fields, resolve
+from DNSD.errors import InputError
+
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line naming the problem, instead of argparse's usage block."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser():
+    parser = Parser(
+        prog="DNSD", allow_abbrev=False,
+        description="Deep Networks with Stochastic Depth (Huang et al., 2016): train ResNet-110 with stochastic "
+                    "depth on CIFAR-10 with the paper's recipe, or evaluate a checkpoint. Config precedence: "
+                    "defaults < --config FILE.yaml < flags < -o section.key=value.")
+    parser.add_argument("--mode", choices=("train", "eval"), default="train", help="what to do (default: train)")
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML config file, e.g. configs/resnet110_sd.yaml")
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config key, e.g. -o train.epochs=10 (repeatable; applied last)")
+    parser.add_argument("--checkpoint", metavar="PATH", help="eval: the checkpoint to test (a run's best.pdckpt)")
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="eval: the split to test")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    add_config_flags(parser.add_argument_group("config keys (DNSD/config.py; every key is also -o section.key)"))
+    return parser
+
+
+def run(args):
+    if args.mode == "train":
+        config = resolve(args.config, args, args.override)
+        if args.print_config:
+            print(config.to_yaml(), end="")
+            return 0
+        from DNSD.train import train
+
+        train(config)
+        return 0
+    if not args.checkpoint:
+        raise InputError("--mode eval needs --checkpoint PATH, e.g. --checkpoint runs/resnet110_sd/best.pdckpt")
+    if args.config:
+        raise InputError("--config does not apply to --mode eval: the checkpoint's own config rebuilds the model")
+    overrides = explicit_values(args, args.override)
+    at_eval = {f"{section}.{f.name}" for section, f, _ in config_fields() if f.metadata["at_eval"]}
+    fixed = sorted(set(overrides) - at_eval)
+    if fixed:
+        raise InputError(f"{fixed[0]} cannot change in --mode eval: the checkpoint's config fixes it "
+                         f"(eval takes only {', '.join(sorted(at_eval))})")
+    from DNSD.eval import evaluate_checkpoint, format_report
+
+    result = evaluate_checkpoint(args.checkpoint, args.split, overrides)
+    print(format_report(result, args.split))
+    return 0
+
+
+def main(argv=None):
+    warnings.filterwarnings("ignore", message="No ccache found")
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except InputError as error:
+        print(f"DNSD: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("DNSD: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
