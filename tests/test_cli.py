@@ -1,0 +1,133 @@
+"""The command line end to end, as a user runs it: real processes, real files."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT
+from DNSD.config import Config
+
+TINY_RUN = ["--depth", "8", "--epochs", "2", "--batch-size", "32", "--val-size", "40"]
+
+
+def dnsd(*args, cwd=ROOT, entry=("-m", "DNSD")):
+    return subprocess.run([sys.executable, *entry, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_archive):
+    run_dir = str(tmp_path_factory.mktemp("runs") / "tiny")
+    result = dnsd("--mode", "train", "--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN)
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
+
+
+def test_training_writes_the_run_folder(trained_run):
+    run_dir, result = trained_run
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "best.pdckpt", "last.pdckpt", "best.test.json"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert [record["epoch"] for record in records] == [1, 2]
+    for record in records:
+        assert {"train_loss", "train_error", "val_error", "lr", "mean_active_blocks", "epoch_seconds",
+                "images_per_second"} <= set(record)
+        assert 0 <= record["val_error"] <= 100 and 0 < record["mean_active_blocks"] <= 3
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    assert summary["best_val_error"] == min(record["val_error"] for record in records)
+    assert f"test error {summary['test_error']:.2f} %" in result.stdout
+    stored = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
+    assert stored["model"]["depth"] == 8 and stored["train"]["epochs"] == 2
+
+
+def test_learning_rate_follows_the_authors_schedule(trained_run):
+    # lr_decay_at 0.5, 0.75 of 2 epochs: epoch 1 reaches 50 %, epoch 2 reaches 75 %, as in the authors' rule.
+    records = [json.loads(line) for line in open(os.path.join(trained_run[0], "metrics.jsonl"))]
+    assert records[0]["lr"] == pytest.approx(0.01) and records[1]["lr"] == pytest.approx(0.001)
+
+
+def test_visualdl_logs_hold_the_same_scalars_as_metrics(trained_run):
+    from visualdl import LogReader
+
+    run_dir = trained_run[0]
+    records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    reader = LogReader(file_path=glob.glob(os.path.join(run_dir, "vdl", "*"))[0])
+    for key in ("train_loss", "val_error", "mean_active_blocks"):
+        logged = [entry.value for entry in reader.get_data("scalar", key)]
+        assert np.allclose(logged, [record[key] for record in records], rtol=1e-6)
+
+
+def test_eval_of_the_best_checkpoint_gives_the_reported_errors(trained_run, tiny_archive):
+    run_dir = trained_run[0]
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    checkpoint = os.path.join(run_dir, "best.pdckpt")
+    test = dnsd("--mode", "eval", "--checkpoint", checkpoint)
+    assert test.returncode == 0, test.stderr
+    report = json.load(open(os.path.join(run_dir, "best.test.json")))
+    assert report["error"] == summary["test_error"]
+    assert f"test error {summary['test_error']:.2f} %" in test.stdout
+    assert len(report["per_class_accuracy"]) == 10 and report["images"] == 40
+    val = dnsd("--mode", "eval", "--checkpoint", checkpoint, "--split", "val", "--data-file", tiny_archive)
+    assert val.returncode == 0, val.stderr
+    assert json.load(open(os.path.join(run_dir, "best.val.json")))["error"] == summary["best_val_error"]
+
+
+def test_a_folder_holding_a_run_is_refused_and_left_alone(trained_run, tiny_archive):
+    run_dir = trained_run[0]
+    before = open(os.path.join(run_dir, "metrics.jsonl")).read()
+    result = dnsd("--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN)
+    assert_one_line_error(result, run_dir, "--overwrite")
+    assert open(os.path.join(run_dir, "metrics.jsonl")).read() == before
+
+
+@pytest.mark.parametrize("entry, cwd", [(("-m", "DNSD"), ROOT), (("DNSD/main.py",), ROOT),
+                                        (("main.py",), os.path.join(ROOT, "DNSD"))])
+def test_every_entry_point_runs_the_same_cli(entry, cwd):
+    result = dnsd("--print-config", "--epochs", "3", cwd=cwd, entry=entry)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert config["train"]["epochs"] == 3
+    assert config["model"] == yaml.safe_load(Config().to_yaml())["model"]
+
+
+def test_unwritable_output_folder(tmp_path, tiny_archive):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = dnsd("--data-file", tiny_archive, "--output-dir", str(blocker / "run"), *TINY_RUN)
+    assert_one_line_error(result, "cannot write to output folder", "--output-dir")
+
+
+def test_missing_or_damaged_archive_from_the_cli(tmp_path):
+    missing = dnsd("--data-file", str(tmp_path / "none.tar.gz"), "--output-dir", str(tmp_path / "r1"), *TINY_RUN)
+    assert_one_line_error(missing, "does not exist", "--data-file")
+    damaged = tmp_path / "damaged.tar.gz"
+    damaged.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    result = dnsd("--data-file", str(damaged), "--output-dir", str(tmp_path / "r2"), *TINY_RUN)
+    assert_one_line_error(result, str(damaged))
+
+
+def test_eval_misuse_is_refused(trained_run, tmp_path):
+    checkpoint = os.path.join(trained_run[0], "best.pdckpt")
+    assert_one_line_error(dnsd("--mode", "eval"), "--checkpoint")
+    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", checkpoint, "--depth", "20"), "model.depth")
+    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", str(tmp_path / "none.pdckpt")), "does not exist")
+    corrupt = tmp_path / "corrupt.pdckpt"
+    corrupt.write_bytes(open(checkpoint, "rb").read()[:1000])
+    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", str(corrupt)), str(corrupt))
+
+
+def test_unknown_flag_is_one_line():
+    assert_one_line_error(dnsd("--epoch", "3"), "--epoch")
