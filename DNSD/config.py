@@ -7,6 +7,7 @@ derived from these declarations. Precedence: defaults < `--config FILE.yaml` < f
 import argparse
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -16,13 +17,14 @@ import yaml
 from DNSD.errors import InputError
 
 
-def option(default, help, *, choices=None, check=None, at_eval=False):
+def option(default, help, *, choices=None, check=None, may_change=False):
     """A config field with its help text.
 
     choices: the allowed values; check: (predicate, description of the allowed values);
-    at_eval: the field may be overridden when evaluating a checkpoint (it does not change the trained model).
+    may_change: the field may differ from a checkpoint's when evaluating or resuming it, because it does not change
+    what is computed (where the data or the run lives, the device, how often to save).
     """
-    metadata = {"help": help, "choices": choices, "check": check, "at_eval": at_eval}
+    metadata = {"help": help, "choices": choices, "check": check, "may_change": may_change}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -39,7 +41,7 @@ class DataConfig:
         None,
         "path to the data archive in the official layout (cifar-10-python.tar.gz); "
         "unset: Paddle's dataset cache, downloaded once and md5-checked",
-        at_eval=True,
+        may_change=True,
     )
     val_size: int = option(5000, "training images held out for validation (the paper: 5,000 of 50,000)",
                            check=(lambda v: v >= 1, "an integer >= 1"))
@@ -90,10 +92,17 @@ class TrainConfig:
 class RunConfig:
     seed: int = option(0, "the one seed of every random choice: split, shuffling, augmentation, gates, initialisation",
                        check=(lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"))
-    output_dir: str = option("runs/resnet110_sd", "folder of the run: config, metrics, logs, checkpoints")
+    output_dir: str = option("runs/resnet110_sd", "folder of the run: config, metrics, logs, checkpoints",
+                             may_change=True)
     device: str = option("auto", "auto: the GPU when Paddle sees one, else the CPU", choices=("auto", "cpu", "gpu"),
-                         at_eval=True)
-    overwrite: bool = option(False, "replace a run already in output_dir instead of refusing")
+                         may_change=True)
+    deterministic: bool = option(False, "ask cuDNN for deterministic kernels on the GPU (slower); CPU runs are "
+                                        "deterministic anyway", may_change=True)
+    checkpoint_every: int = option(1, "epochs between resumable checkpoints (last.pdckpt); the last epoch always saves",
+                                   check=(lambda v: v >= 1, "an integer >= 1"), may_change=True)
+    checkpoint_every_steps: int = option(0, "also save last.pdckpt every this many steps; 0: only at epoch ends",
+                                         check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
+    overwrite: bool = option(False, "replace a run already in output_dir instead of refusing", may_change=True)
 
 
 @dataclass
@@ -137,17 +146,30 @@ def _convert(value, kind, key):
         return value
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if kind is float and not isinstance(value, bool):
+        number = _finite_float(value)
+        if number is not None:
+            return number
     if kind is str and isinstance(value, str):
         return value
     if kind == Optional[str] and (value is None or isinstance(value, str)):
         return value or None
     if kind == List[float] and isinstance(value, list):
         return [_convert(v, float, key) for v in value]
-    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+    expected = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
                 Optional[str]: "a string", List[float]: "a list of numbers"}[kind]
     raise InputError(f"config key {key}: got {value!r}, expected {expected}")
+
+
+def _finite_float(value):
+    """value as a finite float, or None. Strings count: YAML 1.1 reads 1e-4 (no dot) as a string."""
+    if isinstance(value, (int, float, str)):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
 
 
 def parse_text(text, kind):
@@ -204,13 +226,6 @@ def build_config(values):
         if (choices and value not in choices) or (check and not check[0](value)):
             raise InputError(f"config key {section}.{f.name} ({flag_name(f)}): got {value!r}, expected {_describe(f)}")
     return config
-
-
-def with_overrides(config, values):
-    """A validated copy of config with some {"section.key": value} entries replaced."""
-    current = {f"{section}.{key}": value for section, entries in config.to_dict().items()
-               for key, value in entries.items()}
-    return build_config({**current, **values})
 
 
 def load_yaml(path):
@@ -281,10 +296,34 @@ def _parse_or_fail(text, kind, key):
         raise InputError(f"config key {key}: cannot read the value {text!r}") from None
 
 
-def resolve(config_file, args, overrides):
-    """The run's Config: defaults < config file < flags < -o overrides, validated."""
+def stated_values(config_file, args, overrides):
+    """The flat {"section.key": value} mapping of what the user stated: the config file, then flags, then -o."""
     values = {}
     if config_file:
         apply_values(values, load_yaml(config_file), where=f" in {config_file}")
     values.update(explicit_values(args, overrides))
-    return build_config(values)
+    return values
+
+
+def resolve(config_file, args, overrides):
+    """The run's Config: defaults < config file < flags < -o overrides, validated."""
+    return build_config(stated_values(config_file, args, overrides))
+
+
+def for_checkpoint(config, stated, purpose):
+    """A checkpoint's config with the stated values applied; a stated value that would change what was trained is
+    refused, naming the key."""
+    current = _flat(config)
+    for key, value in stated.items():
+        if value != current[key] and not _field(key).metadata["may_change"]:
+            raise InputError(f"{key} is {current[key]!r} in the checkpoint; {purpose} cannot change it to {value!r} "
+                             "(leave it out)")
+    return build_config({**current, **stated})
+
+
+def _flat(config):
+    return {f"{section}.{key}": value for section, entries in config.to_dict().items() for key, value in entries.items()}
+
+
+def _field(dotted_key):
+    return next(f for section, f, _ in config_fields() if f"{section}.{f.name}" == dotted_key)

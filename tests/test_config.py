@@ -4,7 +4,7 @@ import os
 import pytest
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 from DNSD.config import Config, config_fields, config_from_dict, flag_name, resolve
 from DNSD.errors import InputError
 from DNSD.main import build_parser
@@ -80,7 +80,9 @@ def test_list_bool_and_optional_values_from_the_command_line():
     (["--val-size", "0"], "data.val_size", ">= 1"),
     (["--epochs", "ten"], "train.epochs", "an integer"),
     (["--epochs", "2.5"], "train.epochs", "an integer"),
-    (["--lr", "fast"], "train.lr", "a number"),
+    (["--lr", "fast"], "train.lr", "a finite number"),
+    (["--lr", "inf"], "train.lr", "a finite number"),
+    (["-o", "train.weight_decay=nan"], "train.weight_decay", "a finite number"),
     (["-o", "train.epochz=3"], "train.epochz", "train.epochs"),
     (["-o", "training.epochs=3"], "training.epochs", "train.epochs"),
     (["-o", "train.epochs"], "train.epochs", "section.key=value"),
@@ -106,6 +108,13 @@ def test_bad_config_files_are_one_line_errors(tmp_path, content, expected):
     with pytest.raises(InputError) as error:
         resolved(["--config", str(path)])
     assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_exponent_notation_reads_as_a_number_in_files_and_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  weight_decay: 5e-4\n")
+    assert resolved(["--config", str(path), "--lr", "2e-1"]).train.weight_decay == 5e-4
+    assert resolved(["--lr", "2e-1"]).train.lr == 0.2
 
 
 def test_file_that_is_not_yaml_or_missing(tmp_path):
