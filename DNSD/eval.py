@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 
 from DNSD.checkpoint import load_checkpoint, restore_model, write_json
-from DNSD.config import with_overrides
+from DNSD.config import for_checkpoint
 from DNSD.data import batches, load_cifar
 from DNSD.runtime import random_generators, select_device
 
@@ -47,16 +47,19 @@ def report_checkpoint(model, state, checkpoint_path, data, split, batch_size):
     """Evaluate a checkpoint's model on one split and write the report beside the checkpoint."""
     dataset = data.test if split == "test" else data.val
     result = evaluate(model, dataset, data.normalizer, batch_size, data.classes)
-    result.update(split=split, checkpoint=os.path.abspath(checkpoint_path), epoch=state["epoch"])
+    result.update(split=split, checkpoint=os.path.abspath(checkpoint_path), epoch=state["epochs_done"])
     write_json(report_path(checkpoint_path, split), result)
     return result
 
 
-def evaluate_checkpoint(checkpoint_path, split="test", overrides=None):
-    """Rebuild the model of a checkpoint, evaluate it on the test (or validation) split and write the report."""
+def evaluate_checkpoint(checkpoint_path, split="test", stated=None):
+    """Rebuild the model of a checkpoint, evaluate it on the test (or validation) split and write the report.
+
+    stated: config values the user gave; only those that keep the model the same (data file, device) may differ.
+    """
     state = load_checkpoint(checkpoint_path)
-    config = with_overrides(state["config"], overrides or {})
-    select_device(config.run.device)
+    config = for_checkpoint(state["config"], stated or {}, "--mode eval")
+    select_device(config.run.device, config.run.deterministic)
     model = restore_model(state, checkpoint_path)
     # The split is redrawn from the run's seed; the normalisation statistics are the ones training used.
     data = load_cifar(config.data, random_generators(config.run.seed)["split"], state["normalizer"])

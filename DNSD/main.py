@@ -1,4 +1,4 @@
-"""The command line: `--mode train` trains (train.py), `--mode eval` tests a checkpoint (eval.py).
+"""The command line: `--mode train` trains or resumes (train.py), `--mode eval` tests a checkpoint (eval.py).
 
 Works as `python DNSD/main.py`, as `python main.py` inside DNSD/, and as `python -m DNSD`.
 """
@@ -11,8 +11,8 @@ if __package__ in (None, ""):
     # Run as a script: the folder on sys.path is DNSD/ itself; put the repository root there so `DNSD` imports.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from DNSD.config import add_config_flags, explicit_values, config_fields, resolve
-from DNSD.errors import InputError
+from DNSD.config import add_config_flags, build_config, stated_values
+from DNSD.errors import DNSDError, InputError
 
 EXIT_INTERRUPTED = 130
 
@@ -33,6 +33,8 @@ def build_parser():
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML config file, e.g. configs/resnet110_sd.yaml")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config key, e.g. -o train.epochs=10 (repeatable; applied last)")
+    parser.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
+                        help="train: continue the run in RUN_DIR (default: the output_dir) from its last.pdckpt")
     parser.add_argument("--checkpoint", metavar="PATH", help="eval: the checkpoint to test (a run's best.pdckpt)")
     parser.add_argument("--split", choices=("test", "val"), default="test", help="eval: the split to test")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
@@ -41,29 +43,25 @@ def build_parser():
 
 
 def run(args):
-    if args.mode == "train":
-        config = resolve(args.config, args, args.override)
-        if args.print_config:
-            print(config.to_yaml(), end="")
-            return 0
-        from DNSD.train import train
+    stated = stated_values(args.config, args, args.override)
+    if args.mode == "eval":
+        if not args.checkpoint:
+            raise InputError("--mode eval needs --checkpoint PATH, e.g. --checkpoint runs/resnet110_sd/best.pdckpt")
+        from DNSD.eval import evaluate_checkpoint, format_report
 
-        train(config)
+        result = evaluate_checkpoint(args.checkpoint, args.split, stated)
+        print(format_report(result, args.split))
         return 0
-    if not args.checkpoint:
-        raise InputError("--mode eval needs --checkpoint PATH, e.g. --checkpoint runs/resnet110_sd/best.pdckpt")
-    if args.config:
-        raise InputError("--config does not apply to --mode eval: the checkpoint's own config rebuilds the model")
-    overrides = explicit_values(args, args.override)
-    at_eval = {f"{section}.{f.name}" for section, f, _ in config_fields() if f.metadata["at_eval"]}
-    fixed = sorted(set(overrides) - at_eval)
-    if fixed:
-        raise InputError(f"{fixed[0]} cannot change in --mode eval: the checkpoint's config fixes it "
-                         f"(eval takes only {', '.join(sorted(at_eval))})")
-    from DNSD.eval import evaluate_checkpoint, format_report
+    config = build_config(stated)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    from DNSD.train import resume, train
 
-    result = evaluate_checkpoint(args.checkpoint, args.split, overrides)
-    print(format_report(result, args.split))
+    if args.resume is not None:
+        resume(args.resume or config.run.output_dir, stated)
+    else:
+        train(config)
     return 0
 
 
@@ -73,7 +71,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except InputError as error:
+    except DNSDError as error:
         print(f"DNSD: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:

@@ -1,32 +1,47 @@
-"""Training: the paper's recipe, the best-validation checkpoint, and the test error of that checkpoint at the end."""
+"""Training: the paper's recipe, the best-validation checkpoint, and the test error of that checkpoint at the end.
+
+A run can stop at any step (a signal, a kill) and continue from its last checkpoint as if it had not: the checkpoint
+holds the weights, the optimiser and scheduler, the position in the epoch with its shuffled order and running totals,
+and the state of every random generator.
+"""
+import contextlib
 import json
 import math
 import os
 import shutil
+import signal
 import time
 
 import paddle
 import paddle.nn.functional as F
 from tqdm import tqdm
+from visualdl import LogWriter
 
-from DNSD.checkpoint import load_checkpoint, restore_model, save_checkpoint, write_json
+from DNSD.checkpoint import atomic_write, load_checkpoint, restore_model, save_checkpoint, write_json
+from DNSD.config import for_checkpoint
 from DNSD.data import augment, batches, load_cifar
-from DNSD.errors import InputError
+from DNSD.errors import InputError, TrainingStopped
 from DNSD.eval import evaluate, format_report, report_checkpoint
 from DNSD.model import build_model
 from DNSD.runtime import random_generators, select_device
 from DNSD.stochastic_depth import sample_gates
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pdckpt", "best.pdckpt", "best.test.json", "vdl")
-PROGRESS_EVERY = 10  # steps between progress-bar updates; each one waits for the device
+PROGRESS_EVERY = 10  # steps between progress-bar updates
 
 
-def prepare_run_dir(output_dir, overwrite):
-    """Create the run folder; refuse one that holds a run unless overwrite, and fail early if it is not writable."""
-    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(output_dir, name))]
+def claim_run_dir(output_dir, overwrite):
+    """Check that a new run may use output_dir: refuse one that holds a run unless overwrite, and fail early if it is
+    not writable. Returns the old run's files, to be removed once the new run's inputs have been checked."""
+    existing = [os.path.join(output_dir, name) for name in RUN_FILES if os.path.exists(os.path.join(output_dir, name))]
     if existing and not overwrite:
-        raise InputError(f"{output_dir} already holds a run ({existing[0]}); pass --overwrite to replace it or "
-                         "choose another --output-dir")
+        raise InputError(f"{output_dir} already holds a run ({os.path.basename(existing[0])}); continue it with "
+                         f"--resume {output_dir}, replace it with --overwrite, or choose another --output-dir")
+    check_writable(output_dir)
+    return existing
+
+
+def check_writable(output_dir):
     try:
         os.makedirs(output_dir, exist_ok=True)
         probe = os.path.join(output_dir, ".write-test")
@@ -36,10 +51,6 @@ def prepare_run_dir(output_dir, overwrite):
     except OSError as error:
         raise InputError(f"cannot write to output folder {output_dir} ({error.strerror}); choose another "
                          "--output-dir") from None
-    for name in existing:
-        path = os.path.join(output_dir, name)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    return output_dir
 
 
 def decay_epochs(train_config):
@@ -60,94 +71,146 @@ def build_optimizer(train_config, model):
     return optimizer, scheduler
 
 
-def train_one_epoch(model, optimizer, data, config, rngs, progress):
-    """One pass over the shuffled training split; returns loss, error (%) and mean number of active blocks."""
-    model.train()
-    train = data.train
-    loss_sum = paddle.zeros([])
-    correct = paddle.zeros([], dtype="int64")
-    active_blocks = 0
-    seen = 0
-    step = 0
-    started = time.perf_counter()
-    for step, indices in enumerate(batches(len(train), config.train.batch_size, rngs["shuffle"]), start=1):
-        images = data.normalizer(train.images[indices])
-        if config.data.augment:
-            images = augment(images, rngs["augment"])
-        gates = sample_gates(model.survival_probabilities, rngs["gates"])
-        labels = paddle.to_tensor(train.labels[indices])
-        logits = model(paddle.to_tensor(images), gates)
+@contextlib.contextmanager
+def stop_requests():
+    """Turn SIGINT and SIGTERM into a request that the loop answers after the current step; a second SIGINT
+    interrupts at once."""
+    requests = []
+
+    def request(signum, frame):
+        requests.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {signum: signal.signal(signum, request) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requests
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def fresh_totals():
+    return {"loss_sum": 0.0, "correct": 0, "active_blocks": 0, "steps": 0, "seen": 0, "seconds": 0.0}
+
+
+class Trainer:
+    def __init__(self, config, run_dir, data, rngs, model, state=None):
+        self.config, self.run_dir, self.data, self.rngs, self.model = config, run_dir, data, rngs, model
+        self.optimizer, self.scheduler = build_optimizer(config.train, model)
+        # Every parameter gets a zero gradient now, and clear_grad(set_to_zero=True) keeps it allocated: a block that a
+        # step drops is then still updated by weight decay and momentum, as in the authors' optimiser, from the first
+        # step of a run and of a resumed run alike.
+        (0 * sum(p.sum() for p in model.parameters() if not p.stop_gradient)).backward()
+        self.steps_per_epoch = len(batches(len(data.train), config.train.batch_size))
+        # Where the run stands: epochs finished, batches of the next one done, its shuffled order and running totals.
+        self.epochs_done, self.step, self.order, self.totals = 0, 0, None, fresh_totals()
+        self.history, self.best = [], {"epoch": 0, "val_error": math.inf}
+        if state is not None:
+            self.optimizer.set_state_dict(state["optimizer"])
+            self.scheduler.set_state_dict(state["scheduler"])
+            for name, rng_state in state["rng"].items():
+                rngs[name].bit_generator.state = rng_state
+            self.epochs_done, self.step, self.order = state["epochs_done"], state["step"], state["order"]
+            self.totals, self.history, self.best = state["totals"], state["history"], state["best"]
+
+    def state(self):
+        """Everything a checkpoint needs to evaluate this model or to continue this run exactly."""
+        return {"config": self.config.to_dict(), "num_classes": self.data.num_classes, "classes": self.data.classes,
+                "normalizer": self.data.normalizer.state(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": {name: rng.bit_generator.state for name, rng in self.rngs.items()},
+                "epochs_done": self.epochs_done, "step": self.step, "order": self.order, "totals": self.totals,
+                "history": self.history, "best": self.best, "paddle_version": paddle.__version__}
+
+    def path(self, name):
+        return os.path.join(self.run_dir, name)
+
+    def run(self):
+        epochs = self.config.train.epochs
+        with stop_requests() as requests, LogWriter(logdir=self.path("vdl")) as writer:
+            while self.epochs_done < epochs:
+                if self.order is None:
+                    self.order = self.rngs["shuffle"].permutation(len(self.data.train))
+                with tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epochs_done + 1}/{epochs}",
+                          unit="batch", leave=False, disable=None) as progress:
+                    while self.step < self.steps_per_epoch:
+                        self.train_step()
+                        progress.update(1)
+                        if self.step % PROGRESS_EVERY == 0:
+                            progress.set_postfix(loss=f"{self.totals['loss_sum'] / self.totals['seen']:.3f}",
+                                                 img_s=f"{self.totals['seen'] / self.totals['seconds']:.0f}")
+                        if requests:
+                            self.stop(requests[0])
+                        every = self.config.run.checkpoint_every_steps
+                        if every and (self.epochs_done * self.steps_per_epoch + self.step) % every == 0:
+                            save_checkpoint(self.path("last.pdckpt"), self.state())
+                self.end_epoch(writer)
+                if requests:
+                    self.stop(requests[0])
+
+    def train_step(self):
+        started = time.perf_counter()
+        self.model.train()
+        indices = self.order[self.step * self.config.train.batch_size:][:self.config.train.batch_size]
+        images = self.data.normalizer(self.data.train.images[indices])
+        if self.config.data.augment:
+            images = augment(images, self.rngs["augment"])
+        gates = sample_gates(self.model.survival_probabilities, self.rngs["gates"])
+        labels = paddle.to_tensor(self.data.train.labels[indices])
+        logits = self.model(paddle.to_tensor(images), gates)
         loss = F.cross_entropy(logits, labels)
         loss.backward()
-        optimizer.step()
-        # Zeroed rather than freed gradients: a block dropped in this step then still gets weight decay and momentum,
-        # as every parameter did in the authors' optimiser.
-        optimizer.clear_grad(set_to_zero=True)
-        loss_sum += loss.detach() * len(indices)
-        correct += (logits.argmax(axis=1) == labels).astype("int64").sum()
-        active_blocks += int(gates.sum())
-        seen += len(indices)
-        progress.update(1)
-        if step % PROGRESS_EVERY == 0:
-            progress.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
-                                 img_s=f"{seen / (time.perf_counter() - started):.0f}")
-    return {
-        "train_loss": loss_sum.item() / seen,
-        "train_error": 100.0 - 100.0 * correct.item() / seen,
-        "mean_active_blocks": active_blocks / step,
-    }
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            kept = (f"{self.path('best.pdckpt')} (epoch {self.best['epoch']}) is kept" if self.best["epoch"]
+                    else "no checkpoint had been written")
+            raise TrainingStopped(f"the training loss became {loss_value} at epoch {self.epochs_done + 1}, step "
+                                  f"{self.step + 1}; training stopped and {kept}; try a lower --lr")
+        self.optimizer.step()
+        self.optimizer.clear_grad(set_to_zero=True)
+        self.step += 1
+        totals = self.totals
+        totals["loss_sum"] += loss_value * len(indices)
+        totals["correct"] += int((logits.argmax(axis=1) == labels).astype("int64").sum())
+        totals["active_blocks"] += int(gates.sum())
+        totals["steps"] += 1
+        totals["seen"] += len(indices)
+        totals["seconds"] += time.perf_counter() - started
+
+    def end_epoch(self, writer):
+        started = time.perf_counter()
+        totals = self.totals
+        val_error = evaluate(self.model, self.data.val, self.data.normalizer, self.config.train.batch_size,
+                             self.data.classes)["error"]
+        epoch = self.epochs_done + 1
+        record = {"epoch": epoch, "train_loss": totals["loss_sum"] / totals["seen"],
+                  "train_error": 100.0 - 100.0 * totals["correct"] / totals["seen"],
+                  "mean_active_blocks": totals["active_blocks"] / totals["steps"], "val_error": val_error,
+                  "lr": self.optimizer.get_lr(), "epoch_seconds": totals["seconds"] + time.perf_counter() - started,
+                  "images_per_second": totals["seen"] / totals["seconds"]}
+        self.scheduler.step()
+        improved = val_error < self.best["val_error"]
+        if improved:
+            self.best = {"epoch": epoch, "val_error": val_error}
+        self.history.append(record)
+        self.epochs_done, self.step, self.order, self.totals = epoch, 0, None, fresh_totals()
+        state = self.state()
+        if improved:
+            save_checkpoint(self.path("best.pdckpt"), state)
+        if epoch % self.config.run.checkpoint_every == 0 or epoch == self.config.train.epochs:
+            save_checkpoint(self.path("last.pdckpt"), state)
+        log_epoch(writer, self.path("metrics.jsonl"), record, improved, self.config.train.epochs)
+
+    def stop(self, signum):
+        save_checkpoint(self.path("last.pdckpt"), self.state())
+        name = signal.Signals(signum).name
+        raise TrainingStopped(f"{name} at epoch {self.epochs_done + 1}, step {self.step}: saved {self.path('last.pdckpt')}; "
+                              f"continue with: python -m DNSD --resume {self.run_dir}", exit_code=128 + signum)
 
 
-def train(config):
-    """Train as config says; returns the summary (best epoch, its validation and test error)."""
-    run_dir = prepare_run_dir(config.run.output_dir, config.run.overwrite)
-    device = select_device(config.run.device)
-    rngs = random_generators(config.run.seed)
-    data = load_cifar(config.data, rngs["split"])
-    paddle.seed(config.run.seed)
-    model = build_model(config.model, data.num_classes)
-    optimizer, scheduler = build_optimizer(config.train, model)
-    with open(os.path.join(run_dir, "config.yaml"), "w") as stream:
-        stream.write(config.to_yaml())
-
-    from visualdl import LogWriter
-
-    print(f"DNSD: ResNet-{config.model.depth} ({model.num_blocks} blocks, expected active "
-          f"{model.survival_probabilities.sum():.2f}), {len(data.train):,} train / {len(data.val):,} val / "
-          f"{len(data.test):,} test images, {config.train.epochs} epochs on {device}; run folder {run_dir}")
-    best = {"epoch": 0, "val_error": math.inf}
-    steps_per_epoch = len(batches(len(data.train), config.train.batch_size))
-    with LogWriter(logdir=os.path.join(run_dir, "vdl")) as writer, \
-            open(os.path.join(run_dir, "metrics.jsonl"), "a") as metrics_file:
-        for epoch in range(1, config.train.epochs + 1):
-            started = time.perf_counter()
-            lr = optimizer.get_lr()
-            with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.train.epochs}", unit="batch",
-                      leave=False, disable=None) as progress:
-                record = {"epoch": epoch, **train_one_epoch(model, optimizer, data, config, rngs, progress)}
-            train_seconds = time.perf_counter() - started
-            record["val_error"] = evaluate(model, data.val, data.normalizer, config.train.batch_size,
-                                           data.classes)["error"]
-            scheduler.step()
-            record.update(lr=lr, epoch_seconds=time.perf_counter() - started,
-                          images_per_second=len(data.train) / train_seconds)
-            improved = record["val_error"] < best["val_error"]
-            if improved:
-                best = {"epoch": epoch, "val_error": record["val_error"]}
-            log_epoch(writer, metrics_file, record, improved, config.train.epochs)
-            state = {"config": config.to_dict(), "num_classes": data.num_classes, "classes": data.classes,
-                     "normalizer": data.normalizer.state(), "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                     "metrics": record, "best": best}
-            save_checkpoint(os.path.join(run_dir, "last.pdckpt"), state)
-            if improved:
-                save_checkpoint(os.path.join(run_dir, "best.pdckpt"), state)
-    return finish(run_dir, data, config)
-
-
-def log_epoch(writer, metrics_file, record, improved, epochs):
-    metrics_file.write(json.dumps(record) + "\n")
-    metrics_file.flush()
+def log_epoch(writer, metrics_path, record, improved, epochs):
+    with open(metrics_path, "a") as stream:
+        stream.write(json.dumps(record) + "\n")
     for key, value in record.items():
         if key != "epoch":
             writer.add_scalar(tag=key, value=value, step=record["epoch"])
@@ -157,13 +220,62 @@ def log_epoch(writer, metrics_file, record, improved, epochs):
           f"{record['images_per_second']:.0f} img/s", flush=True)
 
 
+def set_up(config, normalizer_state=None):
+    device = select_device(config.run.device, config.run.deterministic)
+    rngs = random_generators(config.run.seed)
+    data = load_cifar(config.data, rngs["split"], normalizer_state)
+    return device, rngs, data
+
+
+def train(config):
+    """Start a new run as config says; returns its summary (best epoch, validation and test error)."""
+    run_dir = config.run.output_dir
+    replaced = claim_run_dir(run_dir, config.run.overwrite)
+    device, rngs, data = set_up(config)
+    for path in replaced:
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    paddle.seed(config.run.seed)
+    model = build_model(config.model, data.num_classes)
+    with open(os.path.join(run_dir, "config.yaml"), "w") as stream:
+        stream.write(config.to_yaml())
+    print(f"DNSD: ResNet-{config.model.depth} ({model.num_blocks} blocks, expected active "
+          f"{model.survival_probabilities.sum():.2f}), {len(data.train):,} train / {len(data.val):,} val / "
+          f"{len(data.test):,} test images, {config.train.epochs} epochs on {device}; run folder {run_dir}")
+    Trainer(config, run_dir, data, rngs, model).run()
+    return finish(run_dir, data, config)
+
+
+def resume(run_dir, stated):
+    """Continue the run in run_dir from its last checkpoint; stated values may change only what keeps the result."""
+    path = os.path.join(run_dir, "last.pdckpt")
+    if not os.path.isfile(path):
+        raise InputError(f"{run_dir} holds no last.pdckpt to resume from; start a new run with --output-dir {run_dir}")
+    state = load_checkpoint(path)
+    config = for_checkpoint(state["config"], {**stated, "run.output_dir": run_dir}, "--resume")
+    check_writable(run_dir)
+    device, rngs, data = set_up(config, state["normalizer"])
+    model = restore_model(state, path)
+    trainer = Trainer(config, run_dir, data, rngs, model, state)
+    # Lines written after the checkpoint belong to work that is about to be redone.
+    atomic_write(trainer.path("metrics.jsonl"), lambda temporary: _write_lines(temporary, trainer.history))
+    print(f"DNSD: resuming {run_dir} at epoch {trainer.epochs_done + 1}, step {trainer.step} of {trainer.steps_per_epoch}, "
+          f"on {device}")
+    trainer.run()
+    return finish(run_dir, data, config)
+
+
+def _write_lines(path, records):
+    with open(path, "w") as stream:
+        stream.writelines(json.dumps(record) + "\n" for record in records)
+
+
 def finish(run_dir, data, config):
     """Test the best-validation checkpoint, as the paper reports, and write the run's summary."""
     best_path = os.path.join(run_dir, "best.pdckpt")
     state = load_checkpoint(best_path)
     model = restore_model(state, best_path)
     result = report_checkpoint(model, state, best_path, data, "test", config.train.batch_size)
-    summary = {"best_epoch": state["epoch"], "best_val_error": state["best"]["val_error"],
+    summary = {"best_epoch": state["best"]["epoch"], "best_val_error": state["best"]["val_error"],
                "test_error": result["error"], "checkpoint": os.path.abspath(best_path)}
     write_json(os.path.join(run_dir, "summary.json"), summary)
     print(format_report(result, "test"))

@@ -1,23 +1,28 @@
 import os
 import sys
-import warnings
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-warnings.filterwarnings("ignore", message="No ccache found")
 
 from cifar_archive import synthetic_batches, write_archive  # noqa: E402
-
-MINI_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar-10-mini.tar.gz")
+from helpers import MINI_ARCHIVE, TINY_RUN, dnsd  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_archive(tmp_path_factory):
     """A synthetic archive in the official layout: 5 x 40 training images and 40 test images."""
     return write_archive(str(tmp_path_factory.mktemp("data") / "tiny.tar.gz"), synthetic_batches(40, learnable=True))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_archive):
+    """A finished two-epoch run of ResNet-8 on the tiny archive: (run folder, the training process's result)."""
+    run_dir = str(tmp_path_factory.mktemp("runs") / "tiny")
+    result = dnsd("--mode", "train", "--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN)
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
 
 
 @pytest.fixture

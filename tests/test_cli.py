@@ -2,38 +2,13 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
 from DNSD.config import Config
-
-TINY_RUN = ["--depth", "8", "--epochs", "2", "--batch-size", "32", "--val-size", "40"]
-
-
-def dnsd(*args, cwd=ROOT, entry=("-m", "DNSD")):
-    return subprocess.run([sys.executable, *entry, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, tiny_archive):
-    run_dir = str(tmp_path_factory.mktemp("runs") / "tiny")
-    result = dnsd("--mode", "train", "--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN)
-    assert result.returncode == 0, result.stderr
-    return run_dir, result
+from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
 
 
 def test_training_writes_the_run_folder(trained_run):
@@ -85,14 +60,6 @@ def test_eval_of_the_best_checkpoint_gives_the_reported_errors(trained_run, tiny
     assert json.load(open(os.path.join(run_dir, "best.val.json")))["error"] == summary["best_val_error"]
 
 
-def test_a_folder_holding_a_run_is_refused_and_left_alone(trained_run, tiny_archive):
-    run_dir = trained_run[0]
-    before = open(os.path.join(run_dir, "metrics.jsonl")).read()
-    result = dnsd("--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN)
-    assert_one_line_error(result, run_dir, "--overwrite")
-    assert open(os.path.join(run_dir, "metrics.jsonl")).read() == before
-
-
 @pytest.mark.parametrize("entry, cwd", [(("-m", "DNSD"), ROOT), (("DNSD/main.py",), ROOT),
                                         (("main.py",), os.path.join(ROOT, "DNSD"))])
 def test_every_entry_point_runs_the_same_cli(entry, cwd):
@@ -101,33 +68,3 @@ def test_every_entry_point_runs_the_same_cli(entry, cwd):
     config = yaml.safe_load(result.stdout)
     assert config["train"]["epochs"] == 3
     assert config["model"] == yaml.safe_load(Config().to_yaml())["model"]
-
-
-def test_unwritable_output_folder(tmp_path, tiny_archive):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    result = dnsd("--data-file", tiny_archive, "--output-dir", str(blocker / "run"), *TINY_RUN)
-    assert_one_line_error(result, "cannot write to output folder", "--output-dir")
-
-
-def test_missing_or_damaged_archive_from_the_cli(tmp_path):
-    missing = dnsd("--data-file", str(tmp_path / "none.tar.gz"), "--output-dir", str(tmp_path / "r1"), *TINY_RUN)
-    assert_one_line_error(missing, "does not exist", "--data-file")
-    damaged = tmp_path / "damaged.tar.gz"
-    damaged.write_bytes(b"\x1f\x8b\x08\x00garbage")
-    result = dnsd("--data-file", str(damaged), "--output-dir", str(tmp_path / "r2"), *TINY_RUN)
-    assert_one_line_error(result, str(damaged))
-
-
-def test_eval_misuse_is_refused(trained_run, tmp_path):
-    checkpoint = os.path.join(trained_run[0], "best.pdckpt")
-    assert_one_line_error(dnsd("--mode", "eval"), "--checkpoint")
-    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", checkpoint, "--depth", "20"), "model.depth")
-    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", str(tmp_path / "none.pdckpt")), "does not exist")
-    corrupt = tmp_path / "corrupt.pdckpt"
-    corrupt.write_bytes(open(checkpoint, "rb").read()[:1000])
-    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", str(corrupt)), str(corrupt))
-
-
-def test_unknown_flag_is_one_line():
-    assert_one_line_error(dnsd("--epoch", "3"), "--epoch")

@@ -2,7 +2,7 @@
 import json
 import os
 
-from test_cli import dnsd
+from helpers import dnsd
 
 
 def test_a_short_run_of_a_shallow_network_learns_well_above_chance(mini_archive, tmp_path):

@@ -1,0 +1,187 @@
+"""Reproducible runs and exact resume: real child processes, real signals, weights compared bit for bit."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from helpers import ROOT
+from DNSD.checkpoint import save_checkpoint
+from DNSD.config import Config, build_config
+from DNSD.errors import TrainingStopped
+from DNSD.train import train
+from helpers import assert_one_line_error, dnsd
+
+RUN = ["--depth", "8", "--epochs", "6", "--batch-size", "32", "--val-size", "40", "--checkpoint-every-steps", "1"]
+TIMING = ("epoch_seconds", "images_per_second")
+
+
+def arrays(path):
+    """The model and optimiser tensors of a checkpoint, as numpy arrays by name."""
+    state = paddle.load(path)
+    tensors = {f"model/{k}": v for k, v in state["model"].items()}
+    tensors.update({f"optimizer/{k}": v for k, v in state["optimizer"].items() if hasattr(v, "shape")})
+    return {name: np.asarray(value) for name, value in tensors.items()}
+
+
+def metrics(run_dir):
+    records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    return [{k: v for k, v in record.items() if k not in TIMING} for record in records]
+
+
+def assert_same_run(run_dir, reference_dir):
+    ours, theirs = arrays(os.path.join(run_dir, "last.pdckpt")), arrays(os.path.join(reference_dir, "last.pdckpt"))
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert np.array_equal(ours[name], theirs[name]), name
+    assert metrics(run_dir) == metrics(reference_dir)
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    reference = json.load(open(os.path.join(reference_dir, "summary.json")))
+    assert (summary["test_error"], summary["best_epoch"]) == (reference["test_error"], reference["best_epoch"])
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_archive, tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("reference") / "run")
+    result = dnsd("--data-file", tiny_archive, "--output-dir", run_dir, *RUN)
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def test_the_same_seed_gives_a_bit_identical_run(reference_run, tiny_archive, tmp_path):
+    run_dir = str(tmp_path / "again")
+    assert dnsd("--data-file", tiny_archive, "--output-dir", run_dir, *RUN).returncode == 0
+    assert_same_run(run_dir, reference_run)
+
+
+def test_another_seed_gives_another_run(reference_run, tiny_archive, tmp_path):
+    run_dir = str(tmp_path / "seed1")
+    assert dnsd("--data-file", tiny_archive, "--output-dir", run_dir, "--seed", "1", *RUN).returncode == 0
+    ours, theirs = arrays(os.path.join(run_dir, "last.pdckpt")), arrays(os.path.join(reference_run, "last.pdckpt"))
+    assert not all(np.array_equal(ours[name], theirs[name]) for name in ours)
+    assert metrics(run_dir) != metrics(reference_run)
+
+
+def start_training(tiny_archive, run_dir):
+    return subprocess.Popen([sys.executable, "-m", "DNSD", "--data-file", tiny_archive, "--output-dir", run_dir, *RUN],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_first_checkpoint(process, run_dir):
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(run_dir, "last.pdckpt")):
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_and_the_resumed_run_is_bit_identical(reference_run, tiny_archive, tmp_path, signum):
+    run_dir = str(tmp_path / "interrupted")
+    process = start_training(tiny_archive, run_dir)
+    wait_for_first_checkpoint(process, run_dir)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    message = stderr.strip().splitlines()[-1]
+    assert f"--resume {run_dir}" in message and "Traceback" not in stderr
+    state = paddle.load(os.path.join(run_dir, "last.pdckpt"))
+    assert (state["epochs_done"], state["step"]) != (6, 0)  # stopped before the end
+    result = dnsd("--resume", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert_same_run(run_dir, reference_run)
+
+
+def test_a_kill_at_a_random_moment_loses_only_the_work_since_the_last_checkpoint(reference_run, tiny_archive,
+                                                                                   tmp_path):
+    run_dir = str(tmp_path / "killed")
+    process = start_training(tiny_archive, run_dir)
+    wait_for_first_checkpoint(process, run_dir)
+    delay = random.uniform(0, 1.0)
+    time.sleep(delay)
+    process.kill()
+    process.communicate(timeout=60)
+    result = dnsd("--resume", run_dir)
+    assert result.returncode == 0, f"killed after {delay:.2f} s: {result.stderr}"
+    assert_same_run(run_dir, reference_run)
+
+
+def test_resume_refuses_a_change_to_what_was_trained(reference_run):
+    result = dnsd("--resume", reference_run, "--lr", "0.5")
+    assert_one_line_error(result, "train.lr", "--resume")
+
+
+def test_resume_needs_a_last_checkpoint(tmp_path):
+    assert_one_line_error(dnsd("--resume", str(tmp_path)), "last.pdckpt")
+
+
+def test_resume_finds_the_run_from_the_output_dir_flag(reference_run):
+    result = dnsd("--resume", "--output-dir", reference_run)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout
+
+
+def tiny_config(tiny_archive, run_dir, **train):
+    values = {"data.data_file": tiny_archive, "data.val_size": 40, "model.depth": 8, "train.batch_size": 32,
+              "run.output_dir": run_dir, **{f"train.{key}": value for key, value in train.items()}}
+    return build_config(values)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_best_checkpoint(tiny_archive, tmp_path, monkeypatch):
+    run_dir = str(tmp_path / "diverged")
+    cross_entropy = paddle.nn.functional.cross_entropy
+    calls = []
+
+    def diverging(logits, labels):
+        calls.append(1)  # 5 steps an epoch: the 8th call is epoch 2, step 3
+        loss = cross_entropy(logits, labels)
+        return loss * float("nan") if len(calls) >= 8 else loss
+
+    monkeypatch.setattr(paddle.nn.functional, "cross_entropy", diverging)
+    with pytest.raises(TrainingStopped) as stopped:
+        train(tiny_config(tiny_archive, run_dir, epochs=3))
+    assert stopped.value.exit_code == 1
+    assert "nan at epoch 2, step 3" in str(stopped.value) and "best.pdckpt (epoch 1) is kept" in str(stopped.value)
+    for name in ("best.pdckpt", "last.pdckpt"):
+        state = paddle.load(os.path.join(run_dir, name))
+        assert state["epochs_done"] == 1
+        assert all(np.all(np.isfinite(np.asarray(v))) for v in state["model"].values())
+
+
+def test_a_diverging_run_exits_with_code_1_from_the_cli(tiny_archive, tmp_path):
+    result = dnsd("--data-file", tiny_archive, "--output-dir", str(tmp_path / "r"), "--lr", "1e30",
+                  *RUN[:-2])
+    assert result.returncode == 1, result.stderr
+    assert "training loss became" in result.stderr and "at epoch 1, step" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    path = str(tmp_path / "last.pdckpt")
+    save_checkpoint(path, {"value": 1})
+    before = open(path, "rb").read()
+
+    def broken_save(obj, target):
+        with open(target, "wb") as stream:
+            stream.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(paddle, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"value": 2})
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["last.pdckpt"]
+
+
+def test_the_deterministic_flag_asks_cudnn_for_deterministic_kernels_on_the_gpu():
+    from DNSD.runtime import device_flags
+
+    assert Config().run.deterministic is False
+    assert device_flags("gpu", True) == {"FLAGS_cudnn_deterministic": True}
+    assert device_flags("gpu", False) == {} and device_flags("cpu", True) == {}
