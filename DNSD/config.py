@@ -52,6 +52,9 @@ class DataConfig:
         choices=("pixel", "channel"),
     )
     augment: bool = option(True, "shift by up to 4 pixels with zero fill and flip horizontally (training only)")
+    prefetch: int = option(2, "training batches prepared ahead by a loader thread and copied to the device (pinned "
+                              "memory on a GPU); 0: prepare each batch when it is needed",
+                           check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
 
 
 @dataclass
@@ -86,6 +89,8 @@ class TrainConfig:
     nesterov: bool = option(True, "Nesterov momentum")
     weight_decay: float = option(1e-4, "L2 weight decay, applied to every parameter as in the authors' optimiser",
                                  check=(lambda v: v >= 0, "a number >= 0"))
+    amp: str = option("off", "automatic mixed precision on the GPU: float16 (with dynamic loss scaling) or bfloat16",
+                      choices=("off", "float16", "bfloat16"))
 
 
 @dataclass
@@ -98,6 +103,10 @@ class RunConfig:
                          may_change=True)
     deterministic: bool = option(False, "ask cuDNN for deterministic kernels on the GPU (slower); CPU runs are "
                                         "deterministic anyway", may_change=True)
+    cudnn_exhaustive_search: bool = option(False, "let cuDNN time every convolution algorithm and keep the fastest "
+                                                  "(GPU only)", may_change=True)
+    cpu_threads: int = option(0, "CPU threads for Paddle; 0: every core this process may use",
+                              check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
     checkpoint_every: int = option(1, "epochs between resumable checkpoints (last.pdckpt); the last epoch always saves",
                                    check=(lambda v: v >= 1, "an integer >= 1"), may_change=True)
     checkpoint_every_steps: int = option(0, "also save last.pdckpt every this many steps; 0: only at epoch ends",

@@ -8,8 +8,11 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from paddle.io import DataLoader
+from paddle.io import Dataset as PaddleDataset
 
 from DNSD.errors import InputError
+from DNSD.runtime import generator
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -175,10 +178,36 @@ def augment(images, rng):
                   rows[:, None, :, None], columns[:, None, None, :]]
 
 
-def batches(num_images, batch_size, rng=None):
-    """Index arrays of consecutive mini-batches, in a random order when rng is given; the last one may be short."""
-    order = rng.permutation(num_images) if rng is not None else np.arange(num_images)
-    return [order[start:start + batch_size] for start in range(0, num_images, batch_size)]
+class TrainingBatches(PaddleDataset):
+    """The training steps of one epoch from first_step on, one whole mini-batch per item: gathered, normalised and
+    augmented with numpy, with the step's own generator, so that any worker or thread makes the same batch."""
+
+    def __init__(self, data, batch_size, augmented, seed, epoch, first_step=0):
+        order = generator(seed, "shuffle", epoch).permutation(len(data.train))
+        self.steps = [order[start:start + batch_size] for start in range(0, len(order), batch_size)][first_step:]
+        self.data, self.augmented, self.seed, self.epoch, self.first_step = data, augmented, seed, epoch, first_step
+
+    def __len__(self):
+        return len(self.steps)
+
+    def __getitem__(self, index):
+        indices = self.steps[index]
+        images = self.data.normalizer(self.data.train.images[indices])
+        if self.augmented:
+            images = augment(images, generator(self.seed, "augment", self.epoch, self.first_step + index))
+        return images, self.data.train.labels[indices]
+
+
+def training_loader(batches, prefetch):
+    """Paddle's DataLoader over whole batches: with prefetch > 0 a thread prepares that many batches ahead and copies
+    them to the device (through pinned memory on a GPU) while the current step runs."""
+    return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0, use_buffer_reader=prefetch > 0,
+                      prefetch_factor=max(prefetch, 1), return_list=True)
+
+
+def batches(num_images, batch_size):
+    """Index arrays of consecutive mini-batches in order; the last one may be short."""
+    return [np.arange(start, min(start + batch_size, num_images)) for start in range(0, num_images, batch_size)]
 
 
 @dataclass

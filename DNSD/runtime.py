@@ -1,39 +1,70 @@
-"""What a run needs besides model and data: its random generators and its device."""
+"""What a run needs besides model and data: its random generators, its device and the CPU settings."""
+import os
+
 import numpy as np
 import paddle
 
 from DNSD.errors import InputError
 
-GENERATORS = ("split", "shuffle", "augment", "gates")
+PURPOSES = ("split", "shuffle", "augment", "gates")
 
 
-def random_generators(seed):
-    """One independent numpy Generator per source of randomness, all derived from the run's seed.
+def generator(seed, purpose, *counters):
+    """The numpy Generator of one use of randomness, derived from the run's seed alone: the split, the shuffling of
+    an epoch, the augmentation or the gates of one step (counters: epoch, step).
 
-    Separate streams keep each source fixed when another changes: a different batch size changes the shuffling
-    draws but not the train/validation split.
+    Deriving each draw from (seed, purpose, epoch, step), instead of taking it from a long-lived generator, makes it
+    independent of who asks and when: a resumed run, a prefetching loader and every data-parallel rank get the same
+    numbers, and a checkpoint need not hold any generator state.
     """
-    streams = np.random.SeedSequence(seed).spawn(len(GENERATORS))
-    return {name: np.random.default_rng(stream) for name, stream in zip(GENERATORS, streams)}
+    return np.random.default_rng([seed, PURPOSES.index(purpose), *counters])
 
 
-def select_device(name="auto", deterministic=False):
-    """Set Paddle's device: the GPU when asked for or, with auto, when Paddle is built for CUDA and sees one.
-
-    deterministic asks cuDNN for deterministic algorithms; the flag exists only in CUDA builds, and CPU kernels are
-    deterministic already.
-    """
+def select_device(name="auto", deterministic=False, cudnn_exhaustive_search=False, cpu_threads=0):
+    """Set Paddle's device: the GPU when asked for or, with auto, when Paddle is built for CUDA and sees one."""
     has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if name == "gpu" and not has_gpu:
         raise InputError("--device gpu, but this Paddle build sees no GPU; install paddlepaddle-gpu or use --device cpu")
     device = "gpu" if name == "gpu" or (name == "auto" and has_gpu) else "cpu"
     paddle.set_device(device)
-    flags = device_flags(device, deterministic)
+    if device == "cpu":
+        configure_cpu(cpu_threads)
+    flags = device_flags(device, deterministic, cudnn_exhaustive_search)
     if flags:
         paddle.set_flags(flags)
     return device
 
 
-def device_flags(device, deterministic):
-    """The Paddle flags a run sets on its device."""
-    return {"FLAGS_cudnn_deterministic": True} if device == "gpu" and deterministic else {}
+def device_flags(device, deterministic, cudnn_exhaustive_search):
+    """The Paddle flags a run sets on its device; these flags exist only in CUDA builds."""
+    if device != "gpu":
+        return {}
+    flags = {"FLAGS_cudnn_deterministic": True} if deterministic else {}
+    if cudnn_exhaustive_search:
+        flags["FLAGS_cudnn_exhaustive_search"] = True
+    return flags
+
+
+def configure_cpu(threads=0, mkl_avx2=None):
+    """Paddle's fastest measured CPU settings (BENCHMARKS.md): every core, and MKL's AVX2 code on AMD processors.
+
+    Paddle keeps one thread unless told otherwise. Its CPU wheels do convolutions with MKL 2019, which runs a generic
+    slow path on AMD processors; MKL_DEBUG_CPU_TYPE=5 makes that MKL use its AVX2 kernels, about twice as fast.
+    An MKL_DEBUG_CPU_TYPE already in the environment is left as it is.
+    """
+    if mkl_avx2 is None:
+        mkl_avx2 = is_amd_with_avx2()
+    if mkl_avx2:
+        os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+    threads = threads or len(os.sched_getaffinity(0))
+    paddle.base.core.set_num_threads(threads)
+    return {"threads": threads, "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE")}
+
+
+def is_amd_with_avx2(cpuinfo="/proc/cpuinfo"):
+    try:
+        with open(cpuinfo) as stream:
+            text = stream.read()
+    except OSError:
+        return False
+    return "AuthenticAMD" in text and " avx2" in text

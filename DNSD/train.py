@@ -1,8 +1,8 @@
 """Training: the paper's recipe, the best-validation checkpoint, and the test error of that checkpoint at the end.
 
 A run can stop at any step (a signal, a kill) and continue from its last checkpoint as if it had not: the checkpoint
-holds the weights, the optimiser and scheduler, the position in the epoch with its shuffled order and running totals,
-and the state of every random generator.
+holds the weights, the optimiser and scheduler, and the position in the epoch with its running totals; every random
+draw is derived from (seed, epoch, step), so nothing else is needed to redo the same steps.
 """
 import contextlib
 import json
@@ -19,11 +19,11 @@ from visualdl import LogWriter
 
 from DNSD.checkpoint import atomic_write, load_checkpoint, restore_model, save_checkpoint, write_json
 from DNSD.config import for_checkpoint
-from DNSD.data import augment, batches, load_cifar
+from DNSD.data import TrainingBatches, load_cifar, training_loader
 from DNSD.errors import InputError, TrainingStopped
 from DNSD.eval import evaluate, format_report, report_checkpoint
 from DNSD.model import build_model
-from DNSD.runtime import random_generators, select_device
+from DNSD.runtime import generator, select_device
 from DNSD.stochastic_depth import sample_gates
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pdckpt", "best.pdckpt", "best.test.json", "vdl")
@@ -94,23 +94,25 @@ def fresh_totals():
 
 
 class Trainer:
-    def __init__(self, config, run_dir, data, rngs, model, state=None):
-        self.config, self.run_dir, self.data, self.rngs, self.model = config, run_dir, data, rngs, model
+    def __init__(self, config, run_dir, data, model, state=None):
+        self.config, self.run_dir, self.data, self.model = config, run_dir, data, model
         self.optimizer, self.scheduler = build_optimizer(config.train, model)
+        # float16 needs loss scaling to keep small gradients; bfloat16 has float32's range and does not.
+        self.scaler = paddle.amp.GradScaler() if config.train.amp == "float16" else None
         # Every parameter gets a zero gradient now, and clear_grad(set_to_zero=True) keeps it allocated: a block that a
         # step drops is then still updated by weight decay and momentum, as in the authors' optimiser, from the first
         # step of a run and of a resumed run alike.
         (0 * sum(p.sum() for p in model.parameters() if not p.stop_gradient)).backward()
-        self.steps_per_epoch = len(batches(len(data.train), config.train.batch_size))
-        # Where the run stands: epochs finished, batches of the next one done, its shuffled order and running totals.
-        self.epochs_done, self.step, self.order, self.totals = 0, 0, None, fresh_totals()
+        self.steps_per_epoch = math.ceil(len(data.train) / config.train.batch_size)
+        # Where the run stands: epochs finished, batches of the next one done, and its running totals.
+        self.epochs_done, self.step, self.totals = 0, 0, fresh_totals()
         self.history, self.best = [], {"epoch": 0, "val_error": math.inf}
         if state is not None:
             self.optimizer.set_state_dict(state["optimizer"])
             self.scheduler.set_state_dict(state["scheduler"])
-            for name, rng_state in state["rng"].items():
-                rngs[name].bit_generator.state = rng_state
-            self.epochs_done, self.step, self.order = state["epochs_done"], state["step"], state["order"]
+            if self.scaler:
+                self.scaler.load_state_dict(state["scaler"])
+            self.epochs_done, self.step = state["epochs_done"], state["step"]
             self.totals, self.history, self.best = state["totals"], state["history"], state["best"]
 
     def state(self):
@@ -118,8 +120,8 @@ class Trainer:
         return {"config": self.config.to_dict(), "num_classes": self.data.num_classes, "classes": self.data.classes,
                 "normalizer": self.data.normalizer.state(), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": {name: rng.bit_generator.state for name, rng in self.rngs.items()},
-                "epochs_done": self.epochs_done, "step": self.step, "order": self.order, "totals": self.totals,
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "epochs_done": self.epochs_done, "step": self.step, "totals": self.totals,
                 "history": self.history, "best": self.best, "paddle_version": paddle.__version__}
 
     def path(self, name):
@@ -129,12 +131,12 @@ class Trainer:
         epochs = self.config.train.epochs
         with stop_requests() as requests, LogWriter(logdir=self.path("vdl")) as writer:
             while self.epochs_done < epochs:
-                if self.order is None:
-                    self.order = self.rngs["shuffle"].permutation(len(self.data.train))
+                batches = TrainingBatches(self.data, self.config.train.batch_size, self.config.data.augment,
+                                          self.config.run.seed, self.epochs_done + 1, self.step)
                 with tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epochs_done + 1}/{epochs}",
                           unit="batch", leave=False, disable=None) as progress:
-                    while self.step < self.steps_per_epoch:
-                        self.train_step()
+                    for images, labels in training_loader(batches, self.config.data.prefetch):
+                        self.train_step(images, labels)
                         progress.update(1)
                         if self.step % PROGRESS_EVERY == 0:
                             progress.set_postfix(loss=f"{self.totals['loss_sum'] / self.totals['seen']:.3f}",
@@ -148,33 +150,35 @@ class Trainer:
                 if requests:
                     self.stop(requests[0])
 
-    def train_step(self):
+    def train_step(self, images, labels):
         started = time.perf_counter()
         self.model.train()
-        indices = self.order[self.step * self.config.train.batch_size:][:self.config.train.batch_size]
-        images = self.data.normalizer(self.data.train.images[indices])
-        if self.config.data.augment:
-            images = augment(images, self.rngs["augment"])
-        gates = sample_gates(self.model.survival_probabilities, self.rngs["gates"])
-        labels = paddle.to_tensor(self.data.train.labels[indices])
-        logits = self.model(paddle.to_tensor(images), gates)
-        loss = F.cross_entropy(logits, labels)
-        loss.backward()
+        gates = sample_gates(self.model.survival_probabilities,
+                             generator(self.config.run.seed, "gates", self.epochs_done + 1, self.step))
+        amp = self.config.train.amp
+        with paddle.amp.auto_cast(enable=amp != "off", dtype="float16" if amp == "off" else amp):
+            logits = self.model(images, gates)
+            loss = F.cross_entropy(logits, labels)
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             kept = (f"{self.path('best.pdckpt')} (epoch {self.best['epoch']}) is kept" if self.best["epoch"]
                     else "no checkpoint had been written")
             raise TrainingStopped(f"the training loss became {loss_value} at epoch {self.epochs_done + 1}, step "
                                   f"{self.step + 1}; training stopped and {kept}; try a lower --lr")
-        self.optimizer.step()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.clear_grad(set_to_zero=True)
         self.step += 1
         totals = self.totals
-        totals["loss_sum"] += loss_value * len(indices)
+        totals["loss_sum"] += loss_value * len(labels)
         totals["correct"] += int((logits.argmax(axis=1) == labels).astype("int64").sum())
         totals["active_blocks"] += int(gates.sum())
         totals["steps"] += 1
-        totals["seen"] += len(indices)
+        totals["seen"] += len(labels)
         totals["seconds"] += time.perf_counter() - started
 
     def end_epoch(self, writer):
@@ -193,7 +197,7 @@ class Trainer:
         if improved:
             self.best = {"epoch": epoch, "val_error": val_error}
         self.history.append(record)
-        self.epochs_done, self.step, self.order, self.totals = epoch, 0, None, fresh_totals()
+        self.epochs_done, self.step, self.totals = epoch, 0, fresh_totals()
         state = self.state()
         if improved:
             save_checkpoint(self.path("best.pdckpt"), state)
@@ -221,17 +225,16 @@ def log_epoch(writer, metrics_path, record, improved, epochs):
 
 
 def set_up(config, normalizer_state=None):
-    device = select_device(config.run.device, config.run.deterministic)
-    rngs = random_generators(config.run.seed)
-    data = load_cifar(config.data, rngs["split"], normalizer_state)
-    return device, rngs, data
+    run = config.run
+    device = select_device(run.device, run.deterministic, run.cudnn_exhaustive_search, run.cpu_threads)
+    return device, load_cifar(config.data, generator(run.seed, "split"), normalizer_state)
 
 
 def train(config):
     """Start a new run as config says; returns its summary (best epoch, validation and test error)."""
     run_dir = config.run.output_dir
     replaced = claim_run_dir(run_dir, config.run.overwrite)
-    device, rngs, data = set_up(config)
+    device, data = set_up(config)
     for path in replaced:
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     paddle.seed(config.run.seed)
@@ -241,7 +244,7 @@ def train(config):
     print(f"DNSD: ResNet-{config.model.depth} ({model.num_blocks} blocks, expected active "
           f"{model.survival_probabilities.sum():.2f}), {len(data.train):,} train / {len(data.val):,} val / "
           f"{len(data.test):,} test images, {config.train.epochs} epochs on {device}; run folder {run_dir}")
-    Trainer(config, run_dir, data, rngs, model).run()
+    Trainer(config, run_dir, data, model).run()
     return finish(run_dir, data, config)
 
 
@@ -253,9 +256,9 @@ def resume(run_dir, stated):
     state = load_checkpoint(path)
     config = for_checkpoint(state["config"], {**stated, "run.output_dir": run_dir}, "--resume")
     check_writable(run_dir)
-    device, rngs, data = set_up(config, state["normalizer"])
+    device, data = set_up(config, state["normalizer"])
     model = restore_model(state, path)
-    trainer = Trainer(config, run_dir, data, rngs, model, state)
+    trainer = Trainer(config, run_dir, data, model, state)
     # Lines written after the checkpoint belong to work that is about to be redone.
     atomic_write(trainer.path("metrics.jsonl"), lambda temporary: _write_lines(temporary, trainer.history))
     print(f"DNSD: resuming {run_dir} at epoch {trainer.epochs_done + 1}, step {trainer.step} of {trainer.steps_per_epoch}, "

@@ -4,12 +4,13 @@ import os
 import pickle
 
 import numpy as np
+import paddle
 import pytest
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
 from DNSD.config import DataConfig
-from DNSD.data import (CIFAR10_ARCHIVE, Dataset, Normalizer, augment, batches, load_cifar, locate_archive,
-                       read_archive, split_train_val)
+from DNSD.data import (CIFAR10_ARCHIVE, CifarData, Dataset, Normalizer, TrainingBatches, augment, batches,
+                       load_cifar, locate_archive, read_archive, split_train_val, training_loader)
 from DNSD.errors import InputError
 
 
@@ -155,8 +156,44 @@ def test_augmentation_shifts_by_at_most_four_with_zero_fill_and_flips_half_the_t
     assert np.array_equal(augment(images, np.random.default_rng(1)), augmented)
 
 
-def test_batches_cover_every_image_once_with_a_short_last_batch():
-    parts = batches(10, 4, np.random.default_rng(0))
-    assert [len(part) for part in parts] == [4, 4, 2]
-    assert sorted(np.concatenate(parts).tolist()) == list(range(10))
-    assert np.concatenate(batches(10, 4)).tolist() == list(range(10))
+def test_evaluation_batches_cover_every_image_in_order_with_a_short_last_batch():
+    parts = batches(10, 4)
+    assert [part.tolist() for part in parts] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def numbered_cifar(count=100):
+    dataset = numbered_dataset(count)
+    return CifarData(dataset, dataset, dataset, Normalizer(np.zeros((3, 32, 32)), 1.0))
+
+
+def test_training_batches_visit_every_image_once_per_epoch_in_a_seeded_order():
+    data = numbered_cifar()
+    epoch_one = [labels for _, labels in TrainingBatches(data, 32, False, seed=0, epoch=1)]
+    assert [len(labels) for labels in epoch_one] == [32, 32, 32, 4]
+    assert sorted(np.concatenate(epoch_one).tolist()) == list(range(100))
+    again = [labels for _, labels in TrainingBatches(data, 32, False, seed=0, epoch=1)]
+    epoch_two = [labels for _, labels in TrainingBatches(data, 32, False, seed=0, epoch=2)]
+    other_seed = [labels for _, labels in TrainingBatches(data, 32, False, seed=1, epoch=1)]
+    assert all(np.array_equal(a, b) for a, b in zip(epoch_one, again))
+    assert not np.array_equal(epoch_one[0], epoch_two[0]) and not np.array_equal(epoch_one[0], other_seed[0])
+
+
+def test_a_step_makes_the_same_batch_whatever_step_the_epoch_resumes_from():
+    data = numbered_cifar()
+    whole = TrainingBatches(data, 16, True, seed=3, epoch=2)
+    resumed = TrainingBatches(data, 16, True, seed=3, epoch=2, first_step=4)
+    assert len(resumed) == len(whole) - 4
+    for index in range(len(resumed)):
+        assert np.array_equal(resumed[index][0], whole[index + 4][0])
+        assert np.array_equal(resumed[index][1], whole[index + 4][1])
+
+
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_the_loader_delivers_the_batches_as_tensors_with_or_without_prefetch(prefetch):
+    data = numbered_cifar()
+    plain = TrainingBatches(data, 32, True, seed=0, epoch=1)
+    loaded = list(training_loader(plain, prefetch))
+    assert len(loaded) == len(plain)
+    for (images, labels), (expected_images, expected_labels) in zip(loaded, plain):
+        assert images.dtype == paddle.float32 and labels.dtype == paddle.int64
+        assert np.array_equal(images.numpy(), expected_images) and np.array_equal(labels.numpy(), expected_labels)

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import ROOT
 from DNSD.checkpoint import save_checkpoint
-from DNSD.config import Config, build_config
+from DNSD.config import build_config
 from DNSD.errors import TrainingStopped
 from DNSD.train import train
 from helpers import assert_one_line_error, dnsd
@@ -177,11 +177,3 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         save_checkpoint(path, {"value": 2})
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["last.pdckpt"]
-
-
-def test_the_deterministic_flag_asks_cudnn_for_deterministic_kernels_on_the_gpu():
-    from DNSD.runtime import device_flags
-
-    assert Config().run.deterministic is False
-    assert device_flags("gpu", True) == {"FLAGS_cudnn_deterministic": True}
-    assert device_flags("gpu", False) == {} and device_flags("cpu", True) == {}

@@ -1,0 +1,77 @@
+"""The speed options: their wiring, tested on the CPU (their effect is measured by scripts/benchmark.py)."""
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from DNSD.config import build_config
+from DNSD.runtime import configure_cpu, device_flags, is_amd_with_avx2
+from DNSD.train import train
+
+
+def tiny_config(tiny_archive, run_dir, **values):
+    base = {"data.data_file": tiny_archive, "data.val_size": 40, "model.depth": 8, "train.batch_size": 32,
+            "train.epochs": 1, "run.output_dir": run_dir}
+    return build_config({**base, **values})
+
+
+@pytest.mark.parametrize("amp, enabled, dtype, scaler", [("off", False, None, False), ("float16", True, "float16", True),
+                                                         ("bfloat16", True, "bfloat16", False)])
+def test_mixed_precision_is_wired_into_every_training_step(tiny_archive, tmp_path, monkeypatch, amp, enabled, dtype,
+                                                           scaler):
+    real_auto_cast = paddle.amp.auto_cast
+    calls = []
+
+    def spy(enable=True, dtype="float16", **kwargs):
+        calls.append((enable, dtype))
+        return real_auto_cast(enable=enable, dtype=dtype, **kwargs)
+
+    monkeypatch.setattr(paddle.amp, "auto_cast", spy)
+    run_dir = str(tmp_path / amp)
+    train(tiny_config(tiny_archive, run_dir, **{"train.amp": amp}))
+    assert len(calls) == 5  # 160 training images in batches of 32
+    assert all(enable is enabled for enable, _ in calls)
+    if enabled:
+        assert {called for _, called in calls} == {dtype}
+    state = paddle.load(os.path.join(run_dir, "last.pdckpt"))
+    assert (state["scaler"] is not None) is scaler
+
+
+def test_prefetching_changes_nothing_but_speed(tiny_archive, tmp_path):
+    weights = []
+    for prefetch in (0, 3):
+        run_dir = str(tmp_path / f"prefetch{prefetch}")
+        train(tiny_config(tiny_archive, run_dir, **{"data.prefetch": prefetch, "train.epochs": 2}))
+        weights.append(paddle.load(os.path.join(run_dir, "last.pdckpt"))["model"])
+    for name in weights[0]:
+        assert np.array_equal(np.asarray(weights[0][name]), np.asarray(weights[1][name])), name
+
+
+def test_gpu_flags_for_determinism_and_exhaustive_search():
+    assert device_flags("gpu", True, False) == {"FLAGS_cudnn_deterministic": True}
+    assert device_flags("gpu", False, True) == {"FLAGS_cudnn_exhaustive_search": True}
+    assert device_flags("gpu", True, True) == {"FLAGS_cudnn_deterministic": True,
+                                               "FLAGS_cudnn_exhaustive_search": True}
+    assert device_flags("gpu", False, False) == {}
+    assert device_flags("cpu", True, True) == {}
+
+
+def test_amd_processors_with_avx2_are_recognised(tmp_path):
+    amd, intel = tmp_path / "amd", tmp_path / "intel"
+    amd.write_text("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    intel.write_text("vendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    assert is_amd_with_avx2(str(amd)) and not is_amd_with_avx2(str(intel))
+    assert not is_amd_with_avx2(str(tmp_path / "missing"))
+
+
+def test_cpu_settings_use_every_core_and_keep_a_users_mkl_choice(monkeypatch):
+    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
+    settings = configure_cpu(0, mkl_avx2=True)
+    assert settings["threads"] == len(os.sched_getaffinity(0))
+    assert os.environ["MKL_DEBUG_CPU_TYPE"] == "5"
+    monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", "2")
+    assert configure_cpu(1, mkl_avx2=True) == {"threads": 1, "mkl_debug_cpu_type": "2"}
+    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE")
+    configure_cpu(0, mkl_avx2=False)
+    assert "MKL_DEBUG_CPU_TYPE" not in os.environ
