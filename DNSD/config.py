@@ -52,9 +52,11 @@ class DataConfig:
         choices=("pixel", "channel"),
     )
     augment: bool = option(True, "shift by up to 4 pixels with zero fill and flip horizontally (training only)")
-    prefetch: int = option(2, "training batches prepared ahead by a loader thread and copied to the device (pinned "
-                              "memory on a GPU); 0: prepare each batch when it is needed",
-                           check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
+    prefetch: int = option(2, "training batches prepared ahead by a thread while the current step runs; 0: prepare "
+                              "each batch when it is needed", check=(lambda v: v >= 0, "an integer >= 0"),
+                           may_change=True)
+    pin_memory: bool = option(True, "on a GPU, put batches in page-locked memory so that copies to the device run "
+                                    "asynchronously", may_change=True)
 
 
 @dataclass
@@ -105,7 +107,8 @@ class RunConfig:
                                         "deterministic anyway", may_change=True)
     cudnn_exhaustive_search: bool = option(False, "let cuDNN time every convolution algorithm and keep the fastest "
                                                   "(GPU only)", may_change=True)
-    cpu_threads: int = option(0, "CPU threads for Paddle; 0: every core this process may use",
+    cpu_threads: int = option(1, "CPU threads for Paddle; 0: every core this process may use (a second thread was "
+                                 "as often slower as faster on this project's 2-vCPU machines: BENCHMARKS.md)",
                               check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
     checkpoint_every: int = option(1, "epochs between resumable checkpoints (last.pdckpt); the last epoch always saves",
                                    check=(lambda v: v >= 1, "an integer >= 1"), may_change=True)

@@ -3,13 +3,14 @@ whole batches with numpy."""
 import hashlib
 import os
 import pickle
+import queue
 import tarfile
+import threading
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from paddle.io import DataLoader
-from paddle.io import Dataset as PaddleDataset
+import paddle
 
 from DNSD.errors import InputError
 from DNSD.runtime import generator
@@ -149,7 +150,9 @@ class Normalizer:
         return cls(state["mean"], state["std"])
 
     def __call__(self, images):
-        return (images.astype(np.float32) - self.mean) * self.inverse_std
+        normalised = np.subtract(images, self.mean, dtype=np.float32)
+        normalised *= self.inverse_std
+        return normalised
 
 
 def _std_of_uint8(values):
@@ -164,23 +167,26 @@ def augment(images, rng):
     """Shift each image by a random offset in [-4, 4] on each axis with zero fill, then flip it horizontally with
     probability 0.5 (the authors' augmentation: the same as padding by 4 and cropping 32x32 at random).
 
-    Works on a whole (B, C, H, W) batch with one gather; zero fill happens after normalisation, as in the authors'
-    code, so the fill is the mean image.
+    Works on a whole (B, C, H, W) batch with one gather of flattened pixels; zero fill happens after normalisation,
+    as in the authors' code, so the fill is the mean image.
     """
-    batch, _, height, width = images.shape
-    padded = np.pad(images, ((0, 0), (0, 0), (SHIFT, SHIFT), (SHIFT, SHIFT)))
+    batch, channels, height, width = images.shape
+    padded_width = width + 2 * SHIFT
+    padded = np.zeros((batch, channels, height + 2 * SHIFT, padded_width), images.dtype)
+    padded[:, :, SHIFT:SHIFT + height, SHIFT:SHIFT + width] = images
     top = rng.integers(0, 2 * SHIFT + 1, size=batch)
     left = rng.integers(0, 2 * SHIFT + 1, size=batch)
     flip = rng.random(batch) < 0.5
     rows = top[:, None] + np.arange(height)
     columns = np.where(flip[:, None], np.arange(width)[::-1], np.arange(width)) + left[:, None]
-    return padded[np.arange(batch)[:, None, None, None], np.arange(images.shape[1])[None, :, None, None],
-                  rows[:, None, :, None], columns[:, None, None, :]]
+    pixels = (rows[:, :, None] * padded_width + columns[:, None, :]).reshape(batch, 1, -1)
+    shifted = np.take_along_axis(padded.reshape(batch, channels, -1), pixels, axis=2)
+    return shifted.reshape(batch, channels, height, width)
 
 
-class TrainingBatches(PaddleDataset):
+class TrainingBatches:
     """The training steps of one epoch from first_step on, one whole mini-batch per item: gathered, normalised and
-    augmented with numpy, with the step's own generator, so that any worker or thread makes the same batch."""
+    augmented with numpy, with the step's own generator, so that any thread makes the same batch."""
 
     def __init__(self, data, batch_size, augmented, seed, epoch, first_step=0):
         order = generator(seed, "shuffle", epoch).permutation(len(data.train))
@@ -198,11 +204,55 @@ class TrainingBatches(PaddleDataset):
         return images, self.data.train.labels[indices]
 
 
-def training_loader(batches, prefetch):
-    """Paddle's DataLoader over whole batches: with prefetch > 0 a thread prepares that many batches ahead and copies
-    them to the device (through pinned memory on a GPU) while the current step runs."""
-    return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0, use_buffer_reader=prefetch > 0,
-                      prefetch_factor=max(prefetch, 1), return_list=True)
+def _host_tensors(images, labels, pin):
+    images, labels = paddle.to_tensor(images, place=paddle.CPUPlace()), paddle.to_tensor(labels, place=paddle.CPUPlace())
+    return (images.pin_memory(), labels.pin_memory()) if pin else (images, labels)
+
+
+def prefetched(batches, ahead, pin=False):
+    """Iterate (images, labels) tensors on the current device, made `ahead` batches in advance by a thread.
+
+    pin: the thread puts each batch in page-locked memory, so that its copy to the GPU runs asynchronously.
+    Paddle's DataLoader does the same with num_workers=0, but when making a batch fails, its loop then waits
+    forever (seen with Paddle 2.6.2 and 3.3.1); here the error reaches the caller.
+    """
+    on_gpu = paddle.device.get_device().startswith("gpu")
+
+    def to_device(tensors):
+        return tuple(tensor.cuda(blocking=False) for tensor in tensors) if on_gpu else tensors
+
+    if ahead == 0:
+        for images, labels in batches:
+            yield to_device(_host_tensors(images, labels, pin))
+        return
+    ready, stopped = queue.Queue(maxsize=ahead), threading.Event()
+
+    def put(item):
+        while not stopped.is_set():
+            try:
+                return ready.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+
+    def produce():
+        try:
+            for images, labels in batches:
+                put(("batch", _host_tensors(images, labels, pin)))
+            put(("end", None))
+        except BaseException as error:
+            put(("error", error))
+
+    threading.Thread(target=produce, name="dnsd-prefetch", daemon=True).start()
+    try:
+        while True:
+            kind, value = ready.get()
+            if kind == "error":
+                raise value
+            if kind == "end":
+                return
+            yield to_device(value)
+    finally:
+        stopped.set()
 
 
 def batches(num_images, batch_size):

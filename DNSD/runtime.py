@@ -20,7 +20,7 @@ def generator(seed, purpose, *counters):
     return np.random.default_rng([seed, PURPOSES.index(purpose), *counters])
 
 
-def select_device(name="auto", deterministic=False, cudnn_exhaustive_search=False, cpu_threads=0):
+def select_device(name="auto", deterministic=False, cudnn_exhaustive_search=False, cpu_threads=1, mkl_avx2=None):
     """Set Paddle's device: the GPU when asked for or, with auto, when Paddle is built for CUDA and sees one."""
     has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if name == "gpu" and not has_gpu:
@@ -28,7 +28,7 @@ def select_device(name="auto", deterministic=False, cudnn_exhaustive_search=Fals
     device = "gpu" if name == "gpu" or (name == "auto" and has_gpu) else "cpu"
     paddle.set_device(device)
     if device == "cpu":
-        configure_cpu(cpu_threads)
+        configure_cpu(cpu_threads, mkl_avx2)
     flags = device_flags(device, deterministic, cudnn_exhaustive_search)
     if flags:
         paddle.set_flags(flags)
@@ -45,12 +45,12 @@ def device_flags(device, deterministic, cudnn_exhaustive_search):
     return flags
 
 
-def configure_cpu(threads=0, mkl_avx2=None):
-    """Paddle's fastest measured CPU settings (BENCHMARKS.md): every core, and MKL's AVX2 code on AMD processors.
+def configure_cpu(threads=1, mkl_avx2=None):
+    """Paddle's CPU threads (0: every core), and MKL's AVX2 code on AMD processors (None: when the CPU is one).
 
-    Paddle keeps one thread unless told otherwise. Its CPU wheels do convolutions with MKL 2019, which runs a generic
-    slow path on AMD processors; MKL_DEBUG_CPU_TYPE=5 makes that MKL use its AVX2 kernels, about twice as fast.
-    An MKL_DEBUG_CPU_TYPE already in the environment is left as it is.
+    Paddle's CPU wheels do convolutions with MKL 2019, which runs a generic slow path on AMD processors;
+    MKL_DEBUG_CPU_TYPE=5 makes that MKL use its AVX2 kernels, about twice as fast (BENCHMARKS.md). An
+    MKL_DEBUG_CPU_TYPE already in the environment is left as it is.
     """
     if mkl_avx2 is None:
         mkl_avx2 = is_amd_with_avx2()

@@ -19,7 +19,7 @@ from visualdl import LogWriter
 
 from DNSD.checkpoint import atomic_write, load_checkpoint, restore_model, save_checkpoint, write_json
 from DNSD.config import for_checkpoint
-from DNSD.data import TrainingBatches, load_cifar, training_loader
+from DNSD.data import TrainingBatches, load_cifar, prefetched
 from DNSD.errors import InputError, TrainingStopped
 from DNSD.eval import evaluate, format_report, report_checkpoint
 from DNSD.model import build_model
@@ -135,7 +135,8 @@ class Trainer:
                                           self.config.run.seed, self.epochs_done + 1, self.step)
                 with tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epochs_done + 1}/{epochs}",
                           unit="batch", leave=False, disable=None) as progress:
-                    for images, labels in training_loader(batches, self.config.data.prefetch):
+                    for images, labels in prefetched(batches, self.config.data.prefetch, self.config.data.pin_memory
+                                                     and paddle.device.get_device().startswith("gpu")):
                         self.train_step(images, labels)
                         progress.update(1)
                         if self.step % PROGRESS_EVERY == 0:

@@ -10,7 +10,7 @@ import pytest
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
 from DNSD.config import DataConfig
 from DNSD.data import (CIFAR10_ARCHIVE, CifarData, Dataset, Normalizer, TrainingBatches, augment, batches,
-                       load_cifar, locate_archive, read_archive, split_train_val, training_loader)
+                       load_cifar, locate_archive, prefetched, read_archive, split_train_val)
 from DNSD.errors import InputError
 
 
@@ -188,12 +188,52 @@ def test_a_step_makes_the_same_batch_whatever_step_the_epoch_resumes_from():
         assert np.array_equal(resumed[index][1], whole[index + 4][1])
 
 
-@pytest.mark.parametrize("prefetch", [0, 3])
-def test_the_loader_delivers_the_batches_as_tensors_with_or_without_prefetch(prefetch):
+@pytest.mark.parametrize("ahead", [0, 3])
+def test_prefetched_batches_are_the_same_tensors_with_or_without_a_thread(ahead):
     data = numbered_cifar()
     plain = TrainingBatches(data, 32, True, seed=0, epoch=1)
-    loaded = list(training_loader(plain, prefetch))
+    loaded = list(prefetched(plain, ahead))
     assert len(loaded) == len(plain)
     for (images, labels), (expected_images, expected_labels) in zip(loaded, plain):
         assert images.dtype == paddle.float32 and labels.dtype == paddle.int64
         assert np.array_equal(images.numpy(), expected_images) and np.array_equal(labels.numpy(), expected_labels)
+
+
+class FailingBatches:
+    def __iter__(self):
+        yield np.zeros((2, 3, 32, 32), np.float32), np.zeros(2, np.int64)
+        raise MemoryError("no room for the next batch")
+
+
+@pytest.mark.parametrize("ahead", [0, 2])
+def test_an_error_while_making_a_batch_reaches_the_training_loop(ahead):
+    batches = prefetched(FailingBatches(), ahead)
+    next(batches)
+    with pytest.raises(MemoryError, match="no room"):
+        next(batches)
+
+
+def test_stopping_early_releases_the_prefetch_thread():
+    import threading
+
+    batches = prefetched(TrainingBatches(numbered_cifar(), 8, True, seed=0, epoch=1), 2)
+    next(batches)
+    batches.close()
+    for thread in threading.enumerate():
+        if thread.name == "dnsd-prefetch":
+            thread.join(timeout=5)
+            assert not thread.is_alive()
+
+
+def test_pinning_happens_in_the_prefetch_thread(monkeypatch):
+    import threading
+
+    pinned_in = []
+
+    def pin_memory(tensor):
+        pinned_in.append(threading.current_thread().name)
+        return tensor
+
+    monkeypatch.setattr(paddle.Tensor, "pin_memory", pin_memory)
+    list(prefetched(TrainingBatches(numbered_cifar(), 50, False, seed=0, epoch=1), 2, pin=True))
+    assert pinned_in == ["dnsd-prefetch"] * 4  # two batches, images and labels

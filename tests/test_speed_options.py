@@ -65,7 +65,7 @@ def test_amd_processors_with_avx2_are_recognised(tmp_path):
     assert not is_amd_with_avx2(str(tmp_path / "missing"))
 
 
-def test_cpu_settings_use_every_core_and_keep_a_users_mkl_choice(monkeypatch):
+def test_cpu_settings_take_a_thread_count_or_every_core_and_keep_a_users_mkl_choice(monkeypatch):
     monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
     settings = configure_cpu(0, mkl_avx2=True)
     assert settings["threads"] == len(os.sched_getaffinity(0))

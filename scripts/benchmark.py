@@ -1,0 +1,274 @@
+"""Measure DNSD's speed on this machine: training steps with and without stochastic depth, the data pipeline,
+evaluation throughput and peak memory. Medians and spreads over repeats, after warm-up; results as JSON.
+
+    python scripts/benchmark.py                              # shallow defaults: a few minutes on a CPU
+    python scripts/benchmark.py --depth 110 --steps 3        # the paper's network
+    python scripts/benchmark.py --compare-cpu-settings       # each CPU setting in its own process
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+import paddle.nn.functional as F  # noqa: E402
+
+from DNSD.config import ModelConfig, TrainConfig  # noqa: E402
+from DNSD.data import CifarData, Dataset, Normalizer, TrainingBatches, prefetched  # noqa: E402
+from DNSD.model import build_model  # noqa: E402
+from DNSD.runtime import select_device  # noqa: E402
+from DNSD.stochastic_depth import sample_gates  # noqa: E402
+from DNSD.train import build_optimizer  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--depth", type=int, default=20, help="ResNet depth 6n+2 (default 20; the paper: 110)")
+    parser.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per repeat (default 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of each measurement (default 3)")
+    parser.add_argument("--data-batches", type=int, default=40, help="batches per data-pipeline repeat (default 40)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="device (default auto)")
+    parser.add_argument("--cpu-threads", type=int, default=1,
+                        help="CPU threads for Paddle, 0: every core (default 1, DNSD's default)")
+    parser.add_argument("--mkl-avx2", choices=("auto", "on", "off"), default="auto",
+                        help="MKL's AVX2 code on the CPU (default auto: on for AMD processors, DNSD's default)")
+    parser.add_argument("--prefetch", type=int, default=2, help="batches the loader prepares ahead (default 2)")
+    parser.add_argument("--sections", default="train,data,eval",
+                        help="comma-separated subset of train, data, eval (default: all)")
+    parser.add_argument("--compare-cpu-settings", action="store_true",
+                        help="time training steps under each CPU setting (threads, MKL's AVX2 code, oneDNN), each "
+                             "in a fresh process")
+    parser.add_argument("--profile", action="store_true",
+                        help="print Paddle's profile of a few constant-depth training steps (time per operator)")
+    parser.add_argument("--output", default="benchmark-results.json", help="results file (default %(default)s)")
+    return parser.parse_args(argv)
+
+
+def summarise(samples):
+    """Median and spread of a list of measurements."""
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "samples": samples}
+
+
+def training_step(args, survival_last):
+    """The real training step (forward, backward, SGD) of a fresh model on a fixed random batch."""
+    paddle.seed(0)
+    model = build_model(ModelConfig(depth=args.depth, survival_last=survival_last), num_classes=10)
+    optimizer, _ = build_optimizer(TrainConfig(), model)
+    model.train()
+    rng = np.random.default_rng(0)
+    images = paddle.to_tensor(rng.normal(size=(args.batch_size, 3, 32, 32)).astype(np.float32))
+    labels = paddle.to_tensor(rng.integers(0, 10, size=args.batch_size))
+    gate_rng = np.random.default_rng(1)
+    active = []
+
+    def step():
+        gates = sample_gates(model.survival_probabilities, gate_rng)
+        active.append(int(gates.sum()))
+        loss = F.cross_entropy(model(images, gates), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad(set_to_zero=True)
+        return loss.item()  # waits for the device, so that the time is the step's
+
+    return step, active, model.num_blocks
+
+
+def time_training_steps(args):
+    """Seconds per step at constant depth and with stochastic depth; their repeats alternate, so that a drift in
+    the machine's speed affects both alike."""
+    runs = {"constant_depth": training_step(args, 1.0), "stochastic_depth": training_step(args, 0.5)}
+    samples = {name: [] for name in runs}
+    for step, _, _ in runs.values():
+        for _ in range(args.warmup):
+            step()
+    for _ in range(args.repeats):
+        for name, (step, _, _) in runs.items():
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            samples[name].append((time.perf_counter() - started) / args.steps)
+    return {name: {**summarise(samples[name]), "mean_active_blocks": float(np.mean(active)), "blocks": blocks}
+            for name, (_, active, blocks) in runs.items()}
+
+
+def time_evaluation(args):
+    paddle.seed(0)
+    model = build_model(ModelConfig(depth=args.depth), num_classes=10)
+    model.eval()
+    images = paddle.to_tensor(np.random.default_rng(0).normal(size=(args.batch_size, 3, 32, 32)).astype(np.float32))
+    samples = []
+    with paddle.no_grad():
+        for _ in range(args.warmup):
+            model(images).numpy()
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                model(images).numpy()
+            samples.append(args.steps * args.batch_size / (time.perf_counter() - started))
+    return summarise(samples)
+
+
+def synthetic_images(count):
+    return np.random.default_rng(0).integers(0, 256, size=(count, 3, 32, 32), dtype=np.uint8)
+
+
+def batches_per_second(make_loader, args):
+    """Batches per second over the first args.data_batches batches of a fresh loader, args.repeats times."""
+    samples = []
+    for repeat in range(args.repeats):
+        loader = make_loader(repeat)
+        started = time.perf_counter()
+        for index, _ in enumerate(loader, start=1):
+            if index == args.data_batches:
+                break
+        samples.append(args.data_batches / (time.perf_counter() - started))
+    return summarise(samples)
+
+
+def time_dnsd_pipeline(args, images):
+    """Batches per second of what DNSD's training reads: whole batches gathered, normalised and augmented with
+    numpy in a prefetching thread, delivered as tensors."""
+    train = Dataset(images, np.zeros(len(images), dtype=np.int64))
+    data = CifarData(train, train, train, Normalizer.fit(images))
+    return batches_per_second(
+        lambda repeat: prefetched(TrainingBatches(data, args.batch_size, True, seed=0, epoch=repeat + 1),
+                                  args.prefetch), args)
+
+
+def time_transforms_pipeline(args, images):
+    """Batches per second of the common way: per-image paddle.vision.transforms on PIL images (as
+    paddle.vision.datasets.Cifar10 gives them) in a single-process paddle.io.DataLoader."""
+    from paddle.io import DataLoader
+    from paddle.io import Dataset as PaddleDataset
+    from paddle.vision import transforms
+    from PIL import Image
+
+    normalizer = Normalizer.fit(images, "channel")
+    transform = transforms.Compose([
+        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+        transforms.Normalize(mean=(normalizer.mean / 255).ravel().tolist(),
+                             std=(normalizer.state()["std"] / 255).ravel().tolist()),
+    ])
+    hwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+
+    class Images(PaddleDataset):
+        def __getitem__(self, index):
+            return transform(Image.fromarray(hwc[index])), np.int64(0)
+
+        def __len__(self):
+            return len(hwc)
+
+    return batches_per_second(
+        lambda repeat: DataLoader(Images(), batch_size=args.batch_size, shuffle=True, num_workers=0), args)
+
+
+def peak_memory_mib():
+    if paddle.device.get_device().startswith("gpu"):
+        return {"gpu_peak_allocated_mib": paddle.device.cuda.max_memory_allocated() / 2**20,
+                "host_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"host_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+CPU_SETTINGS = (  # (name, threads, MKL's AVX2 code, oneDNN)
+    ("Paddle's defaults", 1, "off", False),
+    ("every core", 0, "off", False),
+    ("MKL AVX2 code (DNSD's default)", 1, "on", False),
+    ("every core + MKL AVX2 code", 0, "on", False),
+    ("every core + MKL AVX2 code + oneDNN", 0, "on", True),
+)
+
+
+def compare_cpu_settings(args):
+    """Training-step time under each CPU setting, each in a fresh process (MKL reads its settings once)."""
+    rows = []
+    for name, threads, mkl_avx2, onednn in CPU_SETTINGS:
+        command = [sys.executable, os.path.abspath(__file__), "--sections", "train", "--device", "cpu",
+                   "--depth", str(args.depth), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--cpu-threads", str(threads),
+                   "--mkl-avx2", mkl_avx2, "--output", os.devnull]
+        environment = {key: value for key, value in os.environ.items() if key != "MKL_DEBUG_CPU_TYPE"}
+        environment["FLAGS_use_mkldnn"] = "1" if onednn else "0"
+        output = subprocess.run(command, capture_output=True, text=True, check=True, env=environment).stdout
+        train = json.loads(output[output.index("{"):])["train"]
+        rows.append({"setting": name, "constant_step_seconds": train["constant_depth"]["median"],
+                     "stochastic_step_seconds": train["stochastic_depth"]["median"]})
+        print(f"{name:<45} constant depth {rows[-1]['constant_step_seconds']:.3f} s/step  stochastic depth "
+              f"{rows[-1]['stochastic_step_seconds']:.3f} s/step", file=sys.stderr, flush=True)
+    return rows
+
+
+def profile_training_steps(args):
+    """Paddle's operator summary of a few training steps: where the step's time goes."""
+    import tempfile
+
+    import paddle.profiler as profiler
+
+    step, _, _ = training_step(args, 1.0)
+    for _ in range(args.warmup):
+        step()
+    with tempfile.TemporaryDirectory() as folder:
+        recorder = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU],
+                                     on_trace_ready=profiler.export_chrome_tracing(folder))
+        recorder.start()
+        for _ in range(args.steps):
+            step()
+            recorder.step()
+        recorder.stop()
+        recorder.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+               "paddle": paddle.__version__, "python": platform.python_version(), "machine": platform.machine(),
+               "cpu_count": os.cpu_count(), "depth": args.depth, "batch_size": args.batch_size}
+    if args.compare_cpu_settings:
+        results["cpu_settings"] = compare_cpu_settings(args)
+    else:
+        mkl_avx2 = {"auto": None, "on": True, "off": False}[args.mkl_avx2]
+        results["device"] = select_device(args.device, cpu_threads=args.cpu_threads, mkl_avx2=mkl_avx2)
+        if results["device"] == "cpu":
+            results["cpu_settings"] = {"threads": args.cpu_threads or len(os.sched_getaffinity(0)),
+                                       "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE"),
+                                       "onednn": paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"]}
+        if args.profile:
+            profile_training_steps(args)
+            return
+        sections = set(args.sections.split(","))
+        if "train" in sections:
+            timings = time_training_steps(args)
+            constant, stochastic = timings["constant_depth"], timings["stochastic_depth"]
+            results["train"] = {
+                **timings,
+                "measured_ratio": stochastic["median"] / constant["median"],
+                "expected_ratio": stochastic["mean_active_blocks"] / stochastic["blocks"],
+                "images_per_second_stochastic": args.batch_size / stochastic["median"],
+                "images_per_second_constant": args.batch_size / constant["median"],
+            }
+            results["memory"] = peak_memory_mib()
+        if "data" in sections:
+            images = synthetic_images(max(10000, args.batch_size * args.data_batches))
+            ours, common = time_dnsd_pipeline(args, images), time_transforms_pipeline(args, images)
+            results["data"] = {"dnsd_batches_per_second": ours, "transforms_batches_per_second": common,
+                               "speedup": ours["median"] / common["median"]}
+        if "eval" in sections:
+            results["eval_images_per_second"] = time_evaluation(args)
+    text = json.dumps(results, indent=2)
+    if args.output != os.devnull:
+        with open(args.output, "w") as stream:
+            stream.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

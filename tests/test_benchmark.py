@@ -1,0 +1,36 @@
+"""scripts/benchmark.py runs and writes its results file; the figures themselves belong in BENCHMARKS.md."""
+import json
+import subprocess
+import sys
+
+from helpers import ROOT
+
+
+def benchmark(*args):
+    return subprocess.run([sys.executable, "scripts/benchmark.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_help_documents_every_option():
+    result = benchmark("--help")
+    assert result.returncode == 0
+    for option in ("--depth", "--batch-size", "--steps", "--warmup", "--repeats", "--device", "--cpu-threads",
+                   "--mkl-avx2", "--prefetch", "--compare-cpu-settings", "--profile", "--output"):
+        assert option in result.stdout
+
+
+def test_a_tiny_run_writes_every_section(tmp_path):
+    output = tmp_path / "results.json"
+    result = benchmark("--depth", "8", "--batch-size", "16", "--steps", "1", "--repeats", "2", "--warmup", "0",
+                       "--data-batches", "2", "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    results = json.loads(output.read_text())
+    train = results["train"]
+    assert len(train["constant_depth"]["samples"]) == 2 and train["constant_depth"]["median"] > 0
+    assert train["constant_depth"]["mean_active_blocks"] == 3  # p_L = 1: every block, every step
+    assert 0 < train["expected_ratio"] < 1 and train["measured_ratio"] > 0
+    assert results["data"]["dnsd_batches_per_second"]["median"] > 0
+    assert results["data"]["transforms_batches_per_second"]["median"] > 0
+    assert results["eval_images_per_second"]["median"] > 0
+    assert results["memory"]["host_peak_rss_mib"] > 0
+    assert results["cpu_settings"]["threads"] >= 1
