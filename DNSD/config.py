@@ -139,6 +139,11 @@ def config_fields():
             yield section.name, f, types[f.name]
 
 
+def fields_by_key():
+    """{"section.key": (field, type)} for every config field."""
+    return {f"{section}.{f.name}": (f, kind) for section, f, kind in config_fields()}
+
+
 def flag_name(f):
     return "--" + f.name.replace("_", "-")
 
@@ -215,10 +220,10 @@ def apply_values(values, nested, where=""):
 
 
 def set_value(values, dotted_key, value, where=""):
-    kinds = {f"{section}.{f.name}": kind for section, f, kind in config_fields()}
-    if dotted_key not in kinds:
-        raise InputError(_unknown_key_message(dotted_key, list(kinds), where))
-    values[dotted_key] = _convert(value, kinds[dotted_key], dotted_key)
+    known = fields_by_key()
+    if dotted_key not in known:
+        raise InputError(_unknown_key_message(dotted_key, list(known), where))
+    values[dotted_key] = _convert(value, known[dotted_key][1], dotted_key)
 
 
 def _sections():
@@ -283,7 +288,7 @@ def _format_default(f):
 
 def explicit_values(args, overrides):
     """The flat {"section.key": value} mapping of the flags given on the command line, then the -o overrides."""
-    kinds = {f"{section}.{f.name}": (f, kind) for section, f, kind in config_fields()}
+    kinds = fields_by_key()
     values = {}
     for dotted_key, (f, kind) in kinds.items():
         if hasattr(args, dotted_key):
@@ -327,7 +332,7 @@ def for_checkpoint(config, stated, purpose):
     refused, naming the key."""
     current = _flat(config)
     for key, value in stated.items():
-        if value != current[key] and not _field(key).metadata["may_change"]:
+        if value != current[key] and not fields_by_key()[key][0].metadata["may_change"]:
             raise InputError(f"{key} is {current[key]!r} in the checkpoint; {purpose} cannot change it to {value!r} "
                              "(leave it out)")
     return build_config({**current, **stated})
@@ -335,7 +340,3 @@ def for_checkpoint(config, stated, purpose):
 
 def _flat(config):
     return {f"{section}.{key}": value for section, entries in config.to_dict().items() for key, value in entries.items()}
-
-
-def _field(dotted_key):
-    return next(f for section, f, _ in config_fields() if f"{section}.{f.name}" == dotted_key)

@@ -212,11 +212,12 @@ def _host_tensors(images, labels, pin):
 def prefetched(batches, ahead, pin=False):
     """Iterate (images, labels) tensors on the current device, made `ahead` batches in advance by a thread.
 
-    pin: the thread puts each batch in page-locked memory, so that its copy to the GPU runs asynchronously.
-    Paddle's DataLoader does the same with num_workers=0, but when making a batch fails, its loop then waits
-    forever (seen with Paddle 2.6.2 and 3.3.1); here the error reaches the caller.
+    pin: on a GPU, the thread puts each batch in page-locked memory, so that its copy to the device runs
+    asynchronously. Paddle's DataLoader does the same with num_workers=0, but when making a batch fails, its loop
+    then waits forever (seen with Paddle 2.6.2 and 3.3.1); here the error reaches the caller.
     """
     on_gpu = paddle.device.get_device().startswith("gpu")
+    pin = pin and on_gpu
 
     def to_device(tensors):
         return tuple(tensor.cuda(blocking=False) for tensor in tensors) if on_gpu else tensors

@@ -225,10 +225,13 @@ def test_stopping_early_releases_the_prefetch_thread():
             assert not thread.is_alive()
 
 
-def test_pinning_happens_in_the_prefetch_thread(monkeypatch):
+def test_pinning_happens_in_the_prefetch_thread_on_a_gpu(monkeypatch):
     import threading
 
     pinned_in = []
+    moved = []
+    monkeypatch.setattr(paddle.device, "get_device", lambda: "gpu:0")
+    monkeypatch.setattr(paddle.Tensor, "cuda", lambda tensor, blocking=True: moved.append(blocking) or tensor)
 
     def pin_memory(tensor):
         pinned_in.append(threading.current_thread().name)
@@ -237,3 +240,9 @@ def test_pinning_happens_in_the_prefetch_thread(monkeypatch):
     monkeypatch.setattr(paddle.Tensor, "pin_memory", pin_memory)
     list(prefetched(TrainingBatches(numbered_cifar(), 50, False, seed=0, epoch=1), 2, pin=True))
     assert pinned_in == ["dnsd-prefetch"] * 4  # two batches, images and labels
+    assert moved == [False] * 4  # asynchronous copies to the device
+
+
+def test_no_pinning_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(paddle.Tensor, "pin_memory", lambda tensor: pytest.fail("pinned on the CPU"))
+    assert len(list(prefetched(TrainingBatches(numbered_cifar(), 50, False, seed=0, epoch=1), 2, pin=True))) == 2
