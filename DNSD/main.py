@@ -1,4 +1,5 @@
-"""The command line: `--mode train` trains or resumes (train.py), `--mode eval` tests a checkpoint (eval.py).
+"""The command line: `--mode train` trains or resumes (train.py), `--mode eval` tests a checkpoint (eval.py),
+`--mode export` writes it as an inference model (export.py).
 
 Works as `python DNSD/main.py`, as `python main.py` inside DNSD/, and as `python -m DNSD`.
 """
@@ -29,13 +30,18 @@ def build_parser():
         description="Deep Networks with Stochastic Depth (Huang et al., 2016): train ResNet-110 with stochastic "
                     "depth on CIFAR-10 with the paper's recipe, or evaluate a checkpoint. Config precedence: "
                     "defaults < --config FILE.yaml < flags < -o section.key=value.")
-    parser.add_argument("--mode", choices=("train", "eval"), default="train", help="what to do (default: train)")
+    parser.add_argument("--mode", choices=("train", "eval", "export"), default="train",
+                        help="train (or resume), eval a checkpoint, or export it for inference (default: train)")
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML config file, e.g. configs/resnet110_sd.yaml")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config key, e.g. -o train.epochs=10 (repeatable; applied last)")
     parser.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
                         help="train: continue the run in RUN_DIR (default: the output_dir) from its last.pdckpt")
-    parser.add_argument("--checkpoint", metavar="PATH", help="eval: the checkpoint to test (a run's best.pdckpt)")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="eval, export: the checkpoint to use (a run's best.pdckpt)")
+    parser.add_argument("--export-prefix", metavar="PATH",
+                        help="export: path prefix of the inference model (default: beside the checkpoint, "
+                             "e.g. runs/resnet110_sd/best-inference/model)")
     parser.add_argument("--split", choices=("test", "val"), default="test", help="eval: the split to test")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_config_flags(parser.add_argument_group("config keys (DNSD/config.py; every key is also -o section.key)"))
@@ -44,9 +50,15 @@ def build_parser():
 
 def run(args):
     stated = stated_values(args.config, args, args.override)
+    if args.mode in ("eval", "export") and not args.checkpoint:
+        raise InputError(f"--mode {args.mode} needs --checkpoint PATH, e.g. --checkpoint runs/resnet110_sd/best.pdckpt")
+    if args.mode == "export":
+        from DNSD.export import export_checkpoint
+
+        prefix = export_checkpoint(args.checkpoint, args.export_prefix, stated)
+        print(f"exported the inference model to {prefix}.* (load it with paddle.jit.load({prefix!r}))")
+        return 0
     if args.mode == "eval":
-        if not args.checkpoint:
-            raise InputError("--mode eval needs --checkpoint PATH, e.g. --checkpoint runs/resnet110_sd/best.pdckpt")
         from DNSD.eval import evaluate_checkpoint, format_report
 
         result = evaluate_checkpoint(args.checkpoint, args.split, stated)

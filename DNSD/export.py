@@ -1,0 +1,47 @@
+"""`--mode export`: a checkpoint as a static inference model (paddle.jit.save) that takes raw pixel values."""
+import os
+
+import paddle
+import paddle.nn as nn
+
+from DNSD.checkpoint import load_checkpoint, restore_model, write_json
+from DNSD.config import for_checkpoint
+from DNSD.data import Normalizer
+from DNSD.runtime import select_device
+
+
+class InferenceModel(nn.Layer):
+    """The training run's normalisation followed by the network at full depth, each residual scaled by its survival
+    probability: float32 pixel values in [0, 255], shape (N, 3, 32, 32), in; class logits out."""
+
+    def __init__(self, model, normalizer):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", paddle.to_tensor(normalizer.mean))
+        self.register_buffer("inverse_std", paddle.to_tensor(normalizer.inverse_std))
+
+    def forward(self, images):
+        return self.model((images - self.mean) * self.inverse_std)
+
+
+def export_path(checkpoint_path):
+    """Where a checkpoint's inference model goes by default: runs/x/best.pdckpt -> runs/x/best-inference/model."""
+    return os.path.join(f"{os.path.splitext(checkpoint_path)[0]}-inference", "model")
+
+
+def export_checkpoint(checkpoint_path, prefix=None, stated=None):
+    """Write the inference model of a checkpoint with paddle.jit.save, and its class names in PREFIX-info.json."""
+    state = load_checkpoint(checkpoint_path)
+    config = for_checkpoint(state["config"], stated or {}, "--mode export")
+    select_device(config.run.device, cpu_threads=config.run.cpu_threads)
+    model = restore_model(state, checkpoint_path)
+    model.eval()
+    prefix = prefix or export_path(checkpoint_path)
+    inference = InferenceModel(model, Normalizer.from_state(state["normalizer"]))
+    inference.eval()
+    paddle.jit.save(inference, prefix, input_spec=[paddle.static.InputSpec([None, 3, 32, 32], "float32", "images")])
+    # Not {prefix}.json (Paddle 3's program) nor {prefix}.*.json, which paddle.jit.load 3.3.1 mistakes for it.
+    write_json(f"{prefix}-info.json", {"input": "float32 pixel values in [0, 255], shape (N, 3, 32, 32), RGB planes",
+                                       "output": "class logits", "classes": list(state["classes"]),
+                                       "checkpoint": os.path.abspath(checkpoint_path), "epoch": state["epochs_done"]})
+    return prefix

@@ -1,0 +1,33 @@
+"""The exported inference model gives the evaluation path's logits."""
+import json
+import os
+
+import numpy as np
+import paddle
+
+from DNSD.checkpoint import load_checkpoint, restore_model
+from DNSD.data import Normalizer, read_archive
+from helpers import assert_one_line_error, dnsd
+
+
+def test_exported_model_gives_the_logits_of_the_eval_path(trained_run, tiny_archive, tmp_path):
+    checkpoint = os.path.join(trained_run[0], "best.pdckpt")
+    prefix = str(tmp_path / "inference" / "model")
+    result = dnsd("--mode", "export", "--checkpoint", checkpoint, "--export-prefix", prefix)
+    assert result.returncode == 0, result.stderr
+    assert prefix in result.stdout
+    _, test = read_archive(tiny_archive)
+    state = load_checkpoint(checkpoint)
+    model = restore_model(state, checkpoint)
+    model.eval()
+    expected = model(paddle.to_tensor(Normalizer.from_state(state["normalizer"])(test.images))).numpy()
+    exported = paddle.jit.load(prefix)
+    exported.eval()
+    logits = exported(paddle.to_tensor(test.images.astype(np.float32))).numpy()
+    assert logits.shape == (40, 10)
+    assert np.allclose(logits, expected, atol=1e-4)
+    assert json.load(open(f"{prefix}-info.json"))["classes"][0] == "airplane"
+
+
+def test_export_without_checkpoint_is_refused():
+    assert_one_line_error(dnsd("--mode", "export"), "--mode export needs --checkpoint")
