@@ -7,7 +7,7 @@ import paddle
 from DNSD.checkpoint import load_checkpoint, restore_model, write_json
 from DNSD.config import for_checkpoint
 from DNSD.data import batches, load_cifar
-from DNSD.runtime import generator, select_device
+from DNSD.runtime import generator, select_run_device
 
 
 @paddle.no_grad()
@@ -59,9 +59,8 @@ def evaluate_checkpoint(checkpoint_path, split="test", stated=None):
     """
     state = load_checkpoint(checkpoint_path)
     config = for_checkpoint(state["config"], stated or {}, "--mode eval")
-    run = config.run
-    select_device(run.device, run.deterministic, run.cudnn_exhaustive_search, run.cpu_threads)
+    select_run_device(config.run)
     model = restore_model(state, checkpoint_path)
     # The split is redrawn from the run's seed; the normalisation statistics are the ones training used.
-    data = load_cifar(config.data, generator(run.seed, "split"), state["normalizer"])
+    data = load_cifar(config.data, generator(config.run.seed, "split"), state["normalizer"])
     return report_checkpoint(model, state, checkpoint_path, data, split, config.train.batch_size)

@@ -7,7 +7,7 @@ import paddle.nn as nn
 from DNSD.checkpoint import load_checkpoint, restore_model, write_json
 from DNSD.config import for_checkpoint
 from DNSD.data import Normalizer
-from DNSD.runtime import select_device
+from DNSD.runtime import select_run_device
 
 
 class InferenceModel(nn.Layer):
@@ -33,7 +33,7 @@ def export_checkpoint(checkpoint_path, prefix=None, stated=None):
     """Write the inference model of a checkpoint with paddle.jit.save, and its class names in PREFIX-info.json."""
     state = load_checkpoint(checkpoint_path)
     config = for_checkpoint(state["config"], stated or {}, "--mode export")
-    select_device(config.run.device, cpu_threads=config.run.cpu_threads)
+    select_run_device(config.run)
     model = restore_model(state, checkpoint_path)
     model.eval()
     prefix = prefix or export_path(checkpoint_path)

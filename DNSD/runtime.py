@@ -35,6 +35,11 @@ def select_device(name="auto", deterministic=False, cudnn_exhaustive_search=Fals
     return device
 
 
+def select_run_device(run):
+    """select_device with the settings of a run's config (its `run` section)."""
+    return select_device(run.device, run.deterministic, run.cudnn_exhaustive_search, run.cpu_threads)
+
+
 def device_flags(device, deterministic, cudnn_exhaustive_search):
     """The Paddle flags a run sets on its device; these flags exist only in CUDA builds."""
     if device != "gpu":

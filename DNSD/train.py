@@ -23,7 +23,7 @@ from DNSD.data import TrainingBatches, load_cifar, prefetched
 from DNSD.errors import InputError, TrainingStopped
 from DNSD.eval import evaluate, format_report, report_checkpoint
 from DNSD.model import build_model
-from DNSD.runtime import generator, select_device
+from DNSD.runtime import generator, select_run_device
 from DNSD.stochastic_depth import sample_gates
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pdckpt", "best.pdckpt", "best.test.json", "vdl")
@@ -228,9 +228,8 @@ def log_epoch(writer, metrics_path, record, improved, epochs):
 
 
 def set_up(config, normalizer_state=None):
-    run = config.run
-    device = select_device(run.device, run.deterministic, run.cudnn_exhaustive_search, run.cpu_threads)
-    return device, load_cifar(config.data, generator(run.seed, "split"), normalizer_state)
+    device = select_run_device(config.run)
+    return device, load_cifar(config.data, generator(config.run.seed, "split"), normalizer_state)
 
 
 def train(config):
