@@ -34,14 +34,17 @@ def save_checkpoint(path, state):
     atomic_write(path, lambda temporary: paddle.save({"format": FORMAT, **state}, temporary))
 
 
-def write_json(path, record):
-    atomic_write(path, lambda temporary: _dump_json(temporary, record))
+def write_text(path, text):
+    atomic_write(path, lambda temporary: _write_file(temporary, text))
 
 
-def _dump_json(path, record):
+def _write_file(path, text):
     with open(path, "w") as stream:
-        json.dump(record, stream, indent=2)
-        stream.write("\n")
+        stream.write(text)
+
+
+def write_json(path, record):
+    write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def load_checkpoint(path):

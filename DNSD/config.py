@@ -322,11 +322,6 @@ def stated_values(config_file, args, overrides):
     return values
 
 
-def resolve(config_file, args, overrides):
-    """The run's Config: defaults < config file < flags < -o overrides, validated."""
-    return build_config(stated_values(config_file, args, overrides))
-
-
 def for_checkpoint(config, stated, purpose):
     """A checkpoint's config with the stated values applied; a stated value that would change what was trained is
     refused, naming the key."""

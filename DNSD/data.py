@@ -190,7 +190,7 @@ class TrainingBatches:
 
     def __init__(self, data, batch_size, augmented, seed, epoch, first_step=0):
         order = generator(seed, "shuffle", epoch).permutation(len(data.train))
-        self.steps = [order[start:start + batch_size] for start in range(0, len(order), batch_size)][first_step:]
+        self.steps = [order[indices] for indices in batches(len(order), batch_size)][first_step:]
         self.data, self.augmented, self.seed, self.epoch, self.first_step = data, augmented, seed, epoch, first_step
 
     def __len__(self):
@@ -205,8 +205,8 @@ class TrainingBatches:
 
 
 def _host_tensors(images, labels, pin):
-    images, labels = paddle.to_tensor(images, place=paddle.CPUPlace()), paddle.to_tensor(labels, place=paddle.CPUPlace())
-    return (images.pin_memory(), labels.pin_memory()) if pin else (images, labels)
+    tensors = (paddle.to_tensor(images, place=paddle.CPUPlace()), paddle.to_tensor(labels, place=paddle.CPUPlace()))
+    return tuple(tensor.pin_memory() for tensor in tensors) if pin else tensors
 
 
 def prefetched(batches, ahead, pin=False):

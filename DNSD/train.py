@@ -17,7 +17,7 @@ import paddle.nn.functional as F
 from tqdm import tqdm
 from visualdl import LogWriter
 
-from DNSD.checkpoint import atomic_write, load_checkpoint, restore_model, save_checkpoint, write_json
+from DNSD.checkpoint import load_checkpoint, restore_model, save_checkpoint, write_json, write_text
 from DNSD.config import for_checkpoint
 from DNSD.data import TrainingBatches, load_cifar, prefetched
 from DNSD.errors import InputError, TrainingStopped
@@ -133,6 +133,7 @@ class Trainer:
             while self.epochs_done < epochs:
                 batches = TrainingBatches(self.data, self.config.train.batch_size, self.config.data.augment,
                                           self.config.run.seed, self.epochs_done + 1, self.step)
+                self.model.train()  # once an epoch: validation left it in eval mode
                 with tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epochs_done + 1}/{epochs}",
                           unit="batch", leave=False, disable=None) as progress:
                     tick = time.perf_counter()
@@ -155,7 +156,6 @@ class Trainer:
                     self.stop(requests[0])
 
     def train_step(self, images, labels):
-        self.model.train()
         gates = sample_gates(self.model.survival_probabilities,
                              generator(self.config.run.seed, "gates", self.epochs_done + 1, self.step))
         amp = self.config.train.amp
@@ -241,8 +241,7 @@ def train(config):
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     paddle.seed(config.run.seed)
     model = build_model(config.model, data.num_classes)
-    with open(os.path.join(run_dir, "config.yaml"), "w") as stream:
-        stream.write(config.to_yaml())
+    write_text(os.path.join(run_dir, "config.yaml"), config.to_yaml())
     print(f"DNSD: ResNet-{config.model.depth} ({model.num_blocks} blocks, expected active "
           f"{model.survival_probabilities.sum():.2f}), {len(data.train):,} train / {len(data.val):,} val / "
           f"{len(data.test):,} test images, {config.train.epochs} epochs on {device}; run folder {run_dir}")
@@ -262,16 +261,11 @@ def resume(run_dir, stated):
     model = restore_model(state, path)
     trainer = Trainer(config, run_dir, data, model, state)
     # Lines written after the checkpoint belong to work that is about to be redone.
-    atomic_write(trainer.path("metrics.jsonl"), lambda temporary: _write_lines(temporary, trainer.history))
-    print(f"DNSD: resuming {run_dir} at epoch {trainer.epochs_done + 1}, step {trainer.step} of {trainer.steps_per_epoch}, "
-          f"on {device}")
+    write_text(trainer.path("metrics.jsonl"), "".join(json.dumps(record) + "\n" for record in trainer.history))
+    print(f"DNSD: resuming {run_dir} at epoch {trainer.epochs_done + 1}, step {trainer.step} of "
+          f"{trainer.steps_per_epoch}, on {device}")
     trainer.run()
     return finish(run_dir, data, config)
-
-
-def _write_lines(path, records):
-    with open(path, "w") as stream:
-        stream.writelines(json.dumps(record) + "\n" for record in records)
 
 
 def finish(run_dir, data, config):

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from helpers import ROOT
-from DNSD.config import Config, config_fields, config_from_dict, flag_name, resolve
+from DNSD.config import Config, build_config, config_fields, config_from_dict, flag_name, stated_values
 from DNSD.errors import InputError
 from DNSD.main import build_parser
 
@@ -14,7 +14,7 @@ CONFIGS = os.path.join(ROOT, "configs")
 
 def resolved(argv, config_file=None):
     args = build_parser().parse_args(argv)
-    return resolve(config_file or args.config, args, args.override)
+    return build_config(stated_values(config_file or args.config, args, args.override))
 
 
 def test_defaults_are_the_papers_recipe():
