@@ -12,6 +12,16 @@ from DNSD.model import build_model
 FORMAT = "dnsd-checkpoint/1"
 
 
+def _file_mode():
+    """The permissions open() gives a new file (0o666 less the umask); mkstemp's own are 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def atomic_write(path, write):
     """Call write(temporary_path), flush the file to disk, then rename it onto path: a reader, or a run killed at
     any moment, sees the old file or the new one, never half of one."""
@@ -20,6 +30,7 @@ def atomic_write(path, write):
     os.close(descriptor)
     try:
         write(temporary)
+        os.chmod(temporary, FILE_MODE)
         with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)

@@ -28,6 +28,14 @@ def test_training_writes_the_run_folder(trained_run):
     assert stored["model"]["depth"] == 8 and stored["train"]["epochs"] == 2
 
 
+def test_run_files_get_the_permissions_of_any_new_file(trained_run):
+    # Written through temporary files, they must still be readable by whoever may read the folder, as the umask says.
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.yaml", "summary.json", "best.pdckpt", "last.pdckpt", "best.test.json"):
+        assert os.stat(os.path.join(trained_run[0], name)).st_mode & 0o777 == 0o666 & ~umask, name
+
+
 def test_learning_rate_follows_the_authors_schedule(trained_run):
     # lr_decay_at 0.5, 0.75 of 2 epochs: epoch 1 reaches 50 %, epoch 2 reaches 75 %, as in the authors' rule.
     records = [json.loads(line) for line in open(os.path.join(trained_run[0], "metrics.jsonl"))]
