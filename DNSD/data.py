@@ -13,7 +13,7 @@ import numpy as np
 import paddle
 
 from DNSD.errors import InputError
-from DNSD.runtime import generator
+from DNSD.runtime import Ranks, generator
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -163,20 +163,23 @@ def _std_of_uint8(values):
     return float(np.sqrt(counts @ (levels - mean) ** 2 / counts.sum()))
 
 
-def augment(images, rng):
+def augment(images, rng, batch_part=None):
     """Shift each image by a random offset in [-4, 4] on each axis with zero fill, then flip it horizontally with
     probability 0.5 (the authors' augmentation: the same as padding by 4 and cropping 32x32 at random).
 
     Works on a whole (B, C, H, W) batch with one gather of flattened pixels; zero fill happens after normalisation,
     as in the authors' code, so the fill is the mean image.
+    batch_part (count, slice): the images are that slice of a mini-batch of count images (a data-parallel rank's
+    share); the offsets are drawn for the whole mini-batch, so that the ranks together augment it as one process.
     """
+    count, part = batch_part or (len(images), slice(None))
+    top = rng.integers(0, 2 * SHIFT + 1, size=count)[part]
+    left = rng.integers(0, 2 * SHIFT + 1, size=count)[part]
+    flip = (rng.random(count) < 0.5)[part]
     batch, channels, height, width = images.shape
     padded_width = width + 2 * SHIFT
     padded = np.zeros((batch, channels, height + 2 * SHIFT, padded_width), images.dtype)
     padded[:, :, SHIFT:SHIFT + height, SHIFT:SHIFT + width] = images
-    top = rng.integers(0, 2 * SHIFT + 1, size=batch)
-    left = rng.integers(0, 2 * SHIFT + 1, size=batch)
-    flip = rng.random(batch) < 0.5
     rows = top[:, None] + np.arange(height)
     columns = np.where(flip[:, None], np.arange(width)[::-1], np.arange(width)) + left[:, None]
     pixels = (rows[:, :, None] * padded_width + columns[:, None, :]).reshape(batch, 1, -1)
@@ -185,23 +188,27 @@ def augment(images, rng):
 
 
 class TrainingBatches:
-    """The training steps of one epoch from first_step on, one whole mini-batch per item: gathered, normalised and
-    augmented with numpy, with the step's own generator, so that any thread makes the same batch."""
+    """The training steps of one epoch from first_step on, one mini-batch per item (this rank's share of it):
+    gathered, normalised and augmented with numpy, with the step's own generator, so that any thread makes the same
+    batch."""
 
-    def __init__(self, data, batch_size, augmented, seed, epoch, first_step=0):
+    def __init__(self, data, batch_size, augmented, seed, epoch, first_step=0, ranks=Ranks()):
         order = generator(seed, "shuffle", epoch).permutation(len(data.train))
         self.steps = [order[indices] for indices in batches(len(order), batch_size)][first_step:]
         self.data, self.augmented, self.seed, self.epoch, self.first_step = data, augmented, seed, epoch, first_step
+        self.ranks = ranks
 
     def __len__(self):
         return len(self.steps)
 
     def __getitem__(self, index):
         indices = self.steps[index]
-        images = self.data.normalizer(self.data.train.images[indices])
+        part = self.ranks.shard(len(indices))
+        images = self.data.normalizer(self.data.train.images[indices[part]])
         if self.augmented:
-            images = augment(images, generator(self.seed, "augment", self.epoch, self.first_step + index))
-        return images, self.data.train.labels[indices]
+            images = augment(images, generator(self.seed, "augment", self.epoch, self.first_step + index),
+                             (len(indices), part))
+        return images, self.data.train.labels[indices[part]]
 
 
 def _host_tensors(images, labels, pin):

@@ -7,20 +7,23 @@ import paddle
 from DNSD.checkpoint import load_checkpoint, restore_model, write_json
 from DNSD.config import for_checkpoint
 from DNSD.data import batches, load_cifar
-from DNSD.runtime import generator, select_run_device
+from DNSD.runtime import Ranks, generator, select_run_device
 
 
 @paddle.no_grad()
-def evaluate(model, dataset, normalizer, batch_size, classes):
-    """Top-1 error and accuracy (in percent) and per-class accuracy of model on dataset, every block active."""
+def evaluate(model, dataset, normalizer, batch_size, classes, ranks=Ranks()):
+    """Top-1 error and accuracy (in percent) and per-class accuracy of model on dataset, every block active.
+
+    With several data-parallel ranks, each predicts its shard of the dataset and the counts are summed.
+    """
     model.eval()
-    predictions = np.concatenate([
-        model(paddle.to_tensor(normalizer(dataset.images[indices]))).argmax(axis=1).numpy()
-        for indices in batches(len(dataset), batch_size)])
-    correct = predictions == dataset.labels
-    per_class_total = np.bincount(dataset.labels, minlength=len(classes))
-    per_class_correct = np.bincount(dataset.labels[correct], minlength=len(classes))
-    accuracy = 100.0 * correct.sum() / len(dataset)
+    shard = dataset.subset(ranks.shard(len(dataset)))
+    predictions = [model(paddle.to_tensor(normalizer(shard.images[indices]))).argmax(axis=1).numpy()
+                   for indices in batches(len(shard), batch_size)]
+    correct = np.concatenate(predictions or [np.zeros(0, np.int64)]) == shard.labels
+    per_class_total, per_class_correct = ranks.sum([np.bincount(shard.labels, minlength=len(classes)),
+                                                    np.bincount(shard.labels[correct], minlength=len(classes))])
+    accuracy = 100.0 * per_class_correct.sum() / len(dataset)
     return {
         "images": int(len(dataset)),
         "error": float(100.0 - accuracy),

@@ -1,5 +1,8 @@
-"""What a run needs besides model and data: its random generators, its device and the CPU settings."""
+"""What a run needs besides model and data: its random generators, its device and the CPU settings, and its place
+among data-parallel processes."""
+import hashlib
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import paddle
@@ -73,3 +76,67 @@ def is_amd_with_avx2(cpuinfo="/proc/cpuinfo"):
     except OSError:
         return False
     return "AuthenticAMD" in text and " avx2" in text
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the data-parallel processes of a run: rank 0 of 1 when it runs alone.
+
+    Every rank computes its share of each global mini-batch; the collectives below are no-ops for a single process.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def writes(self):
+        """Rank 0 alone writes the run's files and prints its progress."""
+        return self.rank == 0
+
+    def shard(self, count):
+        """This rank's slice of `count` examples: contiguous, the sizes differing by at most one across ranks."""
+        base, extra = divmod(count, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
+    def sum(self, values):
+        """The element-wise sum over ranks of a vector of numbers (float64), the same on every rank."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.world_size == 1:
+            return values
+        tensor = paddle.to_tensor(values)
+        paddle.distributed.all_reduce(tensor)
+        return tensor.numpy()
+
+    def barrier(self):
+        if self.world_size > 1:
+            paddle.distributed.barrier()
+
+    def share_statistics(self, model):
+        """Give every rank rank 0's batch-norm statistics, which each rank otherwise gathers from its own shard (its
+        untrained tensors: Paddle keeps them as parameters that take no gradient)."""
+        if self.world_size > 1:
+            for tensor in model.state_dict().values():
+                if tensor.stop_gradient:
+                    paddle.distributed.broadcast(tensor, src=0)
+
+
+def join_ranks():
+    """The Ranks of this process: joins the process group when paddle.distributed.launch started several.
+
+    Call after select_device: on the CPU the group uses Paddle's gloo backend, on GPUs NCCL.
+    """
+    world_size = paddle.distributed.ParallelEnv().world_size
+    if world_size == 1:
+        return Ranks()
+    paddle.distributed.init_parallel_env()
+    return Ranks(paddle.distributed.get_rank(), paddle.distributed.get_world_size())
+
+
+def weights_digest(model):
+    """sha256 of a model's parameters and buffers, in state-dict order: equal digests mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(tensor.numpy()).tobytes())
+    return digest.hexdigest()

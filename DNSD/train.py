@@ -10,8 +10,10 @@ import math
 import os
 import shutil
 import signal
+import tempfile
 import time
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 from tqdm import tqdm
@@ -20,10 +22,10 @@ from visualdl import LogWriter
 from DNSD.checkpoint import load_checkpoint, restore_model, save_checkpoint, write_json, write_text
 from DNSD.config import for_checkpoint
 from DNSD.data import TrainingBatches, load_cifar, prefetched
-from DNSD.errors import InputError, TrainingStopped
+from DNSD.errors import DNSDError, InputError, TrainingStopped
 from DNSD.eval import evaluate, format_report, report_checkpoint
 from DNSD.model import build_model
-from DNSD.runtime import generator, select_run_device
+from DNSD.runtime import Ranks, generator, join_ranks, select_run_device, weights_digest
 from DNSD.stochastic_depth import sample_gates
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pdckpt", "best.pdckpt", "best.test.json", "vdl")
@@ -44,9 +46,8 @@ def claim_run_dir(output_dir, overwrite):
 def check_writable(output_dir):
     try:
         os.makedirs(output_dir, exist_ok=True)
-        probe = os.path.join(output_dir, ".write-test")
-        with open(probe, "w"):
-            pass
+        descriptor, probe = tempfile.mkstemp(prefix=".write-test-", dir=output_dir)
+        os.close(descriptor)
         os.remove(probe)
     except OSError as error:
         raise InputError(f"cannot write to output folder {output_dir} ({error.strerror}); choose another "
@@ -94,8 +95,9 @@ def fresh_totals():
 
 
 class Trainer:
-    def __init__(self, config, run_dir, data, model, state=None):
-        self.config, self.run_dir, self.data, self.model = config, run_dir, data, model
+    def __init__(self, config, run_dir, data, model, state=None, ranks=Ranks()):
+        self.config, self.run_dir, self.data, self.model, self.ranks = config, run_dir, data, model, ranks
+        check_shards(len(data.train), config.train.batch_size, ranks.world_size)
         self.optimizer, self.scheduler = build_optimizer(config.train, model)
         # float16 needs loss scaling to keep small gradients; bfloat16 has float32's range and does not.
         self.scaler = paddle.amp.GradScaler() if config.train.amp == "float16" else None
@@ -103,6 +105,9 @@ class Trainer:
         # step drops is then still updated by weight decay and momentum, as in the authors' optimiser, from the first
         # step of a run and of a resumed run alike.
         (0 * sum(p.sum() for p in model.parameters() if not p.stop_gradient)).backward()
+        # The blocks a step drops are the same on every rank, but they leave parameters without a gradient, which
+        # the all-reduce must be told to expect.
+        self.network = (paddle.DataParallel(model, find_unused_parameters=True) if ranks.world_size > 1 else model)
         self.steps_per_epoch = math.ceil(len(data.train) / config.train.batch_size)
         # Where the run stands: epochs finished, batches of the next one done, and its running totals.
         self.epochs_done, self.step, self.totals = 0, 0, fresh_totals()
@@ -127,43 +132,62 @@ class Trainer:
     def path(self, name):
         return os.path.join(self.run_dir, name)
 
+    def save(self, name):
+        if self.ranks.writes:
+            save_checkpoint(self.path(name), self.state())
+
     def run(self):
         epochs = self.config.train.epochs
-        with stop_requests() as requests, LogWriter(logdir=self.path("vdl")) as writer:
+        log = LogWriter(logdir=self.path("vdl")) if self.ranks.writes else contextlib.nullcontext()
+        with stop_requests() as requests, log as writer:
             while self.epochs_done < epochs:
                 batches = TrainingBatches(self.data, self.config.train.batch_size, self.config.data.augment,
-                                          self.config.run.seed, self.epochs_done + 1, self.step)
+                                          self.config.run.seed, self.epochs_done + 1, self.step, self.ranks)
                 self.model.train()  # once an epoch: validation left it in eval mode
                 with tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epochs_done + 1}/{epochs}",
-                          unit="batch", leave=False, disable=None) as progress:
+                          unit="batch", leave=False, disable=None if self.ranks.writes else True) as progress:
                     tick = time.perf_counter()
                     for images, labels in prefetched(batches, self.config.data.prefetch, self.config.data.pin_memory):
-                        self.train_step(images, labels)
+                        stop = self.train_step(images, labels, bool(requests))
                         # Wall time per step, waiting for data included: what images per second should mean.
                         self.totals["seconds"] += time.perf_counter() - tick
                         progress.update(1)
                         if self.step % PROGRESS_EVERY == 0:
                             progress.set_postfix(loss=f"{self.totals['loss_sum'] / self.totals['seen']:.3f}",
                                                  img_s=f"{self.totals['seen'] / self.totals['seconds']:.0f}")
-                        if requests:
-                            self.stop(requests[0])
+                        if stop:
+                            self.stop(requests)
                         every = self.config.run.checkpoint_every_steps
                         if every and (self.epochs_done * self.steps_per_epoch + self.step) % every == 0:
-                            save_checkpoint(self.path("last.pdckpt"), self.state())
+                            self.save("last.pdckpt")
                         tick = time.perf_counter()
                 self.end_epoch(writer)
-                if requests:
-                    self.stop(requests[0])
+                if self.ranks.sum([len(requests)])[0]:
+                    self.stop(requests)
+        if self.ranks.world_size > 1:
+            print(f"DNSD: rank {self.ranks.rank} of {self.ranks.world_size} ends with weights sha256 "
+                  f"{weights_digest(self.model)}", flush=True)
 
-    def train_step(self, images, labels):
+    def train_step(self, images, labels, stop_requested=False):
+        """One optimiser step on this rank's share of a mini-batch; returns whether any rank was asked to stop."""
         gates = sample_gates(self.model.survival_probabilities,
                              generator(self.config.run.seed, "gates", self.epochs_done + 1, self.step))
+        size = self.config.train.batch_size
+        batch_images = min(size, len(self.data.train) - self.step * size)  # global; an epoch's last is short
         amp = self.config.train.amp
         with paddle.amp.auto_cast(enable=amp != "off", dtype="float16" if amp == "off" else amp):
-            logits = self.model(images, gates)
-            loss = F.cross_entropy(logits, labels)
+            logits = self.network(images, gates)
+            loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+        # The all-reduce averages the ranks' gradients: scaled so, each rank's loss adds up to the global batch's mean.
+        loss = loss_sum * (self.ranks.world_size / batch_images)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
-        loss_value = loss.item()
+        correct = (logits.argmax(axis=1) == labels).astype("int64").sum()
+        # One small all-reduce a step: the global loss and accuracy, any stop request, and the gates as a check.
+        summed = self.ranks.sum([loss_sum.item(), correct.item(), stop_requested, *gates])
+        if not np.array_equal(summed[3:], gates * self.ranks.world_size):
+            raise DNSDError(f"the data-parallel ranks drew different gates at epoch {self.epochs_done + 1}, step "
+                            f"{self.step + 1}; they must derive them from the same run.seed")
+        loss_value = summed[0] / batch_images
         if not math.isfinite(loss_value):
             kept = (f"{self.path('best.pdckpt')} (epoch {self.best['epoch']}) is kept" if self.best["epoch"]
                     else "no checkpoint had been written")
@@ -177,17 +201,18 @@ class Trainer:
         self.optimizer.clear_grad(set_to_zero=True)
         self.step += 1
         totals = self.totals
-        totals["loss_sum"] += loss_value * len(labels)
-        totals["correct"] += int((logits.argmax(axis=1) == labels).astype("int64").sum())
+        totals["loss_sum"] += float(summed[0])
+        totals["correct"] += int(summed[1])
         totals["active_blocks"] += int(gates.sum())
         totals["steps"] += 1
-        totals["seen"] += len(labels)
-
+        totals["seen"] += batch_images
+        return bool(summed[2])
     def end_epoch(self, writer):
         started = time.perf_counter()
         totals = self.totals
+        self.ranks.share_statistics(self.model)
         val_error = evaluate(self.model, self.data.val, self.data.normalizer, self.config.train.batch_size,
-                             self.data.classes)["error"]
+                             self.data.classes, self.ranks)["error"]
         epoch = self.epochs_done + 1
         record = {"epoch": epoch, "train_loss": totals["loss_sum"] / totals["seen"],
                   "train_error": 100.0 - 100.0 * totals["correct"] / totals["seen"],
@@ -200,19 +225,31 @@ class Trainer:
             self.best = {"epoch": epoch, "val_error": val_error}
         self.history.append(record)
         self.epochs_done, self.step, self.totals = epoch, 0, fresh_totals()
-        state = self.state()
         if improved:
-            save_checkpoint(self.path("best.pdckpt"), state)
+            self.save("best.pdckpt")
         if epoch % self.config.run.checkpoint_every == 0 or epoch == self.config.train.epochs:
-            save_checkpoint(self.path("last.pdckpt"), state)
-        log_epoch(writer, self.path("metrics.jsonl"), record, improved, self.config.train.epochs)
+            self.save("last.pdckpt")
+        if self.ranks.writes:
+            log_epoch(writer, self.path("metrics.jsonl"), record, improved, self.config.train.epochs)
 
-    def stop(self, signum):
-        save_checkpoint(self.path("last.pdckpt"), self.state())
-        name = signal.Signals(signum).name
-        raise TrainingStopped(f"{name} at epoch {self.epochs_done + 1}, step {self.step}: saved "
-                              f"{self.path('last.pdckpt')}; continue with: python -m DNSD --resume {self.run_dir}",
+    def stop(self, requests):
+        self.save("last.pdckpt")
+        # The other ranks wait for the checkpoint: the launcher ends every rank once one has exited.
+        self.ranks.barrier()
+        signum = requests[0] if requests else signal.SIGTERM
+        again = "python -m DNSD" if self.ranks.world_size == 1 else "the same paddle.distributed.launch command and"
+        raise TrainingStopped(f"{signal.Signals(signum).name} at epoch {self.epochs_done + 1}, step {self.step}: saved "
+                              f"{self.path('last.pdckpt')}; continue with: {again} --resume {self.run_dir}",
                               exit_code=128 + signum)
+
+
+def check_shards(num_images, batch_size, world_size):
+    """Refuse a mini-batch that cannot give every data-parallel rank at least one image."""
+    last_batch = num_images % batch_size or batch_size
+    if min(batch_size, last_batch) < world_size:
+        raise InputError(f"{world_size} data-parallel processes need at least {world_size} images in every "
+                         f"mini-batch, but train.batch_size {batch_size} with {num_images} training images leaves "
+                         f"{min(batch_size, last_batch)}; change --batch-size or --val-size")
 
 
 def log_epoch(writer, metrics_path, record, improved, epochs):
@@ -228,25 +265,35 @@ def log_epoch(writer, metrics_path, record, improved, epochs):
 
 
 def set_up(config, normalizer_state=None):
+    """The device, the process's Ranks and the data of a run."""
     device = select_run_device(config.run)
-    return device, load_cifar(config.data, generator(config.run.seed, "split"), normalizer_state)
+    return device, join_ranks(), load_cifar(config.data, generator(config.run.seed, "split"), normalizer_state)
+
+
+def describe(device, ranks):
+    return device if ranks.world_size == 1 else f"{ranks.world_size} data-parallel processes on {device}"
 
 
 def train(config):
     """Start a new run as config says; returns its summary (best epoch, validation and test error)."""
     run_dir = config.run.output_dir
     replaced = claim_run_dir(run_dir, config.run.overwrite)
-    device, data = set_up(config)
-    for path in replaced:
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    device, ranks, data = set_up(config)
+    # Every rank has checked the run folder before rank 0 changes it.
+    ranks.barrier()
+    if ranks.writes:
+        for path in replaced:
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        write_text(os.path.join(run_dir, "config.yaml"), config.to_yaml())
     paddle.seed(config.run.seed)
     model = build_model(config.model, data.num_classes)
-    write_text(os.path.join(run_dir, "config.yaml"), config.to_yaml())
-    print(f"DNSD: ResNet-{config.model.depth} ({model.num_blocks} blocks, expected active "
-          f"{model.survival_probabilities.sum():.2f}), {len(data.train):,} train / {len(data.val):,} val / "
-          f"{len(data.test):,} test images, {config.train.epochs} epochs on {device}; run folder {run_dir}")
-    Trainer(config, run_dir, data, model).run()
-    return finish(run_dir, data, config)
+    if ranks.writes:
+        print(f"DNSD: ResNet-{config.model.depth} ({model.num_blocks} blocks, expected active "
+              f"{model.survival_probabilities.sum():.2f}), {len(data.train):,} train / {len(data.val):,} val / "
+              f"{len(data.test):,} test images, {config.train.epochs} epochs on {describe(device, ranks)}; "
+              f"run folder {run_dir}")
+    Trainer(config, run_dir, data, model, ranks=ranks).run()
+    return finish(run_dir, data, config, ranks)
 
 
 def resume(run_dir, stated):
@@ -257,19 +304,22 @@ def resume(run_dir, stated):
     state = load_checkpoint(path)
     config = for_checkpoint(state["config"], {**stated, "run.output_dir": run_dir}, "--resume")
     check_writable(run_dir)
-    device, data = set_up(config, state["normalizer"])
+    device, ranks, data = set_up(config, state["normalizer"])
     model = restore_model(state, path)
-    trainer = Trainer(config, run_dir, data, model, state)
-    # Lines written after the checkpoint belong to work that is about to be redone.
-    write_text(trainer.path("metrics.jsonl"), "".join(json.dumps(record) + "\n" for record in trainer.history))
-    print(f"DNSD: resuming {run_dir} at epoch {trainer.epochs_done + 1}, step {trainer.step} of "
-          f"{trainer.steps_per_epoch}, on {device}")
+    trainer = Trainer(config, run_dir, data, model, state, ranks)
+    if ranks.writes:
+        # Lines written after the checkpoint belong to work that is about to be redone.
+        write_text(trainer.path("metrics.jsonl"), "".join(json.dumps(record) + "\n" for record in trainer.history))
+        print(f"DNSD: resuming {run_dir} at epoch {trainer.epochs_done + 1}, step {trainer.step} of "
+              f"{trainer.steps_per_epoch}, on {describe(device, ranks)}")
     trainer.run()
-    return finish(run_dir, data, config)
+    return finish(run_dir, data, config, ranks)
 
 
-def finish(run_dir, data, config):
-    """Test the best-validation checkpoint, as the paper reports, and write the run's summary."""
+def finish(run_dir, data, config, ranks=Ranks()):
+    """Test the best-validation checkpoint, as the paper reports, and write the run's summary (rank 0 alone)."""
+    if not ranks.writes:
+        return None
     best_path = os.path.join(run_dir, "best.pdckpt")
     state = load_checkpoint(best_path)
     model = restore_model(state, best_path)
