@@ -1,5 +1,5 @@
 """The command line: `--mode train` trains or resumes (train.py), `--mode eval` tests a checkpoint (eval.py),
-`--mode export` writes it as an inference model (export.py).
+`--mode export` writes it as an inference model (export.py), `--mode plot` draws runs' curves (plot.py).
 
 Works as `python DNSD/main.py`, as `python main.py` inside DNSD/, and as `python -m DNSD`.
 """
@@ -30,8 +30,9 @@ def build_parser():
         description="Deep Networks with Stochastic Depth (Huang et al., 2016): train ResNet-110 with stochastic "
                     "depth on CIFAR-10 with the paper's recipe, or evaluate a checkpoint. Config precedence: "
                     "defaults < --config FILE.yaml < flags < -o section.key=value.")
-    parser.add_argument("--mode", choices=("train", "eval", "export"), default="train",
-                        help="train (or resume), eval a checkpoint, or export it for inference (default: train)")
+    parser.add_argument("--mode", choices=("train", "eval", "export", "plot"), default="train",
+                        help="train (or resume), eval a checkpoint, export it for inference, or plot runs' curves "
+                             "(default: train)")
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML config file, e.g. configs/resnet110_sd.yaml")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config key, e.g. -o train.epochs=10 (repeatable; applied last)")
@@ -43,6 +44,10 @@ def build_parser():
                         help="export: path prefix of the inference model (default: beside the checkpoint, "
                              "e.g. runs/resnet110_sd/best-inference/model)")
     parser.add_argument("--split", choices=("test", "val"), default="test", help="eval: the split to test")
+    parser.add_argument("--runs", nargs="+", metavar="RUN_DIR",
+                        help="plot: the run folders to overlay, e.g. runs/resnet110_sd runs/resnet110_baseline")
+    parser.add_argument("--plot-file", default="curves.png", metavar="PATH",
+                        help="plot: the PNG to write, replacing one that exists (default: curves.png)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_config_flags(parser.add_argument_group("config keys (DNSD/config.py; every key is also -o section.key)"))
     return parser
@@ -52,6 +57,13 @@ def run(args):
     stated = stated_values(args.config, args, args.override)
     if args.mode in ("eval", "export") and not args.checkpoint:
         raise InputError(f"--mode {args.mode} needs --checkpoint PATH, e.g. --checkpoint runs/resnet110_sd/best.pdckpt")
+    if args.mode == "plot":
+        from DNSD.plot import plot_runs
+
+        if stated or not args.runs:
+            raise InputError("--mode plot takes --runs RUN_DIR [RUN_DIR ...] and --plot-file, no config keys")
+        print(f"wrote {plot_runs(args.runs, args.plot_file)}")
+        return 0
     if args.mode == "export":
         from DNSD.export import export_checkpoint
 

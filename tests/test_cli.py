@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from DNSD.config import Config
-from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
+from helpers import ROOT, dnsd
 
 
 def test_training_writes_the_run_folder(trained_run):

@@ -1,0 +1,77 @@
+"""`--mode plot`: the curves of one or more runs, read from their metrics.jsonl, overlaid in one PNG figure."""
+import json
+import os
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from DNSD.checkpoint import atomic_write
+from DNSD.errors import InputError
+
+PANELS = (("train_loss", "training loss", "log"), ("val_error", "validation error (%)", "linear"),
+          ("mean_active_blocks", "active blocks (mean per step)", "linear"))
+
+
+def epoch_record(line):
+    """The record of one metrics.jsonl line, or None if it is not one."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and {"epoch", *(key for key, _, _ in PANELS)} <= set(record) else None
+
+
+def read_metrics(run_dir):
+    """The epoch records of a run (finished or not), and its test error when it has finished."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise InputError(f"{run_dir} holds no metrics.jsonl; pass the output folder of a training run")
+    records = []
+    with open(path) as stream:
+        for number, line in enumerate(stream, 1):
+            if line.strip():
+                record = epoch_record(line)
+                if record is None:
+                    raise InputError(f"{path} line {number} is not an epoch record; the file was edited or damaged")
+                records.append(record)
+    if not records:
+        raise InputError(f"{path} holds no epoch yet; plot the run after its first epoch")
+    summary_path = os.path.join(run_dir, "summary.json")
+    test_error = None
+    if os.path.isfile(summary_path):
+        with open(summary_path) as stream:
+            test_error = json.load(stream).get("test_error")
+    return records, test_error
+
+
+def run_labels(run_dirs):
+    """Each run's folder name, or its whole path where two runs share a name."""
+    names = [os.path.basename(os.path.normpath(run_dir)) for run_dir in run_dirs]
+    return [name if names.count(name) == 1 else os.path.normpath(run_dir) for name, run_dir in zip(names, run_dirs)]
+
+
+def plot_runs(run_dirs, path):
+    """Write a PNG with training loss, validation error and active blocks against epochs, one line per run; the
+    legend gives each finished run's test error, and a dot marks its best validation epoch."""
+    figure = Figure(figsize=(15, 4.5), layout="constrained")
+    axes = figure.subplots(1, len(PANELS))
+    for index, (run_dir, label) in enumerate(zip(run_dirs, run_labels(run_dirs))):
+        records, test_error = read_metrics(run_dir)
+        epochs = [record["epoch"] for record in records]
+        if test_error is not None:
+            label = f"{label} (test error {test_error:.2f} %)"
+        for axis, (key, _, _) in zip(axes, PANELS):
+            axis.plot(epochs, [record[key] for record in records], label=label, color=f"C{index}")
+        best = min(records, key=lambda record: record["val_error"])
+        axes[1].plot(best["epoch"], best["val_error"], "o", color=f"C{index}")
+    for axis, (_, title, scale) in zip(axes, PANELS):
+        axis.set(title=title, xlabel="epoch", yscale=scale)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise InputError(f"cannot write the figure to {path}: {folder} is not a writable folder; choose another "
+                         "--plot-file")
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+    return path
