@@ -127,7 +127,8 @@ class Normalizer:
 
     def __init__(self, mean, std):
         self.mean = np.asarray(mean, dtype=np.float32)
-        self.inverse_std = np.asarray(1.0 / np.asarray(std, dtype=np.float64), dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float64)
+        self.inverse_std = np.asarray(1.0 / self.std, dtype=np.float32)
 
     @classmethod
     def fit(cls, images, mode="pixel"):
@@ -143,7 +144,10 @@ class Normalizer:
         return cls(mean, std)
 
     def state(self):
-        return {"mean": self.mean, "std": (1.0 / self.inverse_std.astype(np.float64)).astype(np.float32)}
+        # The float64 std gives inverse_std back bit for bit; a float32 one does not always (1 / float32(1 / x) is
+        # not always x), and a resumed run or an evaluation must normalise exactly as training did.
+        return {"mean": self.mean, "std": self.std}
+
 
     @classmethod
     def from_state(cls, state):
