@@ -36,10 +36,11 @@ def _ordered_fractions(values):
 
 @dataclass
 class DataConfig:
-    dataset: str = option("cifar10", "data set", choices=("cifar10",))
+    dataset: str = option("cifar10", "data set: CIFAR-10, or CIFAR-100 with its 100 fine labels",
+                          choices=("cifar10", "cifar100"))
     data_file: Optional[str] = option(
         None,
-        "path to the data archive in the official layout (cifar-10-python.tar.gz); "
+        "path to the data set's archive in the official layout (cifar-10-python.tar.gz, cifar-100-python.tar.gz); "
         "unset: Paddle's dataset cache, downloaded once and md5-checked",
         may_change=True,
     )

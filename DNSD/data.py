@@ -1,5 +1,5 @@
-"""CIFAR-10 from the official python archive: decoded once into uint8 arrays, split, normalised and augmented on
-whole batches with numpy."""
+"""CIFAR-10 and CIFAR-100 from the official python archives: decoded once into uint8 arrays, split, normalised and
+augmented on whole batches with numpy."""
 import hashlib
 import os
 import pickle
@@ -15,14 +15,41 @@ import paddle
 from DNSD.errors import InputError
 from DNSD.runtime import Ranks, generator
 
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-TRAIN_MEMBERS = tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6))
-TEST_MEMBER = "cifar-10-batches-py/test_batch"
 IMAGE_SHAPE = (3, 32, 32)
 SHIFT = 4
+
+
+@dataclass(frozen=True)
+class CifarSource:
+    """Where a CIFAR data set comes from and how its official python archive is laid out."""
+
+    name: str
+    archive: str
+    md5: str
+    train_members: tuple
+    test_member: str
+    label_key: bytes
+    num_classes: int
+    classes: tuple = ()  # empty: read from the names_key list of the meta_member
+    meta_member: str = ""
+    names_key: bytes = b""
+
+    @property
+    def url(self):
+        return f"https://www.cs.toronto.edu/~kriz/{self.archive}"
+
+
+SOURCES = {
+    "cifar10": CifarSource(
+        "CIFAR-10", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+        tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)), "cifar-10-batches-py/test_batch",
+        b"labels", 10, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+    # The fine labels (100 classes), as in the paper; the coarse ones (20 superclasses) are not used.
+    "cifar100": CifarSource(
+        "CIFAR-100", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", ("cifar-100-python/train",),
+        "cifar-100-python/test", b"fine_labels", 100, meta_member="cifar-100-python/meta",
+        names_key=b"fine_label_names"),
+}
 
 
 def cache_dir():
@@ -40,24 +67,24 @@ def md5_of(path):
     return digest.hexdigest()
 
 
-def locate_archive(data_file=None, url=CIFAR10_URL, download_dir=None):
+def locate_archive(data_file=None, source=SOURCES["cifar10"], download_dir=None, url=None):
     """The path of the archive to read: the user's file, or Paddle's cached copy, downloaded and md5-checked once."""
     if data_file:
         if not os.path.isfile(data_file):
-            raise InputError(f"data file {data_file} does not exist; pass --data-file PATH to a {CIFAR10_ARCHIVE}")
+            raise InputError(f"data file {data_file} does not exist; pass --data-file PATH to a {source.archive}")
         # A file with the official name must be the official file; any other name is a user-made archive.
-        if os.path.basename(data_file) == CIFAR10_ARCHIVE and md5_of(data_file) != CIFAR10_MD5:
-            raise InputError(f"{data_file} has the official name but not the official md5 {CIFAR10_MD5}; "
+        if os.path.basename(data_file) == source.archive and md5_of(data_file) != source.md5:
+            raise InputError(f"{data_file} has the official name but not the official md5 {source.md5}; "
                              "it is damaged or incomplete: download it again")
         return data_file
     from paddle.utils.download import get_path_from_url
 
     download_dir = download_dir or cache_dir()
     try:
-        return get_path_from_url(url, download_dir, CIFAR10_MD5, decompress=False)
+        return get_path_from_url(url or source.url, download_dir, source.md5, decompress=False)
     except Exception as error:
         raise InputError(
-            f"cannot download CIFAR-10 ({error}); offline, put {CIFAR10_ARCHIVE} in {download_dir} "
+            f"cannot download {source.name} ({error}); offline, put {source.archive} in {download_dir} "
             f"or pass --data-file PATH") from None
 
 
@@ -75,38 +102,61 @@ class Dataset:
         return Dataset(self.images[indices], self.labels[indices])
 
 
-def _read_batch(archive, member, path):
+def _load_member(archive, member, path, source):
     try:
         stream = archive.extractfile(member)
-        batch = pickle.load(stream, encoding="bytes")
+        return pickle.load(stream, encoding="bytes")
     except KeyError:
-        raise InputError(f"{path} has no member {member}; it is not in the official CIFAR-10 layout") from None
+        held = [key for key, other in SOURCES.items() if other != source and other.test_member in archive.getnames()]
+        hint = f" (it holds {SOURCES[held[0]].name}: use --dataset {held[0]})" if held else ""
+        raise InputError(f"{path} has no member {member}; it is not in the official {source.name} layout{hint}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError):
-        raise InputError(f"{path}: member {member} is not a CIFAR batch pickle; the archive is damaged") from None
+        raise InputError(f"{path}: member {member} is not a CIFAR pickle; the archive is damaged") from None
+
+
+def _read_batch(archive, member, path, source):
+    batch = _load_member(archive, member, path, source)
+    label_key = source.label_key.decode()
     try:
         images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, *IMAGE_SHAPE)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        labels = np.asarray(batch[source.label_key], dtype=np.int64)
     except (KeyError, TypeError, ValueError):
-        raise InputError(f"{path}: member {member} lacks b'data' (N x 3072 uint8) or b'labels' (N ints); "
-                         "the archive is not in the official CIFAR-10 layout") from None
-    if len(images) != len(labels) or labels.min(initial=0) < 0 or labels.max(initial=0) >= len(CIFAR10_CLASSES):
+        raise InputError(f"{path}: member {member} lacks b'data' (N x 3072 uint8) or b'{label_key}' (N ints); "
+                         f"the archive is not in the official {source.name} layout") from None
+    if len(images) != len(labels) or labels.min(initial=0) < 0 or labels.max(initial=0) >= source.num_classes:
         raise InputError(f"{path}: member {member} has {len(images)} images but {len(labels)} labels, or labels "
-                         f"outside 0..{len(CIFAR10_CLASSES) - 1}; the archive is damaged")
+                         f"outside 0..{source.num_classes - 1}; the archive is damaged")
     return Dataset(images, labels)
 
 
-def read_archive(path):
-    """(train, test) Datasets of an archive in the official cifar-10-python.tar.gz layout."""
+def _class_names(archive, path, source):
+    if source.classes:
+        return source.classes
+    meta = _load_member(archive, source.meta_member, path, source)
+    try:
+        names = tuple(name.decode() for name in meta[source.names_key])
+    except (KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        names = ()
+    if len(names) != source.num_classes:
+        raise InputError(f"{path}: member {source.meta_member} lacks the {source.num_classes} class names "
+                         f"({source.names_key!r}); the archive is not in the official {source.name} layout")
+    return names
+
+
+def read_archive(path, source=SOURCES["cifar10"]):
+    """(train, test, class names) of an archive in the official layout of source (cifar-10-python.tar.gz's by
+    default)."""
     try:
         with tarfile.open(path, "r:gz") as archive:
-            train = [_read_batch(archive, member, path) for member in TRAIN_MEMBERS]
-            test = _read_batch(archive, TEST_MEMBER, path)
+            train = [_read_batch(archive, member, path, source) for member in source.train_members]
+            test = _read_batch(archive, source.test_member, path, source)
+            classes = _class_names(archive, path, source)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         raise InputError(f"cannot read {path} as a gzip tar archive ({error}); the file is truncated or not a "
-                         f"{CIFAR10_ARCHIVE}: download it again") from None
+                         f"{source.archive}: download it again") from None
     images = np.concatenate([batch.images for batch in train])
     labels = np.concatenate([batch.labels for batch in train])
-    return Dataset(images, labels), test
+    return Dataset(images, labels), test, classes
 
 
 def split_train_val(train, val_size, rng):
@@ -147,7 +197,6 @@ class Normalizer:
         # The float64 std gives inverse_std back bit for bit; a float32 one does not always (1 / float32(1 / x) is
         # not always x), and a resumed run or an evaluation must normalise exactly as training did.
         return {"mean": self.mean, "std": self.std}
-
 
     @classmethod
     def from_state(cls, state):
@@ -278,7 +327,7 @@ class CifarData:
     val: Dataset
     test: Dataset
     normalizer: Normalizer
-    classes: tuple = CIFAR10_CLASSES
+    classes: tuple = SOURCES["cifar10"].classes
 
     @property
     def num_classes(self):
@@ -286,12 +335,13 @@ class CifarData:
 
 
 def load_cifar(data_config, split_rng, normalizer_state=None):
-    """Read the archive once and split train/validation with split_rng; the normaliser is fitted on the training
-    split, or restored from normalizer_state (a checkpoint's)."""
-    train, test = read_archive(locate_archive(data_config.data_file))
+    """Read the data set's archive once and split train/validation with split_rng; the normaliser is fitted on the
+    training split, or restored from normalizer_state (a checkpoint's)."""
+    source = SOURCES[data_config.dataset]
+    train, test, classes = read_archive(locate_archive(data_config.data_file, source), source)
     train, val = split_train_val(train, data_config.val_size, split_rng)
     if normalizer_state is None:
         normalizer = Normalizer.fit(train.images, data_config.normalization)
     else:
         normalizer = Normalizer.from_state(normalizer_state)
-    return CifarData(train, val, test, normalizer)
+    return CifarData(train, val, test, normalizer, classes)

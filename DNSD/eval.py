@@ -9,6 +9,8 @@ from DNSD.config import for_checkpoint
 from DNSD.data import batches, load_cifar
 from DNSD.runtime import Ranks, generator, select_run_device
 
+MAX_CLASSES_SHOWN = 20
+
 
 @paddle.no_grad()
 def evaluate(model, dataset, normalizer, batch_size, classes, ranks=Ranks()):
@@ -39,10 +41,15 @@ def report_path(checkpoint_path, split):
     return f"{stem}.{split}.json"
 
 
-def format_report(result, split):
+def format_report(result, split, report_file):
+    """The console lines of a result: the error, then the per-class accuracy where the classes are few enough to read
+    (CIFAR-10's 10; CIFAR-100's 100 stay in the report file)."""
     lines = [f"{split} error {result['error']:.2f} % (accuracy {result['accuracy']:.2f} %) on {result['images']:,} images"]
-    lines += [f"  {name:<12} {accuracy:6.2f} %" for name, accuracy in result["per_class_accuracy"].items()
-              if accuracy is not None]
+    per_class = result["per_class_accuracy"]
+    if len(per_class) <= MAX_CLASSES_SHOWN:
+        lines += [f"  {name:<12} {accuracy:6.2f} %" for name, accuracy in per_class.items() if accuracy is not None]
+    else:
+        lines.append(f"  per-class accuracy of the {len(per_class)} classes: {report_file}")
     return "\n".join(lines)
 
 

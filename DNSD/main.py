@@ -71,10 +71,10 @@ def run(args):
         print(f"exported the inference model to {prefix}.* (load it with paddle.jit.load({prefix!r}))")
         return 0
     if args.mode == "eval":
-        from DNSD.eval import evaluate_checkpoint, format_report
+        from DNSD.eval import evaluate_checkpoint, format_report, report_path
 
         result = evaluate_checkpoint(args.checkpoint, args.split, stated)
-        print(format_report(result, args.split))
+        print(format_report(result, args.split, report_path(args.checkpoint, args.split)))
         return 0
     config = build_config(stated)
     if args.print_config:

@@ -23,7 +23,7 @@ from DNSD.checkpoint import load_checkpoint, restore_model, save_checkpoint, wri
 from DNSD.config import for_checkpoint
 from DNSD.data import TrainingBatches, load_cifar, prefetched
 from DNSD.errors import DNSDError, InputError, TrainingStopped
-from DNSD.eval import evaluate, format_report, report_checkpoint
+from DNSD.eval import evaluate, format_report, report_checkpoint, report_path
 from DNSD.model import build_model
 from DNSD.runtime import Ranks, generator, join_ranks, select_run_device, weights_digest
 from DNSD.stochastic_depth import sample_gates
@@ -327,7 +327,7 @@ def finish(run_dir, data, config, ranks=Ranks()):
     summary = {"best_epoch": state["best"]["epoch"], "best_val_error": state["best"]["val_error"],
                "test_error": result["error"], "checkpoint": os.path.abspath(best_path)}
     write_json(os.path.join(run_dir, "summary.json"), summary)
-    print(format_report(result, "test"))
+    print(format_report(result, "test", report_path(best_path, "test")))
     print(f"best epoch {summary['best_epoch']}: val error {summary['best_val_error']:.2f} %, "
           f"test error {summary['test_error']:.2f} %  ({best_path})")
     return summary

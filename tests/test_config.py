@@ -33,6 +33,9 @@ def test_shipped_configs_load_and_say_what_they_claim():
     baseline = resolved(["--config", os.path.join(CONFIGS, "resnet110_baseline.yaml")])
     assert baseline.model.survival_last == 1.0 and baseline.model.depth == 110
     assert baseline.run.output_dir != paper.run.output_dir
+    cifar100 = resolved(["--config", os.path.join(CONFIGS, "resnet110_sd_cifar100.yaml")])
+    assert cifar100.data.dataset == "cifar100" and cifar100.model == paper.model and cifar100.train == paper.train
+    assert cifar100.run.output_dir not in (paper.run.output_dir, baseline.run.output_dir)
     quick = resolved(["--config", os.path.join(CONFIGS, "quick.yaml")])
     assert quick.model.depth < 110 and quick.train.epochs < 50
 

@@ -9,14 +9,15 @@ import pytest
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
 from DNSD.config import DataConfig
-from DNSD.data import (CIFAR10_ARCHIVE, CifarData, Dataset, Normalizer, TrainingBatches, augment, batches,
+from DNSD.data import (CifarData, Dataset, Normalizer, TrainingBatches, augment, batches,
                        load_cifar, locate_archive, prefetched, read_archive, split_train_val)
 from DNSD.errors import InputError
 
 
 def test_archive_is_read_in_the_official_layout(tmp_path):
     contents = synthetic_batches(12, seed=5)
-    train, test = read_archive(write_archive(str(tmp_path / "a.tar.gz"), contents))
+    train, test, classes = read_archive(write_archive(str(tmp_path / "a.tar.gz"), contents))
+    assert classes[0] == "airplane" and classes[9] == "truck" and len(classes) == 10
     assert train.images.shape == (60, 3, 32, 32) and train.images.dtype == np.uint8
     assert test.images.shape == (12, 3, 32, 32)
     first_images, first_labels = contents[MEMBERS[0]]
@@ -59,7 +60,7 @@ def test_damaged_archive_is_a_clear_error(tmp_path, damage):
 def test_missing_file_and_official_name_with_wrong_md5(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         locate_archive(str(tmp_path / "nowhere.tar.gz"))
-    fake = tmp_path / CIFAR10_ARCHIVE
+    fake = tmp_path / "cifar-10-python.tar.gz"
     fake.write_bytes(gzip.compress(b"not the real thing"))
     with pytest.raises(InputError, match="md5"):
         locate_archive(str(fake))

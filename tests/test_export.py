@@ -16,7 +16,7 @@ def test_exported_model_gives_the_logits_of_the_eval_path(trained_run, tiny_arch
     result = dnsd("--mode", "export", "--checkpoint", checkpoint, "--export-prefix", prefix)
     assert result.returncode == 0, result.stderr
     assert prefix in result.stdout
-    _, test = read_archive(tiny_archive)
+    _, test, _ = read_archive(tiny_archive)
     state = load_checkpoint(checkpoint)
     model = restore_model(state, checkpoint)
     model.eval()
