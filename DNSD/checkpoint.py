@@ -7,7 +7,7 @@ import paddle
 
 from DNSD.config import config_from_dict
 from DNSD.errors import InputError
-from DNSD.model import build_model
+from DNSD.architectures import build_model
 
 FORMAT = "dnsd-checkpoint/1"
 
@@ -82,8 +82,7 @@ def restore_model(state, path):
     mismatched = sorted(set(expected) ^ set(weights)) or [
         name for name in expected if list(expected[name].shape) != list(weights[name].shape)]
     if mismatched:
-        raise InputError(f"checkpoint {path} does not fit a depth-{config.model.depth} ResNet with "
-                         f"{state['num_classes']} classes (first mismatch: {mismatched[0]}); it was written by "
-                         "another model")
+        raise InputError(f"checkpoint {path} does not fit a {model.name()} with {state['num_classes']} classes "
+                         f"(first mismatch: {mismatched[0]}); it was written by another model")
     model.set_state_dict(weights)
     return model

@@ -17,14 +17,15 @@ import yaml
 from DNSD.errors import InputError
 
 
-def option(default, help, *, choices=None, check=None, may_change=False):
+def option(default, help, *, choices=None, check=None, may_change=False, archs=None):
     """A config field with its help text.
 
     choices: the allowed values; check: (predicate, description of the allowed values);
     may_change: the field may differ from a checkpoint's when evaluating or resuming it, because it does not change
-    what is computed (where the data or the run lives, the device, how often to save).
+    what is computed (where the data or the run lives, the device, how often to save);
+    archs: the model.arch values that use the field; with any other, it must keep its default.
     """
-    metadata = {"help": help, "choices": choices, "check": check, "may_change": may_change}
+    metadata = {"help": help, "choices": choices, "check": check, "may_change": may_change, "archs": archs}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -60,19 +61,39 @@ class DataConfig:
                                     "asynchronously", may_change=True)
 
 
+# The depths each architecture can be built with (checked against model.arch).
+DEPTHS = {
+    "resnet": (lambda v: v >= 8 and (v - 2) % 6 == 0, "6n+2 with n >= 1: 8, 20, 32, 44, 56, 110, 1202, ..."),
+    "diracnet": (lambda v: v >= 10 and (v - 4) % 6 == 0, "6n+4 with n >= 1: 10, 16, 22, 28, 34, ..."),
+    "vanillanet": (lambda v: v >= 3, "3 or more (the paper's VanillaNet-5 to -13)"),
+}
+ARCHITECTURES = tuple(DEPTHS)
+
+
 @dataclass
 class ModelConfig:
-    depth: int = option(110, "ResNet depth 6n+2: 3 stages of n BasicBlocks (110: n = 18, 54 blocks)",
-                        check=(lambda v: v >= 8 and (v - 2) % 6 == 0, "6n+2 with n >= 1: 8, 20, 32, 44, 56, 110, 1202, ..."))
+    arch: str = option("resnet", "network: resnet (ResNet 6n+2 with stochastic depth), diracnet (DiracNet 6n+4-k), "
+                                 "vanillanet (VanillaNet-d for 32x32 images)", choices=ARCHITECTURES)
+    depth: int = option(110, "layers: ResNet 6n+2 (110: 3 stages of 18 BasicBlocks), DiracNet 6n+4, VanillaNet d "
+                             "(checked against model.arch)")
+    width: int = option(1, "channel multiplier k: DiracNet 16k, 32k, 64k; VanillaNet 32k, 64k, 128k, 256k",
+                        check=(lambda v: v >= 1, "an integer >= 1"), archs=("diracnet", "vanillanet"))
     survival_last: float = option(0.5, "survival probability p_L of the last block; 1 gives the constant-depth baseline",
-                                  check=(lambda v: 0 < v <= 1, "a probability in (0, 1]"))
+                                  check=(lambda v: 0 < v <= 1, "a probability in (0, 1]"), archs=("resnet",))
     survival_mode: str = option("linear", "linear: p_l decays from 1 to p_L over the blocks; uniform: p_l = p_L for all",
-                                choices=("linear", "uniform"))
+                                choices=("linear", "uniform"), archs=("resnet",))
+    drop_mode: str = option(
+        "batch",
+        "batch: one gate per block and mini-batch, a dropped block is skipped (the paper); sample: one gate per block "
+        "and example, every block computed (timm's drop_path)",
+        choices=("batch", "sample"), archs=("resnet",))
     residual_scaling: str = option(
         "test",
         "test: scale each residual by p_l at evaluation (the authors); train: divide it by p_l in training (inverted)",
-        choices=("test", "train"),
-    )
+        choices=("test", "train"), archs=("resnet",))
+    deep_training_epochs: int = option(
+        100, "VanillaNet deep training: epochs over which each layer's activation anneals from ReLU to identity",
+        check=(lambda v: v >= 1, "an integer >= 1"), archs=("vanillanet",))
 
 
 @dataclass
@@ -243,7 +264,22 @@ def build_config(values):
         choices, check = f.metadata["choices"], f.metadata["check"]
         if (choices and value not in choices) or (check and not check[0](value)):
             raise InputError(f"config key {section}.{f.name} ({flag_name(f)}): got {value!r}, expected {_describe(f)}")
+    _check_architecture(config)
     return config
+
+
+def _check_architecture(config):
+    """The depth must suit model.arch, and keys of other architectures must keep their defaults."""
+    arch = config.model.arch
+    fits, allowed = DEPTHS[arch]
+    if not fits(config.model.depth):
+        raise InputError(f"config key model.depth (--depth): got {config.model.depth}, but --arch {arch} needs "
+                         f"{allowed}")
+    for section, f, _ in config_fields():
+        archs = f.metadata["archs"]
+        if archs and arch not in archs and getattr(getattr(config, section), f.name) != _default(f):
+            raise InputError(f"config key {section}.{f.name} ({flag_name(f)}) applies to --arch {', '.join(archs)} "
+                             f"only; --arch {arch} does not use it (leave it out)")
 
 
 def load_yaml(path):
@@ -280,8 +316,12 @@ def add_config_flags(parser):
                                 metavar=f.name.upper(), help=help_text)
 
 
+def _default(f):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
 def _format_default(f):
-    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    default = _default(f)
     if isinstance(default, list):
         return ",".join(str(v) for v in default)
     return "unset" if default is None else str(default)

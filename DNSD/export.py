@@ -11,8 +11,9 @@ from DNSD.runtime import select_run_device
 
 
 class InferenceModel(nn.Layer):
-    """The training run's normalisation followed by the network at full depth, each residual scaled by its survival
-    probability: float32 pixel values in [0, 255], shape (N, 3, 32, 32), in; class logits out."""
+    """The training run's normalisation followed by the network in its inference form (a ResNet at full depth, each
+    residual scaled by its survival probability; DiracNet and VanillaNet folded): float32 pixel values in [0, 255],
+    shape (N, 3, 32, 32), in; class logits out."""
 
     def __init__(self, model, normalizer):
         super().__init__()
@@ -37,11 +38,13 @@ def export_checkpoint(checkpoint_path, prefix=None, stated=None):
     model = restore_model(state, checkpoint_path)
     model.eval()
     prefix = prefix or export_path(checkpoint_path)
-    inference = InferenceModel(model, Normalizer.from_state(state["normalizer"]))
+    network = model.folded()
+    inference = InferenceModel(network, Normalizer.from_state(state["normalizer"]))
     inference.eval()
     paddle.jit.save(inference, prefix, input_spec=[paddle.static.InputSpec([None, 3, 32, 32], "float32", "images")])
     # Not {prefix}.json (Paddle 3's program) nor {prefix}.*.json, which paddle.jit.load 3.3.1 mistakes for it.
     write_json(f"{prefix}-info.json", {"input": "float32 pixel values in [0, 255], shape (N, 3, 32, 32), RGB planes",
                                        "output": "class logits", "classes": list(state["classes"]),
+                                       "network": model.name(), "folded": network is not model,
                                        "checkpoint": os.path.abspath(checkpoint_path), "epoch": state["epochs_done"]})
     return prefix

@@ -24,7 +24,7 @@ from DNSD.config import for_checkpoint
 from DNSD.data import TrainingBatches, load_cifar, prefetched
 from DNSD.errors import DNSDError, InputError, TrainingStopped
 from DNSD.eval import evaluate, format_report, report_checkpoint, report_path
-from DNSD.model import build_model
+from DNSD.architectures import build_model
 from DNSD.runtime import Ranks, generator, join_ranks, select_run_device, weights_digest
 from DNSD.stochastic_depth import sample_gates
 
@@ -143,6 +143,7 @@ class Trainer:
             while self.epochs_done < epochs:
                 batches = TrainingBatches(self.data, self.config.train.batch_size, self.config.data.augment,
                                           self.config.run.seed, self.epochs_done + 1, self.step, self.ranks)
+                self.model.begin_epoch(self.epochs_done + 1)
                 self.model.train()  # once an epoch: validation left it in eval mode
                 with tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epochs_done + 1}/{epochs}",
                           unit="batch", leave=False, disable=None if self.ranks.writes else True) as progress:
@@ -170,21 +171,26 @@ class Trainer:
 
     def train_step(self, images, labels, stop_requested=False):
         """One optimiser step on this rank's share of a mini-batch; returns whether any rank was asked to stop."""
-        gates = sample_gates(self.model.survival_probabilities,
-                             generator(self.config.run.seed, "gates", self.epochs_done + 1, self.step))
         size = self.config.train.batch_size
         batch_images = min(size, len(self.data.train) - self.step * size)  # global; an epoch's last is short
+        # Per-example gates are drawn for the global mini-batch; each rank takes the columns of its examples.
+        per_example = self.model.gates_per_example
+        gates = sample_gates(self.model.survival_probabilities,
+                             generator(self.config.run.seed, "gates", self.epochs_done + 1, self.step),
+                             batch_images if per_example else None)
+        local_gates = gates[:, self.ranks.shard(batch_images)] if per_example else gates
+        active_blocks = gates.mean(axis=1) if per_example else gates.astype(np.float64)
         amp = self.config.train.amp
         with paddle.amp.auto_cast(enable=amp != "off", dtype="float16" if amp == "off" else amp):
-            logits = self.network(images, gates)
+            logits = self.network(images, local_gates)
             loss_sum = F.cross_entropy(logits, labels, reduction="sum")
         # The all-reduce averages the ranks' gradients: scaled so, each rank's loss adds up to the global batch's mean.
         loss = loss_sum * (self.ranks.world_size / batch_images)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         correct = (logits.argmax(axis=1) == labels).astype("int64").sum()
         # One small all-reduce a step: the global loss and accuracy, any stop request, and the gates as a check.
-        summed = self.ranks.sum([loss_sum.item(), correct.item(), stop_requested, *gates])
-        if not np.array_equal(summed[3:], gates * self.ranks.world_size):
+        summed = self.ranks.sum([loss_sum.item(), correct.item(), stop_requested, *active_blocks])
+        if not np.array_equal(summed[3:], active_blocks * self.ranks.world_size):
             raise DNSDError(f"the data-parallel ranks drew different gates at epoch {self.epochs_done + 1}, step "
                             f"{self.step + 1}; they must derive them from the same run.seed")
         loss_value = summed[0] / batch_images
@@ -203,7 +209,7 @@ class Trainer:
         totals = self.totals
         totals["loss_sum"] += float(summed[0])
         totals["correct"] += int(summed[1])
-        totals["active_blocks"] += int(gates.sum())
+        totals["active_blocks"] += float(active_blocks.sum())
         totals["steps"] += 1
         totals["seen"] += batch_images
         return bool(summed[2])
@@ -253,6 +259,8 @@ def check_shards(num_images, batch_size, world_size):
 
 
 def log_epoch(writer, metrics_path, record, improved, epochs):
+    # Networks without stochastic depth have no blocks to drop, and log 0.
+    active = f"active blocks {record['mean_active_blocks']:.2f}  " if record["mean_active_blocks"] else ""
     with open(metrics_path, "a") as stream:
         stream.write(json.dumps(record) + "\n")
     for key, value in record.items():
@@ -260,7 +268,7 @@ def log_epoch(writer, metrics_path, record, improved, epochs):
             writer.add_scalar(tag=key, value=value, step=record["epoch"])
     print(f"epoch {record['epoch']}/{epochs}  loss {record['train_loss']:.4f}  train error {record['train_error']:.2f} %"
           f"  val error {record['val_error']:.2f} %{' (best)' if improved else ''}  lr {record['lr']:g}  "
-          f"active blocks {record['mean_active_blocks']:.2f}  {record['epoch_seconds']:.0f} s  "
+          f"{active}{record['epoch_seconds']:.0f} s  "
           f"{record['images_per_second']:.0f} img/s", flush=True)
 
 
@@ -288,8 +296,7 @@ def train(config):
     paddle.seed(config.run.seed)
     model = build_model(config.model, data.num_classes)
     if ranks.writes:
-        print(f"DNSD: ResNet-{config.model.depth} ({model.num_blocks} blocks, expected active "
-              f"{model.survival_probabilities.sum():.2f}), {len(data.train):,} train / {len(data.val):,} val / "
+        print(f"DNSD: {model.name()}, {len(data.train):,} train / {len(data.val):,} val / "
               f"{len(data.test):,} test images, {config.train.epochs} epochs on {describe(device, ranks)}; "
               f"run folder {run_dir}")
     Trainer(config, run_dir, data, model, ranks=ranks).run()

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
-from DNSD.model import CifarResNet
+from DNSD.resnet import CifarResNet
 from helpers import TINY_RUN, assert_one_line_error, dnsd
 
 
@@ -88,7 +88,7 @@ def set_classes(state):
     state["num_classes"] = 100
 
 
-@pytest.mark.parametrize("change, fragment", [(set_depth, "depth-14"), (set_classes, "100 classes")])
+@pytest.mark.parametrize("change, fragment", [(set_depth, "ResNet-14"), (set_classes, "100 classes")])
 def test_checkpoint_from_another_depth_or_number_of_classes(trained_run, tmp_path, change, fragment):
     path = altered_checkpoint(trained_run, tmp_path, change)
     assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", path), fragment, "another model")

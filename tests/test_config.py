@@ -72,6 +72,11 @@ def test_list_bool_and_optional_values_from_the_command_line():
 @pytest.mark.parametrize("argv, key, allowed", [
     (["--depth", "21"], "model.depth", "6n+2"),
     (["--depth", "2"], "model.depth", "6n+2"),
+    (["--arch", "diracnet"], "model.depth", "6n+4"),
+    (["--arch", "vanillanet", "--depth", "2"], "model.depth", "3 or more"),
+    (["--arch", "densenet"], "model.arch", "resnet, diracnet, vanillanet"),
+    (["--width", "2"], "model.width", "applies to --arch diracnet, vanillanet only"),
+    (["--arch", "diracnet", "--depth", "34", "--drop-mode", "sample"], "model.drop_mode", "--arch resnet only"),
     (["--survival-last", "0"], "model.survival_last", "(0, 1]"),
     (["--survival-last", "1.5"], "model.survival_last", "(0, 1]"),
     (["--survival-mode", "exponential"], "model.survival_mode", "linear, uniform"),

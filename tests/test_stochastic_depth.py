@@ -3,7 +3,7 @@ import numpy as np
 import paddle
 import pytest
 
-from DNSD.model import BasicBlock, CifarResNet
+from DNSD.resnet import BasicBlock, CifarResNet
 from DNSD.stochastic_depth import add_residual, sample_gates, survival_probabilities
 
 

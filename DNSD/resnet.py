@@ -5,6 +5,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from DNSD.network import Network
 from DNSD.stochastic_depth import add_residual, survival_probabilities
 
 STAGE_WIDTHS = (16, 32, 64)
@@ -43,19 +44,23 @@ class BasicBlock(nn.Layer):
                                    self.residual_scaling))
 
 
-class CifarResNet(nn.Layer):
+class CifarResNet(Network):
     """The ResNet of He et al. (2016) for CIFAR: a 3x3 stem, three stages of n blocks, global pooling, a linear layer.
 
-    forward(images, gates): gates holds one bool per block for a training step (see DNSD.stochastic_depth);
-    gates=None runs every block, with the evaluation-time scaling.
+    forward(images, gates): gates holds one bool per block (drop_mode "batch"), or one per block and example
+    ("sample"), for a training step (see DNSD.stochastic_depth); gates=None runs every block, with the
+    evaluation-time scaling.
     """
 
-    def __init__(self, depth=110, num_classes=10, survival_last=0.5, survival_mode="linear", residual_scaling="test"):
+    def __init__(self, depth=110, num_classes=10, survival_last=0.5, survival_mode="linear", residual_scaling="test",
+                 drop_mode="batch"):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n+2 with n >= 1, got {depth}")
+        self.depth = depth
         blocks_per_stage = (depth - 2) // 6
         self.survival_probabilities = survival_probabilities(3 * blocks_per_stage, survival_last, survival_mode)
+        self.gates_per_example = drop_mode == "sample"
         self.stem = nn.Sequential(conv3x3(3, STAGE_WIDTHS[0]), nn.BatchNorm2D(STAGE_WIDTHS[0]), nn.ReLU())
         blocks = []
         in_channels = STAGE_WIDTHS[0]
@@ -76,13 +81,16 @@ class CifarResNet(nn.Layer):
     def num_blocks(self):
         return len(self.blocks)
 
+    def name(self):
+        return (f"ResNet-{self.depth} ({self.num_blocks} blocks, expected active "
+                f"{self.survival_probabilities.sum():.2f})")
+
     def forward(self, images, gates=None):
+        if gates is not None and self.gates_per_example:
+            # One copy to the device for the whole step: row l holds block l's gate of each example.
+            gates = paddle.to_tensor(gates.astype("float32"))
         x = self.stem(images)
         for index, block in enumerate(self.blocks):
-            x = block(x, None if gates is None else bool(gates[index]))
+            gate = None if gates is None else gates[index] if self.gates_per_example else bool(gates[index])
+            x = block(x, gate)
         return self.fc(paddle.flatten(self.pool(x), 1))
-
-
-def build_model(model_config, num_classes):
-    return CifarResNet(model_config.depth, num_classes, model_config.survival_last, model_config.survival_mode,
-                       model_config.residual_scaling)
