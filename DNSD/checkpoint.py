@@ -5,9 +5,9 @@ import tempfile
 
 import paddle
 
+from DNSD.architectures import build_model
 from DNSD.config import config_from_dict
 from DNSD.errors import InputError
-from DNSD.architectures import build_model
 
 FORMAT = "dnsd-checkpoint/1"
 

@@ -109,7 +109,8 @@ def _load_member(archive, member, path, source):
     except KeyError:
         held = [key for key, other in SOURCES.items() if other != source and other.test_member in archive.getnames()]
         hint = f" (it holds {SOURCES[held[0]].name}: use --dataset {held[0]})" if held else ""
-        raise InputError(f"{path} has no member {member}; it is not in the official {source.name} layout{hint}") from None
+        raise InputError(f"{path} has no member {member}; it is not in the official {source.name} "
+                         f"layout{hint}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError):
         raise InputError(f"{path}: member {member} is not a CIFAR pickle; the archive is damaged") from None
 

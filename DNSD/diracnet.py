@@ -7,8 +7,6 @@ Layout as in the authors' CIFAR code: a 3x3 stem, three groups of 2n blocks at 1
 max pooling between them, global average pooling and a linear layer; depth 6n+4, width k (DiracNet-34-2: n = 5,
 k = 2).
 """
-import math
-
 import numpy as np
 import paddle
 import paddle.nn as nn
@@ -99,9 +97,9 @@ class DiracNet(Network):
             channels = group_width
         self.groups = nn.LayerList(groups)
         self.pool = nn.AdaptiveAvgPool2D(1)
-        bound = 1 / math.sqrt(channels)
-        uniform = nn.initializer.Uniform(-bound, bound)
-        self.fc = nn.Linear(channels, num_classes, weight_attr=uniform, bias_attr=paddle.ParamAttr(initializer=uniform))
+        # As the authors' code: Kaiming normal weights, zero bias.
+        self.fc = nn.Linear(channels, num_classes, weight_attr=nn.initializer.KaimingNormal(),
+                            bias_attr=nn.initializer.Constant(0.0))
 
     def name(self):
         return f"DiracNet-{self.depth}-{self.width}"

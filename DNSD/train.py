@@ -19,12 +19,12 @@ import paddle.nn.functional as F
 from tqdm import tqdm
 from visualdl import LogWriter
 
+from DNSD.architectures import build_model
 from DNSD.checkpoint import load_checkpoint, restore_model, save_checkpoint, write_json, write_text
 from DNSD.config import for_checkpoint
 from DNSD.data import TrainingBatches, load_cifar, prefetched
 from DNSD.errors import DNSDError, InputError, TrainingStopped
 from DNSD.eval import evaluate, format_report, report_checkpoint, report_path
-from DNSD.architectures import build_model
 from DNSD.runtime import Ranks, generator, join_ranks, select_run_device, weights_digest
 from DNSD.stochastic_depth import sample_gates
 
@@ -107,7 +107,7 @@ class Trainer:
         (0 * sum(p.sum() for p in model.parameters() if not p.stop_gradient)).backward()
         # The blocks a step drops are the same on every rank, but they leave parameters without a gradient, which
         # the all-reduce must be told to expect.
-        self.network = (paddle.DataParallel(model, find_unused_parameters=True) if ranks.world_size > 1 else model)
+        self.network = paddle.DataParallel(model, find_unused_parameters=True) if ranks.world_size > 1 else model
         self.steps_per_epoch = math.ceil(len(data.train) / config.train.batch_size)
         # Where the run stands: epochs finished, batches of the next one done, and its running totals.
         self.epochs_done, self.step, self.totals = 0, 0, fresh_totals()
@@ -188,7 +188,8 @@ class Trainer:
         loss = loss_sum * (self.ranks.world_size / batch_images)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         correct = (logits.argmax(axis=1) == labels).astype("int64").sum()
-        # One small all-reduce a step: the global loss and accuracy, any stop request, and the gates as a check.
+        # One small all-reduce a step: the global loss and accuracy, any stop request, and each block's share of open
+        # gates, to check that the ranks agree.
         summed = self.ranks.sum([loss_sum.item(), correct.item(), stop_requested, *active_blocks])
         if not np.array_equal(summed[3:], active_blocks * self.ranks.world_size):
             raise DNSDError(f"the data-parallel ranks drew different gates at epoch {self.epochs_done + 1}, step "
@@ -213,6 +214,7 @@ class Trainer:
         totals["steps"] += 1
         totals["seen"] += batch_images
         return bool(summed[2])
+
     def end_epoch(self, writer):
         started = time.perf_counter()
         totals = self.totals
@@ -278,7 +280,7 @@ def set_up(config, normalizer_state=None):
     return device, join_ranks(), load_cifar(config.data, generator(config.run.seed, "split"), normalizer_state)
 
 
-def describe(device, ranks):
+def where_it_runs(device, ranks):
     return device if ranks.world_size == 1 else f"{ranks.world_size} data-parallel processes on {device}"
 
 
@@ -297,7 +299,7 @@ def train(config):
     model = build_model(config.model, data.num_classes)
     if ranks.writes:
         print(f"DNSD: {model.name()}, {len(data.train):,} train / {len(data.val):,} val / "
-              f"{len(data.test):,} test images, {config.train.epochs} epochs on {describe(device, ranks)}; "
+              f"{len(data.test):,} test images, {config.train.epochs} epochs on {where_it_runs(device, ranks)}; "
               f"run folder {run_dir}")
     Trainer(config, run_dir, data, model, ranks=ranks).run()
     return finish(run_dir, data, config, ranks)
@@ -318,7 +320,7 @@ def resume(run_dir, stated):
         # Lines written after the checkpoint belong to work that is about to be redone.
         write_text(trainer.path("metrics.jsonl"), "".join(json.dumps(record) + "\n" for record in trainer.history))
         print(f"DNSD: resuming {run_dir} at epoch {trainer.epochs_done + 1}, step {trainer.step} of "
-              f"{trainer.steps_per_epoch}, on {describe(device, ranks)}")
+              f"{trainer.steps_per_epoch}, on {where_it_runs(device, ranks)}")
     trainer.run()
     return finish(run_dir, data, config, ranks)
 

@@ -21,7 +21,8 @@ from DNSD.train import check_shards
 from helpers import ROOT
 
 SEED = 3
-RUN = ["--device", "cpu", "--depth", "8", "--seed", str(SEED), "--epochs", "2", "--batch-size", "32", "--val-size", "40"]
+RUN = ["--device", "cpu", "--depth", "8", "--seed", str(SEED),
+       "--epochs", "2", "--batch-size", "32", "--val-size", "40"]
 
 
 def launch(log_dir, *args, processes=2):
