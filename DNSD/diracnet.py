@@ -63,8 +63,7 @@ class DiracBlock(nn.Layer):
         return self.bn(self.conv(ncrelu(x)))
 
     def folded(self):
-        weight, bias = fold_batch_norm(self.conv.effective_weight().numpy(), np.zeros(self.bn.weight.shape[0]),
-                                       self.bn)
+        weight, bias = fold_batch_norm(self.conv.effective_weight().numpy(), self.bn)
         return FoldedBlock(conv_with(weight, bias, padding=1))
 
 
@@ -118,7 +117,7 @@ class DiracNet(Network):
         folded = DiracNet(self.depth, self.width, self.fc.weight.shape[1])
         folded.set_state_dict(self.state_dict())
         conv, batch_norm = self.stem[0], self.stem[1]
-        weight, bias = fold_batch_norm(conv.weight.numpy(), np.zeros(conv.weight.shape[0]), batch_norm)
+        weight, bias = fold_batch_norm(conv.weight.numpy(), batch_norm)
         folded.stem = nn.Sequential(conv_with(weight, bias, padding=1), nn.ReLU())
         for group, source in zip(folded.groups, self.groups):
             for index, block in enumerate(source):

@@ -26,9 +26,10 @@ class Network(nn.Layer):
         return self
 
 
-def fold_batch_norm(weight, bias, batch_norm):
-    """(weight, bias) as numpy arrays of a convolution followed by batch_norm in evaluation mode, as one
-    convolution: the normalisation becomes a scale of each output channel and a shift."""
+def fold_batch_norm(weight, batch_norm, bias=None):
+    """(weight, bias) as numpy arrays of a convolution (bias None: none) followed by batch_norm in evaluation mode,
+    as one convolution: the normalisation becomes a scale of each output channel and a shift."""
+    bias = np.zeros(weight.shape[0]) if bias is None else bias
     scale = batch_norm.weight.numpy() / np.sqrt(batch_norm._variance.numpy() + batch_norm._epsilon)
     shift = batch_norm.bias.numpy() - batch_norm._mean.numpy() * scale
     return weight * scale.reshape(-1, *([1] * (weight.ndim - 1))), bias * scale + shift

@@ -86,11 +86,14 @@ class CifarResNet(Network):
                 f"{self.survival_probabilities.sum():.2f})")
 
     def forward(self, images, gates=None):
-        if gates is not None and self.gates_per_example:
+        if gates is None:
+            gates = [None] * self.num_blocks
+        elif self.gates_per_example:
             # One copy to the device for the whole step: row l holds block l's gate of each example.
             gates = paddle.to_tensor(gates.astype("float32"))
+        else:
+            gates = [bool(gate) for gate in gates]
         x = self.stem(images)
-        for index, block in enumerate(self.blocks):
-            gate = None if gates is None else gates[index] if self.gates_per_example else bool(gates[index])
+        for block, gate in zip(self.blocks, gates):
             x = block(x, gate)
         return self.fc(paddle.flatten(self.pool(x), 1))

@@ -30,7 +30,7 @@ def conv_bn(in_channels, out_channels, kernel_size):
 def folded_conv_bn(layer):
     """(weight, bias) of a conv_bn in evaluation mode as one convolution."""
     conv, batch_norm = layer[0], layer[1]
-    return fold_batch_norm(conv.weight.numpy(), conv.bias.numpy(), batch_norm)
+    return fold_batch_norm(conv.weight.numpy(), batch_norm, conv.bias.numpy())
 
 
 def compose(first, second):
@@ -43,6 +43,11 @@ def compose(first, second):
 def annealed_relu(x, slope):
     """relu(x) - slope * relu(-x): ReLU at slope 0, the identity at slope 1 (a leaky ReLU with a tensor slope)."""
     return F.relu(x) - slope * F.relu(-x)
+
+
+def pool_and_activate(x, downsample, activation):
+    """The end of every layer, in training and deploy form alike."""
+    return activation(F.max_pool2d(x, 2) if downsample else x)
 
 
 class SeriesActivation(nn.Layer):
@@ -59,7 +64,7 @@ class SeriesActivation(nn.Layer):
         return self.bn(F.conv2d(F.relu(x), self.weight, padding=ACTIVATION_REACH, groups=self.weight.shape[0]))
 
     def folded(self):
-        weight, bias = fold_batch_norm(self.weight.numpy(), np.zeros(self.weight.shape[0]), self.bn)
+        weight, bias = fold_batch_norm(self.weight.numpy(), self.bn)
         return nn.Sequential(nn.ReLU(), conv_with(weight, bias, padding=ACTIVATION_REACH, groups=weight.shape[0]))
 
 
@@ -68,16 +73,15 @@ class VanillaLayer(nn.Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size=1, downsample=False):
         super().__init__()
-        self.first = conv_bn(in_channels, out_channels if kernel_size > 1 else in_channels, kernel_size)
-        self.second = conv_bn(out_channels if kernel_size > 1 else in_channels, out_channels, 1)
+        # The stem's 3x3 convolution widens; a 1x1 layer keeps its width until the second convolution.
+        middle = out_channels if kernel_size > 1 else in_channels
+        self.first = conv_bn(in_channels, middle, kernel_size)
+        self.second = conv_bn(middle, out_channels, 1)
         self.downsample = downsample
         self.activation = SeriesActivation(out_channels)
 
     def forward(self, x, slope):
-        x = self.second(annealed_relu(self.first(x), slope))
-        if self.downsample:
-            x = F.max_pool2d(x, 2)
-        return self.activation(x)
+        return pool_and_activate(self.second(annealed_relu(self.first(x), slope)), self.downsample, self.activation)
 
     def merged(self):
         """The deploy layer: the two convolutions as one, batch norms folded (valid once the slope is 1)."""
@@ -92,10 +96,7 @@ class DeployLayer(nn.Layer):
         self.conv, self.downsample, self.activation = conv, downsample, activation
 
     def forward(self, x, slope=None):
-        x = self.conv(x)
-        if self.downsample:
-            x = F.max_pool2d(x, 2)
-        return self.activation(x)
+        return pool_and_activate(self.conv(x), self.downsample, self.activation)
 
 
 class VanillaNet(Network):
