@@ -7,7 +7,8 @@ import paddle
 from DNSD.checkpoint import load_checkpoint, restore_model, write_json
 from DNSD.config import for_checkpoint
 from DNSD.data import batches, load_cifar
-from DNSD.runtime import Ranks, generator, select_run_device
+from DNSD.device import select_run_device
+from DNSD.runtime import Ranks, generator
 
 MAX_CLASSES_SHOWN = 20
 

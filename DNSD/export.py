@@ -7,7 +7,7 @@ import paddle.nn as nn
 from DNSD.checkpoint import load_checkpoint, restore_model, write_json
 from DNSD.config import for_checkpoint
 from DNSD.data import Normalizer
-from DNSD.runtime import select_run_device
+from DNSD.device import select_run_device
 
 
 class InferenceModel(nn.Layer):

@@ -25,7 +25,8 @@ from DNSD.config import for_checkpoint
 from DNSD.data import TrainingBatches, load_cifar, prefetched
 from DNSD.errors import DNSDError, InputError, TrainingStopped
 from DNSD.eval import evaluate, format_report, report_checkpoint, report_path
-from DNSD.runtime import Ranks, generator, join_ranks, select_run_device, weights_digest
+from DNSD.device import describe_device, select_run_device
+from DNSD.runtime import Ranks, generator, join_ranks, weights_digest
 from DNSD.stochastic_depth import sample_gates
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pdckpt", "best.pdckpt", "best.test.json", "vdl")
@@ -275,20 +276,23 @@ def log_epoch(writer, metrics_path, record, improved, epochs):
 
 
 def set_up(config, normalizer_state=None):
-    """The device, the process's Ranks and the data of a run."""
-    device = select_run_device(config.run)
-    return device, join_ranks(), load_cifar(config.data, generator(config.run.seed, "split"), normalizer_state)
+    """The process's Ranks and the data of a run, on the device select_run_device set."""
+    return join_ranks(), load_cifar(config.data, generator(config.run.seed, "split"), normalizer_state)
 
 
 def where_it_runs(device, ranks):
-    return device if ranks.world_size == 1 else f"{ranks.world_size} data-parallel processes on {device}"
+    """The device, Paddle's build and, in a data-parallel run, the number of processes, for the start line."""
+    described = describe_device(device)
+    return described if ranks.world_size == 1 else f"{ranks.world_size} data-parallel processes, each on {described}"
 
 
 def train(config):
     """Start a new run as config says; returns its summary (best epoch, validation and test error)."""
     run_dir = config.run.output_dir
+    # First the device: a machine whose GPU Paddle cannot use is refused before anything is written.
+    device = select_run_device(config.run)
     replaced = claim_run_dir(run_dir, config.run.overwrite)
-    device, ranks, data = set_up(config)
+    ranks, data = set_up(config)
     # Every rank has checked the run folder before rank 0 changes it.
     ranks.barrier()
     if ranks.writes:
@@ -312,8 +316,9 @@ def resume(run_dir, stated):
         raise InputError(f"{run_dir} holds no last.pdckpt to resume from; start a new run with --output-dir {run_dir}")
     state = load_checkpoint(path)
     config = for_checkpoint(state["config"], {**stated, "run.output_dir": run_dir}, "--resume")
+    device = select_run_device(config.run)
     check_writable(run_dir)
-    device, ranks, data = set_up(config, state["normalizer"])
+    ranks, data = set_up(config, state["normalizer"])
     model = restore_model(state, path)
     trainer = Trainer(config, run_dir, data, model, state, ranks)
     if ranks.writes:

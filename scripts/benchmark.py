@@ -24,7 +24,7 @@ import paddle.nn.functional as F  # noqa: E402
 from DNSD.config import ModelConfig, TrainConfig  # noqa: E402
 from DNSD.data import CifarData, Dataset, Normalizer, TrainingBatches, prefetched  # noqa: E402
 from DNSD.architectures import build_model  # noqa: E402
-from DNSD.runtime import select_device  # noqa: E402
+from DNSD.device import select_device  # noqa: E402
 from DNSD.stochastic_depth import sample_gates  # noqa: E402
 from DNSD.train import build_optimizer  # noqa: E402
 

@@ -6,7 +6,7 @@ import paddle
 import pytest
 
 from DNSD.config import build_config
-from DNSD.runtime import configure_cpu, device_flags, is_amd_with_avx2
+from DNSD.device import configure_cpu, device_flags, is_amd_with_avx2
 from DNSD.train import train
 
 

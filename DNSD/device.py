@@ -1,0 +1,184 @@
+"""The device a run computes on, and what it is: the GPU where Paddle can use one, the CPU with its settings
+otherwise, never the CPU by accident on a machine that has a GPU.
+
+A GPU user whose Paddle is the CPU build, or a GPU build that cannot start, would otherwise train for months on the
+CPU and learn it from the images per second; `run.device: auto` therefore refuses such a machine, and `--device cpu`
+is the way to use its CPU on purpose.
+"""
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+
+import paddle
+
+from DNSD.errors import InputError
+
+# CUDA_VISIBLE_DEVICES values that hide every GPU from a process: the user asked for none.
+HIDDEN = ("", "-1", "none", "nodevfiles")
+NVIDIA_SMI_SECONDS = 20  # a hung driver must not hang the start of a run
+FIX = "install the Paddle build for this machine with bash scripts/setup_env.sh (README: Installing)"
+PACKAGES = ("numpy", "PyYAML", "tqdm", "visualdl", "matplotlib")
+
+
+def _output(command):
+    """The standard output of a command that succeeded, else ''."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=NVIDIA_SMI_SECONDS)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout if done.returncode == 0 else ""
+
+
+def system_gpus():
+    """(GPU names, the highest CUDA version the driver supports or None) of the NVIDIA GPUs this process may use:
+    what nvidia-smi lists, unless CUDA_VISIBLE_DEVICES hides them all. Where nvidia-smi cannot tell (absent, or
+    failing), a CUDA_VISIBLE_DEVICES that names devices counts as a GPU: a scheduler set it for one."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip().lower() in HIDDEN:
+        return [], None
+    smi = shutil.which("nvidia-smi")
+    listing = _output([smi, "-L"]) if smi else ""
+    names = [line.split(" (UUID")[0] for line in listing.splitlines() if line.startswith("GPU ")]
+    if not names:
+        return ([f"CUDA_VISIBLE_DEVICES={visible}"] if visible else []), None
+    version = re.search(r"CUDA Version:\s*([0-9]+\.[0-9]+)", _output([smi]))
+    return names, version.group(1) if version else None
+
+
+def paddle_build():
+    """Paddle's version and build, e.g. 'Paddle 3.2.0, CUDA 12.6, cuDNN 9.5.1' or 'Paddle 3.3.1, CPU build'."""
+    if paddle.device.is_compiled_with_cuda():
+        return f"Paddle {paddle.__version__}, CUDA {paddle.version.cuda()}, cuDNN {paddle.version.cudnn()}"
+    return f"Paddle {paddle.__version__}, CPU build"
+
+
+def paddle_gpu_problem():
+    """None where Paddle can compute on a GPU; otherwise why it cannot, in a few words."""
+    if not paddle.device.is_compiled_with_cuda():
+        return f"Paddle {paddle.__version__} here is the CPU build"
+    try:
+        count = paddle.device.cuda.device_count()
+    except Exception as error:  # a GPU build whose CUDA libraries or driver fail to load raises its own types
+        return f"{paddle_build()} failed to start CUDA ({_first_line(error)})"
+    return None if count else f"{paddle_build()} sees no GPU"
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def select_device(name="auto", deterministic=False, cudnn_exhaustive_search=False, cpu_threads=1, mkl_avx2=None):
+    """Set Paddle's device: the GPU when asked for or, with auto, when Paddle can use one; the CPU with auto only
+    where this process sees no GPU at all. Returns 'gpu' or 'cpu'."""
+    problem = None if name == "cpu" else paddle_gpu_problem()
+    if name == "gpu" and problem:
+        raise InputError(f"--device gpu, but {problem}; {FIX}, or use --device cpu")
+    if name == "auto" and problem:
+        gpus, cuda = system_gpus()
+        if gpus:
+            driver = f", driver for CUDA {cuda}" if cuda else ""
+            raise InputError(f"this machine has {len(gpus)} GPU(s) ({gpus[0]}{driver}) but {problem}, and DNSD does "
+                             f"not train on the CPU by accident; {FIX}, or pass --device cpu to use the CPU")
+    device = "cpu" if name == "cpu" or problem else "gpu"
+    if device == "gpu":
+        _start_gpu()
+    else:
+        paddle.set_device("cpu")
+        configure_cpu(cpu_threads, mkl_avx2)
+    flags = device_flags(device, deterministic, cudnn_exhaustive_search)
+    if flags:
+        paddle.set_flags(flags)
+    return device
+
+
+def _start_gpu():
+    """Put one tensor on the GPU and read it back: a build that counts a GPU can still fail to run a kernel on it."""
+    try:
+        paddle.set_device("gpu")
+        paddle.ones([1]).numpy()
+    except Exception as error:  # CUDA errors surface as Paddle's own exception types, which differ by version
+        raise InputError(f"{paddle_build()} cannot run on the GPU ({_first_line(error)}); {FIX}, or use "
+                         "--device cpu") from None
+
+
+def select_run_device(run):
+    """select_device with the settings of a run's config (its `run` section)."""
+    return select_device(run.device, run.deterministic, run.cudnn_exhaustive_search, run.cpu_threads)
+
+
+def describe_device(device):
+    """What a run computes on, for its start line: e.g. 'gpu:0 (NVIDIA A100-SXM4-40GB; Paddle 3.2.0, CUDA 12.6,
+    cuDNN 9.5.1)' or 'cpu (Paddle 3.3.1, CPU build)'."""
+    if device == "gpu":
+        return f"{paddle.device.get_device()} ({paddle.device.cuda.get_device_name()}; {paddle_build()})"
+    return f"cpu ({paddle_build()})"
+
+
+def device_flags(device, deterministic, cudnn_exhaustive_search):
+    """The Paddle flags a run sets on its device; these flags exist only in CUDA builds."""
+    if device != "gpu":
+        return {}
+    flags = {"FLAGS_cudnn_deterministic": True} if deterministic else {}
+    if cudnn_exhaustive_search:
+        flags["FLAGS_cudnn_exhaustive_search"] = True
+    return flags
+
+
+def configure_cpu(threads=1, mkl_avx2=None):
+    """Paddle's CPU threads (0: every core), and MKL's AVX2 code on AMD processors (None: when the CPU is one).
+
+    Paddle's CPU wheels do convolutions with MKL 2019, which runs a generic slow path on AMD processors;
+    MKL_DEBUG_CPU_TYPE=5 makes that MKL use its AVX2 kernels, about twice as fast (BENCHMARKS.md). An
+    MKL_DEBUG_CPU_TYPE already in the environment is left as it is.
+    """
+    if mkl_avx2 is None:
+        mkl_avx2 = is_amd_with_avx2()
+    if mkl_avx2:
+        os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+    threads = threads or len(os.sched_getaffinity(0))
+    paddle.base.core.set_num_threads(threads)
+    return {"threads": threads, "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE")}
+
+
+def _cpuinfo(path="/proc/cpuinfo"):
+    try:
+        with open(path) as stream:
+            return stream.read()
+    except OSError:
+        return ""
+
+
+def is_amd_with_avx2(cpuinfo="/proc/cpuinfo"):
+    text = _cpuinfo(cpuinfo)
+    return "AuthenticAMD" in text and " avx2" in text
+
+
+def environment_report():
+    """(label, value) lines that say what this process runs on, for bug reports (`--mode info`)."""
+    from DNSD import __version__
+
+    model = re.search(r"^model name\s*:\s*(.+)$", _cpuinfo(), re.MULTILINE)
+    gpus, cuda = system_gpus()
+    problem = paddle_gpu_problem()
+    paddle_gpus = [paddle.device.cuda.get_device_name(i) for i in range(paddle.device.cuda.device_count())] \
+        if problem is None else []
+    lines = [("DNSD", f"{__version__} ({os.path.dirname(os.path.abspath(__file__))})"),
+             ("Python", f"{platform.python_version()} ({sys.executable})"),
+             ("platform", platform.platform()),
+             ("processor", f"{model.group(1) if model else platform.processor()}, "
+                           f"{len(os.sched_getaffinity(0))} cores usable"),
+             ("PaddlePaddle", paddle_build()),
+             ("Paddle's GPUs", "; ".join(f"gpu:{i} {name}" for i, name in enumerate(paddle_gpus)) or problem),
+             ("GPUs on this machine", "; ".join(gpus) + (f" (driver for CUDA {cuda})" if cuda else "") if gpus else "no GPU"),
+             ("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))]
+    for package in PACKAGES:
+        try:
+            lines.append((package, importlib.metadata.version(package)))
+        except importlib.metadata.PackageNotFoundError:
+            lines.append((package, "not installed"))
+    return lines
