@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -282,13 +283,43 @@ def _check_architecture(config):
                              f"only; --arch {arch} does not use it (leave it out)")
 
 
+def shipped_configs_dir():
+    """The folder of the configs that come with DNSD: inside the installed package (pyproject.toml ships configs/
+    as DNSD/configs), or the repository's configs/ beside the package."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    for folder in (os.path.join(package, "configs"), os.path.join(os.path.dirname(package), "configs")):
+        if os.path.isdir(folder):
+            return folder
+    return None
+
+
+def shipped_configs():
+    """The names of the shipped configs, e.g. ['diracnet34_2', ..., 'resnet110_sd', ...]."""
+    folder = shipped_configs_dir()
+    names = os.listdir(folder) if folder else []
+    return sorted(name[: -len(".yaml")] for name in names if name.endswith(".yaml"))
+
+
+def resolve_config_path(path):
+    """The file a --config value names: the path itself where it exists; else, for a bare name or configs/NAME, the
+    shipped config of that name, so that `--config configs/quick.yaml` and `--config quick` work wherever DNSD is
+    installed, whatever the working folder."""
+    if os.path.exists(path) or os.path.dirname(path) not in ("", "configs") or not shipped_configs_dir():
+        return path
+    name = os.path.basename(path)
+    shipped = os.path.join(shipped_configs_dir(), name if name.endswith(".yaml") else f"{name}.yaml")
+    return shipped if os.path.isfile(shipped) else path
+
+
 def load_yaml(path):
-    """The {section: {key: value}} mapping of a YAML config file."""
+    """The {section: {key: value}} mapping of a YAML config file (a shipped config by name, see resolve_config_path)."""
+    path = resolve_config_path(path)
     try:
         with open(path) as stream:
             nested = yaml.safe_load(stream)
     except OSError as error:
-        raise InputError(f"cannot read config file {path}: {error.strerror}; check the --config path") from None
+        raise InputError(f"cannot read config file {path}: {error.strerror}; check the --config path, or name a "
+                         f"shipped config: {', '.join(shipped_configs())}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""

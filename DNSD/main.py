@@ -1,7 +1,8 @@
 """The command line: `--mode train` trains or resumes (train.py), `--mode eval` tests a checkpoint (eval.py),
-`--mode export` writes it as an inference model (export.py), `--mode plot` draws runs' curves (plot.py).
+`--mode export` writes it as an inference model (export.py), `--mode plot` draws runs' curves (plot.py), `--mode info`
+says what DNSD runs on (device.py).
 
-Works as `python DNSD/main.py`, as `python main.py` inside DNSD/, and as `python -m DNSD`.
+Works as `dnsd` (installed), `python DNSD/main.py`, `python main.py` inside DNSD/, and `python -m DNSD`.
 """
 import argparse
 import os
@@ -12,7 +13,7 @@ if __package__ in (None, ""):
     # Run as a script: the folder on sys.path is DNSD/ itself; put the repository root there so `DNSD` imports.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from DNSD.config import add_config_flags, build_config, stated_values
+from DNSD.config import add_config_flags, build_config, shipped_configs, stated_values
 from DNSD.errors import DNSDError, InputError
 
 EXIT_INTERRUPTED = 130
@@ -30,10 +31,12 @@ def build_parser():
         description="Deep Networks with Stochastic Depth (Huang et al., 2016): train ResNet-110 with stochastic "
                     "depth on CIFAR-10 with the paper's recipe, or evaluate a checkpoint. Config precedence: "
                     "defaults < --config FILE.yaml < flags < -o section.key=value.")
-    parser.add_argument("--mode", choices=("train", "eval", "export", "plot"), default="train",
-                        help="train (or resume), eval a checkpoint, export it for inference, or plot runs' curves "
-                             "(default: train)")
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML config file, e.g. configs/resnet110_sd.yaml")
+    parser.add_argument("--mode", choices=("train", "eval", "export", "plot", "info"), default="train",
+                        help="train (or resume), eval a checkpoint, export it for inference, plot runs' curves, or "
+                             "print the device, Paddle build and package versions for a bug report (default: train)")
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help="YAML config file, e.g. configs/resnet110_sd.yaml, or the name of a shipped config: "
+                             f"{', '.join(shipped_configs())}")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config key, e.g. -o train.epochs=10 (repeatable; applied last)")
     parser.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
@@ -80,12 +83,26 @@ def run(args):
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
+    if args.mode == "info":
+        return print_environment(config.run)
     from DNSD.train import resume, train
 
     if args.resume is not None:
         resume(args.resume or config.run.output_dir, stated)
     else:
         train(config)
+    return 0
+
+
+def print_environment(run):
+    """The lines of a bug report, then the device run.device gives here: a machine that has a GPU Paddle cannot
+    use fails this as training would (exit 2), which is how scripts/setup_env.sh checks a GPU install."""
+    from DNSD.device import describe_device, environment_report, select_run_device
+
+    for label, value in environment_report():
+        print(f"{label + ':':<22}{value}")
+    sys.stdout.flush()
+    print(f"{'device (' + run.device + '):':<22}{describe_device(select_run_device(run))}")
     return 0
 
 

@@ -76,3 +76,18 @@ def test_every_entry_point_runs_the_same_cli(entry, cwd):
     config = yaml.safe_load(result.stdout)
     assert config["train"]["epochs"] == 3
     assert config["model"] == yaml.safe_load(Config().to_yaml())["model"]
+
+
+@pytest.mark.parametrize("name", ["quick", "quick.yaml", "configs/quick.yaml"])
+def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, name):
+    result = dnsd("--config", name, "--print-config", cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout) == yaml.safe_load(dnsd("--config", "configs/quick.yaml",
+                                                                "--print-config").stdout)
+
+
+def test_a_missing_config_path_is_not_replaced_by_a_shipped_one(tmp_path):
+    from helpers import assert_one_line_error
+
+    result = dnsd("--config", str(tmp_path / "quick.yaml"), "--print-config")
+    assert_one_line_error(result, "cannot read config file", "resnet110_sd")

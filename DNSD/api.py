@@ -1,0 +1,54 @@
+"""DNSD from Python: a config, a model, a trained checkpoint and its evaluation, each in one call (see DNSD/__init__)."""
+from dataclasses import dataclass
+
+import paddle
+
+from DNSD.architectures import build_model as build_network
+from DNSD.checkpoint import load_checkpoint as load_state, restore_model
+from DNSD.config import Config, apply_values, build_config, load_yaml, set_value
+from DNSD.data import SOURCES, Normalizer
+from DNSD.eval import evaluate_checkpoint
+
+
+def load_config(path=None, overrides=None):
+    """The validated Config of a YAML file (a path, or the name of a shipped config such as "resnet110_sd"; None: the
+    paper's defaults) with overrides applied, given as {"section.key": value}, e.g. {"train.epochs": 10}."""
+    values = apply_values({}, load_yaml(path), where=f" in {path}") if path else {}
+    for key, value in (overrides or {}).items():
+        set_value(values, key, value)
+    return build_config(values)
+
+
+def build_model(config=None):
+    """The untrained network of a Config (default: the paper's ResNet-110 with stochastic depth), with as many outputs
+    as its data set has classes."""
+    config = config or Config()
+    return build_network(config.model, SOURCES[config.data.dataset].num_classes)
+
+
+@dataclass
+class TrainedModel:
+    """A checkpoint's network in evaluation mode, with what is needed to feed it: `normalize` turns uint8 images
+    (N, 3, 32, 32) into the network's input, as training did."""
+
+    model: paddle.nn.Layer
+    config: Config
+    classes: tuple
+    normalize: Normalizer
+    epoch: int
+
+
+def load_checkpoint(path):
+    """The model of a DNSD checkpoint (.pdckpt), in evaluation mode: every block active, each residual scaled by its
+    survival probability."""
+    state = load_state(path)
+    model = restore_model(state, path)
+    model.eval()
+    return TrainedModel(model, state["config"], tuple(state["classes"]), Normalizer.from_state(state["normalizer"]),
+                        state["epochs_done"])
+
+
+def evaluate(checkpoint_path, split="test", data_file=None):
+    """Evaluate a checkpoint on the test (or validation) split as `--mode eval` does, writing the same report beside
+    it; returns {"error", "accuracy", "per_class_accuracy", "images", ...}, errors in percent."""
+    return evaluate_checkpoint(checkpoint_path, split, {"data.data_file": data_file} if data_file else {})

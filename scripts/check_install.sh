@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Install DNSD as a user does, with `pip install .` into a fresh environment outside the repository, and use the
+# installed `dnsd` command from another folder: --help, a shipped config by name, a one-epoch training of ResNet-8 on
+# a CIFAR-10 archive, its evaluation, and the Python API. CI's install job; about two minutes on a 2-core CPU.
+#
+# Usage: bash scripts/check_install.sh [ARCHIVE]     (default: ../shared/data/cifar-10-mini.tar.gz)
+# DNSD_PADDLE (default: paddlepaddle>=2.6,<4) and DNSD_CONSTRAINTS as for scripts/setup_env.sh.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+archive="${1:-$root/../shared/data/cifar-10-mini.tar.gz}"
+if [ ! -f "$archive" ]; then
+  echo "check_install: error: no CIFAR-10 archive at $archive; pass the path of one" >&2
+  exit 2
+fi
+archive="$(cd "$(dirname "$archive")" && pwd)/$(basename "$archive")"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+echo "check_install: pip install $root with ${DNSD_PADDLE:-paddlepaddle>=2.6,<4} into $work/venv"
+"${PYTHON:-python3}" -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${DNSD_PADDLE:-paddlepaddle>=2.6,<4}" \
+  "$root" ${DNSD_CONSTRAINTS:+--constraint "$DNSD_CONSTRAINTS"}
+cd "$work"
+export PATH="$work/venv/bin:$PATH"
+passed=0
+failed=0
+
+check() {  # check NAME COMMAND...: run the command, count it
+  local name="$1"
+  shift
+  if "$@" > "$work/out" 2>&1; then
+    passed=$((passed + 1))
+    echo "ok: $name"
+  else
+    failed=$((failed + 1))
+    echo "FAILED: $name"
+    sed 's/^/    /' "$work/out"
+  fi
+}
+
+help_lists_the_modes() { dnsd --help | grep -q -- "--mode {train,eval,export,plot,info}"; }
+package_is_the_installed_copy() {
+  location="$(python -c 'import DNSD, os; print(os.path.dirname(DNSD.__file__))')"
+  [ "$location" != "$root/DNSD" ] && [ -f "$location/configs/resnet110_sd.yaml" ]
+}
+shipped_config_by_name() {
+  dnsd --config resnet110_sd --print-config > config.yaml
+  python -c 'import yaml; c = yaml.safe_load(open("config.yaml")); assert c["model"]["depth"] == 110, c'
+}
+trains_one_epoch() {
+  dnsd --mode train --data-file "$archive" --val-size 500 --depth 8 --epochs 1 --output-dir run
+  [ -f run/summary.json ] && [ -f run/best.pdckpt ]
+}
+eval_gives_the_reported_test_error() {
+  dnsd --mode eval --checkpoint run/best.pdckpt --data-file "$archive" > eval.txt
+  cat eval.txt
+  python -c 'import json; e = json.load(open("run/summary.json"))["test_error"]; assert f"test error {e:.2f} %" in open("eval.txt").read(), e'
+}
+python_api_evaluates() {
+  python -c 'import json, DNSD; assert DNSD.evaluate("run/best.pdckpt")["error"] == json.load(open("run/summary.json"))["test_error"]'
+}
+
+check "dnsd --help lists the modes" help_lists_the_modes
+check "the package is installed in site-packages, with its configs" package_is_the_installed_copy
+check "dnsd --config resnet110_sd finds the shipped config" shipped_config_by_name
+check "dnsd --mode info" dnsd --mode info
+check "dnsd trains ResNet-8 for one epoch" trains_one_epoch
+check "dnsd --mode eval gives the test error training reported" eval_gives_the_reported_test_error
+check "DNSD.evaluate gives the same from Python" python_api_evaluates
+echo "check_install: $passed passed, $failed failed"
+[ "$failed" = 0 ]
