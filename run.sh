@@ -3,5 +3,5 @@
 # e.g. bash run.sh --config configs/quick.yaml --data-file ../shared/data/cifar-10-mini.tar.gz --val-size 500
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-bash "$root/scripts/setup_env.sh" requirements.txt
+bash "$root/scripts/setup_env.sh"
 exec "${DNSD_VENV:-$root/.venv}/bin/python" "$root/DNSD/main.py" --mode train "$@"
