@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
+from DNSD.checkpoint import read_checkpoint, save_checkpoint
 from DNSD.resnet import CifarResNet
 from helpers import TINY_RUN, assert_one_line_error, dnsd
 
@@ -73,10 +74,10 @@ def test_unknown_flag():
 
 
 def altered_checkpoint(trained_run, tmp_path, change):
-    state = paddle.load(os.path.join(trained_run[0], "best.pdckpt"))
+    state = read_checkpoint(os.path.join(trained_run[0], "best.pdckpt"))
     change(state)
     path = str(tmp_path / "altered.pdckpt")
-    paddle.save(state, path)
+    save_checkpoint(path, state)
     return path
 
 

@@ -8,6 +8,7 @@ import paddle
 import pytest
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
+from DNSD.checkpoint import read_checkpoint, save_checkpoint
 from DNSD.config import DataConfig
 from DNSD.data import (CifarData, Dataset, Normalizer, TrainingBatches, augment, batches,
                        load_cifar, locate_archive, prefetched, read_archive, split_train_val)
@@ -83,8 +84,8 @@ def test_the_normaliser_survives_a_checkpoint_bit_for_bit(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
     for std in np.random.default_rng(1).uniform(40, 80, 200):
         normalizer = Normalizer(np.full((3, 32, 32), 120.5), std)
-        paddle.save(normalizer.state(), str(tmp_path / "state"))
-        restored = Normalizer.from_state(paddle.load(str(tmp_path / "state")))
+        save_checkpoint(str(tmp_path / "state"), {"normalizer": normalizer.state()})
+        restored = Normalizer.from_state(read_checkpoint(str(tmp_path / "state"))["normalizer"])
         assert np.array_equal(restored(images), normalizer(images)), std
 
 

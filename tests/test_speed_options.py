@@ -5,6 +5,7 @@ import numpy as np
 import paddle
 import pytest
 
+from DNSD.checkpoint import read_checkpoint
 from DNSD.config import build_config
 from DNSD.device import configure_cpu, device_flags, is_amd_with_avx2
 from DNSD.train import train
@@ -34,7 +35,7 @@ def test_mixed_precision_is_wired_into_every_training_step(tiny_archive, tmp_pat
     assert all(enable is enabled for enable, _ in calls)
     if enabled:
         assert {called for _, called in calls} == {dtype}
-    state = paddle.load(os.path.join(run_dir, "last.pdckpt"))
+    state = read_checkpoint(os.path.join(run_dir, "last.pdckpt"))
     assert (state["scaler"] is not None) is scaler
 
 
@@ -43,7 +44,7 @@ def test_prefetching_changes_nothing_but_speed(tiny_archive, tmp_path):
     for prefetch in (0, 3):
         run_dir = str(tmp_path / f"prefetch{prefetch}")
         train(tiny_config(tiny_archive, run_dir, **{"data.prefetch": prefetch, "train.epochs": 2}))
-        weights.append(paddle.load(os.path.join(run_dir, "last.pdckpt"))["model"])
+        weights.append(read_checkpoint(os.path.join(run_dir, "last.pdckpt"))["model"])
     for name in weights[0]:
         assert np.array_equal(np.asarray(weights[0][name]), np.asarray(weights[1][name])), name
 

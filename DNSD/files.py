@@ -1,0 +1,47 @@
+"""Writing files so that a reader, or a process killed at any moment, sees a whole old file or a whole new one."""
+import json
+import os
+import tempfile
+
+TEMPORARY_PREFIX = ".tmp-"  # DNSD's own temporary files, which a killed process may leave and a new run removes
+
+
+def _file_mode():
+    """The permissions open() gives a new file (0o666 less the umask); mkstemp's own are 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
+def atomic_write(path, write):
+    """Call write(temporary_path), flush the file to disk, then rename it onto path: a reader, or a run killed at
+    any moment, sees the old file or the new one, never half of one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=folder)
+    os.close(descriptor)
+    try:
+        write(temporary)
+        os.chmod(temporary, FILE_MODE)
+        with open(temporary, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_text(path, text):
+    atomic_write(path, lambda temporary: _write_file(temporary, text))
+
+
+def _write_file(path, text):
+    with open(path, "w") as stream:
+        stream.write(text)
+
+
+def write_json(path, record):
+    write_text(path, json.dumps(record, indent=2) + "\n")
