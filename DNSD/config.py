@@ -311,18 +311,46 @@ def resolve_config_path(path):
     return shipped if os.path.isfile(shipped) else path
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few lines; a larger file is not one
+NO_ALIASES = "aliases are not allowed in a DNSD config"
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: a config never needs them, and a few hundred bytes of nested aliases
+    expand to gigabytes (the "billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, NO_ALIASES, self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def load_yaml(path):
-    """The {section: {key: value}} mapping of a YAML config file (a shipped config by name, see resolve_config_path)."""
+    """The {section: {key: value}} mapping of a YAML config file (a shipped config by name, see resolve_config_path):
+    at most 1 MiB of UTF-8 text, without aliases."""
     path = resolve_config_path(path)
     try:
-        with open(path) as stream:
-            nested = yaml.safe_load(stream)
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise InputError(f"cannot read config file {path}: {error.strerror}; check the --config path, or name a "
                          f"shipped config: {', '.join(shipped_configs())}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise InputError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB, so it is not a DNSD "
+                         "config; pass a YAML file of sections and keys")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise InputError(f"config file {path} is not UTF-8 text; pass a YAML file of sections and keys")
+    try:
+        nested = yaml.load(text, Loader=_NoAliasLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
+        if getattr(error, "problem", None) == NO_ALIASES:
+            raise InputError(f"config file {path} uses a YAML alias{line}; {NO_ALIASES}: write the values out") from None
         raise InputError(f"config file {path} is not valid YAML{line}; fix its syntax") from None
     return nested or {}
 
@@ -400,9 +428,30 @@ def for_checkpoint(config, stated, purpose):
     current = _flat(config)
     for key, value in stated.items():
         if value != current[key] and not fields_by_key()[key][0].metadata["may_change"]:
+            branch = " or continue in a new folder with --branch NEW_DIR" if purpose == "--resume" and \
+                _branch_may_change(key) else ""
             raise InputError(f"{key} is {current[key]!r} in the checkpoint; {purpose} cannot change it to {value!r} "
-                             "(leave it out)")
+                             f"(leave it out{branch})")
     return build_config({**current, **stated})
+
+
+def _branch_may_change(key):
+    """A branch continues the same model on the same data: it may change how training goes on, nothing else."""
+    return key.startswith("train.") or key == "data.augment" or fields_by_key()[key][0].metadata["may_change"]
+
+
+def for_branch(config, stated):
+    """A checkpoint's config with the stated changes of a branch, and those changes as {key: {"from", "to"}}; a
+    change to the model or the data is refused, naming the key."""
+    current = _flat(config)
+    changes = {}
+    for key, value in stated.items():
+        if value != current[key] and key != "run.output_dir":
+            if not _branch_may_change(key):
+                raise InputError(f"{key} is {current[key]!r} in the checkpoint; a branch continues the same model on "
+                                 f"the same data and cannot change it to {value!r} (leave it out)")
+            changes[key] = {"from": current[key], "to": value}
+    return build_config({**current, **stated}), changes
 
 
 def _flat(config):

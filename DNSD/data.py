@@ -59,12 +59,18 @@ def cache_dir():
     return os.path.join(DATA_HOME, "cifar")
 
 
-def md5_of(path):
-    digest = hashlib.md5()
+def file_digest(path, algorithm="md5"):
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def archive_identity(path):
+    """What names the data a run used, whatever the file is called or where it is: its resolved path, size and
+    sha256. A resume must see the same, and an evaluation on other data says so in its report's name."""
+    return {"file": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": file_digest(path, "sha256")}
 
 
 def locate_archive(data_file=None, source=SOURCES["cifar10"], download_dir=None, url=None):
@@ -73,7 +79,7 @@ def locate_archive(data_file=None, source=SOURCES["cifar10"], download_dir=None,
         if not os.path.isfile(data_file):
             raise InputError(f"data file {data_file} does not exist; pass --data-file PATH to a {source.archive}")
         # A file with the official name must be the official file; any other name is a user-made archive.
-        if os.path.basename(data_file) == source.archive and md5_of(data_file) != source.md5:
+        if os.path.basename(data_file) == source.archive and file_digest(data_file) != source.md5:
             raise InputError(f"{data_file} has the official name but not the official md5 {source.md5}; "
                              "it is damaged or incomplete: download it again")
         return data_file
@@ -102,38 +108,58 @@ class Dataset:
         return Dataset(self.images[indices], self.labels[indices])
 
 
-def _load_member(archive, member, path, source):
+def _load_member(archive, member, path, source, dataset_fixed=False):
     try:
         stream = archive.extractfile(member)
         return pickle.load(stream, encoding="bytes")
     except KeyError:
         held = [key for key, other in SOURCES.items() if other != source and other.test_member in archive.getnames()]
-        hint = f" (it holds {SOURCES[held[0]].name}: use --dataset {held[0]})" if held else ""
+        hint = ""
+        if held:
+            hint = (f" (it holds {SOURCES[held[0]].name}, but the checkpoint was trained on {source.name}: pass "
+                    f"--data-file with a {source.archive})" if dataset_fixed
+                    else f" (it holds {SOURCES[held[0]].name}: use --dataset {held[0]})")
         raise InputError(f"{path} has no member {member}; it is not in the official {source.name} "
                          f"layout{hint}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError):
         raise InputError(f"{path}: member {member} is not a CIFAR pickle; the archive is damaged") from None
 
 
-def _read_batch(archive, member, path, source):
-    batch = _load_member(archive, member, path, source)
+def _describe(value):
+    return f"{value.dtype} values of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+
+
+def _read_batch(archive, member, path, source, dataset_fixed=False):
+    batch = _load_member(archive, member, path, source, dataset_fixed)
     label_key = source.label_key.decode()
-    try:
-        images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, *IMAGE_SHAPE)
-        labels = np.asarray(batch[source.label_key], dtype=np.int64)
-    except (KeyError, TypeError, ValueError):
+    layout = f"the archive is not in the official {source.name} layout"
+    pixels = batch.get(b"data") if isinstance(batch, dict) else None
+    raw_labels = batch.get(source.label_key) if isinstance(batch, dict) else None
+    if pixels is None or raw_labels is None:
         raise InputError(f"{path}: member {member} lacks b'data' (N x 3072 uint8) or b'{label_key}' (N ints); "
-                         f"the archive is not in the official {source.name} layout") from None
+                         f"{layout}")
+    # Pixels of another type would be cast without a word: floats in [0, 1] would all become 0 or 1.
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2 or \
+            pixels.shape[1] != int(np.prod(IMAGE_SHAPE)):
+        raise InputError(f"{path}: member {member} holds {_describe(pixels)} as b'data', not uint8 pixels of shape "
+                         f"(N, 3072); {layout}")
+    labels = np.asarray(raw_labels) if isinstance(raw_labels, (list, tuple, np.ndarray)) else np.zeros((0, 0))
+    if labels.ndim != 1 or (len(labels) and labels.dtype.kind not in "iu"):
+        raise InputError(f"{path}: member {member} holds {_describe(labels)} as b'{label_key}', not a list of "
+                         f"integer labels; {layout}")
+    if len(pixels) == 0:
+        raise InputError(f"{path}: member {member} holds no images; the archive is damaged or incomplete")
+    images, labels = pixels.reshape(-1, *IMAGE_SHAPE), labels.astype(np.int64)
     if len(images) != len(labels) or labels.min(initial=0) < 0 or labels.max(initial=0) >= source.num_classes:
         raise InputError(f"{path}: member {member} has {len(images)} images but {len(labels)} labels, or labels "
                          f"outside 0..{source.num_classes - 1}; the archive is damaged")
     return Dataset(images, labels)
 
 
-def _class_names(archive, path, source):
+def _class_names(archive, path, source, dataset_fixed=False):
     if source.classes:
         return source.classes
-    meta = _load_member(archive, source.meta_member, path, source)
+    meta = _load_member(archive, source.meta_member, path, source, dataset_fixed)
     try:
         names = tuple(name.decode() for name in meta[source.names_key])
     except (KeyError, TypeError, AttributeError, UnicodeDecodeError):
@@ -144,14 +170,15 @@ def _class_names(archive, path, source):
     return names
 
 
-def read_archive(path, source=SOURCES["cifar10"]):
+def read_archive(path, source=SOURCES["cifar10"], dataset_fixed=False):
     """(train, test, class names) of an archive in the official layout of source (cifar-10-python.tar.gz's by
-    default)."""
+    default). dataset_fixed: a checkpoint fixes the data set, so an archive of another one is not answered with
+    --dataset."""
     try:
         with tarfile.open(path, "r:gz") as archive:
-            train = [_read_batch(archive, member, path, source) for member in source.train_members]
-            test = _read_batch(archive, source.test_member, path, source)
-            classes = _class_names(archive, path, source)
+            train = [_read_batch(archive, member, path, source, dataset_fixed) for member in source.train_members]
+            test = _read_batch(archive, source.test_member, path, source, dataset_fixed)
+            classes = _class_names(archive, path, source, dataset_fixed)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         raise InputError(f"cannot read {path} as a gzip tar archive ({error}); the file is truncated or not a "
                          f"{source.archive}: download it again") from None
@@ -183,6 +210,7 @@ class Normalizer:
 
     @classmethod
     def fit(cls, images, mode="pixel"):
+        """The statistics of images; InputError where they cannot normalise (every pixel, or channel, the same)."""
         if mode == "pixel":
             mean = images.mean(axis=0, dtype=np.float64)
             std = _std_of_uint8(images.reshape(-1))
@@ -192,6 +220,9 @@ class Normalizer:
             std = np.array([_std_of_uint8(channel) for channel in channels]).reshape(3, 1, 1)
         else:
             raise ValueError(f"normalization {mode!r} is not one of pixel, channel")
+        if np.any(np.asarray(std) == 0):
+            raise InputError("the training images have a standard deviation of 0 (every pixel holds the same value), "
+                             "so they cannot be normalised: the archive does not hold real images")
         return cls(mean, std)
 
     def state(self):
@@ -329,6 +360,7 @@ class CifarData:
     test: Dataset
     normalizer: Normalizer
     classes: tuple = SOURCES["cifar10"].classes
+    identity: dict = None  # archive_identity of the archive read
 
     @property
     def num_classes(self):
@@ -337,12 +369,13 @@ class CifarData:
 
 def load_cifar(data_config, split_rng, normalizer_state=None):
     """Read the data set's archive once and split train/validation with split_rng; the normaliser is fitted on the
-    training split, or restored from normalizer_state (a checkpoint's)."""
+    training split, or restored from normalizer_state (a checkpoint's, which also fixes the data set)."""
     source = SOURCES[data_config.dataset]
-    train, test, classes = read_archive(locate_archive(data_config.data_file, source), source)
+    path = locate_archive(data_config.data_file, source)
+    train, test, classes = read_archive(path, source, dataset_fixed=normalizer_state is not None)
     train, val = split_train_val(train, data_config.val_size, split_rng)
     if normalizer_state is None:
         normalizer = Normalizer.fit(train.images, data_config.normalization)
     else:
         normalizer = Normalizer.from_state(normalizer_state)
-    return CifarData(train, val, test, normalizer, classes)
+    return CifarData(train, val, test, normalizer, classes, archive_identity(path))

@@ -4,10 +4,12 @@ import os
 import numpy as np
 import paddle
 
-from DNSD.checkpoint import load_checkpoint, restore_model, write_json
+from DNSD.checkpoint import load_checkpoint, restore_model
 from DNSD.config import for_checkpoint
 from DNSD.data import batches, load_cifar
 from DNSD.device import select_run_device
+from DNSD.files import write_json
+from DNSD.run_folder import check_writable
 from DNSD.runtime import Ranks, generator
 
 MAX_CLASSES_SHOWN = 20
@@ -36,9 +38,14 @@ def evaluate(model, dataset, normalizer, batch_size, classes, ranks=Ranks()):
     }
 
 
-def report_path(checkpoint_path, split):
-    """Where the evaluation of a checkpoint is written: beside it, e.g. best.test.json."""
+def report_path(checkpoint_path, split, data=None, trained_on=None):
+    """Where the evaluation of a checkpoint is written: beside it, e.g. best.test.json; on other data than the run
+    trained on (data and trained_on: archive identities), a name that says which, e.g.
+    best.test.cifar-10-python-3a1f09c2.json, so that the run's own report is never replaced."""
     stem = os.path.splitext(checkpoint_path)[0]
+    if data and trained_on and data["sha256"] != trained_on["sha256"]:
+        archive = os.path.basename(data["file"]).split(".")[0]
+        return f"{stem}.{split}.{archive}-{data['sha256'][:8]}.json"
     return f"{stem}.{split}.json"
 
 
@@ -55,11 +62,15 @@ def format_report(result, split, report_file):
 
 
 def report_checkpoint(model, state, checkpoint_path, data, split, batch_size):
-    """Evaluate a checkpoint's model on one split and write the report beside the checkpoint."""
+    """Evaluate a checkpoint's model on one split and write the report beside the checkpoint (checked writable
+    first, so that an evaluation is never computed to be lost); the result names the report."""
+    path = report_path(checkpoint_path, split, data.identity, state.get("data"))
+    check_writable(os.path.dirname(os.path.abspath(path)))
     dataset = data.test if split == "test" else data.val
     result = evaluate(model, dataset, data.normalizer, batch_size, data.classes)
-    result.update(split=split, checkpoint=os.path.abspath(checkpoint_path), epoch=state["epochs_done"])
-    write_json(report_path(checkpoint_path, split), result)
+    result.update(split=split, checkpoint=os.path.abspath(checkpoint_path), epoch=state["epochs_done"],
+                  data=data.identity, report=path)
+    write_json(path, result)
     return result
 
 

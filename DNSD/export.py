@@ -4,10 +4,12 @@ import os
 import paddle
 import paddle.nn as nn
 
-from DNSD.checkpoint import load_checkpoint, restore_model, write_json
+from DNSD.checkpoint import load_checkpoint, restore_model
+from DNSD.files import write_json
 from DNSD.config import for_checkpoint
 from DNSD.data import Normalizer
 from DNSD.device import select_run_device
+from DNSD.run_folder import check_writable
 
 
 class InferenceModel(nn.Layer):
@@ -38,6 +40,7 @@ def export_checkpoint(checkpoint_path, prefix=None, stated=None):
     model = restore_model(state, checkpoint_path)
     model.eval()
     prefix = prefix or export_path(checkpoint_path)
+    check_writable(os.path.dirname(os.path.abspath(prefix)))
     network = model.folded()
     inference = InferenceModel(network, Normalizer.from_state(state["normalizer"]))
     inference.eval()

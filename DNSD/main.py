@@ -5,16 +5,22 @@ says what DNSD runs on (device.py).
 Works as `dnsd` (installed), `python DNSD/main.py`, `python main.py` inside DNSD/, and `python -m DNSD`.
 """
 import argparse
+import errno
 import os
 import sys
+import tempfile
+import time
+import traceback
 import warnings
 
 if __package__ in (None, ""):
     # Run as a script: the folder on sys.path is DNSD/ itself; put the repository root there so `DNSD` imports.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from DNSD import __version__
+from DNSD.files import TEMPORARY_PREFIX
 from DNSD.config import add_config_flags, build_config, shipped_configs, stated_values
-from DNSD.errors import DNSDError, InputError
+from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError, InputError
 
 EXIT_INTERRUPTED = 130
 
@@ -40,23 +46,43 @@ def build_parser():
     parser.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config key, e.g. -o train.epochs=10 (repeatable; applied last)")
     parser.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
-                        help="train: continue the run in RUN_DIR (default: the output_dir) from its last.pdckpt")
+                        help="train: continue the run in RUN_DIR (default: the output_dir) from its last.pdckpt, or "
+                             "from the checkpoint named (RUN_DIR/best.pdckpt)")
+    parser.add_argument("--branch", metavar="NEW_DIR",
+                        help="train, with --resume: start a new run in NEW_DIR from that checkpoint, with changed "
+                             "training keys (e.g. -o train.lr=0.01), the source run left as it is")
     parser.add_argument("--checkpoint", metavar="PATH",
                         help="eval, export: the checkpoint to use (a run's best.pdckpt)")
     parser.add_argument("--export-prefix", metavar="PATH",
                         help="export: path prefix of the inference model (default: beside the checkpoint, "
                              "e.g. runs/resnet110_sd/best-inference/model)")
-    parser.add_argument("--split", choices=("test", "val"), default="test", help="eval: the split to test")
+    parser.add_argument("--split", choices=("test", "val"), help="eval: the split to test (default: test)")
     parser.add_argument("--runs", nargs="+", metavar="RUN_DIR",
                         help="plot: the run folders to overlay, e.g. runs/resnet110_sd runs/resnet110_baseline")
-    parser.add_argument("--plot-file", default="curves.png", metavar="PATH",
+    parser.add_argument("--plot-file", metavar="PATH",
                         help="plot: the PNG to write, replacing one that exists (default: curves.png)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    parser.add_argument("--print-config", action="store_true", default=None,
+                        help="train: print the resolved config as YAML and exit")
     add_config_flags(parser.add_argument_group("config keys (DNSD/config.py; every key is also -o section.key)"))
     return parser
 
 
+# The modes each flag that is not a config key applies to: any other mode refuses it rather than ignore it.
+MODE_FLAGS = {"resume": ("train",), "branch": ("train",), "print_config": ("train",), "checkpoint": ("eval", "export"),
+              "export_prefix": ("export",), "split": ("eval",), "runs": ("plot",), "plot_file": ("plot",)}
+
+
+def check_flags(args):
+    for name, modes in MODE_FLAGS.items():
+        if getattr(args, name) is not None and args.mode not in modes:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} does not apply to --mode {args.mode}; it is for --mode {' and '.join(modes)}")
+    if args.branch is not None and args.resume is None:
+        raise InputError("--branch NEW_DIR starts from a checkpoint: give it with --resume RUN_DIR (or a .pdckpt)")
+
+
 def run(args):
+    check_flags(args)
     stated = stated_values(args.config, args, args.override)
     if args.mode in ("eval", "export") and not args.checkpoint:
         raise InputError(f"--mode {args.mode} needs --checkpoint PATH, e.g. --checkpoint runs/resnet110_sd/best.pdckpt")
@@ -65,7 +91,7 @@ def run(args):
 
         if stated or not args.runs:
             raise InputError("--mode plot takes --runs RUN_DIR [RUN_DIR ...] and --plot-file, no config keys")
-        print(f"wrote {plot_runs(args.runs, args.plot_file)}")
+        print(f"wrote {plot_runs(args.runs, args.plot_file or 'curves.png')}")
         return 0
     if args.mode == "export":
         from DNSD.export import export_checkpoint
@@ -74,10 +100,12 @@ def run(args):
         print(f"exported the inference model to {prefix}.* (load it with paddle.jit.load({prefix!r}))")
         return 0
     if args.mode == "eval":
-        from DNSD.eval import evaluate_checkpoint, format_report, report_path
+        from DNSD.eval import evaluate_checkpoint, format_report
 
-        result = evaluate_checkpoint(args.checkpoint, args.split, stated)
-        print(format_report(result, args.split, report_path(args.checkpoint, args.split)))
+        split = args.split or "test"
+        result = evaluate_checkpoint(args.checkpoint, split, stated)
+        print(format_report(result, split, result["report"]))
+        print(f"report written to {result['report']}")
         return 0
     config = build_config(stated)
     if args.print_config:
@@ -88,7 +116,7 @@ def run(args):
     from DNSD.train import resume, train
 
     if args.resume is not None:
-        resume(args.resume or config.run.output_dir, stated)
+        resume(args.resume or config.run.output_dir, stated, args.branch)
     else:
         train(config)
     return 0
@@ -106,6 +134,59 @@ def print_environment(run):
     return 0
 
 
+# What to do about the file-system faults a command can meet, by errno.
+OS_ADVICE = {
+    errno.ENOSPC: "free space on that disk: the files written before are intact, and a run continues with --resume",
+    errno.EDQUOT: "free space within your disk quota: the files written before are intact, and a run continues "
+                  "with --resume",
+    errno.EROFS: "the file system is read-only: choose a folder on a writable one",
+    errno.EACCES: "choose a folder you may write, or fix its permissions",
+    errno.EPERM: "choose a folder you may write, or fix its permissions",
+    errno.EISDIR: "it is a folder: name a file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ENOENT: "a folder of the path does not exist: create it or fix the path",
+}
+
+
+def one_line(message):
+    """A message as one console line, whatever a library put in it."""
+    return " ".join(str(message).split())
+
+
+def describe_os_error(error):
+    """One line for a file-system fault: what failed, where, and what to do."""
+    where = error.filename or ""
+    if os.path.basename(where).startswith(TEMPORARY_PREFIX):  # DNSD's own temporary file: name its folder
+        where = os.path.dirname(where)
+    advice = OS_ADVICE.get(error.errno, "check the path and the disk")
+    return f"{one_line(error.strerror or error)}{f': {where}' if where else ''}; {advice}"
+
+
+def error_log_path(args):
+    """Where an internal error's traceback goes: the run folder of the command where it has one, else the temporary
+    folder."""
+    candidates = [args.branch, args.resume and (os.path.dirname(args.resume) if args.resume.endswith(".pdckpt")
+                                                else args.resume),
+                  getattr(args, "run.output_dir", None), args.checkpoint and os.path.dirname(args.checkpoint)]
+    for folder in filter(None, candidates):
+        if os.path.isdir(folder) and os.access(folder, os.W_OK):
+            return os.path.join(folder, "error.log")
+    return os.path.join(tempfile.gettempdir(), f"dnsd-error-{os.getpid()}.log")
+
+
+def report_internal_error(args, error):
+    path = error_log_path(args)
+    try:
+        with open(path, "a") as stream:
+            stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} DNSD {__version__}: {' '.join(sys.argv)}\n")
+            stream.write(traceback.format_exc())
+    except OSError:
+        path = "the traceback below"
+        traceback.print_exc()
+    return (f"DNSD: internal error: {type(error).__name__}: {one_line(error)}; this is a bug in DNSD: please report "
+            f"it with {path} and the output of dnsd --mode info")
+
+
 def main(argv=None):
     warnings.filterwarnings("ignore", message="No ccache found")
     warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
@@ -113,11 +194,17 @@ def main(argv=None):
     try:
         return run(args)
     except DNSDError as error:
-        print(f"DNSD: error: {error}", file=sys.stderr)
+        print(f"DNSD: {error.label}: {one_line(error)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("DNSD: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as error:
+        print(f"DNSD: error: {describe_os_error(error)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as error:  # anything else is a bug: a short line here, the traceback in a log file
+        print(report_internal_error(args, error), file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

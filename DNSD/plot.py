@@ -5,7 +5,7 @@ import os
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from DNSD.checkpoint import atomic_write
+from DNSD.files import atomic_write
 from DNSD.errors import InputError
 
 PANELS = (("train_loss", "training loss", "log"), ("val_error", "validation error (%)", "linear"),
@@ -53,6 +53,8 @@ def run_labels(run_dirs):
 def plot_runs(run_dirs, path):
     """Write a PNG with training loss, validation error and active blocks against epochs, one line per run; the
     legend gives each finished run's test error, and a dot marks its best validation epoch."""
+    if os.path.isdir(path):
+        raise InputError(f"--plot-file {path} is a folder; name the PNG to write, e.g. {os.path.join(path, 'curves.png')}")
     figure = Figure(figsize=(15, 4.5), layout="constrained")
     axes = figure.subplots(1, len(PANELS))
     for index, (run_dir, label) in enumerate(zip(run_dirs, run_labels(run_dirs))):

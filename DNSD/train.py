@@ -8,9 +8,8 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
-import tempfile
+import sys
 import time
 
 import numpy as np
@@ -20,39 +19,18 @@ from tqdm import tqdm
 from visualdl import LogWriter
 
 from DNSD.architectures import build_model
-from DNSD.checkpoint import load_checkpoint, restore_model, save_checkpoint, write_json, write_text
-from DNSD.config import for_checkpoint
+from DNSD.checkpoint import load_checkpoint, restore_model, save_checkpoint
+from DNSD.files import write_json, write_text
+from DNSD.config import for_branch, for_checkpoint
 from DNSD.data import TrainingBatches, load_cifar, prefetched
-from DNSD.errors import DNSDError, InputError, TrainingStopped
-from DNSD.eval import evaluate, format_report, report_checkpoint, report_path
 from DNSD.device import describe_device, select_run_device
+from DNSD.errors import DNSDError, InputError, TrainingStopped
+from DNSD.eval import evaluate, format_report, report_checkpoint
+from DNSD.run_folder import check_writable, refuse_existing_run, remove, remove_temporaries, run_lock, written_files
 from DNSD.runtime import Ranks, generator, join_ranks, weights_digest
 from DNSD.stochastic_depth import sample_gates
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pdckpt", "best.pdckpt", "best.test.json", "vdl")
 PROGRESS_EVERY = 10  # steps between progress-bar updates
-
-
-def claim_run_dir(output_dir, overwrite):
-    """Check that a new run may use output_dir: refuse one that holds a run unless overwrite, and fail early if it is
-    not writable. Returns the old run's files, to be removed once the new run's inputs have been checked."""
-    existing = [os.path.join(output_dir, name) for name in RUN_FILES if os.path.exists(os.path.join(output_dir, name))]
-    if existing and not overwrite:
-        raise InputError(f"{output_dir} already holds a run ({os.path.basename(existing[0])}); continue it with "
-                         f"--resume {output_dir}, replace it with --overwrite, or choose another --output-dir")
-    check_writable(output_dir)
-    return existing
-
-
-def check_writable(output_dir):
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-        descriptor, probe = tempfile.mkstemp(prefix=".write-test-", dir=output_dir)
-        os.close(descriptor)
-        os.remove(probe)
-    except OSError as error:
-        raise InputError(f"cannot write to output folder {output_dir} ({error.strerror}); choose another "
-                         "--output-dir") from None
 
 
 def decay_epochs(train_config):
@@ -95,8 +73,29 @@ def fresh_totals():
     return {"loss_sum": 0.0, "correct": 0, "active_blocks": 0, "steps": 0, "seen": 0, "seconds": 0.0}
 
 
+def renamed(optimizer_state, model, to_structured=True):
+    """The optimiser's state with its keys' parameter names (conv2d_28.w_0_velocity_0) turned into the model's
+    structured ones (stages.0.1.conv1.weight_velocity_0), or back. Paddle names parameters from a process-wide
+    counter, so the same network built after another in one process gets other names; a checkpoint must not depend
+    on that. Keys of no parameter (the scheduler's) stay as they are."""
+    names = {parameter.name: name for name, parameter in model.named_parameters()}
+    names = names if to_structured else {name: parameter for parameter, name in names.items()}
+    result = {}
+    for key, value in optimizer_state.items():
+        cuts = [index for index, character in enumerate(key) if character == "_" and key[:index] in names]
+        result[names[key[:cuts[0]]] + key[cuts[0]:] if cuts else key] = value
+    return result
+
+
+def non_finite_tensors(tensors):
+    """How many of the tensors hold a NaN or an infinity: computed on the device, read back once."""
+    tensors = [tensor for tensor in tensors if isinstance(tensor, paddle.Tensor)]
+    finite = paddle.stack([paddle.isfinite(tensor).all() for tensor in tensors])
+    return int((~finite).astype("int32").sum())
+
+
 class Trainer:
-    def __init__(self, config, run_dir, data, model, state=None, ranks=Ranks()):
+    def __init__(self, config, run_dir, data, model, state=None, ranks=Ranks(), branched=False):
         self.config, self.run_dir, self.data, self.model, self.ranks = config, run_dir, data, model, ranks
         check_shards(len(data.train), config.train.batch_size, ranks.world_size)
         self.optimizer, self.scheduler = build_optimizer(config.train, model)
@@ -113,29 +112,64 @@ class Trainer:
         # Where the run stands: epochs finished, batches of the next one done, and its running totals.
         self.epochs_done, self.step, self.totals = 0, 0, fresh_totals()
         self.history, self.best = [], {"epoch": 0, "val_error": math.inf}
+        # The checkpoints in the run folder, by name: (epochs done, step) of what each holds.
+        self.saved = {}
         if state is not None:
-            self.optimizer.set_state_dict(state["optimizer"])
+            self.optimizer.set_state_dict(renamed(state["optimizer"], model, to_structured=False))
             self.scheduler.set_state_dict(state["scheduler"])
             if self.scaler:
                 self.scaler.load_state_dict(state["scaler"])
             self.epochs_done, self.step = state["epochs_done"], state["step"]
-            self.totals, self.history, self.best = state["totals"], state["history"], state["best"]
+            self.totals, self.history = state["totals"], state["history"]
+            if branched:
+                # A branch follows its own config's schedule from here, and picks its best among its own epochs.
+                self.scheduler.step(self.epochs_done)
+            else:
+                self.best = state["best"]
+                self.saved["last.pdckpt"] = (self.epochs_done, self.step)
+                if self.best["epoch"]:
+                    self.saved["best.pdckpt"] = (self.best["epoch"], 0)
 
     def state(self):
         """Everything a checkpoint needs to evaluate this model or to continue this run exactly."""
         return {"config": self.config.to_dict(), "num_classes": self.data.num_classes, "classes": self.data.classes,
                 "normalizer": self.data.normalizer.state(), "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "optimizer": renamed(self.optimizer.state_dict(), self.model),
+                "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "epochs_done": self.epochs_done, "step": self.step, "totals": self.totals,
-                "history": self.history, "best": self.best, "paddle_version": paddle.__version__}
+                "history": self.history, "best": self.best, "data": self.data.identity,
+                "paddle_version": paddle.__version__}
 
     def path(self, name):
         return os.path.join(self.run_dir, name)
 
     def save(self, name):
-        if self.ranks.writes:
-            save_checkpoint(self.path(name), self.state())
+        """Write a checkpoint, never one that holds a NaN or an infinity: weights, batch-norm statistics and the
+        optimiser's state are checked first, and training stops with the earlier checkpoints as they were."""
+        if not self.ranks.writes:
+            return
+        tensors = [*self.model.state_dict().values(), *self.optimizer.state_dict().values()]
+        broken = non_finite_tensors(tensors)
+        if broken:
+            self.diverged(f"{broken} of the model's and the optimiser's tensors became non-finite (NaN or infinite)")
+        save_checkpoint(self.path(name), self.state())
+        self.saved[name] = (self.epochs_done, self.step)
+
+    def diverged(self, what):
+        """Stop a run whose numbers are no longer finite, naming what is kept and the command that goes on from it."""
+        kept = [f"{self.path(name)} (epoch {epochs + (step > 0)}{f', step {step}' if step else ''})"
+                for name, (epochs, step) in sorted(self.saved.items())]
+        source = self.path("last.pdckpt") if "last.pdckpt" in self.saved else self.path("best.pdckpt")
+        lower = self.config.train.lr * 0.1
+        way_on = (f"; to go on with a lower learning rate: {this_command()} --resume {source} --branch "
+                  f"{self.run_dir}-lr{lower:g} -o train.lr={lower:g}" if kept else
+                  f"; to start again with a lower learning rate: {this_command()} --config "
+                  f"{self.path('config.yaml')} --overwrite -o train.lr={lower:g}")
+        when = (f"at epoch {self.epochs_done + 1}, step {self.step}" if self.step
+                else f"by the end of epoch {self.epochs_done}")
+        raise TrainingStopped(f"{what} {when}; training stopped, "
+                              f"{'kept ' + ' and '.join(kept) if kept else 'no checkpoint had been written'}{way_on}")
 
     def run(self):
         epochs = self.config.train.epochs
@@ -197,10 +231,8 @@ class Trainer:
                             f"{self.step + 1}; they must derive them from the same run.seed")
         loss_value = summed[0] / batch_images
         if not math.isfinite(loss_value):
-            kept = (f"{self.path('best.pdckpt')} (epoch {self.best['epoch']}) is kept" if self.best["epoch"]
-                    else "no checkpoint had been written")
-            raise TrainingStopped(f"the training loss became {loss_value} at epoch {self.epochs_done + 1}, step "
-                                  f"{self.step + 1}; training stopped and {kept}; try a lower --lr")
+            self.step += 1  # the step that diverged, for the message
+            self.diverged(f"the training loss became {loss_value}")
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -246,10 +278,10 @@ class Trainer:
         # The other ranks wait for the checkpoint: the launcher ends every rank once one has exited.
         self.ranks.barrier()
         signum = requests[0] if requests else signal.SIGTERM
-        again = "python -m DNSD" if self.ranks.world_size == 1 else "the same paddle.distributed.launch command and"
+        again = this_command() if self.ranks.world_size == 1 else "the same paddle.distributed.launch command and"
         raise TrainingStopped(f"{signal.Signals(signum).name} at epoch {self.epochs_done + 1}, step {self.step}: saved "
                               f"{self.path('last.pdckpt')}; continue with: {again} --resume {self.run_dir}",
-                              exit_code=128 + signum)
+                              exit_code=128 + signum, label="stopped")
 
 
 def check_shards(num_images, batch_size, world_size):
@@ -276,8 +308,8 @@ def log_epoch(writer, metrics_path, record, improved, epochs):
 
 
 def set_up(config, normalizer_state=None):
-    """The process's Ranks and the data of a run, on the device select_run_device set."""
-    return join_ranks(), load_cifar(config.data, generator(config.run.seed, "split"), normalizer_state)
+    """The data of a run, split by its seed: its own statistics, or a checkpoint's."""
+    return load_cifar(config.data, generator(config.run.seed, "split"), normalizer_state)
 
 
 def where_it_runs(device, ranks):
@@ -286,48 +318,106 @@ def where_it_runs(device, ranks):
     return described if ranks.world_size == 1 else f"{ranks.world_size} data-parallel processes, each on {described}"
 
 
+def this_command():
+    """How the user starts DNSD again: the running interpreter (a virtual environment's, which has Paddle)."""
+    return f"{sys.executable} -m DNSD"
+
+
 def train(config):
     """Start a new run as config says; returns its summary (best epoch, validation and test error)."""
     run_dir = config.run.output_dir
     # First the device: a machine whose GPU Paddle cannot use is refused before anything is written.
     device = select_run_device(config.run)
-    replaced = claim_run_dir(run_dir, config.run.overwrite)
-    ranks, data = set_up(config)
-    # Every rank has checked the run folder before rank 0 changes it.
-    ranks.barrier()
-    if ranks.writes:
-        for path in replaced:
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        write_text(os.path.join(run_dir, "config.yaml"), config.to_yaml())
-    paddle.seed(config.run.seed)
-    model = build_model(config.model, data.num_classes)
-    if ranks.writes:
-        print(f"DNSD: {model.name()}, {len(data.train):,} train / {len(data.val):,} val / "
-              f"{len(data.test):,} test images, {config.train.epochs} epochs on {where_it_runs(device, ranks)}; "
-              f"run folder {run_dir}")
-    Trainer(config, run_dir, data, model, ranks=ranks).run()
-    return finish(run_dir, data, config, ranks)
+    ranks = join_ranks()
+    # The data before the lock: a bad archive leaves no trace, not even a new folder.
+    data = set_up(config)
+    # A relative data_file would name another file from another folder: the run keeps the resolved path.
+    config.data.data_file = data.identity["file"] if config.data.data_file else None
+    with run_lock(run_dir, take=ranks.writes):
+        refuse_existing_run(run_dir, config.run.overwrite)
+        # Every rank has checked the run folder before rank 0 changes it.
+        ranks.barrier()
+        if ranks.writes:
+            remove(written_files(run_dir))
+            write_text(os.path.join(run_dir, "config.yaml"), config.to_yaml())
+        paddle.seed(config.run.seed)
+        model = build_model(config.model, data.num_classes)
+        if ranks.writes:
+            print(f"DNSD: {model.name()}, {len(data.train):,} train / {len(data.val):,} val / "
+                  f"{len(data.test):,} test images, {config.train.epochs} epochs on {where_it_runs(device, ranks)}; "
+                  f"run folder {run_dir}")
+        Trainer(config, run_dir, data, model, ranks=ranks).run()
+        return finish(run_dir, data, config, ranks)
 
 
-def resume(run_dir, stated):
-    """Continue the run in run_dir from its last checkpoint; stated values may change only what keeps the result."""
-    path = os.path.join(run_dir, "last.pdckpt")
-    if not os.path.isfile(path):
-        raise InputError(f"{run_dir} holds no last.pdckpt to resume from; start a new run with --output-dir {run_dir}")
+def resume_source(target):
+    """The checkpoint --resume continues from: RUN_DIR/last.pdckpt, or the .pdckpt file named."""
+    if target.endswith(".pdckpt"):
+        return target
+    path = os.path.join(target, "last.pdckpt")
+    if os.path.isfile(path):
+        return path
+    again = f"start it again with: {this_command()} --config {os.path.join(target, 'config.yaml')} --overwrite"
+    if os.path.isfile(os.path.join(target, "best.pdckpt")):
+        raise InputError(f"{target} holds no last.pdckpt, but a best.pdckpt: continue from it with: {this_command()} "
+                         f"--resume {os.path.join(target, 'best.pdckpt')}, or {again}")
+    if os.path.isfile(os.path.join(target, "config.yaml")):
+        raise InputError(f"{target} holds no checkpoint: the run stopped before its first one; {again}")
+    raise InputError(f"{target} holds no run to resume (no last.pdckpt); pass the output folder of a training run")
+
+
+def file_version(path):
+    status = os.stat(path) if os.path.isfile(path) else None
+    return status and (status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def check_same_data(state, data, path):
+    """A resume must train on the data the run began with, whatever the file is called now."""
+    trained_on = state.get("data")
+    if trained_on and trained_on["sha256"] != data.identity["sha256"]:
+        raise InputError(f"{data.identity['file']} is not the archive {path} was trained on ({trained_on['file']}, "
+                         f"{trained_on['bytes']:,} bytes, sha256 {trained_on['sha256'][:12]}...); pass that archive "
+                         "with --data-file")
+
+
+def resume(target, stated, branch_dir=None):
+    """Continue a run from its last checkpoint (or the checkpoint named), in its folder; stated values may change
+    only what keeps the result. With branch_dir: a new run in branch_dir that starts from that checkpoint with
+    the stated changes (a lower learning rate after a divergence, more epochs), the source left as it is."""
+    path = resume_source(target)
+    run_dir = branch_dir or os.path.dirname(path) or "."
+    written = file_version(path)
     state = load_checkpoint(path)
-    config = for_checkpoint(state["config"], {**stated, "run.output_dir": run_dir}, "--resume")
+    if branch_dir:
+        config, changes = for_branch(state["config"], {**stated, "run.output_dir": branch_dir})
+    else:
+        config = for_checkpoint(state["config"], {**stated, "run.output_dir": run_dir}, "--resume")
     device = select_run_device(config.run)
-    check_writable(run_dir)
-    ranks, data = set_up(config, state["normalizer"])
-    model = restore_model(state, path)
-    trainer = Trainer(config, run_dir, data, model, state, ranks)
-    if ranks.writes:
-        # Lines written after the checkpoint belong to work that is about to be redone.
-        write_text(trainer.path("metrics.jsonl"), "".join(json.dumps(record) + "\n" for record in trainer.history))
-        print(f"DNSD: resuming {run_dir} at epoch {trainer.epochs_done + 1}, step {trainer.step} of "
-              f"{trainer.steps_per_epoch}, on {where_it_runs(device, ranks)}")
-    trainer.run()
-    return finish(run_dir, data, config, ranks)
+    ranks = join_ranks()
+    data = set_up(config, state["normalizer"])
+    check_same_data(state, data, path)
+    with run_lock(run_dir, take=ranks.writes):
+        if file_version(path) != written:  # the run that held the folder saved again before it ended
+            state = load_checkpoint(path)
+        if branch_dir:
+            refuse_existing_run(branch_dir, config.run.overwrite)
+        model = restore_model(state, path)
+        trainer = Trainer(config, run_dir, data, model, state, ranks, branched=bool(branch_dir))
+        if ranks.writes:
+            if branch_dir:
+                remove(written_files(branch_dir))
+                write_text(trainer.path("config.yaml"), config.to_yaml())
+                write_json(trainer.path("branch.json"), {"from": os.path.abspath(path), "epochs_done": state[
+                    "epochs_done"], "step": state["step"], "changes": changes})
+            else:
+                remove_temporaries(run_dir)
+            # Lines written after the checkpoint belong to work that is about to be redone.
+            write_text(trainer.path("metrics.jsonl"), "".join(json.dumps(record) + "\n" for record in trainer.history))
+            what = f"branching {path} into {run_dir}" if branch_dir else f"resuming {run_dir}"
+            print(f"DNSD: {what} at epoch {trainer.epochs_done + 1}, step {trainer.step} of "
+                  f"{trainer.steps_per_epoch}, on {where_it_runs(device, ranks)}")
+        trainer.run()
+        return finish(run_dir, data, config, ranks)
 
 
 def finish(run_dir, data, config, ranks=Ranks()):
@@ -339,9 +429,9 @@ def finish(run_dir, data, config, ranks=Ranks()):
     model = restore_model(state, best_path)
     result = report_checkpoint(model, state, best_path, data, "test", config.train.batch_size)
     summary = {"best_epoch": state["best"]["epoch"], "best_val_error": state["best"]["val_error"],
-               "test_error": result["error"], "checkpoint": os.path.abspath(best_path)}
+               "test_error": result["error"], "checkpoint": os.path.abspath(best_path), "data": data.identity}
     write_json(os.path.join(run_dir, "summary.json"), summary)
-    print(format_report(result, "test", report_path(best_path, "test")))
+    print(format_report(result, "test", result["report"]))
     print(f"best epoch {summary['best_epoch']}: val error {summary['best_val_error']:.2f} %, "
           f"test error {summary['test_error']:.2f} %  ({best_path})")
     return summary
