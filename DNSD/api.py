@@ -1,13 +1,14 @@
-"""DNSD from Python: a config, a model, a trained checkpoint and its evaluation, each in one call (see DNSD/__init__)."""
+"""DNSD from Python: a config, a model, a trained checkpoint and its evaluation, a call each (see DNSD/__init__)."""
 from dataclasses import dataclass
 
 import paddle
 
-from DNSD.architectures import build_model as build_network
-from DNSD.checkpoint import load_checkpoint as load_state, restore_model
 from DNSD.config import Config, apply_values, build_config, load_yaml, set_value
-from DNSD.data import SOURCES, Normalizer
+from DNSD.datasets import num_classes
+from DNSD.datasets.pipeline import Normalizer
+from DNSD.engine.checkpoint import load_checkpoint as load_state, restore_model
 from DNSD.eval import evaluate_checkpoint
+from DNSD.models import build_model as build_network
 
 
 def load_config(path=None, overrides=None):
@@ -23,7 +24,7 @@ def build_model(config=None):
     """The untrained network of a Config (default: the paper's ResNet-110 with stochastic depth), with as many outputs
     as its data set has classes."""
     config = config or Config()
-    return build_network(config.model, SOURCES[config.data.dataset].num_classes)
+    return build_network(config.model, num_classes(config.data.dataset))
 
 
 @dataclass

@@ -36,6 +36,9 @@ def _ordered_fractions(values):
     return all(0 < v <= 1 for v in values) and all(a < b for a, b in zip(values, values[1:]))
 
 
+NORMALIZATIONS = ("pixel", "channel")
+
+
 @dataclass
 class DataConfig:
     dataset: str = option("cifar10", "data set: CIFAR-10, or CIFAR-100 with its 100 fine labels",
@@ -52,7 +55,7 @@ class DataConfig:
         "pixel",
         "pixel: subtract the per-pixel mean image of the training split, divide by one global std (the authors' code); "
         "channel: per-channel mean and std",
-        choices=("pixel", "channel"),
+        choices=NORMALIZATIONS,
     )
     augment: bool = option(True, "shift by up to 4 pixels with zero fill and flip horizontally (training only)")
     prefetch: int = option(2, "training batches prepared ahead by a thread while the current step runs; 0: prepare "
@@ -62,6 +65,8 @@ class DataConfig:
                                     "asynchronously", may_change=True)
 
 
+SURVIVAL_MODES = ("linear", "uniform")
+
 # The depths each architecture can be built with (checked against model.arch).
 DEPTHS = {
     "resnet": (lambda v: v >= 8 and (v - 2) % 6 == 0, "6n+2 with n >= 1: 8, 20, 32, 44, 56, 110, 1202, ..."),
@@ -69,6 +74,13 @@ DEPTHS = {
     "vanillanet": (lambda v: v >= 3, "3 or more (the paper's VanillaNet-5 to -13)"),
 }
 ARCHITECTURES = tuple(DEPTHS)
+
+
+def check_depth(arch, depth):
+    """ValueError unless an architecture can be built with this depth (config validation says it as a user error)."""
+    fits, allowed = DEPTHS[arch]
+    if not fits(depth):
+        raise ValueError(f"{arch} depth must be {allowed}; got {depth}")
 
 
 @dataclass
@@ -82,7 +94,7 @@ class ModelConfig:
     survival_last: float = option(0.5, "survival probability p_L of the last block; 1 gives the constant-depth baseline",
                                   check=(lambda v: 0 < v <= 1, "a probability in (0, 1]"), archs=("resnet",))
     survival_mode: str = option("linear", "linear: p_l decays from 1 to p_L over the blocks; uniform: p_l = p_L for all",
-                                choices=("linear", "uniform"), archs=("resnet",))
+                                choices=SURVIVAL_MODES, archs=("resnet",))
     drop_mode: str = option(
         "batch",
         "batch: one gate per block and mini-batch, a dropped block is skipped (the paper); sample: one gate per block "
@@ -152,6 +164,12 @@ class Config:
 
     def to_yaml(self):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def model_keys(arch):
+    """The model config keys an architecture is built from: its constructor's keyword arguments."""
+    return [f.name for f in dataclasses.fields(ModelConfig)
+            if f.name != "arch" and (f.metadata["archs"] is None or arch in f.metadata["archs"])]
 
 
 def config_fields():
@@ -350,7 +368,8 @@ def load_yaml(path):
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
         if getattr(error, "problem", None) == NO_ALIASES:
-            raise InputError(f"config file {path} uses a YAML alias{line}; {NO_ALIASES}: write the values out") from None
+            raise InputError(f"config file {path} uses a YAML alias{line}; {NO_ALIASES}: write the values "
+                             "out") from None
         raise InputError(f"config file {path} is not valid YAML{line}; fix its syntax") from None
     return nested or {}
 

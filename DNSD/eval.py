@@ -1,41 +1,14 @@
-"""Evaluation: error and per-class accuracy of a model on one split, and `--mode eval` on a saved checkpoint."""
+"""`--mode eval`: a checkpoint's error and per-class accuracy on the test (or validation) split, and its report."""
 import os
 
-import numpy as np
-import paddle
-
-from DNSD.checkpoint import load_checkpoint, restore_model
-from DNSD.config import for_checkpoint
-from DNSD.data import batches, load_cifar
-from DNSD.device import select_run_device
+from DNSD.datasets import load_data
+from DNSD.engine.checkpoint import open_checkpoint
+from DNSD.engine.evaluation import evaluate
+from DNSD.engine.run_folder import check_writable
 from DNSD.files import write_json
-from DNSD.run_folder import check_writable
-from DNSD.runtime import Ranks, generator
+from DNSD.randomness import generator
 
 MAX_CLASSES_SHOWN = 20
-
-
-@paddle.no_grad()
-def evaluate(model, dataset, normalizer, batch_size, classes, ranks=Ranks()):
-    """Top-1 error and accuracy (in percent) and per-class accuracy of model on dataset, every block active.
-
-    With several data-parallel ranks, each predicts its shard of the dataset and the counts are summed.
-    """
-    model.eval()
-    shard = dataset.subset(ranks.shard(len(dataset)))
-    predictions = [model(paddle.to_tensor(normalizer(shard.images[indices]))).argmax(axis=1).numpy()
-                   for indices in batches(len(shard), batch_size)]
-    correct = np.concatenate(predictions or [np.zeros(0, np.int64)]) == shard.labels
-    per_class_total, per_class_correct = ranks.sum([np.bincount(shard.labels, minlength=len(classes)),
-                                                    np.bincount(shard.labels[correct], minlength=len(classes))])
-    accuracy = 100.0 * per_class_correct.sum() / len(dataset)
-    return {
-        "images": int(len(dataset)),
-        "error": float(100.0 - accuracy),
-        "accuracy": float(accuracy),
-        "per_class_accuracy": {name: float(100.0 * hit / total) if total else None
-                               for name, hit, total in zip(classes, per_class_correct, per_class_total)},
-    }
 
 
 def report_path(checkpoint_path, split, data=None, trained_on=None):
@@ -79,10 +52,7 @@ def evaluate_checkpoint(checkpoint_path, split="test", stated=None):
 
     stated: config values the user gave; only those that keep the model the same (data file, device) may differ.
     """
-    state = load_checkpoint(checkpoint_path)
-    config = for_checkpoint(state["config"], stated or {}, "--mode eval")
-    select_run_device(config.run)
-    model = restore_model(state, checkpoint_path)
+    state, config, model = open_checkpoint(checkpoint_path, stated, "--mode eval")
     # The split is redrawn from the run's seed; the normalisation statistics are the ones training used.
-    data = load_cifar(config.data, generator(config.run.seed, "split"), state["normalizer"])
+    data = load_data(config.data, generator(config.run.seed, "split"), state["normalizer"])
     return report_checkpoint(model, state, checkpoint_path, data, split, config.train.batch_size)

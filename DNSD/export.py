@@ -4,12 +4,10 @@ import os
 import paddle
 import paddle.nn as nn
 
-from DNSD.checkpoint import load_checkpoint, restore_model
+from DNSD.datasets.pipeline import Normalizer
+from DNSD.engine.checkpoint import open_checkpoint
+from DNSD.engine.run_folder import check_writable
 from DNSD.files import write_json
-from DNSD.config import for_checkpoint
-from DNSD.data import Normalizer
-from DNSD.device import select_run_device
-from DNSD.run_folder import check_writable
 
 
 class InferenceModel(nn.Layer):
@@ -34,10 +32,7 @@ def export_path(checkpoint_path):
 
 def export_checkpoint(checkpoint_path, prefix=None, stated=None):
     """Write the inference model of a checkpoint with paddle.jit.save, and its class names in PREFIX-info.json."""
-    state = load_checkpoint(checkpoint_path)
-    config = for_checkpoint(state["config"], stated or {}, "--mode export")
-    select_run_device(config.run)
-    model = restore_model(state, checkpoint_path)
+    state, _, model = open_checkpoint(checkpoint_path, stated, "--mode export")
     model.eval()
     prefix = prefix or export_path(checkpoint_path)
     check_writable(os.path.dirname(os.path.abspath(prefix)))

@@ -18,9 +18,9 @@ if __package__ in (None, ""):
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from DNSD import __version__
-from DNSD.files import TEMPORARY_PREFIX
 from DNSD.config import add_config_flags, build_config, shipped_configs, stated_values
 from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError, InputError
+from DNSD.files import TEMPORARY_PREFIX
 
 EXIT_INTERRUPTED = 130
 
@@ -125,7 +125,7 @@ def run(args):
 def print_environment(run):
     """The lines of a bug report, then the device run.device gives here: a machine that has a GPU Paddle cannot
     use fails this as training would (exit 2), which is how scripts/setup_env.sh checks a GPU install."""
-    from DNSD.device import describe_device, environment_report, select_run_device
+    from DNSD.engine.device import describe_device, environment_report, select_run_device
 
     for label, value in environment_report():
         print(f"{label + ':':<22}{value}")

@@ -5,38 +5,18 @@ import os
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from DNSD.files import atomic_write
+from DNSD.engine.run_folder import SUMMARY, read_records
 from DNSD.errors import InputError
+from DNSD.files import atomic_write
 
 PANELS = (("train_loss", "training loss", "log"), ("val_error", "validation error (%)", "linear"),
           ("mean_active_blocks", "active blocks (mean per step)", "linear"))
 
 
-def epoch_record(line):
-    """The record of one metrics.jsonl line, or None if it is not one."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) and {"epoch", *(key for key, _, _ in PANELS)} <= set(record) else None
-
-
 def read_metrics(run_dir):
     """The epoch records of a run (finished or not), and its test error when it has finished."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        raise InputError(f"{run_dir} holds no metrics.jsonl; pass the output folder of a training run")
-    records = []
-    with open(path) as stream:
-        for number, line in enumerate(stream, 1):
-            if line.strip():
-                record = epoch_record(line)
-                if record is None:
-                    raise InputError(f"{path} line {number} is not an epoch record; the file was edited or damaged")
-                records.append(record)
-    if not records:
-        raise InputError(f"{path} holds no epoch yet; plot the run after its first epoch")
-    summary_path = os.path.join(run_dir, "summary.json")
+    records = read_records(run_dir, [key for key, _, _ in PANELS])
+    summary_path = os.path.join(run_dir, SUMMARY)
     test_error = None
     if os.path.isfile(summary_path):
         with open(summary_path) as stream:
@@ -54,7 +34,8 @@ def plot_runs(run_dirs, path):
     """Write a PNG with training loss, validation error and active blocks against epochs, one line per run; the
     legend gives each finished run's test error, and a dot marks its best validation epoch."""
     if os.path.isdir(path):
-        raise InputError(f"--plot-file {path} is a folder; name the PNG to write, e.g. {os.path.join(path, 'curves.png')}")
+        raise InputError(f"--plot-file {path} is a folder; name the PNG to write, e.g. "
+                         f"{os.path.join(path, 'curves.png')}")
     figure = Figure(figsize=(15, 4.5), layout="constrained")
     axes = figure.subplots(1, len(PANELS))
     for index, (run_dir, label) in enumerate(zip(run_dirs, run_labels(run_dirs))):

@@ -19,14 +19,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
-import paddle.nn.functional as F  # noqa: E402
 
-from DNSD.config import ModelConfig, TrainConfig  # noqa: E402
-from DNSD.data import CifarData, Dataset, Normalizer, TrainingBatches, prefetched  # noqa: E402
-from DNSD.architectures import build_model  # noqa: E402
-from DNSD.device import select_device  # noqa: E402
-from DNSD.stochastic_depth import sample_gates  # noqa: E402
-from DNSD.train import build_optimizer  # noqa: E402
+from DNSD.config import ModelConfig, build_config  # noqa: E402
+from DNSD.datasets import RunData  # noqa: E402
+from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches, prefetched  # noqa: E402
+from DNSD.engine.device import select_device, thread_count  # noqa: E402
+from DNSD.engine.trainer import Trainer  # noqa: E402
+from DNSD.models import build_model  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -60,27 +59,24 @@ def summarise(samples):
 
 
 def training_step(args, survival_last):
-    """The real training step (forward, backward, SGD) of a fresh model on a fixed random batch."""
+    """The real training step, Trainer.train_step (the step's gates, forward, backward, SGD, its all-reduce and
+    bookkeeping, which read the loss back from the device), of a fresh model on a fixed random batch."""
     paddle.seed(0)
-    model = build_model(ModelConfig(depth=args.depth, survival_last=survival_last), num_classes=10)
-    optimizer, _ = build_optimizer(TrainConfig(), model)
-    model.train()
+    config = build_config({"model.depth": args.depth, "model.survival_last": survival_last,
+                           "train.batch_size": args.batch_size})
+    model = build_model(config.model, num_classes=10)
     rng = np.random.default_rng(0)
-    images = paddle.to_tensor(rng.normal(size=(args.batch_size, 3, 32, 32)).astype(np.float32))
-    labels = paddle.to_tensor(rng.integers(0, 10, size=args.batch_size))
-    gate_rng = np.random.default_rng(1)
-    active = []
+    pixels = rng.integers(0, 256, size=(args.batch_size, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=args.batch_size)
+    batch = Dataset(pixels, labels)
+    trainer = Trainer(config, os.devnull, RunData(batch, batch, batch, Normalizer.fit(pixels)), model)
+    model.train()
+    images, labels = paddle.to_tensor(trainer.data.normalizer(pixels)), paddle.to_tensor(labels)
 
     def step():
-        gates = sample_gates(model.survival_probabilities, gate_rng)
-        active.append(int(gates.sum()))
-        loss = F.cross_entropy(model(images, gates), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad(set_to_zero=True)
-        return loss.item()  # waits for the device, so that the time is the step's
+        trainer.train_step(images, labels, args.batch_size)
 
-    return step, active, model.num_blocks
+    return step, trainer.meter, model.num_blocks
 
 
 def time_training_steps(args):
@@ -97,8 +93,8 @@ def time_training_steps(args):
             for _ in range(args.steps):
                 step()
             samples[name].append((time.perf_counter() - started) / args.steps)
-    return {name: {**summarise(samples[name]), "mean_active_blocks": float(np.mean(active)), "blocks": blocks}
-            for name, (_, active, blocks) in runs.items()}
+    return {name: {**summarise(samples[name]), "mean_active_blocks": meter.active_blocks / meter.steps,
+                   "blocks": blocks} for name, (_, meter, blocks) in runs.items()}
 
 
 def time_evaluation(args):
@@ -139,7 +135,7 @@ def time_dnsd_pipeline(args, images):
     """Batches per second of what DNSD's training reads: whole batches gathered, normalised and augmented with
     numpy in a prefetching thread, delivered as tensors."""
     train = Dataset(images, np.zeros(len(images), dtype=np.int64))
-    data = CifarData(train, train, train, Normalizer.fit(images))
+    data = RunData(train, train, train, Normalizer.fit(images))
     return batches_per_second(
         lambda repeat: prefetched(TrainingBatches(data, args.batch_size, True, seed=0, epoch=repeat + 1),
                                   args.prefetch), args)
@@ -238,7 +234,7 @@ def main(argv=None):
         mkl_avx2 = {"auto": None, "on": True, "off": False}[args.mkl_avx2]
         results["device"] = select_device(args.device, cpu_threads=args.cpu_threads, mkl_avx2=mkl_avx2)
         if results["device"] == "cpu":
-            results["cpu_settings"] = {"threads": args.cpu_threads or len(os.sched_getaffinity(0)),
+            results["cpu_settings"] = {"threads": thread_count(args.cpu_threads),
                                        "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE"),
                                        "onednn": paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"]}
         if args.profile:

@@ -36,7 +36,7 @@ def test_load_checkpoint_and_evaluate_give_what_training_reported(trained_run, t
     trained = DNSD.load_checkpoint(checkpoint)
     assert trained.classes[0] == "airplane" and trained.epoch == summary["best_epoch"]
     assert not trained.model.training
-    from DNSD.data import read_archive
+    from DNSD.datasets.cifar import read_archive
 
     _, test, _ = read_archive(tiny_archive)
     predicted = trained.model(paddle.to_tensor(trained.normalize(test.images))).argmax(axis=1).numpy()

@@ -5,8 +5,9 @@ import os
 import numpy as np
 import paddle
 
-from DNSD.checkpoint import load_checkpoint, restore_model
-from DNSD.data import Normalizer, read_archive
+from DNSD.engine.checkpoint import load_checkpoint, restore_model
+from DNSD.datasets.cifar import read_archive
+from DNSD.datasets.pipeline import Normalizer
 from helpers import assert_one_line_error, dnsd
 
 

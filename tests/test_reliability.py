@@ -19,11 +19,12 @@ import yaml
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive, write_cifar100_archive
 from DNSD import main as cli
-from DNSD.checkpoint import read_checkpoint
+from DNSD.engine.checkpoint import read_checkpoint
 from DNSD.config import build_config
 from DNSD.errors import TrainingStopped
-from DNSD.run_folder import lock
-from DNSD.train import Trainer, train
+from DNSD.engine.run_folder import lock
+from DNSD.engine.trainer import Trainer
+from DNSD.train import train
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
 
 ONE_EPOCH = [*TINY_RUN[:4], "--epochs", "1", *TINY_RUN[6:]]
@@ -127,8 +128,8 @@ def test_non_finite_batch_norm_statistics_are_never_saved_and_the_branch_command
     real_step = Trainer.train_step
     steps = []
 
-    def poisoning_step(trainer, images, labels, stop_requested=False):
-        stop = real_step(trainer, images, labels, stop_requested)
+    def poisoning_step(trainer, *args, **kwargs):
+        stop = real_step(trainer, *args, **kwargs)
         steps.append(1)
         if len(steps) == 7:  # epoch 2, step 2: a running mean becomes NaN while the loss stays finite
             batch_norm = next(layer for layer in trainer.model.sublayers() if isinstance(layer, paddle.nn.BatchNorm2D))

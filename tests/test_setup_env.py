@@ -57,7 +57,8 @@ def test_a_user_override_names_the_requirement_and_the_index(tmp_path):
     fakes = fake_nvidia_smi(tmp_path / "bin", cuda="12.6")
     [line] = would_install(setup(tmp_path, "--dry-run", fake_bin=fakes, DNSD_PADDLE="paddlepaddle-gpu==3.1.1",
                                  DNSD_PADDLE_INDEX=f"{PADDLE_INDEX}/cu118/"))
-    assert line.startswith(f"setup: would install paddlepaddle-gpu==3.1.1 from {PADDLE_INDEX}/cu118/ (DNSD_PADDLE is set")
+    assert line.startswith(f"setup: would install paddlepaddle-gpu==3.1.1 from {PADDLE_INDEX}/cu118/ "
+                           "(DNSD_PADDLE is set")
     [line] = would_install(setup(tmp_path, "--dry-run", fake_bin=fakes, DNSD_PADDLE_INDEX="none"))
     assert line.startswith("setup: would install paddlepaddle-gpu>=3,<4 (")
     [line] = would_install(setup(tmp_path, "--dry-run", DNSD_PADDLE="paddlepaddle==2.6.2"))

@@ -1,10 +1,11 @@
-"""Stochastic depth and the ResNet that uses it, against PAPER.md."""
+"""Stochastic depth (DNSD/models/stochastic_depth.py) against PAPER.md: the probabilities, the gates, and the gated
+residual sum a block asks for."""
 import numpy as np
 import paddle
 import pytest
 
-from DNSD.resnet import BasicBlock, CifarResNet
-from DNSD.stochastic_depth import add_residual, sample_gates, survival_probabilities
+from DNSD.models.resnet import BasicBlock
+from DNSD.models.stochastic_depth import StochasticDepth, sample_gates, survival_probabilities
 
 
 def test_linear_decay_matches_the_paper_formula():
@@ -43,10 +44,20 @@ def test_gates_are_one_draw_per_block_from_the_given_generator():
 
 
 def block_with_eval_statistics(survival_probability, scaling="test", stride=1, widths=(8, 8)):
+    """A block whose stochastic depth has one block of this survival probability, its batch norm in eval mode (the
+    branch is then the same function each call)."""
     paddle.seed(3)
-    block = BasicBlock(widths[0], widths[1], stride, survival_probability, scaling)
+    owner = StochasticDepth(1, survival_probability, "uniform", residual_scaling=scaling)
+    block = BasicBlock(widths[0], widths[1], stride, owner, 0)
     block.eval()
     return block
+
+
+def gated(block, x, gate, training=True):
+    """The block's residual sum with its stochastic depth's gate set as a training step would."""
+    owner = block.stochastic_depth
+    owner.gates = None if gate is None else [gate]
+    return owner(0, block.shortcut(x), block.residual, x, training)
 
 
 def test_dropped_block_runs_no_convolution_and_its_parameters_get_no_gradient():
@@ -56,12 +67,14 @@ def test_dropped_block_runs_no_convolution_and_its_parameters_get_no_gradient():
     block.residual.register_forward_post_hook(lambda layer, inputs, output: calls.append(1))
     x = paddle.rand([2, 8, 6, 6])
     x.stop_gradient = False
-    out = block(x, gate=False)
+    block.stochastic_depth.gates = [False]
+    out = block(x)
     out.sum().backward()
     assert calls == []
     assert np.array_equal(out.numpy(), x.numpy())  # x >= 0, so ReLU(shortcut(x)) is x
     assert all(p.grad is None or not np.any(p.grad.numpy()) for p in block.parameters())
-    block(x, gate=True).sum().backward()
+    block.stochastic_depth.gates = [True]
+    block(x).sum().backward()
     assert calls == [1]
     assert any(np.any(p.grad.numpy()) for p in block.parameters())
 
@@ -69,12 +82,11 @@ def test_dropped_block_runs_no_convolution_and_its_parameters_get_no_gradient():
 @pytest.mark.parametrize("scaling", ["test", "train"])
 def test_evaluation_output_is_the_expectation_of_training_outputs(scaling):
     p = 0.3
-    block = block_with_eval_statistics(p, scaling)  # eval-mode batch norm: the branch is the same function each time
+    block = block_with_eval_statistics(p, scaling)
     x = paddle.rand([2, 8, 6, 6])
-    shortcut = block.shortcut(x)
-    open_gate = add_residual(shortcut, block.residual, x, p, gate=True, scaling=scaling).numpy()
-    closed_gate = add_residual(shortcut, block.residual, x, p, gate=False, scaling=scaling).numpy()
-    evaluation = add_residual(shortcut, block.residual, x, p, gate=None, scaling=scaling).numpy()
+    open_gate = gated(block, x, True).numpy()
+    closed_gate = gated(block, x, False).numpy()
+    evaluation = gated(block, x, None, training=False).numpy()
     assert np.allclose(evaluation, p * open_gate + (1 - p) * closed_gate, atol=1e-5)
     assert not np.allclose(evaluation, open_gate)
 
@@ -83,74 +95,25 @@ def test_authors_scaling_leaves_training_unscaled_and_scales_evaluation():
     p = 0.25
     block = block_with_eval_statistics(p, "test")
     x = paddle.rand([2, 8, 6, 6])
-    shortcut = block.shortcut(x)
     branch = block.residual(x).numpy()
-    trained = add_residual(shortcut, block.residual, x, p, gate=True).numpy()
-    evaluated = add_residual(shortcut, block.residual, x, p, gate=None).numpy()
-    assert np.allclose(trained, x.numpy() + branch, atol=1e-6)
-    assert np.allclose(evaluated, x.numpy() + p * branch, atol=1e-6)
+    assert np.allclose(gated(block, x, True).numpy(), x.numpy() + branch, atol=1e-6)
+    assert np.allclose(gated(block, x, None, training=False).numpy(), x.numpy() + p * branch, atol=1e-6)
 
 
-def test_option_a_shortcut_pools_two_by_two_and_appends_zero_channels():
-    block = BasicBlock(2, 4, stride=2, survival_probability=1.0)
-    x = paddle.arange(2 * 2 * 4 * 4, dtype="float32").reshape([2, 2, 4, 4])
-    shortcut = block.shortcut(x).numpy()
-    assert shortcut.shape == (2, 4, 2, 2)
-    expected = x.numpy().reshape(2, 2, 2, 2, 2, 2).mean(axis=(3, 5))
-    assert np.allclose(shortcut[:, :2], expected)
-    assert not np.any(shortcut[:, 2:])
-    assert block(x, gate=None).shape == [2, 4, 2, 2]
+def test_a_training_forward_before_any_step_runs_every_block_unscaled():
+    block = block_with_eval_statistics(0.25, "train")
+    x = paddle.rand([2, 8, 6, 6])
+    branch = block.residual(x).numpy()
+    assert np.allclose(gated(block, x, None).numpy(), x.numpy() + branch / 0.25, atol=1e-5)
 
 
-def test_identity_shortcut_where_shape_is_kept():
-    block = BasicBlock(4, 4, stride=1, survival_probability=1.0)
-    x = paddle.rand([1, 4, 5, 5])
-    assert np.array_equal(block.shortcut(x).numpy(), x.numpy())
-
-
-def expected_parameter_count(n, classes=10):
-    """Counted from PAPER.md's description: bias-free 3x3 convolutions, two BN parameters per channel, a linear head."""
-    count = 3 * 16 * 9 + 2 * 16
-    in_channels = 16
-    for width in (16, 32, 64):
-        for _ in range(n):
-            count += in_channels * width * 9 + width * width * 9 + 4 * width
-            in_channels = width
-    return count + 64 * classes + classes
-
-
-def test_resnet110_has_54_blocks_and_about_1_73_million_parameters():
-    model = CifarResNet(110)
-    count = sum(int(np.prod(p.shape)) for p in model.parameters() if p.trainable)
-    assert model.num_blocks == 54
-    assert count == expected_parameter_count(18)
-    assert abs(count - 1.73e6) < 0.01e6
-
-
-def test_resnet_gates_select_blocks_and_all_closed_gates_leave_only_shortcuts():
-    paddle.seed(0)
-    model = CifarResNet(14, num_classes=10, survival_last=0.5)  # n = 2: 6 blocks
-    model.eval()
-    images = paddle.rand([2, 3, 32, 32])
-    ran = []
-    for index, block in enumerate(model.blocks):
-        block.residual.register_forward_post_hook(lambda layer, inputs, output, index=index: ran.append(index))
-    model(images, np.array([True, False, True, False, False, True]))
-    assert ran == [0, 2, 5]
-    ran.clear()
-    logits = model(images, np.zeros(6, dtype=bool))
-    assert ran == []
-    stem = model.stem(images)
-    for block in model.blocks:
-        stem = block.shortcut(stem)
-    expected = model.fc(paddle.flatten(model.pool(stem), 1))
-    assert np.allclose(logits.numpy(), expected.numpy(), atol=1e-6)
-
-
-def test_convolutions_use_kaiming_normal_with_relu_gain():
-    paddle.seed(0)
-    model = CifarResNet(20)
-    weight = model.blocks[-1].residual[3].weight.numpy()  # 64 -> 64 channels, 3x3: fan-in 576
-    assert weight.std() == pytest.approx(np.sqrt(2 / 576), rel=0.05)
-    assert abs(weight.mean()) < 0.005
-    assert model.blocks[0].residual[1].weight.numpy().tolist() == [1.0] * 16
+def test_begin_step_draws_from_the_generator_and_keeps_this_ranks_columns():
+    owner = StochasticDepth(4, 0.5, drop_mode="sample")
+    activity = owner.begin_step(np.random.default_rng(5), batch_size=6, part=slice(2, 4))
+    expected = sample_gates(owner.probabilities, np.random.default_rng(5), 6)
+    assert np.array_equal(owner.gates.numpy(), expected[:, 2:4].astype("float32"))
+    assert np.array_equal(activity, expected.mean(axis=1))
+    per_batch = StochasticDepth(4, 0.5)
+    activity = per_batch.begin_step(np.random.default_rng(5), batch_size=6)
+    assert per_batch.gates == sample_gates(per_batch.probabilities, np.random.default_rng(5)).tolist()
+    assert np.array_equal(activity, np.array(per_batch.gates, dtype=np.float64))

@@ -17,10 +17,11 @@ import zipfile
 import numpy as np
 import paddle
 
-from DNSD.architectures import build_model
-from DNSD.config import config_from_dict
+from DNSD.config import config_from_dict, for_checkpoint
+from DNSD.engine.device import select_run_device
 from DNSD.errors import InputError
 from DNSD.files import atomic_write
+from DNSD.models import build_model
 
 FORMAT = "dnsd-checkpoint/2"
 PICKLED_FORMAT = "dnsd-checkpoint/1"  # paddle.save's pickle, before checkpoints carried a digest
@@ -201,3 +202,13 @@ def restore_model(state, path):
                          f"(first mismatch: {mismatched[0]}); it was written by another model")
     model.set_state_dict(weights)
     return model
+
+
+def open_checkpoint(path, stated, purpose):
+    """(state, config, model) of a checkpoint, its model on the device the config asks for. stated: values the
+    user gave, which may change only what keeps the model the same (data file, device); purpose names the command
+    in the message that refuses another."""
+    state = load_checkpoint(path)
+    config = for_checkpoint(state["config"], stated or {}, purpose)
+    select_run_device(config.run)
+    return state, config, restore_model(state, path)

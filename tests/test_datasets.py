@@ -8,10 +8,12 @@ import paddle
 import pytest
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
-from DNSD.checkpoint import read_checkpoint, save_checkpoint
+from DNSD.engine.checkpoint import read_checkpoint, save_checkpoint
 from DNSD.config import DataConfig
-from DNSD.data import (CifarData, Dataset, Normalizer, TrainingBatches, augment, batches,
-                       load_cifar, locate_archive, prefetched, read_archive, split_train_val)
+from DNSD.datasets import RunData, load_data
+from DNSD.datasets.cifar import locate_archive, read_archive
+from DNSD.datasets.pipeline import (Dataset, Normalizer, TrainingBatches, augment, batches, prefetched,
+                                    split_train_val)
 from DNSD.errors import InputError
 
 
@@ -117,7 +119,7 @@ def test_validation_size_must_leave_training_images():
 def test_pixel_normalisation_uses_the_training_split_only(tmp_path):
     contents = synthetic_batches(30, seed=2)
     path = write_archive(str(tmp_path / "a.tar.gz"), contents)
-    data = load_cifar(DataConfig(data_file=path, val_size=50), np.random.default_rng(0))
+    data = load_data(DataConfig(data_file=path, val_size=50), np.random.default_rng(0))
     train = data.train.images.astype(np.float64)
     assert data.normalizer.mean.shape == (3, 32, 32)
     assert np.allclose(data.normalizer.mean, train.mean(axis=0), atol=1e-4)
@@ -175,7 +177,7 @@ def test_evaluation_batches_cover_every_image_in_order_with_a_short_last_batch()
 
 def numbered_cifar(count=100):
     dataset = numbered_dataset(count)
-    return CifarData(dataset, dataset, dataset, Normalizer(np.zeros((3, 32, 32)), 1.0))
+    return RunData(dataset, dataset, dataset, Normalizer(np.zeros((3, 32, 32)), 1.0))
 
 
 def test_training_batches_visit_every_image_once_per_epoch_in_a_seeded_order():

@@ -13,7 +13,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from DNSD.network import Network, conv_with, fold_batch_norm
+from DNSD.config import check_depth
+from DNSD.models.network import Network, conv_with, fold_batch_norm
 
 BASE_WIDTH = 32
 DOWNSAMPLINGS = 3  # 32x32 -> 4x4
@@ -102,8 +103,7 @@ class DeployLayer(nn.Layer):
 class VanillaNet(Network):
     def __init__(self, depth=5, width=4, num_classes=10, deep_training_epochs=100):
         super().__init__()
-        if depth < 3:
-            raise ValueError(f"depth must be 3 or more, got {depth}")
+        check_depth("vanillanet", depth)
         self.depth, self.width, self.deep_training_epochs = depth, width, deep_training_epochs
         channels = BASE_WIDTH * width
         self.stem = VanillaLayer(3, channels, kernel_size=3)
@@ -127,7 +127,7 @@ class VanillaNet(Network):
         """The slope of training epoch `epoch` (1-based): 0 in the first, rising linearly to 1."""
         self.slope.set_value(np.array([min(1.0, (epoch - 1) / self.deep_training_epochs)], np.float32))
 
-    def forward(self, images, gates=None):
+    def forward(self, images):
         x = self.stem(images, self.slope)
         for layer in self.layers:
             x = layer(x, self.slope)

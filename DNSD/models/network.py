@@ -4,15 +4,8 @@ import paddle.nn as nn
 
 
 class Network(nn.Layer):
-    """A classifier of 32x32 images: forward(images, gates=None) returns class logits.
-
-    gates: in training, the stochastic-depth gates of the step, drawn with sample_gates from
-    survival_probabilities (one per block, or one per block and example when gates_per_example); None at
-    evaluation. A network without stochastic depth has no survival probabilities and gets no gates.
-    """
-
-    survival_probabilities = np.zeros(0)
-    gates_per_example = False
+    """A classifier of 32x32 images: forward(images) returns class logits. Besides, the engine tells it where
+    training is (begin_epoch, begin_step) and asks for its name and its inference form (folded)."""
 
     def name(self):
         """What the network is called in papers and in the console, e.g. ResNet-110."""
@@ -20,6 +13,13 @@ class Network(nn.Layer):
 
     def begin_epoch(self, epoch):
         """Called before each training epoch (1-based), for schedules that live in the network."""
+
+    def begin_step(self, seed, epoch, step, batch_size, part=slice(None)):
+        """Called before each training step (epoch 1-based, step 0-based) of a mini-batch of batch_size images, of
+        which this process computes `part`: a network that draws something per step draws it here, from the seed.
+        Returns how active each of its blocks is in the step (a share of 0 to 1), which must be the same on every
+        data-parallel rank; empty for a network that has no blocks to drop."""
+        return np.zeros(0)
 
     def folded(self):
         """The same function with its training-time parametrisation folded into plain layers, for inference."""

@@ -1,4 +1,5 @@
-"""The other networks of the CLI (model.arch), per-sample drop path, and the folding of each network for inference."""
+"""The networks of DNSD/models (model.arch): the registry, per-sample drop path, the other networks and the folding
+of each network for inference."""
 import glob
 import json
 import os
@@ -9,15 +10,15 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 
-from DNSD.architectures import build_model
-from DNSD.checkpoint import load_checkpoint, restore_model
 from DNSD.config import ModelConfig, config_from_dict, load_yaml
-from DNSD.data import Normalizer
-from DNSD.diracnet import DiracNet, dirac_delta, ncrelu
-from DNSD.stochastic_depth import add_residual, sample_gates
-from DNSD.vanillanet import VanillaNet
+from DNSD.datasets.pipeline import Normalizer
+from DNSD.engine.checkpoint import load_checkpoint, restore_model
+from DNSD.models import build_model
+from DNSD.models.diracnet import DiracNet, dirac_delta, ncrelu
+from DNSD.models.stochastic_depth import StochasticDepth, sample_gates
+from DNSD.models.vanillanet import VanillaNet
 from helpers import ROOT, dnsd
-from test_stochastic_depth import expected_parameter_count
+from test_resnet import expected_parameter_count
 
 RUNS = {
     "resnet, per-sample drop path": ["--depth", "8", "--drop-mode", "sample", "--residual-scaling", "train"],
@@ -74,8 +75,8 @@ def test_resnet_1202_builds_and_takes_a_training_step_on_the_cpu():
     assert sum(int(np.prod(p.shape)) for p in model.parameters() if p.trainable) == expected_parameter_count(200)
     optimizer = paddle.optimizer.Momentum(0.1, parameters=model.parameters())
     before = model.fc.weight.numpy().copy()
-    gates = sample_gates(model.survival_probabilities, np.random.default_rng(0))
-    loss = F.cross_entropy(model(images(2), gates), paddle.to_tensor([3, 7]))
+    model.begin_step(seed=0, epoch=1, step=0, batch_size=2)
+    loss = F.cross_entropy(model(images(2)), paddle.to_tensor([3, 7]))
     loss.backward()
     optimizer.step()
     assert np.isfinite(loss.item()) and not np.array_equal(model.fc.weight.numpy(), before)
@@ -95,28 +96,34 @@ def test_per_sample_drop_path_averages_to_the_evaluation_output(scaling):
     branch = nn.Conv2D(4, 4, 3, padding=1)
     x, shortcut = paddle.rand([6, 4, 5, 5]), paddle.rand([6, 4, 5, 5])
     survival, draws = 0.7, 4000
+    owner = StochasticDepth(1, survival, "uniform", drop_mode="sample", residual_scaling=scaling)
     rng = np.random.default_rng(1)
     total = np.zeros(x.shape, np.float64)
     with paddle.no_grad():
         for _ in range(draws):
-            keep = paddle.to_tensor(sample_gates([survival], rng, batch_size=6)[0].astype("float32"))
-            total += add_residual(shortcut, branch, x, survival, keep, scaling).numpy()
-        evaluation = add_residual(shortcut, branch, x, survival, None, scaling).numpy()
+            owner.begin_step(rng, batch_size=6)
+            total += owner(0, shortcut, branch, x, training=True).numpy()
+        evaluation = owner(0, shortcut, branch, x, training=False).numpy()
     residual = np.abs(evaluation - shortcut.numpy()).max()
     assert np.abs(total / draws - evaluation).max() < 0.05 * residual
 
 
 def test_drop_mode_sample_is_chosen_by_the_config_and_gates_each_example():
     model = build_model(ModelConfig(depth=14, drop_mode="sample"), 10)
-    assert model.gates_per_example and not build_model(ModelConfig(depth=14), 10).gates_per_example
-    model.eval()
+    assert model.stochastic_depth.per_example
+    assert not build_model(ModelConfig(depth=14), 10).stochastic_depth.per_example
+    for layer in model.sublayers():  # batch norm with running statistics: the examples of a batch stay apart
+        if isinstance(layer, nn.BatchNorm2D):
+            layer.eval()
     ran = []
     model.blocks[0].residual.register_forward_post_hook(lambda layer, inputs, output: ran.append(output.shape[0]))
-    gates = np.zeros((6, 3), dtype=bool)
-    gates[0, 1] = True  # block 0 kept for example 1 only
-    logits = model(images(3), gates)
+    gates = np.zeros((6, 3), dtype=np.float32)
+    gates[0, 1] = 1  # block 0 kept for example 1 only
+    model.stochastic_depth.gates = paddle.to_tensor(gates)
+    logits = model(images(3))
     assert ran == [3]  # every example goes through the branch, unlike a closed per-batch gate
-    shortcut_only = model(images(3), np.zeros((6, 3), dtype=bool)).numpy()
+    model.stochastic_depth.gates = paddle.zeros([6, 3])
+    shortcut_only = model(images(3)).numpy()
     assert np.allclose(logits.numpy()[[0, 2]], shortcut_only[[0, 2]], atol=1e-6)
     assert not np.allclose(logits.numpy()[1], shortcut_only[1], atol=1e-6)
 

@@ -1,5 +1,5 @@
-"""Data-parallel training: two real processes started by paddle.distributed.launch on the CPU (Paddle's gloo
-backend), and the sharding that lets the ranks together compute what one process would."""
+"""Data-parallel runs (DNSD/engine/ranks.py, and the trainer under paddle.distributed): real two-process runs on
+the CPU (gloo backend), and the sharding that lets the ranks together compute what one process would."""
 import glob
 import json
 import os
@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from cifar_archive import synthetic_batches, write_archive
-from DNSD.checkpoint import load_checkpoint, restore_model
-from DNSD.data import CifarData, Dataset, Normalizer, TrainingBatches
-from DNSD.runtime import Ranks, weights_digest
+from DNSD.engine.checkpoint import load_checkpoint, restore_model
+from DNSD.datasets import RunData
+from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches
+from DNSD.engine.ranks import Ranks, weights_digest
 from DNSD.errors import InputError
-from DNSD.train import check_shards
+from DNSD.engine.trainer import check_shards
 from helpers import ROOT
 
 SEED = 3
@@ -73,10 +74,10 @@ def test_only_rank_0_writes_logs_and_checkpoints(two_rank_run):
 def test_the_shards_of_the_ranks_make_up_the_single_process_batch():
     rng = np.random.default_rng(0)
     train = Dataset(rng.integers(0, 256, (45, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 45))
-    data = CifarData(train, train, train, Normalizer.fit(train.images))
+    data = RunData(train, train, train, Normalizer.fit(train.images))
     whole = TrainingBatches(data, 16, True, seed=7, epoch=2)
     for world_size in (2, 3):
-        shards = [TrainingBatches(data, 16, True, seed=7, epoch=2, ranks=Ranks(rank, world_size))
+        shards = [TrainingBatches(data, 16, True, seed=7, epoch=2, rank=rank, world_size=world_size)
                   for rank in range(world_size)]
         for step in range(len(whole)):
             images, labels = whole[step]

@@ -1,12 +1,14 @@
-"""ResNet 6n+2 for 32x32 images with the option-A shortcut, each residual block under stochastic depth."""
+"""ResNet 6n+2 for 32x32 images with the option-A shortcut, its residual blocks under stochastic depth."""
 import math
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from DNSD.network import Network
-from DNSD.stochastic_depth import add_residual, survival_probabilities
+from DNSD.config import check_depth
+from DNSD.models.network import Network
+from DNSD.models.stochastic_depth import StochasticDepth
+from DNSD.randomness import generator
 
 STAGE_WIDTHS = (16, 32, 64)
 
@@ -20,7 +22,7 @@ def conv3x3(in_channels, out_channels, stride=1):
 class BasicBlock(nn.Layer):
     """conv3x3 - BN - ReLU - conv3x3 - BN, added to a parameter-free shortcut, then ReLU."""
 
-    def __init__(self, in_channels, out_channels, stride, survival_probability, residual_scaling="test"):
+    def __init__(self, in_channels, out_channels, stride, stochastic_depth, index):
         super().__init__()
         self.residual = nn.Sequential(
             conv3x3(in_channels, out_channels, stride), nn.BatchNorm2D(out_channels), nn.ReLU(),
@@ -28,8 +30,7 @@ class BasicBlock(nn.Layer):
         )
         self.stride = stride
         self.extra_channels = out_channels - in_channels
-        self.survival_probability = float(survival_probability)
-        self.residual_scaling = residual_scaling
+        self.stochastic_depth, self.index = stochastic_depth, index
 
     def shortcut(self, x):
         """Option A: 2x2 average pooling where the block downsamples, zero channels appended where it widens."""
@@ -39,36 +40,29 @@ class BasicBlock(nn.Layer):
             x = F.pad(x, [0, 0, 0, self.extra_channels, 0, 0, 0, 0])
         return x
 
-    def forward(self, x, gate=None):
-        return F.relu(add_residual(self.shortcut(x), self.residual, x, self.survival_probability, gate,
-                                   self.residual_scaling))
+    def forward(self, x):
+        return F.relu(self.stochastic_depth(self.index, self.shortcut(x), self.residual, x, self.training))
 
 
 class CifarResNet(Network):
     """The ResNet of He et al. (2016) for CIFAR: a 3x3 stem, three stages of n blocks, global pooling, a linear layer.
-
-    forward(images, gates): gates holds one bool per block (drop_mode "batch"), or one per block and example
-    ("sample"), for a training step (see DNSD.stochastic_depth); gates=None runs every block, with the
-    evaluation-time scaling.
-    """
+    Its StochasticDepth draws the gates of each training step (begin_step) and its blocks ask it for their output."""
 
     def __init__(self, depth=110, num_classes=10, survival_last=0.5, survival_mode="linear", residual_scaling="test",
                  drop_mode="batch"):
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n+2 with n >= 1, got {depth}")
+        check_depth("resnet", depth)
         self.depth = depth
         blocks_per_stage = (depth - 2) // 6
-        self.survival_probabilities = survival_probabilities(3 * blocks_per_stage, survival_last, survival_mode)
-        self.gates_per_example = drop_mode == "sample"
+        self.stochastic_depth = StochasticDepth(3 * blocks_per_stage, survival_last, survival_mode, drop_mode,
+                                                residual_scaling)
         self.stem = nn.Sequential(conv3x3(3, STAGE_WIDTHS[0]), nn.BatchNorm2D(STAGE_WIDTHS[0]), nn.ReLU())
         blocks = []
         in_channels = STAGE_WIDTHS[0]
         for stage, width in enumerate(STAGE_WIDTHS):
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(BasicBlock(in_channels, width, stride, self.survival_probabilities[len(blocks)],
-                                         residual_scaling))
+                blocks.append(BasicBlock(in_channels, width, stride, self.stochastic_depth, len(blocks)))
                 in_channels = width
         self.blocks = nn.LayerList(blocks)
         self.pool = nn.AdaptiveAvgPool2D(1)
@@ -83,17 +77,13 @@ class CifarResNet(Network):
 
     def name(self):
         return (f"ResNet-{self.depth} ({self.num_blocks} blocks, expected active "
-                f"{self.survival_probabilities.sum():.2f})")
+                f"{self.stochastic_depth.probabilities.sum():.2f})")
 
-    def forward(self, images, gates=None):
-        if gates is None:
-            gates = [None] * self.num_blocks
-        elif self.gates_per_example:
-            # One copy to the device for the whole step: row l holds block l's gate of each example.
-            gates = paddle.to_tensor(gates.astype("float32"))
-        else:
-            gates = [bool(gate) for gate in gates]
+    def begin_step(self, seed, epoch, step, batch_size, part=slice(None)):
+        return self.stochastic_depth.begin_step(generator(seed, "gates", epoch, step), batch_size, part)
+
+    def forward(self, images):
         x = self.stem(images)
-        for block, gate in zip(self.blocks, gates):
-            x = block(x, gate)
+        for block in self.blocks:
+            x = block(x)
         return self.fc(paddle.flatten(self.pool(x), 1))

@@ -1,23 +1,12 @@
-"""What a run needs besides model, data and device: its random generators and its place among data-parallel
-processes."""
+"""A run's place among data-parallel processes (paddle.distributed), and the digest that shows two copies of a model
+are the same."""
 import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import paddle
 
-PURPOSES = ("split", "shuffle", "augment", "gates")
-
-
-def generator(seed, purpose, *counters):
-    """The numpy Generator of one use of randomness, derived from the run's seed alone: the split, the shuffling of
-    an epoch, the augmentation or the gates of one step (counters: epoch, step).
-
-    Deriving each draw from (seed, purpose, epoch, step), instead of taking it from a long-lived generator, makes it
-    independent of who asks and when: a resumed run, a prefetching loader and every data-parallel rank get the same
-    numbers, and a checkpoint need not hold any generator state.
-    """
-    return np.random.default_rng([seed, PURPOSES.index(purpose), *counters])
+from DNSD.datasets.pipeline import shard
 
 
 @dataclass(frozen=True)
@@ -36,10 +25,8 @@ class Ranks:
         return self.rank == 0
 
     def shard(self, count):
-        """This rank's slice of `count` examples: contiguous, the sizes differing by at most one across ranks."""
-        base, extra = divmod(count, self.world_size)
-        start = self.rank * base + min(self.rank, extra)
-        return slice(start, start + base + (self.rank < extra))
+        """This rank's slice of `count` examples."""
+        return shard(count, self.rank, self.world_size)
 
     def sum(self, values):
         """The element-wise sum over ranks of a vector of numbers (float64), the same on every rank."""

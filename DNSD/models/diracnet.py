@@ -12,7 +12,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from DNSD.network import Network, conv_with, fold_batch_norm
+from DNSD.config import check_depth
+from DNSD.models.network import Network, conv_with, fold_batch_norm
 
 GROUP_WIDTHS = (16, 32, 64)
 
@@ -81,8 +82,7 @@ class FoldedBlock(nn.Layer):
 class DiracNet(Network):
     def __init__(self, depth=34, width=2, num_classes=10):
         super().__init__()
-        if depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"depth must be 6n+4 with n >= 1, got {depth}")
+        check_depth("diracnet", depth)
         self.depth, self.width = depth, width
         widths = [base * width for base in GROUP_WIDTHS]
         self.stem = nn.Sequential(
@@ -103,7 +103,7 @@ class DiracNet(Network):
     def name(self):
         return f"DiracNet-{self.depth}-{self.width}"
 
-    def forward(self, images, gates=None):
+    def forward(self, images):
         x = self.stem(images)
         for index, group in enumerate(self.groups):
             if index:

@@ -8,21 +8,31 @@ file and one that locks its replacement would both believe they hold the folder.
 import contextlib
 import fcntl
 import fnmatch
+import json
 import os
 import shutil
 import socket
 import tempfile
 import time
 
-from DNSD.files import FILE_MODE, TEMPORARY_PREFIX
 from DNSD.errors import InputError
+from DNSD.files import FILE_MODE, TEMPORARY_PREFIX, write_text
 
+# The files of a run folder.
 LOCK = ".lock"
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"  # one JSON record per finished epoch
+SUMMARY = "summary.json"
+BRANCH = "branch.json"
+ERROR_LOG = "error.log"
+VISUALDL = "vdl"
+BEST = "best.pdckpt"  # the checkpoint of the epoch with the lowest validation error
+LAST = "last.pdckpt"  # the checkpoint a resume continues from
 # Everything DNSD writes into a run folder, as fnmatch patterns: --overwrite removes these and nothing else.
-WRITTEN = ("config.yaml", "metrics.jsonl", "summary.json", "branch.json", "error.log", "vdl", "best.pdckpt",
-           "last.pdckpt", "best.*.json", "last.*.json", "best-inference", "last-inference", f"{TEMPORARY_PREFIX}*")
+WRITTEN = (CONFIG, METRICS, SUMMARY, BRANCH, ERROR_LOG, VISUALDL, BEST, LAST, "best.*.json", "last.*.json",
+           "best-inference", "last-inference", f"{TEMPORARY_PREFIX}*")
 # What makes a folder hold a run that a new one would replace.
-RUN_MARKS = ("config.yaml", "metrics.jsonl", "best.pdckpt", "last.pdckpt")
+RUN_MARKS = (CONFIG, METRICS, BEST, LAST)
 
 
 def lock(run_dir):
@@ -107,3 +117,35 @@ def check_writable(folder):
     except OSError as error:
         raise InputError(f"cannot write to folder {folder} ({error.strerror}); choose another folder or fix its "
                          "permissions") from None
+
+
+def append_record(run_dir, record):
+    """Add an epoch's record to the run's metrics.jsonl."""
+    with open(os.path.join(run_dir, METRICS), "a") as stream:
+        stream.write(json.dumps(record) + "\n")
+
+
+def write_records(run_dir, records):
+    """Replace metrics.jsonl by these records (a resume drops the lines of work it is about to redo)."""
+    write_text(os.path.join(run_dir, METRICS), "".join(json.dumps(record) + "\n" for record in records))
+
+
+def read_records(run_dir, fields):
+    """The epoch records of a run (finished or not) that metrics.jsonl holds, each with at least these fields."""
+    path = os.path.join(run_dir, METRICS)
+    if not os.path.isfile(path):
+        raise InputError(f"{run_dir} holds no {METRICS}; pass the output folder of a training run")
+    records = []
+    with open(path) as stream:
+        for number, line in enumerate(stream, 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    record = None
+                if not isinstance(record, dict) or not {"epoch", *fields} <= set(record):
+                    raise InputError(f"{path} line {number} is not an epoch record; the file was edited or damaged")
+                records.append(record)
+    if not records:
+        raise InputError(f"{path} holds no epoch yet; plot the run after its first epoch")
+    return records

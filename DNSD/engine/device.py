@@ -140,9 +140,14 @@ def configure_cpu(threads=1, mkl_avx2=None):
         mkl_avx2 = is_amd_with_avx2()
     if mkl_avx2:
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = thread_count(threads)
     paddle.base.core.set_num_threads(threads)
     return {"threads": threads, "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE")}
+
+
+def thread_count(threads):
+    """The number of CPU threads a setting means: 0 is every core this process may use."""
+    return threads or len(os.sched_getaffinity(0))
 
 
 def _cpuinfo(path="/proc/cpuinfo"):
@@ -174,7 +179,8 @@ def environment_report():
                            f"{len(os.sched_getaffinity(0))} cores usable"),
              ("PaddlePaddle", paddle_build()),
              ("Paddle's GPUs", "; ".join(f"gpu:{i} {name}" for i, name in enumerate(paddle_gpus)) or problem),
-             ("GPUs on this machine", "; ".join(gpus) + (f" (driver for CUDA {cuda})" if cuda else "") if gpus else "no GPU"),
+             ("GPUs on this machine",
+              "; ".join(gpus) + (f" (driver for CUDA {cuda})" if cuda else "") if gpus else "no GPU"),
              ("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))]
     for package in PACKAGES:
         try:

@@ -1,0 +1,40 @@
+"""The data sets a run can use (data.dataset), each read by a module of its own, and what a run gets of any of them:
+training, validation and test splits, the normalisation, the class names and the identity of the archive read."""
+from dataclasses import dataclass
+
+from DNSD.datasets import cifar
+from DNSD.datasets.pipeline import Dataset, Normalizer, split_train_val
+
+# data.dataset -> the module that reads it: read(data_config, dataset_fixed) -> (train, test, classes, identity).
+READERS = {"cifar10": cifar, "cifar100": cifar}
+
+
+@dataclass
+class RunData:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    normalizer: Normalizer
+    classes: tuple = cifar.SOURCES["cifar10"].classes
+    identity: dict = None  # what names the archive read: {"file", "bytes", "sha256"}
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+
+def num_classes(dataset):
+    """The number of classes of a data set, before reading it."""
+    return READERS[dataset].SOURCES[dataset].num_classes
+
+
+def load_data(data_config, split_rng, normalizer_state=None):
+    """Read the data set once and split train/validation with split_rng; the normaliser is fitted on the training
+    split, or restored from normalizer_state (a checkpoint's, which also fixes the data set)."""
+    train, test, classes, identity = READERS[data_config.dataset].read(data_config, normalizer_state is not None)
+    train, val = split_train_val(train, data_config.val_size, split_rng)
+    if normalizer_state is None:
+        normalizer = Normalizer.fit(train.images, data_config.normalization)
+    else:
+        normalizer = Normalizer.from_state(normalizer_state)
+    return RunData(train, val, test, normalizer, classes, identity)

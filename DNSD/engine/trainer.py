@@ -1,0 +1,289 @@
+"""The training loop: the paper's optimiser and schedule, one step per mini-batch, validation and checkpoints at
+each epoch's end.
+
+A run can stop at any step (a signal, a kill) and continue from its last checkpoint as if it had not: the checkpoint
+holds the weights, the optimiser and scheduler, and the position in the epoch with its running totals; every random
+draw is derived from (seed, epoch, step), so nothing else is needed to redo the same steps.
+"""
+import contextlib
+import math
+import os
+import signal
+import sys
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from tqdm import tqdm
+from visualdl import LogWriter
+
+from DNSD.datasets.pipeline import TrainingBatches, prefetched
+from DNSD.engine.checkpoint import save_checkpoint
+from DNSD.engine.evaluation import evaluate
+from DNSD.engine.meters import Stopwatch, TrainingMeter, log_epoch
+from DNSD.engine.ranks import Ranks, weights_digest
+from DNSD.engine.run_folder import BEST, CONFIG, LAST, VISUALDL
+from DNSD.errors import DNSDError, InputError, TrainingStopped
+
+PROGRESS_EVERY = 10  # steps between progress-bar updates
+
+
+def this_command():
+    """How the user starts DNSD again: the running interpreter (a virtual environment's, which has Paddle)."""
+    return f"{sys.executable} -m DNSD"
+
+
+def decay_epochs(train_config):
+    """0-based epochs from which each learning-rate decay applies.
+
+    The authors' schedule decays when the 1-based epoch reaches fraction * epochs (250 and 375 of 500), so the
+    0-based milestone is one less. Rounding first keeps 0.1 * 30 from becoming 3.0000000000000004.
+    """
+    return [math.ceil(round(fraction * train_config.epochs, 9)) - 1 for fraction in train_config.lr_decay_at]
+
+
+def build_optimizer(train_config, model):
+    """Nesterov SGD with L2 weight decay on every parameter, and the step schedule, both Paddle's own."""
+    rates = [train_config.lr * train_config.lr_decay_factor ** i for i in range(len(train_config.lr_decay_at) + 1)]
+    scheduler = paddle.optimizer.lr.PiecewiseDecay(decay_epochs(train_config), rates)
+    optimizer = paddle.optimizer.Momentum(scheduler, momentum=train_config.momentum, parameters=model.parameters(),
+                                          use_nesterov=train_config.nesterov, weight_decay=train_config.weight_decay)
+    return optimizer, scheduler
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """Turn SIGINT and SIGTERM into a request that the loop answers after the current step; a second SIGINT
+    interrupts at once."""
+    requests = []
+
+    def request(signum, frame):
+        requests.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {signum: signal.signal(signum, request) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requests
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def renamed(optimizer_state, model, to_structured=True):
+    """The optimiser's state with its keys' parameter names (conv2d_28.w_0_velocity_0) turned into the model's
+    structured ones (blocks.0.residual.0.weight_velocity_0), or back. Paddle names parameters from a process-wide
+    counter, so the same network built after another in one process gets other names; a checkpoint must not depend
+    on that. Keys of no parameter (the scheduler's) stay as they are."""
+    names = {parameter.name: name for name, parameter in model.named_parameters()}
+    names = names if to_structured else {name: parameter for parameter, name in names.items()}
+    result = {}
+    for key, value in optimizer_state.items():
+        cuts = [index for index, character in enumerate(key) if character == "_" and key[:index] in names]
+        result[names[key[:cuts[0]]] + key[cuts[0]:] if cuts else key] = value
+    return result
+
+
+def non_finite_tensors(tensors):
+    """How many of the tensors hold a NaN or an infinity: computed on the device, read back once."""
+    tensors = [tensor for tensor in tensors if isinstance(tensor, paddle.Tensor)]
+    finite = paddle.stack([paddle.isfinite(tensor).all() for tensor in tensors])
+    return int((~finite).astype("int32").sum())
+
+
+def check_shards(num_images, batch_size, world_size):
+    """Refuse a mini-batch that cannot give every data-parallel rank at least one image."""
+    last_batch = num_images % batch_size or batch_size
+    if min(batch_size, last_batch) < world_size:
+        raise InputError(f"{world_size} data-parallel processes need at least {world_size} images in every "
+                         f"mini-batch, but train.batch_size {batch_size} with {num_images} training images leaves "
+                         f"{min(batch_size, last_batch)}; change --batch-size or --val-size")
+
+
+class Trainer:
+    """Trains a model on a run's data as its config says, writing its checkpoints into run_dir (rank 0 alone);
+    state: a checkpoint's, to continue from (branched: as a new run with its own schedule and best epoch)."""
+
+    def __init__(self, config, run_dir, data, model, state=None, ranks=Ranks(), branched=False):
+        self.config, self.run_dir, self.data, self.model, self.ranks = config, run_dir, data, model, ranks
+        check_shards(len(data.train), config.train.batch_size, ranks.world_size)
+        self.optimizer, self.scheduler = build_optimizer(config.train, model)
+        amp = config.train.amp
+        self.autocast = contextlib.nullcontext if amp == "off" else lambda: paddle.amp.auto_cast(dtype=amp)
+        # float16 needs loss scaling to keep small gradients; bfloat16 has float32's range and does not.
+        self.scaler = paddle.amp.GradScaler() if amp == "float16" else None
+        # Every parameter gets a zero gradient now, and clear_grad(set_to_zero=True) keeps it allocated: a block that a
+        # step drops is then still updated by weight decay and momentum, as in the authors' optimiser, from the first
+        # step of a run and of a resumed run alike.
+        (0 * sum(p.sum() for p in model.parameters() if not p.stop_gradient)).backward()
+        # The blocks a step drops are the same on every rank, but they leave parameters without a gradient, which
+        # the all-reduce must be told to expect.
+        self.network = paddle.DataParallel(model, find_unused_parameters=True) if ranks.world_size > 1 else model
+        # Where the run stands: epochs finished, batches of the next one done, and its running totals.
+        self.epochs_done, self.step, self.meter = 0, 0, TrainingMeter()
+        self.history, self.best = [], {"epoch": 0, "val_error": math.inf}
+        self.saved = {}  # the checkpoints in the run folder: (epochs done, step) of what each holds
+        if state is not None:
+            self.restore(state, branched)
+
+    def restore(self, state, branched):
+        self.optimizer.set_state_dict(renamed(state["optimizer"], self.model, to_structured=False))
+        self.scheduler.set_state_dict(state["scheduler"])
+        if self.scaler:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epochs_done, self.step = state["epochs_done"], state["step"]
+        self.meter, self.history = TrainingMeter(**state["totals"]), state["history"]
+        if branched:
+            # A branch follows its own config's schedule from here, and picks its best among its own epochs.
+            self.scheduler.step(self.epochs_done)
+        else:
+            self.best = state["best"]
+            self.saved[LAST] = (self.epochs_done, self.step)
+            if self.best["epoch"]:
+                self.saved[BEST] = (self.best["epoch"], 0)
+
+    def state(self):
+        """Everything a checkpoint needs to evaluate this model or to continue this run exactly."""
+        return {"config": self.config.to_dict(), "num_classes": self.data.num_classes, "classes": self.data.classes,
+                "normalizer": self.data.normalizer.state(), "model": self.model.state_dict(),
+                "optimizer": renamed(self.optimizer.state_dict(), self.model),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "epochs_done": self.epochs_done, "step": self.step, "totals": self.meter.state(),
+                "history": self.history, "best": self.best, "data": self.data.identity,
+                "paddle_version": paddle.__version__}
+
+    def path(self, name):
+        return os.path.join(self.run_dir, name)
+
+    def run(self):
+        """Train until the last epoch, or until a signal asks to stop."""
+        log = LogWriter(logdir=self.path(VISUALDL)) if self.ranks.writes else contextlib.nullcontext()
+        with stop_requests() as requests, log as writer:
+            while self.epochs_done < self.config.train.epochs:
+                stopped = self.train_epoch(requests)
+                if not stopped:
+                    self.end_epoch(writer)
+                    stopped = bool(self.ranks.sum([len(requests)])[0])  # a signal during validation
+                if stopped:
+                    self.stop(requests)
+        if self.ranks.world_size > 1:
+            print(f"DNSD: rank {self.ranks.rank} of {self.ranks.world_size} ends with weights sha256 "
+                  f"{weights_digest(self.model)}", flush=True)
+
+    def train_epoch(self, requests):
+        """The remaining steps of the current epoch; returns whether a rank was asked to stop (after its step)."""
+        config, epoch = self.config, self.epochs_done + 1
+        batches = TrainingBatches(self.data, config.train.batch_size, config.data.augment, config.run.seed, epoch,
+                                  self.step, self.ranks.rank, self.ranks.world_size)
+        self.model.begin_epoch(epoch)
+        self.model.train()  # once an epoch: validation left it in eval mode
+        steps = self.step + len(batches)
+        with tqdm(total=steps, initial=self.step, desc=f"epoch {epoch}/{config.train.epochs}", unit="batch",
+                  leave=False, disable=None if self.ranks.writes else True) as progress:
+            stopwatch = Stopwatch()
+            loaded = prefetched(batches, config.data.prefetch, config.data.pin_memory)
+            for (images, labels), batch_size in zip(loaded, batches.sizes):
+                stopped = self.train_step(images, labels, batch_size, bool(requests), stopwatch)
+                progress.update(1)
+                if self.step % PROGRESS_EVERY == 0:
+                    progress.set_postfix(loss=f"{self.meter.loss:.3f}", img_s=f"{self.meter.images_per_second:.0f}")
+                if stopped:
+                    return True
+                every = config.run.checkpoint_every_steps
+                if every and ((epoch - 1) * steps + self.step) % every == 0:
+                    self.save(LAST)
+                stopwatch.lap()
+        return False
+
+    def train_step(self, images, labels, batch_size, stop_requested=False, stopwatch=None):
+        """One optimiser step on this rank's share of a mini-batch of batch_size images; returns whether any rank
+        was asked to stop."""
+        activity = self.model.begin_step(self.config.run.seed, self.epochs_done + 1, self.step, batch_size,
+                                         self.ranks.shard(batch_size))
+        with self.autocast():
+            logits = self.network(images)
+            loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+        # The all-reduce averages the ranks' gradients: scaled so, each rank's loss adds up to the global batch's mean.
+        loss = loss_sum * (self.ranks.world_size / batch_size)
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        correct = (logits.argmax(axis=1) == labels).astype("int64").sum()
+        loss_sum, correct, stopped = self.synchronise(loss_sum, correct, activity, stop_requested, batch_size)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.clear_grad(set_to_zero=True)
+        self.step += 1
+        self.meter.add(loss_sum, correct, activity.sum(), batch_size, stopwatch.lap() if stopwatch else 0.0)
+        return stopped
+
+    def synchronise(self, loss_sum, correct, activity, stop_requested, batch_size):
+        """One small all-reduce a step: the global loss and accuracy, any stop request, and the activity of each
+        block, which must agree between ranks. Stops a run whose loss is no longer finite."""
+        summed = self.ranks.sum([loss_sum.item(), correct.item(), stop_requested, *activity])
+        if not np.array_equal(summed[3:], activity * self.ranks.world_size):
+            raise DNSDError(f"the data-parallel ranks drew different gates at epoch {self.epochs_done + 1}, step "
+                            f"{self.step + 1}; they must derive them from the same run.seed")
+        if not math.isfinite(summed[0] / batch_size):
+            self.step += 1  # the step that diverged, for the message
+            self.diverged(f"the training loss became {summed[0] / batch_size}")
+        return summed[0], summed[1], bool(summed[2])
+
+    def end_epoch(self, writer):
+        """Validate, keep the best and the last checkpoints, and log the epoch."""
+        stopwatch = Stopwatch()
+        self.ranks.share_statistics(self.model)
+        val_error = evaluate(self.model, self.data.val, self.data.normalizer, self.config.train.batch_size,
+                             self.data.classes, self.ranks)["error"]
+        epoch = self.epochs_done + 1
+        record = self.meter.record(epoch, val_error, self.optimizer.get_lr(), stopwatch.lap())
+        self.scheduler.step()
+        improved = val_error < self.best["val_error"]
+        if improved:
+            self.best = {"epoch": epoch, "val_error": val_error}
+        self.history.append(record)
+        self.epochs_done, self.step, self.meter = epoch, 0, TrainingMeter()
+        if improved:
+            self.save(BEST)
+        if epoch % self.config.run.checkpoint_every == 0 or epoch == self.config.train.epochs:
+            self.save(LAST)
+        if self.ranks.writes:
+            log_epoch(writer, self.run_dir, record, improved, self.config.train.epochs)
+
+    def save(self, name):
+        """Write a checkpoint, never one that holds a NaN or an infinity: weights, batch-norm statistics and the
+        optimiser's state are checked first, and training stops with the earlier checkpoints as they were."""
+        if not self.ranks.writes:
+            return
+        broken = non_finite_tensors([*self.model.state_dict().values(), *self.optimizer.state_dict().values()])
+        if broken:
+            self.diverged(f"{broken} of the model's and the optimiser's tensors became non-finite (NaN or infinite)")
+        save_checkpoint(self.path(name), self.state())
+        self.saved[name] = (self.epochs_done, self.step)
+
+    def diverged(self, what):
+        """Stop a run whose numbers are no longer finite, naming what is kept and the command that goes on from it."""
+        kept = [f"{self.path(name)} (epoch {epochs + (step > 0)}{f', step {step}' if step else ''})"
+                for name, (epochs, step) in sorted(self.saved.items())]
+        source = self.path(LAST if LAST in self.saved else BEST)
+        lower = self.config.train.lr * 0.1
+        way_on = (f"; to go on with a lower learning rate: {this_command()} --resume {source} --branch "
+                  f"{self.run_dir}-lr{lower:g} -o train.lr={lower:g}" if kept else
+                  f"; to start again with a lower learning rate: {this_command()} --config "
+                  f"{self.path(CONFIG)} --overwrite -o train.lr={lower:g}")
+        when = (f"at epoch {self.epochs_done + 1}, step {self.step}" if self.step
+                else f"by the end of epoch {self.epochs_done}")
+        raise TrainingStopped(f"{what} {when}; training stopped, "
+                              f"{'kept ' + ' and '.join(kept) if kept else 'no checkpoint had been written'}{way_on}")
+
+    def stop(self, requests):
+        """Save where the run stands and end it as the signal asked, saying how to continue."""
+        self.save(LAST)
+        # The other ranks wait for the checkpoint: the launcher ends every rank once one has exited.
+        self.ranks.barrier()
+        signum = requests[0] if requests else signal.SIGTERM
+        again = this_command() if self.ranks.world_size == 1 else "the same paddle.distributed.launch command and"
+        raise TrainingStopped(f"{signal.Signals(signum).name} at epoch {self.epochs_done + 1}, step {self.step}: saved "
+                              f"{self.path(LAST)}; continue with: {again} --resume {self.run_dir}",
+                              exit_code=128 + signum, label="stopped")

@@ -1,0 +1,89 @@
+"""The training loop's pieces (DNSD/engine/trainer.py, meters.py): the schedule, the step, the bookkeeping, the
+optimiser state a checkpoint keeps."""
+import contextlib
+import math
+
+import numpy as np
+import paddle
+import pytest
+
+from DNSD.config import TrainConfig, build_config
+from DNSD.datasets import RunData
+from DNSD.datasets.pipeline import Dataset, Normalizer
+from DNSD.engine.meters import TrainingMeter
+from DNSD.engine.trainer import Trainer, decay_epochs, non_finite_tensors, renamed
+from DNSD.models import build_model
+
+
+def test_decay_epochs_follow_the_authors_rule():
+    # The authors decay once the 1-based epoch reaches 50 % and 75 %: epochs 250 and 375 of 500, 0-based 249, 374.
+    assert decay_epochs(TrainConfig()) == [249, 374]
+    assert decay_epochs(TrainConfig(epochs=30, lr_decay_at=[0.1, 0.5])) == [2, 14]
+
+
+def test_the_meter_sums_steps_and_makes_the_epoch_record():
+    meter = TrainingMeter()
+    meter.add(loss_sum=12.0, correct=3, active_blocks=2.0, images=8, seconds=0.5)
+    meter.add(loss_sum=4.0, correct=5, active_blocks=1.0, images=8, seconds=1.5)
+    record = meter.record(epoch=4, val_error=40.0, lr=0.1, seconds_after=1.0)
+    assert record == {"epoch": 4, "train_loss": 1.0, "train_error": 50.0, "mean_active_blocks": 1.5,
+                      "val_error": 40.0, "lr": 0.1, "epoch_seconds": 3.0, "images_per_second": 8.0}
+    assert TrainingMeter(**meter.state()) == meter
+
+
+def tiny_trainer(depth=8, **values):
+    paddle.seed(0)
+    config = build_config({"model.depth": depth, "train.batch_size": 4, **values})
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)
+    data = Dataset(pixels, rng.integers(0, 10, 8))
+    return Trainer(config, ".", RunData(data, data, data, Normalizer.fit(pixels)), build_model(config.model, 10))
+
+
+def test_a_step_draws_the_gates_of_its_position_updates_the_weights_and_counts():
+    trainer = tiny_trainer()
+    before = trainer.model.fc.weight.numpy().copy()
+    images = paddle.to_tensor(trainer.data.normalizer(trainer.data.train.images[:4]))
+    labels = paddle.to_tensor(trainer.data.train.labels[:4])
+    expected_activity = build_model(trainer.config.model, 10).begin_step(0, 1, 0, 4).sum()
+    assert trainer.train_step(images, labels, batch_size=4) is False
+    assert not np.array_equal(trainer.model.fc.weight.numpy(), before)
+    assert (trainer.step, trainer.meter.steps, trainer.meter.seen) == (1, 1, 4)
+    assert trainer.meter.active_blocks == expected_activity
+    assert math.isfinite(trainer.meter.loss) and 0 <= trainer.meter.correct <= 4
+
+
+def test_the_optimiser_state_in_a_checkpoint_does_not_depend_on_paddles_parameter_counter():
+    first = tiny_trainer()
+    first.optimizer.step()
+    state = renamed(first.optimizer.state_dict(), first.model)
+    assert all(key.startswith(("stem.", "blocks.", "fc.")) for key in state if key != "LR_Scheduler")
+    build_model(first.config.model, 10)  # another network: later ones get other parameter names
+    second = tiny_trainer()
+    back = renamed(state, second.model, to_structured=False)
+    second.optimizer.set_state_dict(back)
+    assert set(back) == set(second.optimizer.state_dict())
+
+
+def test_non_finite_tensors_are_counted_in_one_read():
+    tensors = [paddle.ones([3]), paddle.to_tensor([1.0, float("nan")]), paddle.to_tensor([float("inf")]), 7]
+    assert non_finite_tensors(tensors) == 2
+    assert non_finite_tensors([paddle.zeros([2, 2])]) == 0
+
+
+def test_amp_off_enters_no_autocast_context():
+    assert isinstance(tiny_trainer().autocast(), contextlib.nullcontext)
+    assert not isinstance(tiny_trainer(**{"train.amp": "bfloat16"}).autocast(), contextlib.nullcontext)
+
+
+@pytest.mark.parametrize("depth", [8, 14])
+def test_branching_follows_the_new_schedule_from_where_the_source_stood(depth):
+    source = tiny_trainer(depth, **{"train.epochs": 4})
+    source.scheduler.step()
+    source.scheduler.step()
+    state = {**source.state(), "epochs_done": 2, "step": 0}
+    branch = tiny_trainer(depth, **{"train.epochs": 4, "train.lr": 0.01})
+    branch.restore(state, branched=True)
+    # lr 0.01, decayed once epoch 2 reaches 50 % and again once epoch 3 reaches 75 % of 4: epoch 3 trains at 1e-4.
+    assert branch.optimizer.get_lr() == pytest.approx(0.0001)
+    assert branch.best == {"epoch": 0, "val_error": math.inf} and branch.saved == {}
