@@ -24,7 +24,7 @@ from DNSD.config import ModelConfig, build_config  # noqa: E402
 from DNSD.datasets import RunData  # noqa: E402
 from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches, prefetched  # noqa: E402
 from DNSD.engine.device import select_device, thread_count  # noqa: E402
-from DNSD.engine.trainer import Trainer  # noqa: E402
+from DNSD.engine.trainer import READ_EVERY, Trainer  # noqa: E402
 from DNSD.models import build_model  # noqa: E402
 
 
@@ -43,7 +43,11 @@ def parse_args(argv=None):
                         help="MKL's AVX2 code on the CPU (default auto: on for AMD processors, DNSD's default)")
     parser.add_argument("--prefetch", type=int, default=2, help="batches the loader prepares ahead (default 2)")
     parser.add_argument("--sections", default="train,data,eval",
-                        help="comma-separated subset of train, data, eval (default: all)")
+                        help="comma-separated subset of train, data, eval, host (default: train,data,eval); host: "
+                             "the host's cost of a ResNet-110 step, on 2 images of 8x8 pixels on the CPU")
+    parser.add_argument("--host-variants", default="eager",
+                        help="host section: comma-separated implementations to compare: eager (DNSD's step), "
+                             "compiled-branches (each residual branch through paddle.jit.to_static) (default eager)")
     parser.add_argument("--compare-cpu-settings", action="store_true",
                         help="time training steps under each CPU setting (threads, MKL's AVX2 code, oneDNN), each "
                              "in a fresh process")
@@ -73,10 +77,18 @@ def training_step(args, survival_last):
     model.train()
     images, labels = paddle.to_tensor(trainer.data.normalizer(pixels)), paddle.to_tensor(labels)
 
-    def step():
-        trainer.train_step(images, labels, args.batch_size)
+    return trainer_step(trainer, images, labels, args.batch_size), trainer, model.num_blocks
 
-    return step, trainer.meter, model.num_blocks
+
+def trainer_step(trainer, images, labels, batch_size):
+    """A step as the training loop takes it: Trainer.train_step, and the read of the device's results every
+    READ_EVERY steps."""
+    def step():
+        trainer.train_step(images, labels, batch_size)
+        if trainer.step % READ_EVERY == 0:
+            trainer.read_steps()
+
+    return step
 
 
 def time_training_steps(args):
@@ -93,8 +105,108 @@ def time_training_steps(args):
             for _ in range(args.steps):
                 step()
             samples[name].append((time.perf_counter() - started) / args.steps)
-    return {name: {**summarise(samples[name]), "mean_active_blocks": meter.active_blocks / meter.steps,
-                   "blocks": blocks} for name, (_, meter, blocks) in runs.items()}
+    for _, trainer, _ in runs.values():
+        trainer.read_steps()  # the steps since the last read, into the meter
+    return {name: {**summarise(samples[name]), "blocks": blocks,
+                   "mean_active_blocks": trainer.meter.active_blocks / trainer.meter.steps}
+            for name, (_, trainer, blocks) in runs.items()}
+
+
+HOST_DEPTH, HOST_BATCH, HOST_PIXELS = 110, 2, 8  # compute made negligible: what is left is the host's work
+
+
+class PhaseTimer:
+    """Seconds spent in the forward pass, the backward pass and the optimiser (its step and the zeroing of the
+    gradients) of a Trainer's real step, measured by wrapping those calls."""
+
+    PHASES = ("forward", "backward", "optimiser")
+
+    def __init__(self, trainer):
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self.wrap(trainer.network, "forward", "forward")
+        self.wrap(trainer.optimizer, "step", "optimiser")
+        self.wrap(trainer.optimizer, "clear_grad", "optimiser")
+        self.backward = paddle.Tensor.backward
+
+    def wrap(self, owner, attribute, phase):
+        original = getattr(owner, attribute)
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.perf_counter() - started
+        setattr(owner, attribute, timed)
+
+    def __enter__(self):
+        real, seconds = self.backward, self.seconds
+
+        def timed_backward(tensor, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return real(tensor, *args, **kwargs)
+            finally:
+                seconds["backward"] += time.perf_counter() - started
+        paddle.Tensor.backward = timed_backward
+        return self
+
+    def __exit__(self, *exc):
+        paddle.Tensor.backward = self.backward
+
+
+def host_step(survival_last, variant):
+    """A Trainer of ResNet-110 and its real step on a fixed batch of 2 images of 8x8 pixels."""
+    paddle.seed(0)
+    config = build_config({"model.depth": HOST_DEPTH, "model.survival_last": survival_last,
+                           "train.batch_size": HOST_BATCH})
+    model = build_model(config.model, num_classes=10)
+    if variant == "compiled-branches":
+        for block in model.blocks:
+            block.residual = paddle.jit.to_static(block.residual, full_graph=True)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(HOST_BATCH, 3, 32, 32), dtype=np.uint8)
+    batch = Dataset(pixels, rng.integers(0, 10, size=HOST_BATCH))
+    trainer = Trainer(config, os.devnull, RunData(batch, batch, batch, Normalizer.fit(pixels)), model)
+    model.train()
+    images = paddle.to_tensor(rng.normal(size=(HOST_BATCH, 3, HOST_PIXELS, HOST_PIXELS)).astype(np.float32))
+    labels = paddle.to_tensor(batch.labels)
+    return trainer, trainer_step(trainer, images, labels, HOST_BATCH)
+
+
+def time_host_cost(args):
+    """Median milliseconds per step and per phase, for each variant, with and without stochastic depth; the repeats
+    of the variants alternate, so that a drift in the machine's speed affects all alike."""
+    runs = {}
+    for variant in args.host_variants.split(","):
+        for name, survival_last in (("stochastic depth", 0.5), ("constant depth", 1.0)):
+            trainer, step = host_step(survival_last, variant)
+            runs[f"{variant}, {name}"] = (trainer, step, PhaseTimer(trainer))
+    samples = {key: {"step": [], **{phase: [] for phase in PhaseTimer.PHASES}} for key in runs}
+    for _, step, _ in runs.values():
+        for _ in range(args.warmup):
+            step()
+    for _ in range(args.repeats):
+        for key, (_, step, timer) in runs.items():
+            timer.seconds = dict.fromkeys(PhaseTimer.PHASES, 0.0)
+            with timer:
+                started = time.perf_counter()
+                for _ in range(args.steps):
+                    step()
+                elapsed = time.perf_counter() - started
+            samples[key]["step"].append(1000 * elapsed / args.steps)
+            for phase, seconds in timer.seconds.items():
+                samples[key][phase].append(1000 * seconds / args.steps)
+    results = {}
+    for key, measured in samples.items():
+        result = {part: statistics.median(values) for part, values in measured.items()}
+        result["rest"] = result["step"] - sum(result[phase] for phase in PhaseTimer.PHASES)
+        result["step_samples"] = measured["step"]
+        results[key] = result
+        print(f"host cost {key}: {result['step']:.1f} ms/step (forward {result['forward']:.1f}, backward "
+              f"{result['backward']:.1f}, optimiser {result['optimiser']:.1f}, rest {result['rest']:.1f})",
+              file=sys.stderr, flush=True)
+    return results
 
 
 def time_evaluation(args):
@@ -259,6 +371,8 @@ def main(argv=None):
                                "speedup": ours["median"] / common["median"]}
         if "eval" in sections:
             results["eval_images_per_second"] = time_evaluation(args)
+        if "host" in sections:
+            results["host_ms_per_step"] = time_host_cost(args)
     text = json.dumps(results, indent=2)
     if args.output != os.devnull:
         with open(args.output, "w") as stream:

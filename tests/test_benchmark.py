@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import ROOT
 
 
@@ -34,3 +36,16 @@ def test_a_tiny_run_writes_every_section(tmp_path):
     assert results["eval_images_per_second"]["median"] > 0
     assert results["memory"]["host_peak_rss_mib"] > 0
     assert results["cpu_settings"]["threads"] >= 1
+
+
+def test_the_host_section_splits_the_real_step_into_its_phases(tmp_path):
+    output = tmp_path / "results.json"
+    result = benchmark("--sections", "host", "--device", "cpu", "--steps", "2", "--repeats", "1", "--warmup", "0",
+                       "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    host = json.loads(output.read_text())["host_ms_per_step"]
+    assert set(host) == {"eager, stochastic depth", "eager, constant depth"}
+    for name, parts in host.items():
+        assert f"host cost {name}: " in result.stderr
+        assert min(parts["forward"], parts["backward"], parts["optimiser"]) > 0
+        assert parts["step"] == pytest.approx(parts["forward"] + parts["backward"] + parts["optimiser"] + parts["rest"])

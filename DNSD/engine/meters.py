@@ -64,6 +64,8 @@ def log_epoch(writer, run_dir, record, improved, epochs):
             writer.add_scalar(tag=key, value=value, step=record["epoch"])
     # Networks without stochastic depth have no blocks to drop, and log 0.
     active = f"active blocks {record['mean_active_blocks']:.2f}  " if record["mean_active_blocks"] else ""
+    best = " (best)" if improved else ""
     print(f"epoch {record['epoch']}/{epochs}  loss {record['train_loss']:.4f}  "
-          f"train error {record['train_error']:.2f} %  val error {record['val_error']:.2f} %{' (best)' if improved else ''}  lr {record['lr']:g}  "
-          f"{active}{record['epoch_seconds']:.0f} s  {record['images_per_second']:.0f} img/s", flush=True)
+          f"train error {record['train_error']:.2f} %  val error {record['val_error']:.2f} %{best}  "
+          f"lr {record['lr']:g}  {active}{record['epoch_seconds']:.0f} s  {record['images_per_second']:.0f} img/s",
+          flush=True)

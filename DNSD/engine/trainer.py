@@ -25,7 +25,10 @@ from DNSD.engine.ranks import Ranks, weights_digest
 from DNSD.engine.run_folder import BEST, CONFIG, LAST, VISUALDL
 from DNSD.errors import DNSDError, InputError, TrainingStopped
 
-PROGRESS_EVERY = 10  # steps between progress-bar updates
+# Steps between reads of the device's results (losses, correct counts): the progress bar is refreshed then, a
+# non-finite loss is caught then, and data-parallel ranks check that they agree then. Between two reads, no step
+# waits for the device, so that the host can queue the next step while the device computes this one.
+READ_EVERY = 20
 
 
 def this_command():
@@ -42,12 +45,18 @@ def decay_epochs(train_config):
     return [math.ceil(round(fraction * train_config.epochs, 9)) - 1 for fraction in train_config.lr_decay_at]
 
 
-def build_optimizer(train_config, model):
-    """Nesterov SGD with L2 weight decay on every parameter, and the step schedule, both Paddle's own."""
+def build_optimizer(train_config, model, multi_tensor=False):
+    """Nesterov SGD with L2 weight decay on every parameter, and the step schedule, both Paddle's own.
+
+    multi_tensor: Paddle's merged momentum update, a few kernels for all parameters instead of one each; it gives the
+    same weights bit for bit (tested on the CPU) and the same checkpoints. Worth it on a GPU, where each kernel
+    launch costs host time; on the CPU it measured no faster (BENCHMARKS.md).
+    """
     rates = [train_config.lr * train_config.lr_decay_factor ** i for i in range(len(train_config.lr_decay_at) + 1)]
     scheduler = paddle.optimizer.lr.PiecewiseDecay(decay_epochs(train_config), rates)
     optimizer = paddle.optimizer.Momentum(scheduler, momentum=train_config.momentum, parameters=model.parameters(),
-                                          use_nesterov=train_config.nesterov, weight_decay=train_config.weight_decay)
+                                          use_nesterov=train_config.nesterov, weight_decay=train_config.weight_decay,
+                                          use_multi_tensor=multi_tensor)
     return optimizer, scheduler
 
 
@@ -106,7 +115,8 @@ class Trainer:
     def __init__(self, config, run_dir, data, model, state=None, ranks=Ranks(), branched=False):
         self.config, self.run_dir, self.data, self.model, self.ranks = config, run_dir, data, model, ranks
         check_shards(len(data.train), config.train.batch_size, ranks.world_size)
-        self.optimizer, self.scheduler = build_optimizer(config.train, model)
+        on_gpu = paddle.device.get_device().startswith("gpu")
+        self.optimizer, self.scheduler = build_optimizer(config.train, model, multi_tensor=on_gpu)
         amp = config.train.amp
         self.autocast = contextlib.nullcontext if amp == "off" else lambda: paddle.amp.auto_cast(dtype=amp)
         # float16 needs loss scaling to keep small gradients; bfloat16 has float32's range and does not.
@@ -120,6 +130,7 @@ class Trainer:
         self.network = paddle.DataParallel(model, find_unused_parameters=True) if ranks.world_size > 1 else model
         # Where the run stands: epochs finished, batches of the next one done, and its running totals.
         self.epochs_done, self.step, self.meter = 0, 0, TrainingMeter()
+        self.unread = []  # (loss and correct count on the device, block activity, images, seconds) of unread steps
         self.history, self.best = [], {"epoch": 0, "val_error": math.inf}
         self.saved = {}  # the checkpoints in the run folder: (epochs done, step) of what each holds
         if state is not None:
@@ -182,22 +193,25 @@ class Trainer:
                   leave=False, disable=None if self.ranks.writes else True) as progress:
             stopwatch = Stopwatch()
             loaded = prefetched(batches, config.data.prefetch, config.data.pin_memory)
+            every = config.run.checkpoint_every_steps
             for (images, labels), batch_size in zip(loaded, batches.sizes):
-                stopped = self.train_step(images, labels, batch_size, bool(requests), stopwatch)
+                self.train_step(images, labels, batch_size, stopwatch.lap)
                 progress.update(1)
-                if self.step % PROGRESS_EVERY == 0:
+                # A single process answers a signal at once; data-parallel ranks must agree on the step, at a read.
+                signalled = bool(requests) and self.ranks.world_size == 1
+                saving = every and ((epoch - 1) * steps + self.step) % every == 0
+                if self.step % READ_EVERY == 0 or self.step == steps or signalled or saving:
+                    if self.read_steps(bool(requests)):
+                        return True
                     progress.set_postfix(loss=f"{self.meter.loss:.3f}", img_s=f"{self.meter.images_per_second:.0f}")
-                if stopped:
-                    return True
-                every = config.run.checkpoint_every_steps
-                if every and ((epoch - 1) * steps + self.step) % every == 0:
+                if saving:
                     self.save(LAST)
-                stopwatch.lap()
+                    stopwatch.lap()  # a checkpoint's time is not training time
         return False
 
-    def train_step(self, images, labels, batch_size, stop_requested=False, stopwatch=None):
-        """One optimiser step on this rank's share of a mini-batch of batch_size images; returns whether any rank
-        was asked to stop."""
+    def train_step(self, images, labels, batch_size, elapsed=lambda: 0.0):
+        """One optimiser step on this rank's share of a mini-batch of batch_size images. Nothing is read back from
+        the device: the step's loss and correct count wait there for read_steps. elapsed: the step's wall time."""
         activity = self.model.begin_step(self.config.run.seed, self.epochs_done + 1, self.step, batch_size,
                                          self.ranks.shard(batch_size))
         with self.autocast():
@@ -206,8 +220,6 @@ class Trainer:
         # The all-reduce averages the ranks' gradients: scaled so, each rank's loss adds up to the global batch's mean.
         loss = loss_sum * (self.ranks.world_size / batch_size)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
-        correct = (logits.argmax(axis=1) == labels).astype("int64").sum()
-        loss_sum, correct, stopped = self.synchronise(loss_sum, correct, activity, stop_requested, batch_size)
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -215,20 +227,32 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.clear_grad(set_to_zero=True)
         self.step += 1
-        self.meter.add(loss_sum, correct, activity.sum(), batch_size, stopwatch.lap() if stopwatch else 0.0)
-        return stopped
+        correct = (logits.argmax(axis=1) == labels).astype("float32").sum()
+        self.unread.append((paddle.stack([loss_sum.detach().astype("float32"), correct]), activity, batch_size,
+                            elapsed()))
 
-    def synchronise(self, loss_sum, correct, activity, stop_requested, batch_size):
-        """One small all-reduce a step: the global loss and accuracy, any stop request, and the activity of each
-        block, which must agree between ranks. Stops a run whose loss is no longer finite."""
-        summed = self.ranks.sum([loss_sum.item(), correct.item(), stop_requested, *activity])
-        if not np.array_equal(summed[3:], activity * self.ranks.world_size):
-            raise DNSDError(f"the data-parallel ranks drew different gates at epoch {self.epochs_done + 1}, step "
-                            f"{self.step + 1}; they must derive them from the same run.seed")
-        if not math.isfinite(summed[0] / batch_size):
-            self.step += 1  # the step that diverged, for the message
-            self.diverged(f"the training loss became {summed[0] / batch_size}")
-        return summed[0], summed[1], bool(summed[2])
+    def read_steps(self, stop_requested=False):
+        """Read the losses and correct counts of the steps since the last read from the device, in one go; sum them
+        over the ranks in one all-reduce with any stop request and each step's block activity, which the ranks must
+        agree on; stop a run whose loss became non-finite; add the steps to the meter, one by one as they were.
+        Returns whether a rank was asked to stop."""
+        steps = self.unread
+        values = paddle.stack([value for value, *_ in steps]).numpy() if steps else np.zeros((0, 2))
+        activity = np.array([step_activity for _, step_activity, _, _ in steps]).reshape(len(steps), -1)
+        rows = np.concatenate([values.astype(np.float64), activity], axis=1)
+        summed = self.ranks.sum(np.concatenate([[stop_requested], rows.ravel()]))
+        summed, stopped = summed[1:].reshape(rows.shape), bool(summed[0])
+        first_step = self.step - len(steps) + 1
+        if not np.array_equal(summed[:, 2:], activity * self.ranks.world_size):
+            raise DNSDError(f"the data-parallel ranks drew different gates at epoch {self.epochs_done + 1}, between "
+                            f"steps {first_step} and {self.step}; they must derive them from the same run.seed")
+        self.unread = []
+        for index, (row, (_, step_activity, batch_size, seconds)) in enumerate(zip(summed, steps)):
+            if not math.isfinite(row[0] / batch_size):
+                self.step = first_step + index  # the step that diverged, for the message
+                self.diverged(f"the training loss became {row[0] / batch_size}")
+            self.meter.add(row[0], row[1], step_activity.sum(), batch_size, seconds)
+        return stopped
 
     def end_epoch(self, writer):
         """Validate, keep the best and the last checkpoints, and log the epoch."""
