@@ -104,6 +104,16 @@ class ModelConfig:
         "test",
         "test: scale each residual by p_l at evaluation (the authors); train: divide it by p_l in training (inverted)",
         choices=("test", "train"), archs=("resnet",))
+    bn_weight_init: str = option(
+        "ones",
+        "ones: batch-norm weights start at 1 (fb.resnet.torch and most ports); uniform: U[0, 1), as Torch 7's "
+        "SpatialBatchNormalization in the authors' code",
+        choices=("ones", "uniform"), archs=("resnet",))
+    shortcut_downsample: str = option(
+        "average",
+        "average: the downsampling shortcut averages each 2x2 window (the authors' 2017 fix); subsample: it keeps the "
+        "top-left pixel, as the code behind the published numbers did",
+        choices=("average", "subsample"), archs=("resnet",))
     deep_training_epochs: int = option(
         100, "VanillaNet deep training: epochs over which each layer's activation anneals from ReLU to identity",
         check=(lambda v: v >= 1, "an integer >= 1"), archs=("vanillanet",))

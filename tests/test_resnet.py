@@ -87,3 +87,40 @@ def test_convolutions_use_kaiming_normal_with_relu_gain():
     assert weight.std() == pytest.approx(np.sqrt(2 / 576), rel=0.05)
     assert abs(weight.mean()) < 0.005
     assert model.blocks[0].residual[1].weight.numpy().tolist() == [1.0] * 16
+
+
+def test_the_authors_batch_norm_weights_start_uniform_in_zero_one():
+    paddle.seed(0)
+    model = CifarResNet(110, bn_weight_init="uniform")
+    weights = np.concatenate([layer.weight.numpy() for layer in model.sublayers()
+                              if isinstance(layer, paddle.nn.BatchNorm2D)])
+    assert len(weights) == 16 + 54 * (2 * 16 + 2 * 32 + 2 * 64) // 3  # every batch norm's channels: 4,048
+    assert weights.min() >= 0 and weights.max() < 1
+    # U[0, 1): mean 1/2 and variance 1/12, within 5 standard errors for 4,048 draws.
+    assert abs(weights.mean() - 0.5) < 5 * np.sqrt(1 / 12 / len(weights))
+    assert abs(weights.var() - 1 / 12) < 0.01
+    biases = np.concatenate([layer.bias.numpy() for layer in model.sublayers()
+                             if isinstance(layer, paddle.nn.BatchNorm2D)])
+    assert not biases.any()
+    paddle.seed(0)
+    assert np.array_equal(CifarResNet(110, bn_weight_init="uniform").blocks[3].residual[1].weight.numpy(),
+                          model.blocks[3].residual[1].weight.numpy())  # drawn from the run's seed
+
+
+def test_the_2016_shortcut_keeps_the_top_left_pixel_of_each_window():
+    block = BasicBlock(2, 4, 2, StochasticDepth(1, 1.0), 0, downsample="subsample")
+    x = paddle.arange(2 * 2 * 4 * 4, dtype="float32").reshape([2, 2, 4, 4])
+    shortcut = block.shortcut(x).numpy()
+    # By hand: rows 0 and 2, columns 0 and 2 of each channel, then two zero channels.
+    assert np.array_equal(shortcut[:, :2], x.numpy()[:, :, [0, 2]][:, :, :, [0, 2]])
+    assert shortcut[0, 0].tolist() == [[0.0, 2.0], [8.0, 10.0]]
+    assert not np.any(shortcut[:, 2:])
+
+
+def test_the_2016_configs_are_the_authors_variant_of_the_paper_recipe():
+    from DNSD.config import build_config, load_yaml, apply_values
+
+    for name, survival_last in (("resnet110_sd_2016", 0.5), ("resnet110_baseline_2016", 1.0)):
+        model = build_config(apply_values({}, load_yaml(name))).model
+        assert (model.bn_weight_init, model.shortcut_downsample, model.survival_last) == \
+            ("uniform", "subsample", survival_last)

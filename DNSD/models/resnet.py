@@ -22,7 +22,7 @@ def conv3x3(in_channels, out_channels, stride=1):
 class BasicBlock(nn.Layer):
     """conv3x3 - BN - ReLU - conv3x3 - BN, added to a parameter-free shortcut, then ReLU."""
 
-    def __init__(self, in_channels, out_channels, stride, stochastic_depth, index):
+    def __init__(self, in_channels, out_channels, stride, stochastic_depth, index, downsample="average"):
         super().__init__()
         self.residual = nn.Sequential(
             conv3x3(in_channels, out_channels, stride), nn.BatchNorm2D(out_channels), nn.ReLU(),
@@ -31,10 +31,14 @@ class BasicBlock(nn.Layer):
         self.stride = stride
         self.extra_channels = out_channels - in_channels
         self.stochastic_depth, self.index = stochastic_depth, index
+        self.downsample = downsample
 
     def shortcut(self, x):
-        """Option A: 2x2 average pooling where the block downsamples, zero channels appended where it widens."""
-        if self.stride > 1:
+        """Option A: 2x2 average pooling (or, downsample "subsample", the top-left pixel of each 2x2 window) where the
+        block downsamples, zero channels appended where it widens."""
+        if self.stride > 1 and self.downsample == "subsample":
+            x = x[:, :, ::self.stride, ::self.stride]
+        elif self.stride > 1:
             x = F.avg_pool2d(x, kernel_size=self.stride, stride=self.stride)
         if self.extra_channels:
             x = F.pad(x, [0, 0, 0, self.extra_channels, 0, 0, 0, 0])
@@ -49,7 +53,7 @@ class CifarResNet(Network):
     Its StochasticDepth draws the gates of each training step (begin_step) and its blocks ask it for their output."""
 
     def __init__(self, depth=110, num_classes=10, survival_last=0.5, survival_mode="linear", residual_scaling="test",
-                 drop_mode="batch"):
+                 drop_mode="batch", bn_weight_init="ones", shortcut_downsample="average"):
         super().__init__()
         check_depth("resnet", depth)
         self.depth = depth
@@ -62,7 +66,8 @@ class CifarResNet(Network):
         for stage, width in enumerate(STAGE_WIDTHS):
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(BasicBlock(in_channels, width, stride, self.stochastic_depth, len(blocks)))
+                blocks.append(BasicBlock(in_channels, width, stride, self.stochastic_depth, len(blocks),
+                                         shortcut_downsample))
                 in_channels = width
         self.blocks = nn.LayerList(blocks)
         self.pool = nn.AdaptiveAvgPool2D(1)
@@ -70,6 +75,11 @@ class CifarResNet(Network):
         bound = 1 / math.sqrt(in_channels)
         uniform = nn.initializer.Uniform(-bound, bound)
         self.fc = nn.Linear(in_channels, num_classes, weight_attr=uniform, bias_attr=paddle.ParamAttr(initializer=uniform))
+        if bn_weight_init == "uniform":
+            # Torch 7's SpatialBatchNormalization draws its weights from U[0, 1); the authors never reset them.
+            for layer in self.sublayers():
+                if isinstance(layer, nn.BatchNorm2D):
+                    layer.weight.set_value(paddle.uniform(layer.weight.shape, min=0.0, max=1.0))
 
     @property
     def num_blocks(self):
