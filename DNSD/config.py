@@ -160,6 +160,11 @@ class RunConfig:
     checkpoint_every_steps: int = option(0, "also save last.pdckpt every this many steps; 0: only at epoch ends",
                                          check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
     overwrite: bool = option(False, "replace a run already in output_dir instead of refusing", may_change=True)
+    best_on_tie: str = option(
+        "earliest",
+        "which of the epochs that share the lowest validation error best.pdckpt keeps: the earliest or the latest "
+        "(the authors' rule is not published; with 5,000 validation images ties are frequent late in training)",
+        choices=("earliest", "latest"))
 
 
 @dataclass

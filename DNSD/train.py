@@ -9,8 +9,8 @@ from DNSD.datasets import load_data
 from DNSD.engine.checkpoint import load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.ranks import Ranks, join_ranks
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, SUMMARY, refuse_existing_run, remove,
-                                    remove_temporaries, run_lock, write_records, written_files)
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, SUMMARY, read_records, refuse_existing_run,
+                                    remove, remove_temporaries, run_lock, write_records, written_files)
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
 from DNSD.eval import format_report, report_checkpoint
@@ -135,8 +135,13 @@ def finish(run_dir, data, config, ranks=Ranks()):
     state = load_checkpoint(best_path)
     model = restore_model(state, best_path)
     result = report_checkpoint(model, state, best_path, data, "test", config.train.batch_size)
-    summary = {"best_epoch": state["best"]["epoch"], "best_val_error": state["best"]["val_error"],
-               "test_error": result["error"], "checkpoint": os.path.abspath(best_path), "data": data.identity}
+    best_val_error = state["best"]["val_error"]
+    summary = {"best_epoch": state["best"]["epoch"], "best_val_error": best_val_error,
+               "test_error": result["error"], "checkpoint": os.path.abspath(best_path), "data": data.identity,
+               "best_on_tie": config.run.best_on_tie,
+               # Every epoch that reached the lowest validation error: the earliest and the latest are the two rules.
+               "tied_best_epochs": [record["epoch"] for record in read_records(run_dir, ["val_error"])
+                                    if record["val_error"] == best_val_error]}
     write_json(os.path.join(run_dir, SUMMARY), summary)
     print(format_report(result, "test", result["report"]))
     print(f"best epoch {summary['best_epoch']}: val error {summary['best_val_error']:.2f} %, "

@@ -23,6 +23,9 @@ def test_training_writes_the_run_folder(trained_run):
         assert 0 <= record["val_error"] <= 100 and 0 < record["mean_active_blocks"] <= 3
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     assert summary["best_val_error"] == min(record["val_error"] for record in records)
+    assert summary["best_on_tie"] == "earliest" and summary["best_epoch"] == summary["tied_best_epochs"][0]
+    assert summary["tied_best_epochs"] == [record["epoch"] for record in records
+                                           if record["val_error"] == summary["best_val_error"]]
     assert f"test error {summary['test_error']:.2f} %" in result.stdout
     stored = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
     assert stored["model"]["depth"] == 8 and stored["train"]["epochs"] == 2

@@ -152,3 +152,22 @@ def test_the_merged_momentum_update_gives_the_same_weights():
             optimizer.clear_grad(set_to_zero=True)
         weights.append([parameter.numpy() for parameter in model.parameters()])
     assert all(np.array_equal(plain, merged) for plain, merged in zip(*weights))
+
+
+@pytest.mark.parametrize("rule, best", [("earliest", 1), ("latest", 3)])
+def test_a_tie_for_the_lowest_validation_error_follows_the_chosen_rule(rule, best, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from DNSD.engine import trainer as trainer_module
+    from DNSD.engine.checkpoint import read_checkpoint
+
+    trainer = tiny_trainer(**{"run.best_on_tie": rule, "train.epochs": 3})
+    trainer.run_dir = str(tmp_path)
+    errors = iter([40.0, 45.0, 40.0])
+    monkeypatch.setattr(trainer_module, "evaluate", lambda *args, **kwargs: {"error": next(errors)})
+    writer = SimpleNamespace(add_scalar=lambda **kwargs: None)
+    for _ in range(3):
+        trainer.meter.add(4.0, 1, 0.0, 4, 0.1)
+        trainer.end_epoch(writer)
+    assert trainer.best == {"epoch": best, "val_error": 40.0}
+    assert read_checkpoint(str(tmp_path / "best.pdckpt"))["epochs_done"] == best

@@ -263,7 +263,8 @@ class Trainer:
         epoch = self.epochs_done + 1
         record = self.meter.record(epoch, val_error, self.optimizer.get_lr(), stopwatch.lap())
         self.scheduler.step()
-        improved = val_error < self.best["val_error"]
+        improved = val_error < self.best["val_error"] or (
+            val_error == self.best["val_error"] and self.config.run.best_on_tie == "latest")
         if improved:
             self.best = {"epoch": epoch, "val_error": val_error}
         self.history.append(record)
