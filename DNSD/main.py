@@ -37,9 +37,10 @@ def build_parser():
         description="Deep Networks with Stochastic Depth (Huang et al., 2016): train ResNet-110 with stochastic "
                     "depth on CIFAR-10 with the paper's recipe, or evaluate a checkpoint. Config precedence: "
                     "defaults < --config FILE.yaml < flags < -o section.key=value.")
-    parser.add_argument("--mode", choices=("train", "eval", "export", "plot", "info"), default="train",
-                        help="train (or resume), eval a checkpoint, export it for inference, plot runs' curves, or "
-                             "print the device, Paddle build and package versions for a bug report (default: train)")
+    parser.add_argument("--mode", choices=("train", "eval", "export", "plot", "summary", "info"), default="train",
+                        help="train (or resume), eval a checkpoint, export it for inference, plot runs' curves, "
+                             "summarise runs as the paper's table, or print the device, Paddle build and package "
+                             "versions for a bug report (default: train)")
     parser.add_argument("--config", metavar="FILE.yaml",
                         help="YAML config file, e.g. configs/resnet110_sd.yaml, or the name of a shipped config: "
                              f"{', '.join(shipped_configs())}")
@@ -58,7 +59,13 @@ def build_parser():
                              "e.g. runs/resnet110_sd/best-inference/model)")
     parser.add_argument("--split", choices=("test", "val"), help="eval: the split to test (default: test)")
     parser.add_argument("--runs", nargs="+", metavar="RUN_DIR",
-                        help="plot: the run folders to overlay, e.g. runs/resnet110_sd runs/resnet110_baseline")
+                        help="plot, summary: the run folders (or folders of runs), e.g. runs/resnet110_sd "
+                             "runs/resnet110_baseline")
+    parser.add_argument("--summary-file", metavar="PATH.md",
+                        help="summary: the Markdown table to write, the CSV beside it (default: summary.md)")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                        help="summary: add B's test error minus A's with a 95 %% confidence interval (Welch's "
+                             "t-test); A and B are configurations or row numbers")
     parser.add_argument("--plot-file", metavar="PATH",
                         help="plot: the PNG to write, replacing one that exists (default: curves.png)")
     parser.add_argument("--print-config", action="store_true", default=None,
@@ -69,7 +76,8 @@ def build_parser():
 
 # The modes each flag that is not a config key applies to: any other mode refuses it rather than ignore it.
 MODE_FLAGS = {"resume": ("train",), "branch": ("train",), "print_config": ("train",), "checkpoint": ("eval", "export"),
-              "export_prefix": ("export",), "split": ("eval",), "runs": ("plot",), "plot_file": ("plot",)}
+              "export_prefix": ("export",), "split": ("eval",), "runs": ("plot", "summary"), "plot_file": ("plot",),
+              "summary_file": ("summary",), "compare": ("summary",)}
 
 
 def check_flags(args):
@@ -86,6 +94,13 @@ def run(args):
     stated = stated_values(args.config, args, args.override)
     if args.mode in ("eval", "export") and not args.checkpoint:
         raise InputError(f"--mode {args.mode} needs --checkpoint PATH, e.g. --checkpoint runs/resnet110_sd/best.pdckpt")
+    if args.mode == "summary":
+        from DNSD.summary import write_summary
+
+        if stated or not args.runs:
+            raise InputError("--mode summary takes --runs RUN_DIR [RUN_DIR ...], no config keys")
+        print(write_summary(args.runs, args.summary_file or "summary.md", args.compare), end="")
+        return 0
     if args.mode == "plot":
         from DNSD.plot import plot_runs
 

@@ -127,6 +127,16 @@ def resume(target, stated, branch_dir=None):
         return finish(run_dir, data, config, ranks)
 
 
+def last_test_error(run_dir, best_state, best_result, data, config):
+    """The test error at the last epoch (the paper reports the best-validation one; the last one shows what picking
+    it gained): the best checkpoint's when it is the last epoch's, else last.pdckpt's, evaluated as best.pdckpt is."""
+    path = os.path.join(run_dir, LAST)
+    state = load_checkpoint(path)
+    if state["epochs_done"] == best_state["epochs_done"]:
+        return best_result["error"]
+    return report_checkpoint(restore_model(state, path), state, path, data, "test", config.train.batch_size)["error"]
+
+
 def finish(run_dir, data, config, ranks=Ranks()):
     """Test the best-validation checkpoint, as the paper reports, and write the run's summary (rank 0 alone)."""
     if not ranks.writes:
@@ -137,7 +147,8 @@ def finish(run_dir, data, config, ranks=Ranks()):
     result = report_checkpoint(model, state, best_path, data, "test", config.train.batch_size)
     best_val_error = state["best"]["val_error"]
     summary = {"best_epoch": state["best"]["epoch"], "best_val_error": best_val_error,
-               "test_error": result["error"], "checkpoint": os.path.abspath(best_path), "data": data.identity,
+               "test_error": result["error"], "last_test_error": last_test_error(run_dir, state, result, data, config),
+               "checkpoint": os.path.abspath(best_path), "data": data.identity,
                "best_on_tie": config.run.best_on_tie,
                # Every epoch that reached the lowest validation error: the earliest and the latest are the two rules.
                "tied_best_epochs": [record["epoch"] for record in read_records(run_dir, ["val_error"])

@@ -26,6 +26,9 @@ def test_training_writes_the_run_folder(trained_run):
     assert summary["best_on_tie"] == "earliest" and summary["best_epoch"] == summary["tied_best_epochs"][0]
     assert summary["tied_best_epochs"] == [record["epoch"] for record in records
                                            if record["val_error"] == summary["best_val_error"]]
+    # The last epoch's test error: its own report where it is not the best epoch, the best one's where it is.
+    last_report = "best.test.json" if summary["best_epoch"] == 2 else "last.test.json"
+    assert summary["last_test_error"] == json.load(open(os.path.join(run_dir, last_report)))["error"]
     assert f"test error {summary['test_error']:.2f} %" in result.stdout
     stored = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
     assert stored["model"]["depth"] == 8 and stored["train"]["epochs"] == 2

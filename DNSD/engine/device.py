@@ -21,7 +21,7 @@ from DNSD.errors import InputError
 HIDDEN = ("", "-1", "none", "nodevfiles")
 NVIDIA_SMI_SECONDS = 20  # a hung driver must not hang the start of a run
 FIX = "install the Paddle build for this machine with bash scripts/setup_env.sh (README: Installing)"
-PACKAGES = ("numpy", "PyYAML", "tqdm", "visualdl", "matplotlib")
+PACKAGES = ("numpy", "PyYAML", "tqdm", "visualdl", "matplotlib", "scipy")
 
 
 def _output(command):
