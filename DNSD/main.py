@@ -52,6 +52,9 @@ def build_parser():
     parser.add_argument("--branch", metavar="NEW_DIR",
                         help="train, with --resume: start a new run in NEW_DIR from that checkpoint, with changed "
                              "training keys (e.g. -o train.lr=0.01), the source run left as it is")
+    parser.add_argument("--seeds", metavar="SEEDS",
+                        help="train: one run per seed (0,1,2 or 0-3) into OUTPUT_DIR/seed-K, then their summary; "
+                             "--resume OUTPUT_DIR continues the unfinished ones")
     parser.add_argument("--checkpoint", metavar="PATH",
                         help="eval, export: the checkpoint to use (a run's best.pdckpt)")
     parser.add_argument("--export-prefix", metavar="PATH",
@@ -75,9 +78,10 @@ def build_parser():
 
 
 # The modes each flag that is not a config key applies to: any other mode refuses it rather than ignore it.
-MODE_FLAGS = {"resume": ("train",), "branch": ("train",), "print_config": ("train",), "checkpoint": ("eval", "export"),
-              "export_prefix": ("export",), "split": ("eval",), "runs": ("plot", "summary"), "plot_file": ("plot",),
-              "summary_file": ("summary",), "compare": ("summary",)}
+MODE_FLAGS = {"resume": ("train",), "branch": ("train",), "seeds": ("train",), "print_config": ("train",),
+              "checkpoint": ("eval", "export"), "export_prefix": ("export",), "split": ("eval",),
+              "runs": ("plot", "summary"), "plot_file": ("plot",), "summary_file": ("summary",),
+              "compare": ("summary",)}
 
 
 def check_flags(args):
@@ -87,6 +91,8 @@ def check_flags(args):
             raise InputError(f"{flag} does not apply to --mode {args.mode}; it is for --mode {' and '.join(modes)}")
     if args.branch is not None and args.resume is None:
         raise InputError("--branch NEW_DIR starts from a checkpoint: give it with --resume RUN_DIR (or a .pdckpt)")
+    if args.seeds is not None and args.resume is not None:
+        raise InputError("--resume OUTPUT_DIR continues the seeds its seeds.json lists; leave out --seeds")
 
 
 def run(args):
@@ -128,9 +134,11 @@ def run(args):
         return 0
     if args.mode == "info":
         return print_environment(config.run)
-    from DNSD.train import resume, train
+    from DNSD.train import parse_seeds, resume, train, train_seeds
 
-    if args.resume is not None:
+    if args.seeds is not None:
+        train_seeds(config, parse_seeds(args.seeds))
+    elif args.resume is not None:
         resume(args.resume or config.run.output_dir, stated, args.branch)
     else:
         train(config)

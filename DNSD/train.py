@@ -1,16 +1,19 @@
 """`--mode train`: a new run, the continuation of one (--resume), or a branch of one (--resume --branch), each ending
 with the test error of its best-validation checkpoint, as the paper reports."""
+import copy
+import json
 import os
 
 import paddle
 
-from DNSD.config import for_branch, for_checkpoint
+from DNSD.config import config_from_dict, for_branch, for_checkpoint
 from DNSD.datasets import load_data
 from DNSD.engine.checkpoint import load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.ranks import Ranks, join_ranks
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, SUMMARY, read_records, refuse_existing_run,
-                                    remove, remove_temporaries, run_lock, write_records, written_files)
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, SEEDS, SUMMARY, read_records,
+                                    refuse_existing_run, remove, remove_temporaries, run_lock, write_records,
+                                    written_files)
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
 from DNSD.eval import format_report, report_checkpoint
@@ -90,7 +93,10 @@ def check_same_data(state, data, path):
 def resume(target, stated, branch_dir=None):
     """Continue a run from its last checkpoint (or the checkpoint named), in its folder; stated values may change
     only what keeps the result. With branch_dir: a new run in branch_dir that starts from that checkpoint with
-    the stated changes (a lower learning rate after a divergence, more epochs), the source left as it is."""
+    the stated changes (a lower learning rate after a divergence, more epochs), the source left as it is. A
+    multi-seed folder continues each of its seeds."""
+    if os.path.isfile(os.path.join(target, SEEDS)) and not branch_dir:
+        return resume_seeds(target, stated)
     path = resume_source(target)
     run_dir = branch_dir or os.path.dirname(path) or "."
     written = file_version(path)
@@ -158,3 +164,70 @@ def finish(run_dir, data, config, ranks=Ranks()):
     print(f"best epoch {summary['best_epoch']}: val error {summary['best_val_error']:.2f} %, "
           f"test error {summary['test_error']:.2f} %  ({best_path})")
     return summary
+
+
+def parse_seeds(text):
+    """The seeds of --seeds: a list (0,1,2) or a range (0-3), or both (0-2,7)."""
+    seeds = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            seeds.extend(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise InputError(f"--seeds {text}: expected seeds as 0,1,2 or a range 0-3") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise InputError(f"--seeds {text}: expected distinct seeds >= 0, e.g. 0,1,2 or 0-3")
+    return seeds
+
+
+def train_seeds(config, seeds):
+    """One run per seed into OUTPUT_DIR/seed-K, one after another, each resumable on its own; then the summary of
+    them all. The folder's seeds.json lists the seeds and their config, so that --resume OUTPUT_DIR goes on with
+    the unfinished ones; commands that train other seeds of the same config into it (one per GPU) add theirs."""
+    folder = config.run.output_dir
+    path = os.path.join(folder, SEEDS)
+    shared = config.to_dict()
+    listed = seeds
+    with run_lock(folder):  # two commands adding their seeds at once must not lose one
+        if os.path.isfile(path):
+            with open(path) as stream:
+                recorded = json.load(stream)
+            if without_seed(recorded["config"]) != without_seed(shared):
+                raise InputError(f"{folder} holds seeds of another config ({path}); choose another --output-dir")
+            listed = sorted(set(recorded["seeds"]) | set(seeds))
+        write_json(path, {"seeds": listed, "config": shared})
+    return run_seeds(folder, config_from_dict(shared), seeds)
+
+
+def without_seed(nested):
+    return {section: {key: value for key, value in entries.items()
+                      if f"{section}.{key}" not in ("run.seed", "run.output_dir", "run.overwrite")}
+            for section, entries in nested.items()}
+
+
+def resume_seeds(folder, stated):
+    with open(os.path.join(folder, SEEDS)) as stream:
+        recorded = json.load(stream)
+    config = for_checkpoint(config_from_dict(recorded["config"], where=f" in {folder}/{SEEDS}"),
+                            {**stated, "run.output_dir": folder}, "--resume")
+    return run_seeds(folder, config, recorded["seeds"], {k: v for k, v in stated.items() if k != "run.output_dir"})
+
+
+def run_seeds(folder, config, seeds, stated=None):
+    """Train each seed's run, or continue it from its last checkpoint, or leave it if it is finished."""
+    for seed in seeds:
+        run_dir = os.path.join(folder, f"seed-{seed}")
+        if os.path.isfile(os.path.join(run_dir, SUMMARY)):
+            print(f"DNSD: seed {seed} is finished ({run_dir})")
+        elif os.path.isfile(os.path.join(run_dir, LAST)):
+            resume(run_dir, stated or {})
+        else:
+            # A seed never started, or stopped before its first checkpoint: (re)started.
+            seed_config = copy.deepcopy(config)
+            seed_config.run.seed, seed_config.run.output_dir, seed_config.run.overwrite = seed, run_dir, True
+            train(seed_config)
+    from DNSD.summary import write_summary
+
+    table = write_summary([folder], os.path.join(folder, "summary.md"))
+    print(table, end="")
+    return table

@@ -38,7 +38,7 @@ check() {  # check NAME COMMAND...: run the command, count it
   fi
 }
 
-help_lists_the_modes() { dnsd --help | grep -q -- "--mode {train,eval,export,plot,info}"; }
+help_lists_the_modes() { dnsd --help | grep -q -- "--mode {train,eval,export,plot,summary,info}"; }
 package_is_the_installed_copy() {
   location="$(python -c 'import DNSD, os; print(os.path.dirname(DNSD.__file__))')"
   [ "$location" != "$root/DNSD" ] && [ -f "$location/configs/resnet110_sd.yaml" ]

@@ -24,6 +24,7 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"  # one JSON record per finished epoch
 SUMMARY = "summary.json"
 BRANCH = "branch.json"
+SEEDS = "seeds.json"  # in a multi-seed folder: the seeds and the config of its runs seed-K/
 ERROR_LOG = "error.log"
 VISUALDL = "vdl"
 BEST = "best.pdckpt"  # the checkpoint of the epoch with the lowest validation error

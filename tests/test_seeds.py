@@ -1,0 +1,56 @@
+"""Several seeds in one command (`--seeds`): one run per seed, each the same as a run of that seed alone, the
+summary at the end, and `--resume` of the folder going on with the seeds that are not finished."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from DNSD.engine.checkpoint import read_checkpoint
+from DNSD.errors import InputError
+from DNSD.train import parse_seeds
+from helpers import TINY_RUN, assert_one_line_error, dnsd
+
+ONE_EPOCH = [*TINY_RUN[:4], "--epochs", "1", *TINY_RUN[6:]]
+
+
+@pytest.mark.parametrize("text, seeds", [("0,1,2", [0, 1, 2]), ("0-3", [0, 1, 2, 3]), ("0-2,7", [0, 1, 2, 7]),
+                                         ("5", [5])])
+def test_seeds_are_a_list_or_a_range(text, seeds):
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text", ["a", "1,1", "0-x", "", "-1"])
+def test_bad_seeds_are_refused(text):
+    with pytest.raises(InputError, match="--seeds"):
+        parse_seeds(text)
+
+
+def model_arrays(run_dir):
+    return read_checkpoint(os.path.join(run_dir, "last.pdckpt"))["model"]
+
+
+def test_a_multi_seed_run_is_its_seeds_alone_and_resumes_what_is_unfinished(tiny_archive, tmp_path):
+    folder = tmp_path / "sd"
+    result = dnsd("--data-file", tiny_archive, "--output-dir", str(folder), *ONE_EPOCH, "--seeds", "0,1")
+    assert result.returncode == 0, result.stderr
+    assert json.load(open(folder / "seeds.json"))["seeds"] == [0, 1]
+    alone = tmp_path / "alone"
+    assert dnsd("--data-file", tiny_archive, "--output-dir", str(alone), *ONE_EPOCH, "--seed", "1").returncode == 0
+    ours, theirs = model_arrays(folder / "seed-1"), model_arrays(alone)
+    assert all(np.array_equal(ours[name], theirs[name]) for name in theirs)
+    assert "| sd | 2 |" in (folder / "summary.md").read_text() and "| sd | 2 |" in result.stdout
+    shutil.rmtree(folder / "seed-1")  # as if the command had been stopped before seed 1
+    again = dnsd("--resume", str(folder))
+    assert again.returncode == 0, again.stderr
+    assert "seed 0 is finished" in again.stdout
+    assert all(np.array_equal(model_arrays(folder / "seed-1")[name], theirs[name]) for name in theirs)
+
+
+def test_seeds_of_another_config_are_refused_in_the_same_folder(tiny_archive, tmp_path):
+    folder = tmp_path / "sd"
+    assert dnsd("--data-file", tiny_archive, "--output-dir", str(folder), *ONE_EPOCH, "--seeds", "0").returncode == 0
+    result = dnsd("--data-file", tiny_archive, "--output-dir", str(folder), *ONE_EPOCH, "--seeds", "1", "--lr", "0.5")
+    assert_one_line_error(result, "holds seeds of another config")
+    assert_one_line_error(dnsd("--resume", str(folder), "--seeds", "1"), "leave out --seeds")
