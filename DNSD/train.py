@@ -11,7 +11,7 @@ from DNSD.datasets import load_data
 from DNSD.engine.checkpoint import load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.ranks import Ranks, join_ranks
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, SEEDS, SUMMARY, read_records,
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, SEEDS, SUMMARY, holds_run, read_records,
                                     refuse_existing_run, remove, remove_temporaries, run_lock, write_records,
                                     written_files)
 from DNSD.engine.trainer import Trainer, this_command
@@ -188,6 +188,9 @@ def train_seeds(config, seeds):
     path = os.path.join(folder, SEEDS)
     shared = config.to_dict()
     listed = seeds
+    if holds_run(folder):
+        raise InputError(f"{folder} holds a run of its own ({holds_run(folder)}); choose another --output-dir for "
+                         "the seeds' folder")
     with run_lock(folder):  # two commands adding their seeds at once must not lose one
         if os.path.isfile(path):
             with open(path) as stream:
@@ -200,6 +203,7 @@ def train_seeds(config, seeds):
 
 
 def without_seed(nested):
+    """A config's sections without the keys that differ between the seeds of one multi-seed folder."""
     return {section: {key: value for key, value in entries.items()
                       if f"{section}.{key}" not in ("run.seed", "run.output_dir", "run.overwrite")}
             for section, entries in nested.items()}

@@ -54,3 +54,5 @@ def test_seeds_of_another_config_are_refused_in_the_same_folder(tiny_archive, tm
     result = dnsd("--data-file", tiny_archive, "--output-dir", str(folder), *ONE_EPOCH, "--seeds", "1", "--lr", "0.5")
     assert_one_line_error(result, "holds seeds of another config")
     assert_one_line_error(dnsd("--resume", str(folder), "--seeds", "1"), "leave out --seeds")
+    result = dnsd("--data-file", tiny_archive, "--output-dir", str(folder / "seed-0"), *ONE_EPOCH, "--seeds", "1")
+    assert_one_line_error(result, "holds a run of its own")
