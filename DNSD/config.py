@@ -488,5 +488,13 @@ def for_branch(config, stated):
     return build_config({**current, **stated}), changes
 
 
+def experiment(nested):
+    """What a {section: {key: value}} config computes, as {"section.key": value}: everything but the seed and the keys
+    that may change without changing the result (where the run lives, the device, the checkpoint intervals). Runs
+    with equal experiments are repeats of one configuration."""
+    return {f"{section}.{key}": value for section, entries in nested.items() for key, value in entries.items()
+            if f"{section}.{key}" != "run.seed" and not fields_by_key()[f"{section}.{key}"][0].metadata["may_change"]}
+
+
 def _flat(config):
     return {f"{section}.{key}": value for section, entries in config.to_dict().items() for key, value in entries.items()}

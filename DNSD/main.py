@@ -1,6 +1,6 @@
 """The command line: `--mode train` trains or resumes (train.py), `--mode eval` tests a checkpoint (eval.py),
-`--mode export` writes it as an inference model (export.py), `--mode plot` draws runs' curves (plot.py), `--mode info`
-says what DNSD runs on (device.py).
+`--mode export` writes it as an inference model (export.py), `--mode plot` draws runs' curves (plot.py),
+`--mode summary` tabulates runs (summary.py), `--mode info` says what DNSD runs on (engine/device.py).
 
 Works as `dnsd` (installed), `python DNSD/main.py`, `python main.py` inside DNSD/, and `python -m DNSD`.
 """
@@ -19,6 +19,7 @@ if __package__ in (None, ""):
 
 from DNSD import __version__
 from DNSD.config import add_config_flags, build_config, shipped_configs, stated_values
+from DNSD.engine.run_folder import ERROR_LOG
 from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError, InputError
 from DNSD.files import TEMPORARY_PREFIX
 
@@ -193,7 +194,7 @@ def error_log_path(args):
                   getattr(args, "run.output_dir", None), args.checkpoint and os.path.dirname(args.checkpoint)]
     for folder in filter(None, candidates):
         if os.path.isdir(folder) and os.access(folder, os.W_OK):
-            return os.path.join(folder, "error.log")
+            return os.path.join(folder, ERROR_LOG)
     return os.path.join(tempfile.gettempdir(), f"dnsd-error-{os.getpid()}.log")
 
 

@@ -10,15 +10,11 @@ import statistics
 
 from scipy import stats
 
-from DNSD.config import config_fields, load_yaml
+from DNSD.config import config_from_dict, experiment, load_yaml
 from DNSD.engine.run_folder import CONFIG, SUMMARY, read_records
 from DNSD.errors import InputError
 from DNSD.files import write_text
 
-# Keys that say where or how fast a run went, not what it computed: runs that differ only in these (and the seed)
-# are repeats of one configuration.
-NOT_CONFIGURATION = {"run.seed", "run.output_dir"} | {
-    f"{section}.{f.name}" for section, f, _ in config_fields() if f.metadata["may_change"]}
 COLUMNS = ("configuration", "runs", "finished", "test_error_mean", "test_error_std", "test_error_min",
            "test_error_max", "last_test_error_mean", "best_val_error_mean", "training_hours", "seconds_per_epoch",
            "mean_active_blocks")
@@ -42,9 +38,10 @@ def find_runs(folders):
 
 def read_run(folder):
     """(configuration key, name, row values of one run) from its config, metrics and summary."""
-    nested = load_yaml(os.path.join(folder, CONFIG))
-    flat = {f"{section}.{key}": value for section, entries in nested.items() for key, value in entries.items()}
-    key = json.dumps({k: v for k, v in flat.items() if k not in NOT_CONFIGURATION}, sort_keys=True)
+    path = os.path.join(folder, CONFIG)
+    # Validated, and with the defaults of keys added since the run was made, so that old and new runs compare.
+    config = config_from_dict(load_yaml(path), where=f" in {path}")
+    key = json.dumps(experiment(config.to_dict()), sort_keys=True)
     name = os.path.basename(os.path.normpath(folder))
     if name.startswith("seed-"):  # a multi-seed folder's run: the configuration is the parent folder
         name = os.path.basename(os.path.dirname(os.path.normpath(folder)))

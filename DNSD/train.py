@@ -6,7 +6,7 @@ import os
 
 import paddle
 
-from DNSD.config import config_from_dict, for_branch, for_checkpoint
+from DNSD.config import config_from_dict, experiment, for_branch, for_checkpoint
 from DNSD.datasets import load_data
 from DNSD.engine.checkpoint import load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
@@ -136,10 +136,10 @@ def resume(target, stated, branch_dir=None):
 def last_test_error(run_dir, best_state, best_result, data, config):
     """The test error at the last epoch (the paper reports the best-validation one; the last one shows what picking
     it gained): the best checkpoint's when it is the last epoch's, else last.pdckpt's, evaluated as best.pdckpt is."""
+    if best_state["epochs_done"] == config.train.epochs:  # a finished run's last.pdckpt is its last epoch's
+        return best_result["error"]
     path = os.path.join(run_dir, LAST)
     state = load_checkpoint(path)
-    if state["epochs_done"] == best_state["epochs_done"]:
-        return best_result["error"]
     return report_checkpoint(restore_model(state, path), state, path, data, "test", config.train.batch_size)["error"]
 
 
@@ -195,18 +195,11 @@ def train_seeds(config, seeds):
         if os.path.isfile(path):
             with open(path) as stream:
                 recorded = json.load(stream)
-            if without_seed(recorded["config"]) != without_seed(shared):
+            if experiment(recorded["config"]) != experiment(shared):
                 raise InputError(f"{folder} holds seeds of another config ({path}); choose another --output-dir")
             listed = sorted(set(recorded["seeds"]) | set(seeds))
         write_json(path, {"seeds": listed, "config": shared})
     return run_seeds(folder, config_from_dict(shared), seeds)
-
-
-def without_seed(nested):
-    """A config's sections without the keys that differ between the seeds of one multi-seed folder."""
-    return {section: {key: value for key, value in entries.items()
-                      if f"{section}.{key}" not in ("run.seed", "run.output_dir", "run.overwrite")}
-            for section, entries in nested.items()}
 
 
 def resume_seeds(folder, stated):

@@ -281,10 +281,11 @@ class Trainer:
         optimiser's state are checked first, and training stops with the earlier checkpoints as they were."""
         if not self.ranks.writes:
             return
-        broken = non_finite_tensors([*self.model.state_dict().values(), *self.optimizer.state_dict().values()])
+        state = self.state()
+        broken = non_finite_tensors([*state["model"].values(), *state["optimizer"].values()])
         if broken:
             self.diverged(f"{broken} of the model's and the optimiser's tensors became non-finite (NaN or infinite)")
-        save_checkpoint(self.path(name), self.state())
+        save_checkpoint(self.path(name), state)
         self.saved[name] = (self.epochs_done, self.step)
 
     def diverged(self, what):
