@@ -18,15 +18,17 @@ import yaml
 from DNSD.errors import InputError
 
 
-def option(default, help, *, choices=None, check=None, may_change=False, archs=None):
+def option(default, help, *, choices=None, check=None, may_change=False, archs=None, datasets=None):
     """A config field with its help text.
 
     choices: the allowed values; check: (predicate, description of the allowed values);
     may_change: the field may differ from a checkpoint's when evaluating or resuming it, because it does not change
     what is computed (where the data or the run lives, the device, how often to save);
-    archs: the model.arch values that use the field; with any other, it must keep its default.
+    archs: the model.arch values that use the field; with any other, it must keep its default;
+    datasets: the same for data.dataset.
     """
-    metadata = {"help": help, "choices": choices, "check": check, "may_change": may_change, "archs": archs}
+    metadata = {"help": help, "choices": choices, "check": check, "may_change": may_change, "archs": archs,
+                "datasets": datasets}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -41,16 +43,20 @@ NORMALIZATIONS = ("pixel", "channel")
 
 @dataclass
 class DataConfig:
-    dataset: str = option("cifar10", "data set: CIFAR-10, or CIFAR-100 with its 100 fine labels",
-                          choices=("cifar10", "cifar100"))
+    dataset: str = option("cifar10", "data set: CIFAR-10, CIFAR-100 with its 100 fine labels, or SVHN",
+                          choices=("cifar10", "cifar100", "svhn"))
     data_file: Optional[str] = option(
         None,
-        "path to the data set's archive in the official layout (cifar-10-python.tar.gz, cifar-100-python.tar.gz); "
-        "unset: Paddle's dataset cache, downloaded once and md5-checked",
+        "path to the data set's archive in the official layout (cifar-10-python.tar.gz, cifar-100-python.tar.gz), "
+        "or for SVHN the folder of train_32x32.mat, test_32x32.mat and extra_32x32.mat; unset: Paddle's dataset "
+        "cache, downloaded once and md5-checked",
         may_change=True,
     )
-    val_size: int = option(5000, "training images held out for validation (the paper: 5,000 of 50,000)",
+    val_size: int = option(5000, "training images held out for validation (the paper: 5,000 of 50,000 for CIFAR; "
+                                 "for SVHN 6,000, each class equally, two thirds from train and one third from extra)",
                            check=(lambda v: v >= 1, "an integer >= 1"))
+    extra: bool = option(True, "SVHN: train on the 531,131 images of the extra set too, as the paper does",
+                         datasets=("svhn",))
     normalization: str = option(
         "pixel",
         "pixel: subtract the per-pixel mean image of the training split, divide by one global std (the authors' code); "
@@ -160,6 +166,13 @@ class RunConfig:
     checkpoint_every_steps: int = option(0, "also save last.pdckpt every this many steps; 0: only at epoch ends",
                                          check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
     overwrite: bool = option(False, "replace a run already in output_dir instead of refusing", may_change=True)
+    test_every_epoch: bool = option(
+        True, "also measure the test error at each epoch's end, as the authors' code does, for the paper's Figure 3 "
+              "(--mode plot --figure test-error); it never chooses the checkpoint", may_change=True)
+    eval_every_steps: int = option(
+        0, "also measure the validation and test error every this many steps (the authors' 200 for SVHN), and keep "
+           "as best.pdckpt the point with the lowest validation error; 0: validate at epoch ends only",
+        check=(lambda v: v >= 0, "an integer >= 0"))
     best_on_tie: str = option(
         "earliest",
         "which of the epochs that share the lowest validation error best.pdckpt keeps: the earliest or the latest "
@@ -299,6 +312,7 @@ def build_config(values):
         if (choices and value not in choices) or (check and not check[0](value)):
             raise InputError(f"config key {section}.{f.name} ({flag_name(f)}): got {value!r}, expected {_describe(f)}")
     _check_architecture(config)
+    _check_dataset(config)
     return config
 
 
@@ -314,6 +328,16 @@ def _check_architecture(config):
         if archs and arch not in archs and getattr(getattr(config, section), f.name) != _default(f):
             raise InputError(f"config key {section}.{f.name} ({flag_name(f)}) applies to --arch {', '.join(archs)} "
                              f"only; --arch {arch} does not use it (leave it out)")
+
+
+def _check_dataset(config):
+    """Keys of other data sets must keep their defaults."""
+    dataset = config.data.dataset
+    for section, f, _ in config_fields():
+        datasets = f.metadata["datasets"]
+        if datasets and dataset not in datasets and getattr(getattr(config, section), f.name) != _default(f):
+            raise InputError(f"config key {section}.{f.name} ({flag_name(f)}) applies to --dataset "
+                             f"{', '.join(datasets)} only; --dataset {dataset} does not use it (leave it out)")
 
 
 def shipped_configs_dir():

@@ -71,7 +71,12 @@ def build_parser():
                         help="summary: add B's test error minus A's with a 95 %% confidence interval (Welch's "
                              "t-test); A and B are configurations or row numbers")
     parser.add_argument("--plot-file", metavar="PATH",
-                        help="plot: the PNG to write, replacing one that exists (default: curves.png)")
+                        help="plot: the figure to write, .png, .pdf or .svg, replacing one that exists "
+                             "(default: curves.png)")
+    parser.add_argument("--figure", choices=("curves", "test-error"),
+                        help="plot: curves (training loss, validation error, active blocks per run; the default) "
+                             "or test-error (the paper's Figure 3: mean test error per configuration, the runs' "
+                             "spread as a band)")
     parser.add_argument("--print-config", action="store_true", default=None,
                         help="train: print the resolved config as YAML and exit")
     add_config_flags(parser.add_argument_group("config keys (DNSD/config.py; every key is also -o section.key)"))
@@ -81,7 +86,7 @@ def build_parser():
 # The modes each flag that is not a config key applies to: any other mode refuses it rather than ignore it.
 MODE_FLAGS = {"resume": ("train",), "branch": ("train",), "seeds": ("train",), "print_config": ("train",),
               "checkpoint": ("eval", "export"), "export_prefix": ("export",), "split": ("eval",),
-              "runs": ("plot", "summary"), "plot_file": ("plot",), "summary_file": ("summary",),
+              "runs": ("plot", "summary"), "plot_file": ("plot",), "figure": ("plot",), "summary_file": ("summary",),
               "compare": ("summary",)}
 
 
@@ -113,7 +118,7 @@ def run(args):
 
         if stated or not args.runs:
             raise InputError("--mode plot takes --runs RUN_DIR [RUN_DIR ...] and --plot-file, no config keys")
-        print(f"wrote {plot_runs(args.runs, args.plot_file or 'curves.png')}")
+        print(f"wrote {plot_runs(args.runs, args.plot_file or 'curves.png', args.figure or 'curves')}")
         return 0
     if args.mode == "export":
         from DNSD.export import export_checkpoint

@@ -1,13 +1,20 @@
-"""`--mode plot`: the curves of one or more runs, read from their metrics.jsonl, overlaid in one PNG figure."""
+"""`--mode plot`: the curves of one or more runs, read from their metrics.jsonl, in one PNG, PDF or SVG figure:
+training loss, validation error and active blocks of each run (--figure curves), or the paper's Figure 3, the test
+error against the epoch of each configuration, the mean over its runs as a line and their spread as a band
+(--figure test-error)."""
 import json
 import os
 
+import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
-from DNSD.engine.run_folder import SUMMARY, read_records
+from DNSD.engine.run_folder import SUMMARY, group_runs, read_records
 from DNSD.errors import InputError
 from DNSD.files import atomic_write
+
+FORMATS = ("png", "pdf", "svg")
+FIGURES = ("curves", "test-error")
 
 PANELS = (("train_loss", "training loss", "log"), ("val_error", "validation error (%)", "linear"),
           ("mean_active_blocks", "active blocks (mean per step)", "linear"))
@@ -30,12 +37,9 @@ def run_labels(run_dirs):
     return [name if names.count(name) == 1 else os.path.normpath(run_dir) for name, run_dir in zip(names, run_dirs)]
 
 
-def plot_runs(run_dirs, path):
-    """Write a PNG with training loss, validation error and active blocks against epochs, one line per run; the
-    legend gives each finished run's test error, and a dot marks its best validation epoch."""
-    if os.path.isdir(path):
-        raise InputError(f"--plot-file {path} is a folder; name the PNG to write, e.g. "
-                         f"{os.path.join(path, 'curves.png')}")
+def draw_curves(run_dirs):
+    """Training loss, validation error and active blocks against epochs, one line per run; the legend gives each
+    finished run's test error, and a dot marks its best validation epoch."""
     figure = Figure(figsize=(15, 4.5), layout="constrained")
     axes = figure.subplots(1, len(PANELS))
     for index, (run_dir, label) in enumerate(zip(run_dirs, run_labels(run_dirs))):
@@ -44,17 +48,71 @@ def plot_runs(run_dirs, path):
         if test_error is not None:
             label = f"{label} (test error {test_error:.2f} %)"
         for axis, (key, _, _) in zip(axes, PANELS):
-            axis.plot(epochs, [record[key] for record in records], label=label, color=f"C{index}")
+            # A line through one epoch is not drawn at all: runs that short get a marker.
+            axis.plot(epochs, [record[key] for record in records], label=label, color=f"C{index}",
+                      marker="o" if len(epochs) == 1 else None)
         best = min(records, key=lambda record: record["val_error"])
         axes[1].plot(best["epoch"], best["val_error"], "o", color=f"C{index}")
     for axis, (_, title, scale) in zip(axes, PANELS):
         axis.set(title=title, xlabel="epoch", yscale=scale)
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.grid(alpha=0.3)
+        style_axes(axis)
     axes[0].legend()
+    return figure
+
+
+def style_axes(axis):
+    """Whole epochs on the x axis; a log axis labelled in plain numbers (0.5, 2), not powers of ten."""
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if axis.get_yscale() == "log":
+        axis.yaxis.set_major_formatter(LogFormatter())
+        axis.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    axis.grid(alpha=0.3)
+
+
+def test_error_curves(folder):
+    records = read_records(folder, [])
+    if any("test_error" not in record for record in records):
+        raise InputError(f"{folder} has no test error for every epoch in metrics.jsonl (it was trained with "
+                         "run.test_every_epoch off, or by an older DNSD); --figure test-error needs them")
+    return [record["test_error"] for record in records]
+
+
+def draw_test_error(run_dirs):
+    """The paper's Figure 3: test error against epoch, one line per configuration (its runs' mean at each epoch
+    that they reached) with a band from their lowest to their highest test error."""
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axis = figure.subplots()
+    for index, group in enumerate(group_runs(run_dirs)):
+        curves = [test_error_curves(folder) for folder in group["folders"]]
+        table = np.full((len(curves), max(map(len, curves))), np.nan)
+        for row, curve in zip(table, curves):
+            row[:len(curve)] = curve
+        epochs = np.arange(1, table.shape[1] + 1)
+        name = " / ".join(dict.fromkeys(group["names"]))
+        axis.plot(epochs, np.nanmean(table, axis=0), color=f"C{index}", marker="o" if len(epochs) == 1 else None,
+                  label=f"{name} ({len(curves)} run{'s' * (len(curves) > 1)}, last epoch "
+                        f"{np.nanmean(table[:, -1]):.2f} %)")
+        if len(curves) > 1:
+            axis.fill_between(epochs, np.nanmin(table, axis=0), np.nanmax(table, axis=0), color=f"C{index}",
+                              alpha=0.2, linewidth=0)
+    axis.set(title="test error (mean over runs, band: lowest to highest)", xlabel="epoch", ylabel="test error (%)")
+    style_axes(axis)
+    axis.legend()
+    return figure
+
+
+def plot_runs(run_dirs, path, figure_name="curves"):
+    """Draw the figure of the runs and write it to path, in the format its extension names."""
+    if os.path.isdir(path):
+        raise InputError(f"--plot-file {path} is a folder; name the file to write, e.g. "
+                         f"{os.path.join(path, 'curves.png')}")
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if extension not in FORMATS:
+        raise InputError(f"--plot-file {path}: name a .png, .pdf or .svg file (the extension gives the format)")
+    figure = draw_test_error(run_dirs) if figure_name == "test-error" else draw_curves(run_dirs)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise InputError(f"cannot write the figure to {path}: {folder} is not a writable folder; choose another "
                          "--plot-file")
-    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format=extension, dpi=120))
     return path

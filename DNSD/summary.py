@@ -10,8 +10,7 @@ import statistics
 
 from scipy import stats
 
-from DNSD.config import config_from_dict, experiment, load_yaml
-from DNSD.engine.run_folder import CONFIG, SUMMARY, read_records
+from DNSD.engine.run_folder import SUMMARY, group_runs, read_records
 from DNSD.errors import InputError
 from DNSD.files import write_text
 
@@ -21,51 +20,24 @@ COLUMNS = ("configuration", "runs", "finished", "test_error_mean", "test_error_s
 CONFIDENCE = 0.95
 
 
-def find_runs(folders):
-    """The run folders named, a folder of runs (such as a multi-seed folder's seed-K) standing for its runs."""
-    runs = []
-    for folder in folders:
-        if os.path.isfile(os.path.join(folder, CONFIG)):
-            runs.append(folder)
-            continue
-        inside = sorted(os.path.join(folder, name) for name in (os.listdir(folder) if os.path.isdir(folder) else [])
-                        if os.path.isfile(os.path.join(folder, name, CONFIG)))
-        if not inside:
-            raise InputError(f"{folder} holds no run ({CONFIG}) and no folder of runs; pass training output folders")
-        runs.extend(inside)
-    return runs
-
-
 def read_run(folder):
-    """(configuration key, name, row values of one run) from its config, metrics and summary."""
-    path = os.path.join(folder, CONFIG)
-    # Validated, and with the defaults of keys added since the run was made, so that old and new runs compare.
-    config = config_from_dict(load_yaml(path), where=f" in {path}")
-    key = json.dumps(experiment(config.to_dict()), sort_keys=True)
-    name = os.path.basename(os.path.normpath(folder))
-    if name.startswith("seed-"):  # a multi-seed folder's run: the configuration is the parent folder
-        name = os.path.basename(os.path.dirname(os.path.normpath(folder)))
+    """The row values of one run, from its metrics and summary."""
     records = read_records(folder, ["val_error", "epoch_seconds", "mean_active_blocks"])
     summary_path = os.path.join(folder, SUMMARY)
     summary = None
     if os.path.isfile(summary_path):
         with open(summary_path) as stream:
             summary = json.load(stream)
-    return key, name, {"folder": folder, "summary": summary,
-                       "seconds": sum(record["epoch_seconds"] for record in records), "epochs": len(records),
-                       "active_blocks": statistics.mean(record["mean_active_blocks"] for record in records)}
+    return {"folder": folder, "summary": summary,
+            "seconds": sum(record["epoch_seconds"] for record in records), "epochs": len(records),
+            "active_blocks": statistics.mean(record["mean_active_blocks"] for record in records)}
 
 
 def summarise(folders):
     """One row per configuration, in the order the runs were given; unfinished runs are counted, never averaged."""
-    groups = {}
-    for folder in find_runs(folders):
-        key, name, run = read_run(folder)
-        groups.setdefault(key, {"names": [], "runs": []})
-        groups[key]["names"].append(name)
-        groups[key]["runs"].append(run)
     rows = []
-    for group in groups.values():
+    for group in group_runs(folders):
+        group["runs"] = [read_run(folder) for folder in group["folders"]]
         finished = [run for run in group["runs"] if run["summary"] and "test_error" in run["summary"]]
         errors = [run["summary"]["test_error"] for run in finished]
         last = [run["summary"]["last_test_error"] for run in finished if "last_test_error" in run["summary"]]

@@ -11,9 +11,10 @@ from DNSD.datasets import load_data
 from DNSD.engine.checkpoint import load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.ranks import Ranks, join_ranks
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, SEEDS, SUMMARY, holds_run, read_records,
-                                    refuse_existing_run, remove, remove_temporaries, run_lock, write_records,
-                                    written_files)
+from DNSD.engine.meters import hyperparameters, write_final_dashboard
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, SUMMARY, holds_run, read_points,
+                                    read_records, refuse_existing_run, remove, remove_temporaries, run_lock,
+                                    write_records, written_files)
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
 from DNSD.eval import format_report, report_checkpoint
@@ -126,6 +127,8 @@ def resume(target, stated, branch_dir=None):
                 remove_temporaries(run_dir)
             # Lines written after the checkpoint belong to work that is about to be redone.
             write_records(run_dir, trainer.history)
+            if trainer.points:
+                write_records(run_dir, trainer.points, POINTS)
             what = f"branching {path} into {run_dir}" if branch_dir else f"resuming {run_dir}"
             print(f"DNSD: {what} at epoch {trainer.epochs_done + 1}, step {trainer.step}, on "
                   f"{where_it_runs(device, ranks)}")
@@ -152,16 +155,25 @@ def finish(run_dir, data, config, ranks=Ranks()):
     model = restore_model(state, best_path)
     result = report_checkpoint(model, state, best_path, data, "test", config.train.batch_size)
     best_val_error = state["best"]["val_error"]
+    records, points = read_records(run_dir, ["val_error"]), read_points(run_dir)
     summary = {"best_epoch": state["best"]["epoch"], "best_val_error": best_val_error,
                "test_error": result["error"], "last_test_error": last_test_error(run_dir, state, result, data, config),
                "checkpoint": os.path.abspath(best_path), "data": data.identity,
                "best_on_tie": config.run.best_on_tie,
                # Every epoch that reached the lowest validation error: the earliest and the latest are the two rules.
-               "tied_best_epochs": [record["epoch"] for record in read_records(run_dir, ["val_error"])
-                                    if record["val_error"] == best_val_error]}
+               "tied_best_epochs": [record["epoch"] for record in records if record["val_error"] == best_val_error]}
+    if points:  # run.eval_every_steps: the best is a point, and the ties are points
+        summary["best_iteration"] = state["best"]["iteration"]
+        summary["tied_best_epochs"] = sorted({point["epoch"] for point in points
+                                              if point["val_error"] == best_val_error})
+        summary["tied_best_iterations"] = [point["iteration"] for point in points
+                                           if point["val_error"] == best_val_error]
     write_json(os.path.join(run_dir, SUMMARY), summary)
+    write_final_dashboard(run_dir, records, points, hyperparameters(config.to_dict()), summary)
     print(format_report(result, "test", result["report"]))
-    print(f"best epoch {summary['best_epoch']}: val error {summary['best_val_error']:.2f} %, "
+    where = f"step {summary['best_iteration']} (epoch {summary['best_epoch']})" if points else \
+        f"epoch {summary['best_epoch']}"
+    print(f"best {where}: val error {summary['best_val_error']:.2f} %, "
           f"test error {summary['test_error']:.2f} %  ({best_path})")
     return summary
 

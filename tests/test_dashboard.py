@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+import yaml
 
 
 def free_port():
@@ -57,3 +58,14 @@ def test_the_dashboard_serves_the_training_loss_of_metrics_jsonl(dashboard, trai
         # Each point is [wall time in ms, step, value]; the step is the epoch, the value a float32.
         assert [step for _, step, _ in points] == [record["epoch"] for record in records]
         assert [value for _, _, value in points] == pytest.approx([record[tag] for record in records], rel=1e-6)
+
+
+def test_the_hyperparameter_view_holds_the_config_and_the_final_metrics(dashboard, trained_run):
+    summary = json.load(open(os.path.join(trained_run[0], "summary.json")))
+    config = yaml.safe_load(open(os.path.join(trained_run[0], "config.yaml")))
+    (run,) = get(f"{dashboard}/hparams/list")
+    assert run["hparams"]["model.depth"] == config["model"]["depth"] == 8
+    assert run["hparams"]["train.lr_decay_at"] == ",".join(map(str, config["train"]["lr_decay_at"]))
+    assert run["hparams"]["data.augment"] == "true"
+    assert run["metrics"] == pytest.approx({f"final/{key}": summary[key]
+                                            for key in ("test_error", "best_val_error", "last_test_error")})

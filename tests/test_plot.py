@@ -66,3 +66,83 @@ def test_plot_refuses_config_keys_and_a_missing_folder(trained_run, tmp_path):
     assert_one_line_error(dnsd("--mode", "plot"), "--runs")
     assert_one_line_error(dnsd("--mode", "plot", "--runs", trained_run[0], "--plot-file",
                                str(tmp_path / "missing" / "curves.png")), "--plot-file")
+
+
+def drawn(figure):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure).draw()
+    return figure.axes
+
+
+@pytest.mark.parametrize("extension, signature", [("pdf", b"%PDF"), ("svg", b"<svg")])
+def test_pdf_and_svg_are_written_in_their_format(trained_run, tmp_path, extension, signature):
+    path = str(tmp_path / f"curves.{extension}")
+    result = dnsd("--mode", "plot", "--runs", trained_run[0], "--plot-file", path)
+    assert result.returncode == 0, result.stderr
+    assert signature in open(path, "rb").read(400)
+
+
+def test_another_format_is_refused(trained_run, tmp_path):
+    assert_one_line_error(dnsd("--mode", "plot", "--runs", trained_run[0], "--plot-file", str(tmp_path / "c.jpg")),
+                          ".png, .pdf or .svg")
+    assert not os.path.exists(tmp_path / "c.jpg")
+
+
+def test_a_one_epoch_run_has_markers_and_axes_read_plainly(trained_run, tmp_path):
+    from DNSD.plot import draw_curves
+
+    one_epoch = tmp_path / "one"
+    one_epoch.mkdir()
+    (one_epoch / "metrics.jsonl").write_text(open(os.path.join(trained_run[0], "metrics.jsonl")).readline())
+    loss, error, active = drawn(draw_curves([str(one_epoch), trained_run[0]]))
+    curves = [line for line in error.lines if not line.get_label().startswith("_")]  # not the best-epoch dots
+    assert [line.get_marker() for line in curves] == ["o", "None"]
+    for axis in (loss, error, active):
+        assert all(tick == int(tick) for tick in axis.get_xticks())
+    labels = [label.get_text() for label in loss.get_yticklabels(minor=True) + loss.get_yticklabels()]
+    assert any(labels) and not any("$" in label or "^" in label for label in labels)
+
+
+@pytest.fixture(scope="module")
+def second_seed_run(tmp_path_factory, tiny_archive):
+    run_dir = str(tmp_path_factory.mktemp("runs") / "seed1")
+    result = dnsd("--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN, "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def test_figure_3_draws_the_mean_test_error_of_each_configuration_and_the_seeds_spread(
+        trained_run, second_seed_run, constant_depth_run, tmp_path):
+    import json
+
+    import numpy as np
+
+    from DNSD.plot import draw_test_error
+
+    (axis,) = drawn(draw_test_error([trained_run[0], second_seed_run, constant_depth_run]))
+    seeds = [[json.loads(line)["test_error"] for line in open(os.path.join(run, "metrics.jsonl"))]
+             for run in (trained_run[0], second_seed_run)]
+    constant = [json.loads(line)["test_error"] for line in open(os.path.join(constant_depth_run, "metrics.jsonl"))]
+    mean, alone = axis.lines
+    assert mean.get_ydata().tolist() == pytest.approx(np.mean(seeds, axis=0).tolist())
+    assert alone.get_ydata().tolist() == pytest.approx(constant)
+    (band,) = axis.collections  # one band: the constant-depth configuration has a single run
+    lows_and_highs = band.get_paths()[0].vertices[:, 1]
+    assert min(lows_and_highs) == pytest.approx(np.min(seeds)) and max(lows_and_highs) == pytest.approx(np.max(seeds))
+    assert "2 runs" in mean.get_label() and "1 run," in alone.get_label()
+    path = str(tmp_path / "figure3.png")
+    result = dnsd("--mode", "plot", "--figure", "test-error", "--runs", trained_run[0], second_seed_run,
+                  "--plot-file", path)
+    assert result.returncode == 0, result.stderr
+    assert png_size(path)
+
+
+def test_figure_3_refuses_runs_without_a_test_error_per_epoch(trained_run, tmp_path):
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(open(os.path.join(trained_run[0], "config.yaml")).read())
+    records = open(os.path.join(trained_run[0], "metrics.jsonl")).read().replace('"test_error"', '"other"')
+    (run_dir / "metrics.jsonl").write_text(records)
+    assert_one_line_error(dnsd("--mode", "plot", "--figure", "test-error", "--runs", str(run_dir), "--plot-file",
+                               str(tmp_path / "f.png")), "no test error for every epoch", "run.test_every_epoch")

@@ -2,11 +2,12 @@
 training, validation and test splits, the normalisation, the class names and the identity of the archive read."""
 from dataclasses import dataclass
 
-from DNSD.datasets import cifar
+from DNSD.datasets import cifar, svhn
 from DNSD.datasets.pipeline import Dataset, Normalizer, split_train_val
 
-# data.dataset -> the module that reads it: read(data_config, dataset_fixed) -> (train, test, classes, identity).
-READERS = {"cifar10": cifar, "cifar100": cifar}
+# data.dataset -> the module that reads it: read(data_config, dataset_fixed) -> (train, test, classes, identity), and
+# where the data set has a validation rule of its own, split(train, val_size, rng) -> (train, val).
+READERS = {"cifar10": cifar, "cifar100": cifar, "svhn": svhn}
 
 
 @dataclass
@@ -31,8 +32,9 @@ def num_classes(dataset):
 def load_data(data_config, split_rng, normalizer_state=None):
     """Read the data set once and split train/validation with split_rng; the normaliser is fitted on the training
     split, or restored from normalizer_state (a checkpoint's, which also fixes the data set)."""
-    train, test, classes, identity = READERS[data_config.dataset].read(data_config, normalizer_state is not None)
-    train, val = split_train_val(train, data_config.val_size, split_rng)
+    reader = READERS[data_config.dataset]
+    train, test, classes, identity = reader.read(data_config, normalizer_state is not None)
+    train, val = getattr(reader, "split", split_train_val)(train, data_config.val_size, split_rng)
     if normalizer_state is None:
         normalizer = Normalizer.fit(train.images, data_config.normalization)
     else:

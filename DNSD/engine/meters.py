@@ -1,9 +1,17 @@
 """The bookkeeping of training, as pycls's meters: the running totals of an epoch's steps, and the epoch's record
-in metrics.jsonl, VisualDL and the console."""
+in metrics.jsonl, VisualDL and the console.
+
+The VisualDL log is derived from the records: VisualDL shows one log file per folder (the newest), and a file cannot
+be reopened to add to it, so a resumed run and a finished one write the whole log again from metrics.jsonl and
+points.jsonl, the finished one with its hyperparameters and final metrics for VisualDL's hyperparameter view."""
+import os
 import time
 from dataclasses import asdict, dataclass
 
-from DNSD.engine.run_folder import append_record
+from tqdm import tqdm
+from visualdl import LogWriter
+
+from DNSD.engine.run_folder import POINTS, VISUALDL, append_record, remove
 
 
 @dataclass
@@ -34,11 +42,13 @@ class TrainingMeter:
     def images_per_second(self):
         return self.seen / self.seconds
 
-    def record(self, epoch, val_error, lr, seconds_after):
-        """The epoch's line of metrics.jsonl; seconds_after: time spent after the last step (validation)."""
-        return {"epoch": epoch, "train_loss": self.loss, "train_error": 100.0 - 100.0 * self.correct / self.seen,
-                "mean_active_blocks": self.active_blocks / self.steps, "val_error": val_error, "lr": lr,
-                "epoch_seconds": self.seconds + seconds_after, "images_per_second": self.images_per_second}
+    def record(self, epoch, val_error, lr, seconds_after, test_error=None):
+        """The epoch's line of metrics.jsonl; seconds_after: time spent after the last step (validation and test);
+        test_error: measured at the epoch's end (run.test_every_epoch), or None."""
+        record = {"epoch": epoch, "train_loss": self.loss, "train_error": 100.0 - 100.0 * self.correct / self.seen,
+                  "mean_active_blocks": self.active_blocks / self.steps, "val_error": val_error, "lr": lr,
+                  "epoch_seconds": self.seconds + seconds_after, "images_per_second": self.images_per_second}
+        return record if test_error is None else {**record, "test_error": test_error}
 
     def state(self):
         return asdict(self)
@@ -56,16 +66,75 @@ class Stopwatch:
         return elapsed
 
 
-def log_epoch(writer, run_dir, record, improved, epochs):
-    """Write an epoch's record to metrics.jsonl and VisualDL, and its line to the console."""
-    append_record(run_dir, record)
+# The final metrics of a run in VisualDL's hyperparameter view: summary.json's keys, logged as scalars "final/KEY".
+FINAL_METRICS = ("test_error", "best_val_error", "last_test_error")
+
+
+def _log_epoch_scalars(writer, record):
     for key, value in record.items():
         if key != "epoch":
             writer.add_scalar(tag=key, value=value, step=record["epoch"])
+
+
+def _log_point_scalars(writer, point):
+    for key in ("val_error", "test_error"):
+        writer.add_scalar(tag=f"points/{key}", value=point[key], step=point["iteration"])
+
+
+def open_dashboard(run_dir, records=(), points=()):
+    """A new VisualDL log for the run, replacing any earlier one, holding the records and points so far."""
+    remove([os.path.join(run_dir, VISUALDL)] if os.path.isdir(os.path.join(run_dir, VISUALDL)) else [])
+    writer = LogWriter(logdir=os.path.join(run_dir, VISUALDL))
+    for record in records:
+        _log_epoch_scalars(writer, record)
+    for point in points:
+        _log_point_scalars(writer, point)
+    return writer
+
+
+def _hyperparameter(value):
+    """A config value as VisualDL's hyperparameter view takes it: a number, or text."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "unset" if value is None else str(value)
+
+
+def hyperparameters(config_dict):
+    """{"section.key": value} of a config's every key, as VisualDL takes them."""
+    return {f"{section}.{key}": _hyperparameter(value) for section, entries in config_dict.items()
+            for key, value in entries.items()}
+
+
+def write_final_dashboard(run_dir, records, points, hparams, summary):
+    """The finished run's whole VisualDL log: its epochs and points, its hyperparameters and its final metrics."""
+    with open_dashboard(run_dir, records, points) as writer:
+        writer.add_hparams(hparams, [f"final/{key}" for key in FINAL_METRICS])
+        for key in FINAL_METRICS:
+            writer.add_scalar(tag=f"final/{key}", value=summary[key], step=records[-1]["epoch"])
+
+
+def log_epoch(writer, run_dir, record, improved, epochs):
+    """Write an epoch's record to metrics.jsonl and VisualDL, and its line to the console."""
+    append_record(run_dir, record)
+    _log_epoch_scalars(writer, record)
     # Networks without stochastic depth have no blocks to drop, and log 0.
     active = f"active blocks {record['mean_active_blocks']:.2f}  " if record["mean_active_blocks"] else ""
     best = " (best)" if improved else ""
+    test = f"test error {record['test_error']:.2f} %  " if "test_error" in record else ""
     print(f"epoch {record['epoch']}/{epochs}  loss {record['train_loss']:.4f}  "
-          f"train error {record['train_error']:.2f} %  val error {record['val_error']:.2f} %{best}  "
+          f"train error {record['train_error']:.2f} %  val error {record['val_error']:.2f} %{best}  {test}"
           f"lr {record['lr']:g}  {active}{record['epoch_seconds']:.0f} s  {record['images_per_second']:.0f} img/s",
           flush=True)
+
+
+def log_point(writer, run_dir, point, improved):
+    """Write a point's record (run.eval_every_steps) to points.jsonl and VisualDL, and its line to the console."""
+    append_record(run_dir, point, POINTS)
+    _log_point_scalars(writer, point)
+    best = " (best)" if improved else ""
+    tqdm.write(f"step {point['iteration']} (epoch {point['epoch']}, step {point['step']})  val error "
+               f"{point['val_error']:.2f} %{best}  test error {point['test_error']:.2f} %")

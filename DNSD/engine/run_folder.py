@@ -15,6 +15,7 @@ import socket
 import tempfile
 import time
 
+from DNSD.config import config_from_dict, experiment, load_yaml
 from DNSD.errors import InputError
 from DNSD.files import FILE_MODE, TEMPORARY_PREFIX, write_text
 
@@ -22,6 +23,7 @@ from DNSD.files import FILE_MODE, TEMPORARY_PREFIX, write_text
 LOCK = ".lock"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"  # one JSON record per finished epoch
+POINTS = "points.jsonl"  # with run.eval_every_steps: one record per measured point (validation and test error)
 SUMMARY = "summary.json"
 BRANCH = "branch.json"
 SEEDS = "seeds.json"  # in a multi-seed folder: the seeds and the config of its runs seed-K/
@@ -30,7 +32,7 @@ VISUALDL = "vdl"
 BEST = "best.pdckpt"  # the checkpoint of the epoch with the lowest validation error
 LAST = "last.pdckpt"  # the checkpoint a resume continues from
 # Everything DNSD writes into a run folder, as fnmatch patterns: --overwrite removes these and nothing else.
-WRITTEN = (CONFIG, METRICS, SUMMARY, BRANCH, ERROR_LOG, VISUALDL, BEST, LAST, "best.*.json", "last.*.json",
+WRITTEN = (CONFIG, METRICS, POINTS, SUMMARY, BRANCH, ERROR_LOG, VISUALDL, BEST, LAST, "best.*.json", "last.*.json",
            "best-inference", "last-inference", f"{TEMPORARY_PREFIX}*")
 # What makes a folder hold a run that a new one would replace.
 RUN_MARKS = (CONFIG, METRICS, BEST, LAST)
@@ -120,20 +122,29 @@ def check_writable(folder):
                          "permissions") from None
 
 
-def append_record(run_dir, record):
-    """Add an epoch's record to the run's metrics.jsonl."""
-    with open(os.path.join(run_dir, METRICS), "a") as stream:
+def append_record(run_dir, record, name=METRICS):
+    """Add an epoch's record to the run's metrics.jsonl (or a point's to points.jsonl)."""
+    with open(os.path.join(run_dir, name), "a") as stream:
         stream.write(json.dumps(record) + "\n")
 
 
-def write_records(run_dir, records):
-    """Replace metrics.jsonl by these records (a resume drops the lines of work it is about to redo)."""
-    write_text(os.path.join(run_dir, METRICS), "".join(json.dumps(record) + "\n" for record in records))
+def write_records(run_dir, records, name=METRICS):
+    """Replace metrics.jsonl (or points.jsonl) by these records (a resume drops the lines of work it is about to
+    redo)."""
+    write_text(os.path.join(run_dir, name), "".join(json.dumps(record) + "\n" for record in records))
 
 
-def read_records(run_dir, fields):
+def read_points(run_dir):
+    """The points of a run measured every run.eval_every_steps steps (none for other runs)."""
+    path = os.path.join(run_dir, POINTS)
+    if not os.path.isfile(path) or not os.path.getsize(path):
+        return []
+    return read_records(run_dir, ["iteration", "val_error", "test_error"], POINTS)
+
+
+def read_records(run_dir, fields, name=METRICS):
     """The epoch records of a run (finished or not) that metrics.jsonl holds, each with at least these fields."""
-    path = os.path.join(run_dir, METRICS)
+    path = os.path.join(run_dir, name)
     if not os.path.isfile(path):
         raise InputError(f"{run_dir} holds no {METRICS}; pass the output folder of a training run")
     records = []
@@ -150,3 +161,37 @@ def read_records(run_dir, fields):
     if not records:
         raise InputError(f"{path} holds no epoch yet; plot the run after its first epoch")
     return records
+
+
+def find_runs(folders):
+    """The run folders named, a folder of runs (such as a multi-seed folder's seed-K) standing for its runs."""
+    runs = []
+    for folder in folders:
+        if os.path.isfile(os.path.join(folder, CONFIG)):
+            runs.append(folder)
+            continue
+        inside = sorted(os.path.join(folder, name) for name in (os.listdir(folder) if os.path.isdir(folder) else [])
+                        if os.path.isfile(os.path.join(folder, name, CONFIG)))
+        if not inside:
+            raise InputError(f"{folder} holds no run ({CONFIG}) and no folder of runs; pass training output folders")
+        runs.extend(inside)
+    return runs
+
+
+def group_runs(folders):
+    """The runs of the folders grouped by configuration (config.experiment: all but the seed and what does not change
+    the result), in the order given: [{"names": [folder names], "folders": [run folders]}]. A multi-seed folder's
+    run (seed-K) is named after that folder."""
+    groups = {}
+    for folder in find_runs(folders):
+        path = os.path.join(folder, CONFIG)
+        # Validated, and with the defaults of keys added since the run was made, so that old and new runs compare.
+        config = config_from_dict(load_yaml(path), where=f" in {path}")
+        key = json.dumps(experiment(config.to_dict()), sort_keys=True)
+        name = os.path.basename(os.path.normpath(folder))
+        if name.startswith("seed-"):
+            name = os.path.basename(os.path.dirname(os.path.normpath(folder)))
+        groups.setdefault(key, {"names": [], "folders": []})
+        groups[key]["names"].append(name)
+        groups[key]["folders"].append(folder)
+    return list(groups.values())

@@ -15,14 +15,13 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 from tqdm import tqdm
-from visualdl import LogWriter
 
 from DNSD.datasets.pipeline import TrainingBatches, prefetched
 from DNSD.engine.checkpoint import save_checkpoint
 from DNSD.engine.evaluation import evaluate
-from DNSD.engine.meters import Stopwatch, TrainingMeter, log_epoch
+from DNSD.engine.meters import Stopwatch, TrainingMeter, log_epoch, log_point, open_dashboard
 from DNSD.engine.ranks import Ranks, weights_digest
-from DNSD.engine.run_folder import BEST, CONFIG, LAST, VISUALDL
+from DNSD.engine.run_folder import BEST, CONFIG, LAST
 from DNSD.errors import DNSDError, InputError, TrainingStopped
 
 # Steps between reads of the device's results (losses, correct counts): the progress bar is refreshed then, a
@@ -132,6 +131,7 @@ class Trainer:
         self.epochs_done, self.step, self.meter = 0, 0, TrainingMeter()
         self.unread = []  # (loss and correct count on the device, block activity, images, seconds) of unread steps
         self.history, self.best = [], {"epoch": 0, "val_error": math.inf}
+        self.points = []  # with run.eval_every_steps: the validation and test error measured every so many steps
         self.saved = {}  # the checkpoints in the run folder: (epochs done, step) of what each holds
         if state is not None:
             self.restore(state, branched)
@@ -143,6 +143,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.epochs_done, self.step = state["epochs_done"], state["step"]
         self.meter, self.history = TrainingMeter(**state["totals"]), state["history"]
+        self.points = state.get("points", [])
         if branched:
             # A branch follows its own config's schedule from here, and picks its best among its own epochs.
             self.scheduler.step(self.epochs_done)
@@ -150,7 +151,9 @@ class Trainer:
             self.best = state["best"]
             self.saved[LAST] = (self.epochs_done, self.step)
             if self.best["epoch"]:
-                self.saved[BEST] = (self.best["epoch"], 0)
+                # A point's best.pdckpt holds the model within its epoch.
+                self.saved[BEST] = (self.best["epoch"] - 1, self.best["step"]) if "step" in self.best else \
+                    (self.best["epoch"], 0)
 
     def state(self):
         """Everything a checkpoint needs to evaluate this model or to continue this run exactly."""
@@ -160,7 +163,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "epochs_done": self.epochs_done, "step": self.step, "totals": self.meter.state(),
-                "history": self.history, "best": self.best, "data": self.data.identity,
+                "history": self.history, "points": self.points, "best": self.best, "data": self.data.identity,
                 "paddle_version": paddle.__version__}
 
     def path(self, name):
@@ -168,10 +171,11 @@ class Trainer:
 
     def run(self):
         """Train until the last epoch, or until a signal asks to stop."""
-        log = LogWriter(logdir=self.path(VISUALDL)) if self.ranks.writes else contextlib.nullcontext()
+        log = open_dashboard(self.run_dir, self.history, self.points) if self.ranks.writes else \
+            contextlib.nullcontext()
         with stop_requests() as requests, log as writer:
             while self.epochs_done < self.config.train.epochs:
-                stopped = self.train_epoch(requests)
+                stopped = self.train_epoch(requests, writer)
                 if not stopped:
                     self.end_epoch(writer)
                     stopped = bool(self.ranks.sum([len(requests)])[0])  # a signal during validation
@@ -181,8 +185,9 @@ class Trainer:
             print(f"DNSD: rank {self.ranks.rank} of {self.ranks.world_size} ends with weights sha256 "
                   f"{weights_digest(self.model)}", flush=True)
 
-    def train_epoch(self, requests):
-        """The remaining steps of the current epoch; returns whether a rank was asked to stop (after its step)."""
+    def train_epoch(self, requests, writer):
+        """The remaining steps of the current epoch, measuring the points of run.eval_every_steps on the way; returns
+        whether a rank was asked to stop (after its step)."""
         config, epoch = self.config, self.epochs_done + 1
         batches = TrainingBatches(self.data, config.train.batch_size, config.data.augment, config.run.seed, epoch,
                                   self.step, self.ranks.rank, self.ranks.world_size)
@@ -193,17 +198,26 @@ class Trainer:
                   leave=False, disable=None if self.ranks.writes else True) as progress:
             stopwatch = Stopwatch()
             loaded = prefetched(batches, config.data.prefetch, config.data.pin_memory)
-            every = config.run.checkpoint_every_steps
+            every, measure_every = config.run.checkpoint_every_steps, config.run.eval_every_steps
             for (images, labels), batch_size in zip(loaded, batches.sizes):
                 self.train_step(images, labels, batch_size, stopwatch.lap)
                 progress.update(1)
                 # A single process answers a signal at once; data-parallel ranks must agree on the step, at a read.
                 signalled = bool(requests) and self.ranks.world_size == 1
-                saving = every and ((epoch - 1) * steps + self.step) % every == 0
-                if self.step % READ_EVERY == 0 or self.step == steps or signalled or saving:
-                    if self.read_steps(bool(requests)):
-                        return True
+                iteration = (epoch - 1) * steps + self.step
+                saving = every and iteration % every == 0
+                # The last step of a run is always a point, so that the end of training is among those compared.
+                measuring = measure_every and (iteration % measure_every == 0 or (
+                    epoch == config.train.epochs and self.step == steps))
+                if self.step % READ_EVERY == 0 or self.step == steps or signalled or saving or measuring:
+                    stopped = self.read_steps(bool(requests))
                     progress.set_postfix(loss=f"{self.meter.loss:.3f}", img_s=f"{self.meter.images_per_second:.0f}")
+                    # Measured before stopping: a resumed run goes on from the next step and would never measure it.
+                    if measuring:
+                        self.measure_point(writer, iteration)
+                        stopwatch.lap()  # a point's time is not training time
+                    if stopped:
+                        return True
                 if saving:
                     self.save(LAST)
                     stopwatch.lap()  # a checkpoint's time is not training time
@@ -254,17 +268,42 @@ class Trainer:
             self.meter.add(row[0], row[1], step_activity.sum(), batch_size, seconds)
         return stopped
 
+    def improves(self, val_error):
+        """Whether a validation error beats the best so far, ties going by run.best_on_tie."""
+        return val_error < self.best["val_error"] or (
+            val_error == self.best["val_error"] and self.config.run.best_on_tie == "latest")
+
+    def measure_point(self, writer, iteration):
+        """The validation and test error at this step (run.eval_every_steps, the authors' protocol for SVHN): a point
+        with a new lowest validation error is saved as best.pdckpt, with the model as it is within its epoch."""
+        self.ranks.share_statistics(self.model)
+        val_error, test_error = (evaluate(self.model, split, self.data.normalizer, self.config.train.batch_size,
+                                          self.data.classes, self.ranks)["error"]
+                                 for split in (self.data.val, self.data.test))
+        self.model.train()
+        point = {"epoch": self.epochs_done + 1, "step": self.step, "iteration": iteration, "val_error": val_error,
+                 "test_error": test_error}
+        self.points.append(point)
+        improved = self.improves(val_error)
+        if improved:
+            self.best = {key: point[key] for key in ("epoch", "step", "iteration", "val_error")}
+            self.save(BEST)
+        if self.ranks.writes:
+            log_point(writer, self.run_dir, point, improved)
+
     def end_epoch(self, writer):
         """Validate, keep the best and the last checkpoints, and log the epoch."""
         stopwatch = Stopwatch()
         self.ranks.share_statistics(self.model)
         val_error = evaluate(self.model, self.data.val, self.data.normalizer, self.config.train.batch_size,
                              self.data.classes, self.ranks)["error"]
+        test_error = evaluate(self.model, self.data.test, self.data.normalizer, self.config.train.batch_size,
+                              self.data.classes, self.ranks)["error"] if self.config.run.test_every_epoch else None
         epoch = self.epochs_done + 1
-        record = self.meter.record(epoch, val_error, self.optimizer.get_lr(), stopwatch.lap())
+        record = self.meter.record(epoch, val_error, self.optimizer.get_lr(), stopwatch.lap(), test_error)
         self.scheduler.step()
-        improved = val_error < self.best["val_error"] or (
-            val_error == self.best["val_error"] and self.config.run.best_on_tie == "latest")
+        # With run.eval_every_steps, the best is chosen among the points alone.
+        improved = not self.config.run.eval_every_steps and self.improves(val_error)
         if improved:
             self.best = {"epoch": epoch, "val_error": val_error}
         self.history.append(record)
