@@ -98,6 +98,17 @@ def test_a_signal_saves_and_the_resumed_run_is_bit_identical(reference_run, tiny
     result = dnsd("--resume", run_dir)
     assert result.returncode == 0, result.stderr
     assert_same_run(run_dir, reference_run)
+    assert_whole_dashboard(run_dir)
+
+
+def assert_whole_dashboard(run_dir):
+    """VisualDL shows the newest log file of a folder alone: a resumed run's one log holds every epoch."""
+    from visualdl import LogReader
+
+    (log,) = os.listdir(os.path.join(run_dir, "vdl"))
+    reader = LogReader(file_path=os.path.join(run_dir, "vdl", log))
+    epochs = [json.loads(line)["epoch"] for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert [record.id for record in reader.get_data("scalar", "val_error")] == epochs
 
 
 def test_a_kill_at_a_random_moment_loses_only_the_work_since_the_last_checkpoint(reference_run, tiny_archive,
