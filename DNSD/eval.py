@@ -25,7 +25,8 @@ def report_path(checkpoint_path, split, data=None, trained_on=None):
 def format_report(result, split, report_file):
     """The console lines of a result: the error, then the per-class accuracy where the classes are few enough to read
     (CIFAR-10's 10; CIFAR-100's 100 stay in the report file)."""
-    lines = [f"{split} error {result['error']:.2f} % (accuracy {result['accuracy']:.2f} %) on {result['images']:,} images"]
+    lines = [f"{split} error {result['error']:.2f} % (accuracy {result['accuracy']:.2f} %), top-5 error "
+             f"{result['top5_error']:.2f} %, on {result['images']:,} images"]
     per_class = result["per_class_accuracy"]
     if len(per_class) <= MAX_CLASSES_SHOWN:
         lines += [f"  {name:<12} {accuracy:6.2f} %" for name, accuracy in per_class.items() if accuracy is not None]

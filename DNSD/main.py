@@ -72,7 +72,7 @@ def build_parser():
                              "t-test); A and B are configurations or row numbers")
     parser.add_argument("--plot-file", metavar="PATH",
                         help="plot: the figure to write, .png, .pdf or .svg, replacing one that exists "
-                             "(default: curves.png)")
+                             "(default: curves.png); eval: also draw the confusion matrix there")
     parser.add_argument("--figure", choices=("curves", "test-error"),
                         help="plot: curves (training loss, validation error, active blocks per run; the default) "
                              "or test-error (the paper's Figure 3: mean test error per configuration, the runs' "
@@ -86,7 +86,8 @@ def build_parser():
 # The modes each flag that is not a config key applies to: any other mode refuses it rather than ignore it.
 MODE_FLAGS = {"resume": ("train",), "branch": ("train",), "seeds": ("train",), "print_config": ("train",),
               "checkpoint": ("eval", "export"), "export_prefix": ("export",), "split": ("eval",),
-              "runs": ("plot", "summary"), "plot_file": ("plot",), "figure": ("plot",), "summary_file": ("summary",),
+              "runs": ("plot", "summary"), "plot_file": ("plot", "eval"), "figure": ("plot",),
+              "summary_file": ("summary",),
               "compare": ("summary",)}
 
 
@@ -128,11 +129,16 @@ def run(args):
         return 0
     if args.mode == "eval":
         from DNSD.eval import evaluate_checkpoint, format_report
+        from DNSD.plot import check_figure_path, draw_confusion, write_figure
 
         split = args.split or "test"
+        if args.plot_file:
+            check_figure_path(args.plot_file)  # before the evaluation, not after it
         result = evaluate_checkpoint(args.checkpoint, split, stated)
         print(format_report(result, split, result["report"]))
         print(f"report written to {result['report']}")
+        if args.plot_file:
+            print(f"confusion matrix drawn in {write_figure(draw_confusion(result), args.plot_file)}")
         return 0
     config = build_config(stated)
     if args.print_config:

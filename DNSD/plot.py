@@ -1,7 +1,7 @@
-"""`--mode plot`: the curves of one or more runs, read from their metrics.jsonl, in one PNG, PDF or SVG figure:
-training loss, validation error and active blocks of each run (--figure curves), or the paper's Figure 3, the test
-error against the epoch of each configuration, the mean over its runs as a line and their spread as a band
-(--figure test-error)."""
+"""The figures of DNSD as PNG, PDF or SVG files. `--mode plot`: the curves of one or more runs, read from their
+metrics.jsonl: training loss, validation error and active blocks of each run (--figure curves), or the paper's
+Figure 3, the test error against the epoch of each configuration, the mean over its runs as a line and their spread
+as a band (--figure test-error). `--mode eval --plot-file`: the confusion matrix of an evaluation as a heat map."""
 import json
 import os
 
@@ -101,18 +101,53 @@ def draw_test_error(run_dirs):
     return figure
 
 
-def plot_runs(run_dirs, path, figure_name="curves"):
-    """Draw the figure of the runs and write it to path, in the format its extension names."""
+def draw_confusion(result):
+    """An evaluation's confusion matrix as a heat map, each row (a true class) as fractions of its images, with the
+    class names on both axes and, for up to 20 classes, the count in each cell."""
+    counts = np.array(result["confusion_matrix"])
+    classes = list(result["per_class_accuracy"])
+    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = min(4 + 0.45 * len(classes), 30)
+    figure = Figure(figsize=(size + 1.5, size), layout="constrained")
+    axis = figure.subplots()
+    image = axis.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axis, label="fraction of the true class's images")
+    font = 8 if len(classes) <= 20 else max(2, 300 // len(classes))
+    axis.set_xticks(range(len(classes)), classes, rotation=90, fontsize=font)
+    axis.set_yticks(range(len(classes)), classes, fontsize=font)
+    axis.set(xlabel="predicted class", ylabel="true class",
+             title=f"{result['split']} error {result['error']:.2f} % on {result['images']:,} images")
+    if len(classes) <= 20:
+        for (row, column), count in np.ndenumerate(counts):
+            if count:
+                axis.text(column, row, str(count), ha="center", va="center", fontsize=7,
+                          color="white" if fractions[row, column] > 0.5 else "black")
+    return figure
+
+
+def check_figure_path(path):
+    """The format a figure path names (its extension); InputError where it names no file of a known format."""
     if os.path.isdir(path):
         raise InputError(f"--plot-file {path} is a folder; name the file to write, e.g. "
                          f"{os.path.join(path, 'curves.png')}")
     extension = os.path.splitext(path)[1].lower().lstrip(".")
     if extension not in FORMATS:
         raise InputError(f"--plot-file {path}: name a .png, .pdf or .svg file (the extension gives the format)")
-    figure = draw_test_error(run_dirs) if figure_name == "test-error" else draw_curves(run_dirs)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise InputError(f"cannot write the figure to {path}: {folder} is not a writable folder; choose another "
                          "--plot-file")
+    return extension
+
+
+def write_figure(figure, path):
+    """Write a figure in the format path's extension names, replacing the file at once."""
+    extension = check_figure_path(path)
     atomic_write(path, lambda temporary: figure.savefig(temporary, format=extension, dpi=120))
     return path
+
+
+def plot_runs(run_dirs, path, figure_name="curves"):
+    """Draw the figure of the runs and write it to path."""
+    check_figure_path(path)
+    return write_figure(draw_test_error(run_dirs) if figure_name == "test-error" else draw_curves(run_dirs), path)

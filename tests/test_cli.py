@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from DNSD.config import Config
-from helpers import ROOT, dnsd
+from helpers import ROOT, assert_one_line_error, dnsd
 
 
 def test_training_writes_the_run_folder(trained_run):
@@ -72,6 +72,30 @@ def test_eval_of_the_best_checkpoint_gives_the_reported_errors(trained_run, tiny
     val = dnsd("--mode", "eval", "--checkpoint", checkpoint, "--split", "val", "--data-file", tiny_archive)
     assert val.returncode == 0, val.stderr
     assert json.load(open(os.path.join(run_dir, "best.val.json")))["error"] == summary["best_val_error"]
+
+
+def test_eval_reports_top5_error_and_draws_the_confusion_matrix(trained_run, tmp_path):
+    run_dir = trained_run[0]
+    figure = str(tmp_path / "confusion.png")
+    result = dnsd("--mode", "eval", "--checkpoint", os.path.join(run_dir, "best.pdckpt"), "--plot-file", figure)
+    assert result.returncode == 0, result.stderr
+    report = json.load(open(os.path.join(run_dir, "best.test.json")))
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == report["images"] == 40
+    assert 100 * (1 - np.trace(matrix) / matrix.sum()) == pytest.approx(report["error"])
+    for index, accuracy in enumerate(report["per_class_accuracy"].values()):
+        if matrix[index].sum():
+            assert accuracy == pytest.approx(100 * matrix[index, index] / matrix[index].sum())
+    assert 0 <= report["top5_error"] <= report["error"]
+    assert f"top-5 error {report['top5_error']:.2f} %" in result.stdout
+    assert open(figure, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(figure) > 10_000
+
+
+def test_eval_refuses_a_figure_it_cannot_write_before_evaluating(trained_run, tmp_path):
+    checkpoint = os.path.join(trained_run[0], "best.pdckpt")
+    result = dnsd("--mode", "eval", "--checkpoint", checkpoint, "--plot-file", str(tmp_path / "matrix.gif"))
+    assert_one_line_error(result, ".png, .pdf or .svg")
+    assert "test error" not in result.stdout
 
 
 @pytest.mark.parametrize("entry, cwd", [(("-m", "DNSD"), ROOT), (("DNSD/main.py",), ROOT),

@@ -1,29 +1,42 @@
-"""Evaluation of a model on a split: top-1 error, accuracy and per-class accuracy."""
+"""Evaluation of a model on a split: top-1 and top-5 error, accuracy, per-class accuracy and the confusion matrix."""
 import numpy as np
 import paddle
 
 from DNSD.datasets.pipeline import batches
 from DNSD.engine.ranks import Ranks
 
+TOP_K = 5  # the top-k error reported beside the top-1 error (ImageNet's and timm's k)
+
 
 @paddle.no_grad()
 def evaluate(model, dataset, normalizer, batch_size, classes, ranks=Ranks()):
-    """Top-1 error and accuracy (in percent) and per-class accuracy of model on dataset, every block active.
+    """Top-1 and top-5 error and accuracy (in percent), per-class accuracy and the confusion matrix of model on
+    dataset, every block active. The top-5 error counts an image as wrong when its label is not among the 5 classes
+    of highest score (all of them for fewer than 5 classes, an error of 0). confusion_matrix[i][j]: the images of
+    class i predicted as class j.
 
     With several data-parallel ranks, each predicts its shard of the dataset and the counts are summed.
     """
     model.eval()
     shard = dataset.subset(ranks.shard(len(dataset)))
-    predictions = [model(paddle.to_tensor(normalizer(shard.images[indices]))).argmax(axis=1).numpy()
-                   for indices in batches(len(shard), batch_size)]
-    correct = np.concatenate(predictions or [np.zeros(0, np.int64)]) == shard.labels
-    per_class_total, per_class_correct = ranks.sum([np.bincount(shard.labels, minlength=len(classes)),
-                                                    np.bincount(shard.labels[correct], minlength=len(classes))])
+    k = min(TOP_K, len(classes))
+    # The k best classes of each image, best first: the first is the prediction.
+    ranked = [model(paddle.to_tensor(normalizer(shard.images[indices]))).topk(k, axis=1)[1].numpy()
+              for indices in batches(len(shard), batch_size)]
+    ranked = np.concatenate(ranked or [np.zeros((0, k), np.int64)])
+    confusion = np.zeros((len(classes), len(classes)), np.int64)
+    np.add.at(confusion, (shard.labels, ranked[:, 0]), 1)
+    in_top_k = int((ranked == shard.labels[:, None]).any(axis=1).sum())
+    summed = ranks.sum(np.concatenate([confusion.ravel(), [in_top_k]]))
+    confusion, in_top_k = summed[:-1].reshape(confusion.shape).astype(np.int64), summed[-1]
+    per_class_total, per_class_correct = confusion.sum(axis=1), np.diag(confusion)
     accuracy = 100.0 * per_class_correct.sum() / len(dataset)
     return {
         "images": int(len(dataset)),
         "error": float(100.0 - accuracy),
         "accuracy": float(accuracy),
+        "top5_error": float(100.0 - 100.0 * in_top_k / len(dataset)),
         "per_class_accuracy": {name: float(100.0 * hit / total) if total else None
                                for name, hit, total in zip(classes, per_class_correct, per_class_total)},
+        "confusion_matrix": confusion.tolist(),
     }
