@@ -6,6 +6,7 @@ The command line is `dnsd` (or `python -m DNSD`); from Python, the common cases 
     config = DNSD.load_config("resnet110_sd", {"train.epochs": 10})   # a shipped config or a YAML path
     model = DNSD.build_model(config)                                # a paddle.nn.Layer, freshly initialised
     trained = DNSD.load_checkpoint("runs/resnet110_sd/best.pdckpt")  # .model in eval mode, .config, .classes
+    probabilities = trained.predict(images)                         # uint8 (N, 32, 32, 3) -> (N, classes)
     result = DNSD.evaluate("runs/resnet110_sd/best.pdckpt")          # {"error": 5.3, "per_class_accuracy": ...}
 
 The API is imported on first use, so that `import DNSD` and the command line's start stay quick.

@@ -1,12 +1,15 @@
-"""DNSD from Python: a config, a model, a trained checkpoint and its evaluation, a call each (see DNSD/__init__)."""
+"""DNSD from Python: a config, a model, a trained checkpoint, its evaluation and its predictions, a call each (see
+DNSD/__init__)."""
 from dataclasses import dataclass
 
+import numpy as np
 import paddle
 
 from DNSD.config import Config, apply_values, build_config, load_yaml, set_value
 from DNSD.datasets import num_classes
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import load_checkpoint as load_state, restore_model
+from DNSD.engine.evaluation import probabilities
 from DNSD.eval import evaluate_checkpoint
 from DNSD.models import build_model as build_network
 
@@ -37,6 +40,15 @@ class TrainedModel:
     classes: tuple
     normalize: Normalizer
     epoch: int
+
+    def predict(self, images, batch_size=256):
+        """The class probabilities, float32 of shape (N, len(classes)), of uint8 RGB images of shape (N, 32, 32, 3),
+        the layout of numpy.asarray(PIL.Image.open(path)); normalised as the run's training images were."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+            raise ValueError(f"predict takes uint8 RGB images of shape (N, 32, 32, 3), got {images.dtype} of shape "
+                             f"{images.shape}")
+        return probabilities(self.model, images.transpose(0, 3, 1, 2), batch_size, self.normalize)
 
 
 def load_checkpoint(path):

@@ -2,6 +2,7 @@
 
 EXIT_TRAINING_FAILED = 1
 EXIT_USER_ERROR = 2
+EXIT_SOME_FAILED = 3  # --mode predict: some images could not be read; the others were predicted
 EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug in DNSD, not the user's mistake
 
 
@@ -23,3 +24,9 @@ class TrainingStopped(DNSDError):
         super().__init__(message)
         self.exit_code = exit_code
         self.label = label
+
+
+class SomeImagesFailed(DNSDError):
+    """--mode predict could not read some images (each named on its own line) and predicted the others."""
+
+    exit_code = EXIT_SOME_FAILED

@@ -1,6 +1,7 @@
 """The command line: `--mode train` trains or resumes (train.py), `--mode eval` tests a checkpoint (eval.py),
-`--mode export` writes it as an inference model (export.py), `--mode plot` draws runs' curves (plot.py),
-`--mode summary` tabulates runs (summary.py), `--mode info` says what DNSD runs on (engine/device.py).
+`--mode predict` classifies image files (predict.py), `--mode export` writes an inference model (export.py),
+`--mode plot` draws runs' curves (plot.py), `--mode summary` tabulates runs (summary.py), `--mode info` says what
+DNSD runs on (engine/device.py).
 
 Works as `dnsd` (installed), `python DNSD/main.py`, `python main.py` inside DNSD/, and `python -m DNSD`.
 """
@@ -38,8 +39,10 @@ def build_parser():
         description="Deep Networks with Stochastic Depth (Huang et al., 2016): train ResNet-110 with stochastic "
                     "depth on CIFAR-10 with the paper's recipe, or evaluate a checkpoint. Config precedence: "
                     "defaults < --config FILE.yaml < flags < -o section.key=value.")
-    parser.add_argument("--mode", choices=("train", "eval", "export", "plot", "summary", "info"), default="train",
-                        help="train (or resume), eval a checkpoint, export it for inference, plot runs' curves, "
+    parser.add_argument("--mode", choices=("train", "eval", "predict", "export", "plot", "summary", "info"),
+                        default="train",
+                        help="train (or resume), eval a checkpoint, predict the classes of image files, export a "
+                             "checkpoint for inference, plot runs' curves, "
                              "summarise runs as the paper's table, or print the device, Paddle build and package "
                              "versions for a bug report (default: train)")
     parser.add_argument("--config", metavar="FILE.yaml",
@@ -57,7 +60,19 @@ def build_parser():
                         help="train: one run per seed (0,1,2 or 0-3) into OUTPUT_DIR/seed-K, then their summary; "
                              "--resume OUTPUT_DIR continues the unfinished ones")
     parser.add_argument("--checkpoint", metavar="PATH",
-                        help="eval, export: the checkpoint to use (a run's best.pdckpt)")
+                        help="eval, predict, export: the checkpoint to use (a run's best.pdckpt)")
+    parser.add_argument("--images", nargs="+", metavar="FILE_OR_FOLDER",
+                        help="predict: PNG or JPEG files, or folders of them (every PNG and JPEG file, sorted by name)")
+    parser.add_argument("--model", metavar="PREFIX",
+                        help="predict: an exported model (--mode export's prefix) instead of --checkpoint")
+    parser.add_argument("--top-k", type=int, metavar="K", help="predict: classes per image in the CSV (default: 5)")
+    parser.add_argument("--resize", action="store_true", default=None,
+                        help="predict: convert images that are not 32x32 RGB (the whole image to 32x32, Pillow's "
+                             "bilinear filter) instead of refusing them")
+    parser.add_argument("--strict", action="store_true", default=None,
+                        help="predict: stop at the first image that cannot be read instead of going on without it")
+    parser.add_argument("--output", metavar="FILE.csv",
+                        help="predict: the CSV to write, replacing one that exists (default: standard output)")
     parser.add_argument("--export-prefix", metavar="PATH",
                         help="export: path prefix of the inference model (default: beside the checkpoint, "
                              "e.g. runs/resnet110_sd/best-inference/model)")
@@ -85,7 +100,9 @@ def build_parser():
 
 # The modes each flag that is not a config key applies to: any other mode refuses it rather than ignore it.
 MODE_FLAGS = {"resume": ("train",), "branch": ("train",), "seeds": ("train",), "print_config": ("train",),
-              "checkpoint": ("eval", "export"), "export_prefix": ("export",), "split": ("eval",),
+              "checkpoint": ("eval", "predict", "export"), "images": ("predict",), "model": ("predict",),
+              "top_k": ("predict",), "resize": ("predict",), "strict": ("predict",), "output": ("predict",),
+              "export_prefix": ("export",), "split": ("eval",),
               "runs": ("plot", "summary"), "plot_file": ("plot", "eval"), "figure": ("plot",),
               "summary_file": ("summary",),
               "compare": ("summary",)}
@@ -120,6 +137,16 @@ def run(args):
         if stated or not args.runs:
             raise InputError("--mode plot takes --runs RUN_DIR [RUN_DIR ...] and --plot-file, no config keys")
         print(f"wrote {plot_runs(args.runs, args.plot_file or 'curves.png', args.figure or 'curves')}")
+        return 0
+    if args.mode == "predict":
+        from DNSD.predict import predict_images
+
+        if not args.images:
+            raise InputError("--mode predict needs --images FILE_OR_FOLDER ..., and --checkpoint PATH or --model "
+                             "PREFIX")
+        top_k = 5 if args.top_k is None else args.top_k
+        predict_images(args.images, args.checkpoint, args.model, top_k, bool(args.resize), bool(args.strict),
+                       args.output, stated)
         return 0
     if args.mode == "export":
         from DNSD.export import export_checkpoint

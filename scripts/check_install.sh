@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install DNSD as a user does, with `pip install .` into a fresh environment outside the repository, and use the
 # installed `dnsd` command from another folder: --help, a shipped config by name, a one-epoch training of ResNet-8 on
-# a CIFAR-10 archive, its evaluation, and the Python API. CI's install job; about two minutes on a 2-core CPU.
+# a CIFAR-10 archive, its evaluation, the Python API, and a prediction. CI's install job; about two minutes on a
+# 2-core CPU.
 #
 # Usage: bash scripts/check_install.sh [ARCHIVE]     (default: ../shared/data/cifar-10-mini.tar.gz)
 # DNSD_PADDLE (default: paddlepaddle>=2.6,<4) and DNSD_CONSTRAINTS as for scripts/setup_env.sh.
@@ -38,7 +39,7 @@ check() {  # check NAME COMMAND...: run the command, count it
   fi
 }
 
-help_lists_the_modes() { dnsd --help | grep -q -- "--mode {train,eval,export,plot,summary,info}"; }
+help_lists_the_modes() { dnsd --help | grep -q -- "--mode {train,eval,predict,export,plot,summary,info}"; }
 package_is_the_installed_copy() {
   location="$(python -c 'import DNSD, os; print(os.path.dirname(DNSD.__file__))')"
   [ "$location" != "$root/DNSD" ] && [ -f "$location/configs/resnet110_sd.yaml" ]
@@ -59,6 +60,22 @@ eval_gives_the_reported_test_error() {
 python_api_evaluates() {
   python -c 'import json, DNSD; assert DNSD.evaluate("run/best.pdckpt")["error"] == json.load(open("run/summary.json"))["test_error"]'
 }
+predicts_an_image_as_the_api_does() {
+  # A test image of the archive as a PNG: the installed command and the API must give it the same class.
+  python - "$archive" <<'PY'
+import sys
+from PIL import Image
+from DNSD.datasets.cifar import read_archive
+_, test, _ = read_archive(sys.argv[1])
+Image.fromarray(test.images[0].transpose(1, 2, 0)).save("image.png")
+PY
+  dnsd --mode predict --checkpoint run/best.pdckpt --images image.png --top-k 1 > predicted.csv
+  python -c 'import csv, numpy as np, DNSD; from PIL import Image
+trained = DNSD.load_checkpoint("run/best.pdckpt")
+p = trained.predict(np.asarray(Image.open("image.png"))[None])
+row = list(csv.reader(open("predicted.csv")))[1]
+assert row[1] == trained.classes[p.argmax()], (row, p)'
+}
 
 check "dnsd --help lists the modes" help_lists_the_modes
 check "the package is installed in site-packages, with its configs" package_is_the_installed_copy
@@ -67,5 +84,6 @@ check "dnsd --mode info" dnsd --mode info
 check "dnsd trains ResNet-8 for one epoch" trains_one_epoch
 check "dnsd --mode eval gives the test error training reported" eval_gives_the_reported_test_error
 check "DNSD.evaluate gives the same from Python" python_api_evaluates
+check "dnsd --mode predict gives an image the class the API gives" predicts_an_image_as_the_api_does
 echo "check_install: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1,6 +1,7 @@
 """Evaluation of a model on a split: top-1 and top-5 error, accuracy, per-class accuracy and the confusion matrix."""
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 
 from DNSD.datasets.pipeline import batches
 from DNSD.engine.ranks import Ranks
@@ -40,3 +41,14 @@ def evaluate(model, dataset, normalizer, batch_size, classes, ranks=Ranks()):
                                for name, hit, total in zip(classes, per_class_correct, per_class_total)},
         "confusion_matrix": confusion.tolist(),
     }
+
+
+@paddle.no_grad()
+def probabilities(model, images, batch_size, normalizer=None):
+    """The class probabilities (softmax of the logits, float32 (N, classes)) of uint8 images (N, 3, 32, 32), in
+    batches: normalised as training did by normalizer, or given as float pixel values to a model that normalises
+    them itself (an exported one)."""
+    model.eval()
+    prepare = normalizer or (lambda pixels: pixels.astype(np.float32))
+    return np.concatenate([F.softmax(model(paddle.to_tensor(prepare(images[indices]))), axis=1).numpy()
+                           for indices in batches(len(images), batch_size)])

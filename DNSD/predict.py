@@ -1,0 +1,167 @@
+"""`--mode predict`: the top-k classes of image files (PNG or JPEG) by a checkpoint or an exported model, as CSV.
+
+Images are read with Pillow, one chunk at a time, and predicted in batches. An image that cannot be used is reported
+on its own line and the others are still predicted (exit code 3), or, with --strict, stops the command (exit 2)."""
+import csv
+import io
+import json
+import os
+import sys
+
+import numpy as np
+
+from DNSD.config import build_config
+from DNSD.datasets.pipeline import Normalizer
+from DNSD.engine.checkpoint import open_checkpoint
+from DNSD.engine.device import select_run_device
+from DNSD.engine.evaluation import probabilities
+from DNSD.engine.run_folder import check_writable
+from DNSD.errors import InputError, SomeImagesFailed
+from DNSD.files import write_text
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+FORMATS = ("PNG", "JPEG")
+# An image this large is no photo to classify at 32x32, and decoding it could take gigabytes.
+MAX_PIXELS = 4096 * 4096
+CHUNK = 1024  # images read and predicted at a time
+MAX_INFO_BYTES = 1 << 20
+
+
+class ImageProblem(Exception):
+    """Why one image cannot be predicted."""
+
+
+def image_paths(arguments):
+    """The image files the arguments name, in order (a folder: its PNG and JPEG files, sorted by name), and the
+    other files found in folders, which are skipped."""
+    paths, skipped = [], []
+    for argument in arguments:
+        if os.path.isdir(argument):
+            for name in sorted(os.listdir(argument)):
+                path = os.path.join(argument, name)
+                if os.path.isfile(path):
+                    (paths if name.lower().endswith(IMAGE_EXTENSIONS) else skipped).append(path)
+        elif os.path.isfile(argument):
+            paths.append(argument)
+        else:
+            raise InputError(f"--images {argument}: no such file or folder")
+    if not paths:
+        raise InputError(f"--images {' '.join(arguments)}: no PNG or JPEG file there")
+    return paths, skipped
+
+
+def read_image(path, resize):
+    """(uint8 pixels (3, 32, 32), whether they were resized) of a PNG or JPEG file; ImageProblem says why not."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.format not in FORMATS:
+                raise ImageProblem(f"it is a {image.format} image, not PNG or JPEG")
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageProblem(f"it has {width}x{height} pixels, more than {MAX_PIXELS:,}")
+            converted = (width, height) != (32, 32) or image.mode != "RGB"
+            if converted and not resize:
+                raise ImageProblem(f"it is {width}x{height} {image.mode}, not 32x32 RGB; pass --resize to convert it")
+            if converted:
+                image = image.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+    except ImageProblem:
+        raise
+    except Exception as error:  # Pillow's errors for a damaged file are of many types; none is the user's to read
+        raise ImageProblem(f"it cannot be read as an image ({' '.join(str(error).split()) or type(error).__name__})")
+    return pixels.transpose(2, 0, 1), converted
+
+
+def load_exported(prefix, stated):
+    """(model, class names, batch size) of a model written by --mode export."""
+    import paddle
+
+    info_path = f"{prefix}-info.json"
+    if not os.path.isfile(f"{prefix}.pdiparams") or not os.path.isfile(info_path):
+        raise InputError(f"--model {prefix}: no exported DNSD model there ({prefix}.pdiparams and {info_path}); "
+                         "write one with --mode export --checkpoint RUN_DIR/best.pdckpt")
+    with open(info_path, "rb") as stream:
+        raw = stream.read(MAX_INFO_BYTES + 1)
+    try:
+        classes = json.loads(raw)["classes"] if len(raw) <= MAX_INFO_BYTES else None
+    except (ValueError, KeyError, TypeError):
+        classes = None
+    if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
+        raise InputError(f"{info_path} does not list the model's class names; export the model again")
+    select_run_device(build_config(stated).run)
+    try:
+        model = paddle.jit.load(prefix)
+    except Exception as error:
+        raise InputError(f"--model {prefix}: Paddle cannot load it ({' '.join(str(error).split())[:200]}); export it "
+                         "again with this DNSD and Paddle") from None
+    return model, classes, 128
+
+
+def csv_rows(paths, results, classes, top_k):
+    """The CSV lines of predicted images: path, then the top_k classes and their probabilities, best first."""
+    rows = []
+    for path, probability in zip(paths, results):
+        best = np.argsort(-probability, kind="stable")[:top_k]
+        rows.append([path] + [value for index in best for value in (classes[index], f"{probability[index]:.6f}")])
+    return rows
+
+
+def predict_images(arguments, checkpoint=None, model_prefix=None, top_k=5, resize=False, strict=False, output=None,
+                   stated=None):
+    """Predict the images and write the CSV (output, or standard output); returns the number predicted."""
+    if bool(checkpoint) == bool(model_prefix):
+        raise InputError("--mode predict needs a model: --checkpoint RUN_DIR/best.pdckpt or --model PREFIX (from "
+                         "--mode export), one of them")
+    if output:
+        if os.path.isdir(output):
+            raise InputError(f"--output {output} is a folder; name the CSV file to write")
+        check_writable(os.path.dirname(os.path.abspath(output)))
+    paths, skipped = image_paths(arguments)
+    if checkpoint:
+        state, config, model = open_checkpoint(checkpoint, stated, "--mode predict")
+        classes, batch_size = list(state["classes"]), config.train.batch_size
+        normalizer = Normalizer.from_state(state["normalizer"])
+    else:
+        model, classes, batch_size = load_exported(model_prefix, stated or {})
+        normalizer = None
+    if not 1 <= top_k <= len(classes):
+        raise InputError(f"--top-k {top_k}: the model has {len(classes)} classes; choose 1 to {len(classes)}")
+    if skipped:
+        print(f"DNSD: skipped {len(skipped)} file(s) that are not PNG or JPEG: {', '.join(skipped[:5])}"
+              f"{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+    rows, failed, resized = [], [], 0
+    for start in range(0, len(paths), CHUNK):
+        chunk, images = [], []
+        for path in paths[start:start + CHUNK]:
+            try:
+                pixels, converted = read_image(path, resize)
+            except ImageProblem as problem:
+                if strict:
+                    raise InputError(f"cannot predict {path}: {problem} (--strict stops at the first such image)") \
+                        from None
+                print(f"DNSD: cannot predict {path}: {problem}", file=sys.stderr)
+                failed.append(path)
+                continue
+            chunk.append(path)
+            images.append(pixels)
+            resized += converted
+        if images:
+            rows += csv_rows(chunk, probabilities(model, np.stack(images), batch_size, normalizer), classes, top_k)
+    if resized:
+        print(f"DNSD: resized {resized} image(s) to 32x32 RGB (Pillow's bilinear filter, the whole image, aspect ratio "
+              "not kept)", file=sys.stderr)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path"] + [f"{column}_{rank}" for rank in range(1, top_k + 1)
+                                for column in ("class", "probability")])
+    writer.writerows(rows)
+    if output:
+        write_text(output, buffer.getvalue())
+    else:
+        sys.stdout.write(buffer.getvalue())
+    if failed:
+        raise SomeImagesFailed(f"{len(failed)} of {len(paths)} images could not be predicted (named above); the "
+                               f"{len(rows)} others are in {output or 'the CSV above'}")
+    return len(rows)
