@@ -194,3 +194,29 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         save_checkpoint(path, {"value": 2})
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["last.pdckpt"]
+
+
+def test_a_run_measuring_points_resumes_to_the_same_points_and_best_checkpoint(tiny_archive, tmp_path):
+    points_run = [*RUN, "--eval-every-steps", "3"]
+    reference = str(tmp_path / "reference")
+    assert dnsd("--data-file", tiny_archive, "--output-dir", reference, *points_run).returncode == 0
+    run_dir = str(tmp_path / "killed")
+    process = subprocess.Popen([sys.executable, "-m", "DNSD", "--data-file", tiny_archive, "--output-dir", run_dir,
+                                *points_run], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(run_dir, "points.jsonl")):  # killed once a point has been measured
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    time.sleep(random.uniform(0, 1.0))
+    process.kill()
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL  # killed, not finished
+    result = dnsd("--resume", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert_same_run(run_dir, reference)
+    assert open(os.path.join(run_dir, "points.jsonl")).read() == open(os.path.join(reference, "points.jsonl")).read()
+    ours, theirs = arrays(os.path.join(run_dir, "best.pdckpt")), arrays(os.path.join(reference, "best.pdckpt"))
+    assert all(np.array_equal(ours[name], theirs[name]) for name in ours)
+    summaries = [json.load(open(os.path.join(folder, "summary.json"))) for folder in (run_dir, reference)]
+    assert summaries[0]["best_iteration"] == summaries[1]["best_iteration"]
