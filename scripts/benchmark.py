@@ -163,7 +163,7 @@ def host_step(survival_last, variant):
     model = build_model(config.model, num_classes=10)
     if variant == "compiled-branches":
         for block in model.blocks:
-            block.residual = paddle.jit.to_static(block.residual, full_graph=True)
+            block.branch = paddle.jit.to_static(block.branch, full_graph=True)
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(HOST_BATCH, 3, 32, 32), dtype=np.uint8)
     batch = Dataset(pixels, rng.integers(0, 10, size=HOST_BATCH))

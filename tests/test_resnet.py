@@ -65,7 +65,10 @@ def test_resnet_gates_select_blocks_and_all_closed_gates_leave_only_shortcuts():
     images = paddle.rand([2, 3, 32, 32])
     ran = []
     for index, block in enumerate(model.blocks):
-        block.residual.register_forward_post_hook(lambda layer, inputs, output, index=index: ran.append(index))
+        def branch(x, index=index, computed=block.branch):
+            ran.append(index)
+            return computed(x)
+        block.branch = branch
     model.stochastic_depth.gates = [True, False, True, False, False, True]
     model(images)
     assert ran == [0, 2, 5]
@@ -124,3 +127,31 @@ def test_the_2016_configs_are_the_authors_variant_of_the_paper_recipe():
         model = build_config(apply_values({}, load_yaml(name))).model
         assert (model.bn_weight_init, model.shortcut_downsample, model.survival_last) == \
             ("uniform", "subsample", survival_last)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_branch_computes_what_calling_its_layers_computes(stride):
+    """BasicBlock.branch calls conv2d and batch_norm as functions on the layers' parameters: the output, the
+    gradients and the batch-norm statistics must be those of calling self.residual's layers, bit for bit, in
+    training and in evaluation."""
+    paddle.seed(3)
+    block = BasicBlock(16, 32 if stride == 2 else 16, stride, StochasticDepth(1, 1.0), 0)
+    twin = BasicBlock(16, 32 if stride == 2 else 16, stride, StochasticDepth(1, 1.0), 0)
+    twin.set_state_dict(block.state_dict())
+    images = paddle.to_tensor(np.random.default_rng(0).normal(size=(4, 16, 8, 8)).astype(np.float32))
+    for training in (True, False):
+        block.train() if training else block.eval()
+        twin.train() if training else twin.eval()
+        ours, theirs = block.branch(images), twin.residual(images)
+        assert np.array_equal(ours.numpy(), theirs.numpy())
+        if training:
+            ours.sum().backward()
+            theirs.sum().backward()
+            for (name, parameter), other in zip(block.named_parameters(), twin.parameters()):
+                if parameter.stop_gradient:  # the running statistics: parameters that take no gradient
+                    assert parameter.grad is None and other.grad is None, name
+                else:
+                    assert np.array_equal(parameter.grad.numpy(), other.grad.numpy()), name
+    for (name, value), other in zip(block.state_dict().items(), twin.state_dict().values()):
+        assert np.array_equal(value.numpy(), other.numpy()), name  # the running statistics moved alike
+    assert not np.array_equal(block.state_dict()["residual.1._mean"].numpy(), np.zeros(block.residual[1]._mean.shape))

@@ -44,8 +44,23 @@ class BasicBlock(nn.Layer):
             x = F.pad(x, [0, 0, 0, self.extra_channels, 0, 0, 0, 0])
         return x
 
+    def branch(self, x):
+        """The residual branch: the operators of calling self.residual's layers in turn, called as functions on their
+        parameters and statistics. Each layer call costs host time beyond its operator (hooks, and a warning per
+        batch norm in training), which on a GPU is time the device waits for; see BENCHMARKS.md."""
+        conv1, bn1, _, conv2, bn2 = self.residual
+        x = F.relu(self.batch_norm(F.conv2d(x, conv1.weight, stride=self.stride, padding=1), bn1))
+        return self.batch_norm(F.conv2d(x, conv2.weight, padding=1), bn2)
+
+    @staticmethod
+    def batch_norm(x, layer):
+        # What nn.BatchNorm2D.forward calls, with the layer's own mode, statistics, momentum and epsilon (the same
+        # private attributes in Paddle 2.6 and 3.x; a test compares the two ways bit for bit).
+        return F.batch_norm(x, layer._mean, layer._variance, layer.weight, layer.bias, training=layer.training,
+                            momentum=layer._momentum, epsilon=layer._epsilon)
+
     def forward(self, x):
-        return F.relu(self.stochastic_depth(self.index, self.shortcut(x), self.residual, x, self.training))
+        return F.relu(self.stochastic_depth(self.index, self.shortcut(x), self.branch, x, self.training))
 
 
 class CifarResNet(Network):
