@@ -36,7 +36,10 @@ def test_the_source_is_paddles_official_archive():
     from paddle.vision.datasets import cifar
 
     assert (CIFAR100.archive, CIFAR100.md5) == ("cifar-100-python.tar.gz", cifar.CIFAR100_MD5)
-    assert set(SOURCES) == set(DataConfig.__dataclass_fields__["dataset"].metadata["choices"])
+    from DNSD.datasets import READERS
+
+    choices = set(DataConfig.__dataclass_fields__["dataset"].metadata["choices"])
+    assert set(READERS) == choices and set(SOURCES) == {name for name in choices if name.startswith("cifar")}
 
 
 @pytest.mark.parametrize("problem, fragment", [("no meta", "cifar-100-python/meta"),

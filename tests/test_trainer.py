@@ -161,7 +161,7 @@ def test_a_tie_for_the_lowest_validation_error_follows_the_chosen_rule(rule, bes
     from DNSD.engine import trainer as trainer_module
     from DNSD.engine.checkpoint import read_checkpoint
 
-    trainer = tiny_trainer(**{"run.best_on_tie": rule, "train.epochs": 3})
+    trainer = tiny_trainer(**{"run.best_on_tie": rule, "train.epochs": 3, "run.test_every_epoch": False})
     trainer.run_dir = str(tmp_path)
     errors = iter([40.0, 45.0, 40.0])
     monkeypatch.setattr(trainer_module, "evaluate", lambda *args, **kwargs: {"error": next(errors)})
@@ -171,3 +171,24 @@ def test_a_tie_for_the_lowest_validation_error_follows_the_chosen_rule(rule, bes
         trainer.end_epoch(writer)
     assert trainer.best == {"epoch": best, "val_error": 40.0}
     assert read_checkpoint(str(tmp_path / "best.pdckpt"))["epochs_done"] == best
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_the_test_error_of_each_epoch_is_recorded_and_never_chooses_the_checkpoint(measured, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from DNSD.engine import trainer as trainer_module
+
+    trainer = tiny_trainer(**{"train.epochs": 2, "run.test_every_epoch": measured})
+    trainer.run_dir = str(tmp_path)
+    trainer.data.test = trainer.data.test.subset(np.arange(4))  # another object than the validation split
+    # Validation gets worse, the test error better: the best epoch must follow validation alone.
+    errors = {id(trainer.data.val): iter([40.0, 45.0]), id(trainer.data.test): iter([30.0, 20.0])}
+    monkeypatch.setattr(trainer_module, "evaluate", lambda model, split, *args, **kwargs: {
+        "error": next(errors[id(split)])})
+    writer = SimpleNamespace(add_scalar=lambda **kwargs: None)
+    for _ in range(2):
+        trainer.meter.add(4.0, 1, 0.0, 4, 0.1)
+        trainer.end_epoch(writer)
+    assert [record.get("test_error") for record in trainer.history] == ([30.0, 20.0] if measured else [None, None])
+    assert trainer.best == {"epoch": 1, "val_error": 40.0}
