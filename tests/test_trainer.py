@@ -150,8 +150,12 @@ def test_the_merged_momentum_update_gives_the_same_weights():
             paddle.nn.functional.cross_entropy(model(images), labels).backward()
             optimizer.step()
             optimizer.clear_grad(set_to_zero=True)
-        weights.append([parameter.numpy() for parameter in model.parameters()])
-    assert all(np.array_equal(plain, merged) for plain, merged in zip(*weights))
+        weights.append(([parameter.numpy() for parameter in model.parameters()], renamed(optimizer.state_dict(), model)))
+    (plain, plain_state), (merged, merged_state) = weights
+    assert all(np.array_equal(a, b) for a, b in zip(plain, merged))
+    assert plain_state.keys() == merged_state.keys() and len(plain_state) > 10
+    assert all(np.array_equal(np.asarray(plain_state[key]), np.asarray(merged_state[key]))
+               for key in plain_state if key != "LR_Scheduler")
 
 
 @pytest.mark.parametrize("rule, best", [("earliest", 1), ("latest", 3)])
