@@ -127,7 +127,7 @@ def resume(target, stated, branch_dir=None):
                 remove_temporaries(run_dir)
             # Lines written after the checkpoint belong to work that is about to be redone.
             write_records(run_dir, trainer.history)
-            if trainer.points:
+            if config.run.eval_every_steps:  # a point measured after the checkpoint is measured again
                 write_records(run_dir, trainer.points, POINTS)
             what = f"branching {path} into {run_dir}" if branch_dir else f"resuming {run_dir}"
             print(f"DNSD: {what} at epoch {trainer.epochs_done + 1}, step {trainer.step}, on "

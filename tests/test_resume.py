@@ -220,3 +220,9 @@ def test_a_run_measuring_points_resumes_to_the_same_points_and_best_checkpoint(t
     assert all(np.array_equal(ours[name], theirs[name]) for name in ours)
     summaries = [json.load(open(os.path.join(folder, "summary.json"))) for folder in (run_dir, reference)]
     assert summaries[0]["best_iteration"] == summaries[1]["best_iteration"]
+    # A checkpoint saved before any point (a kill after the first point was written, before the next save): the
+    # resume rewrites points.jsonl from it, so that no point is listed twice.
+    path = os.path.join(run_dir, "last.pdckpt")
+    save_checkpoint(path, {**read_checkpoint(path), "points": []})
+    assert dnsd("--resume", run_dir).returncode == 0
+    assert open(os.path.join(run_dir, "points.jsonl")).read() == ""

@@ -143,10 +143,11 @@ def read_points(run_dir):
 
 
 def read_records(run_dir, fields, name=METRICS):
-    """The epoch records of a run (finished or not) that metrics.jsonl holds, each with at least these fields."""
-    path = os.path.join(run_dir, name)
+    """The epoch records of a run (finished or not) that metrics.jsonl holds (or the points of points.jsonl), each
+    with at least these fields."""
+    path, kind = os.path.join(run_dir, name), "a point" if name == POINTS else "an epoch"
     if not os.path.isfile(path):
-        raise InputError(f"{run_dir} holds no {METRICS}; pass the output folder of a training run")
+        raise InputError(f"{run_dir} holds no {name}; pass the output folder of a training run")
     records = []
     with open(path) as stream:
         for number, line in enumerate(stream, 1):
@@ -156,7 +157,7 @@ def read_records(run_dir, fields, name=METRICS):
                 except json.JSONDecodeError:
                     record = None
                 if not isinstance(record, dict) or not {"epoch", *fields} <= set(record):
-                    raise InputError(f"{path} line {number} is not an epoch record; the file was edited or damaged")
+                    raise InputError(f"{path} line {number} is not {kind} record; the file was edited or damaged")
                 records.append(record)
     if not records:
         raise InputError(f"{path} holds no epoch yet; plot the run after its first epoch")
