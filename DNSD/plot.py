@@ -78,23 +78,29 @@ def test_error_curves(folder):
 
 
 def draw_test_error(run_dirs):
-    """The paper's Figure 3: test error against epoch, one line per configuration (its runs' mean at each epoch
-    that they reached) with a band from their lowest to their highest test error."""
+    """The paper's Figure 3: test error against epoch, one line per configuration, the mean of its finished runs, with
+    a band from their lowest to their highest test error. Runs still training are drawn alone, dotted, never
+    averaged in."""
     figure = Figure(figsize=(8, 5), layout="constrained")
     axis = figure.subplots()
     for index, group in enumerate(group_runs(run_dirs)):
-        curves = [test_error_curves(folder) for folder in group["folders"]]
-        table = np.full((len(curves), max(map(len, curves))), np.nan)
-        for row, curve in zip(table, curves):
-            row[:len(curve)] = curve
-        epochs = np.arange(1, table.shape[1] + 1)
-        name = " / ".join(dict.fromkeys(group["names"]))
-        axis.plot(epochs, np.nanmean(table, axis=0), color=f"C{index}", marker="o" if len(epochs) == 1 else None,
-                  label=f"{name} ({len(curves)} run{'s' * (len(curves) > 1)}, last epoch "
-                        f"{np.nanmean(table[:, -1]):.2f} %)")
-        if len(curves) > 1:
-            axis.fill_between(epochs, np.nanmin(table, axis=0), np.nanmax(table, axis=0), color=f"C{index}",
-                              alpha=0.2, linewidth=0)
+        name, color = " / ".join(dict.fromkeys(group["names"])), f"C{index}"
+        finished = [folder for folder in group["folders"] if os.path.isfile(os.path.join(folder, SUMMARY))]
+        unfinished = [folder for folder in group["folders"] if folder not in finished]
+        if finished:
+            # One configuration, one number of epochs: the finished runs' curves have the same length.
+            curves = np.array([test_error_curves(folder) for folder in finished])
+            epochs, mean = np.arange(1, curves.shape[1] + 1), curves.mean(axis=0)
+            axis.plot(epochs, mean, color=color, marker="o" if len(epochs) == 1 else None,
+                      label=f"{name} ({len(finished)} run{'s' * (len(finished) > 1)}, last epoch {mean[-1]:.2f} %)")
+            if len(finished) > 1:
+                axis.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.2,
+                                  linewidth=0)
+        for number, folder in enumerate(unfinished):
+            curve = test_error_curves(folder)
+            axis.plot(range(1, len(curve) + 1), curve, color=color, linestyle=":", linewidth=1,
+                      marker="o" if len(curve) == 1 else None,
+                      label=f"{name}: {len(unfinished)} unfinished, not averaged" if number == 0 else None)
     axis.set(title="test error (mean over runs, band: lowest to highest)", xlabel="epoch", ylabel="test error (%)")
     style_axes(axis)
     axis.legend()

@@ -131,6 +131,17 @@ def test_figure_3_draws_the_mean_test_error_of_each_configuration_and_the_seeds_
     lows_and_highs = band.get_paths()[0].vertices[:, 1]
     assert min(lows_and_highs) == pytest.approx(np.min(seeds)) and max(lows_and_highs) == pytest.approx(np.max(seeds))
     assert "2 runs" in mean.get_label() and "1 run," in alone.get_label()
+    # A run still training (no summary.json) is drawn dotted on its own, never in the mean or the band.
+    running = tmp_path / "running"
+    running.mkdir()
+    for name in ("config.yaml", "metrics.jsonl"):
+        (running / name).write_text(open(os.path.join(second_seed_run, name)).readline() if name == "metrics.jsonl"
+                                    else open(os.path.join(second_seed_run, name)).read())
+    (axis,) = drawn(draw_test_error([trained_run[0], str(running)]))
+    finished, dotted = axis.lines
+    assert finished.get_ydata().tolist() == pytest.approx(seeds[0]) and not axis.collections
+    assert dotted.get_linestyle() == ":" and dotted.get_ydata().tolist() == pytest.approx(seeds[1][:1])
+    assert "1 unfinished, not averaged" in dotted.get_label()
     path = str(tmp_path / "figure3.png")
     result = dnsd("--mode", "plot", "--figure", "test-error", "--runs", trained_run[0], second_seed_run,
                   "--plot-file", path)
