@@ -97,9 +97,11 @@ class ModelConfig:
                              "(checked against model.arch)")
     width: int = option(1, "channel multiplier k: DiracNet 16k, 32k, 64k; VanillaNet 32k, 64k, 128k, 256k",
                         check=(lambda v: v >= 1, "an integer >= 1"), archs=("diracnet", "vanillanet"))
-    survival_last: float = option(0.5, "survival probability p_L of the last block; 1 gives the constant-depth baseline",
+    survival_last: float = option(0.5,
+                                  "survival probability p_L of the last block; 1 gives the constant-depth baseline",
                                   check=(lambda v: 0 < v <= 1, "a probability in (0, 1]"), archs=("resnet",))
-    survival_mode: str = option("linear", "linear: p_l decays from 1 to p_L over the blocks; uniform: p_l = p_L for all",
+    survival_mode: str = option("linear",
+                                "linear: p_l decays from 1 to p_L over the blocks; uniform: p_l = p_L for all",
                                 choices=SURVIVAL_MODES, archs=("resnet",))
     drop_mode: str = option(
         "batch",
@@ -128,7 +130,8 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = option(500, "training epochs", check=(lambda v: v >= 1, "an integer >= 1"))
-    batch_size: int = option(128, "mini-batch size (also used for evaluation)", check=(lambda v: v >= 1, "an integer >= 1"))
+    batch_size: int = option(128, "mini-batch size (also used for evaluation)",
+                             check=(lambda v: v >= 1, "an integer >= 1"))
     lr: float = option(0.1, "initial learning rate", check=(lambda v: v > 0, "a number > 0"))
     lr_decay_at: List[float] = option(
         [0.5, 0.75],
@@ -521,4 +524,5 @@ def experiment(nested):
 
 
 def _flat(config):
-    return {f"{section}.{key}": value for section, entries in config.to_dict().items() for key, value in entries.items()}
+    return {f"{section}.{key}": value for section, entries in config.to_dict().items()
+            for key, value in entries.items()}

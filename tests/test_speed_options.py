@@ -17,7 +17,8 @@ def tiny_config(tiny_archive, run_dir, **values):
     return build_config({**base, **values})
 
 
-@pytest.mark.parametrize("amp, enabled, dtype, scaler", [("off", False, None, False), ("float16", True, "float16", True),
+@pytest.mark.parametrize("amp, enabled, dtype, scaler", [("off", False, None, False),
+                                                         ("float16", True, "float16", True),
                                                          ("bfloat16", True, "bfloat16", False)])
 def test_mixed_precision_is_wired_into_every_training_step(tiny_archive, tmp_path, monkeypatch, amp, enabled, dtype,
                                                            scaler):

@@ -150,7 +150,8 @@ def test_the_merged_momentum_update_gives_the_same_weights():
             paddle.nn.functional.cross_entropy(model(images), labels).backward()
             optimizer.step()
             optimizer.clear_grad(set_to_zero=True)
-        weights.append(([parameter.numpy() for parameter in model.parameters()], renamed(optimizer.state_dict(), model)))
+        weights.append(([parameter.numpy() for parameter in model.parameters()],
+                        renamed(optimizer.state_dict(), model)))
     (plain, plain_state), (merged, merged_state) = weights
     assert all(np.array_equal(a, b) for a, b in zip(plain, merged))
     assert plain_state.keys() == merged_state.keys() and len(plain_state) > 10

@@ -89,7 +89,8 @@ class CifarResNet(Network):
         # Torch's default initialisation of nn.Linear, which the authors' code kept.
         bound = 1 / math.sqrt(in_channels)
         uniform = nn.initializer.Uniform(-bound, bound)
-        self.fc = nn.Linear(in_channels, num_classes, weight_attr=uniform, bias_attr=paddle.ParamAttr(initializer=uniform))
+        self.fc = nn.Linear(in_channels, num_classes, weight_attr=uniform,
+                            bias_attr=paddle.ParamAttr(initializer=uniform))
         if bn_weight_init == "uniform":
             # Torch 7's SpatialBatchNormalization draws its weights from U[0, 1); the authors never reset them.
             for layer in self.sublayers():
