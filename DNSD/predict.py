@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from DNSD.config import build_config
+from DNSD.config import build_config, fields_by_key
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import open_checkpoint
 from DNSD.engine.device import select_run_device
@@ -90,6 +90,10 @@ def load_exported(prefix, stated):
         classes = None
     if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
         raise InputError(f"{info_path} does not list the model's class names; export the model again")
+    fixed = [key for key in stated if not fields_by_key()[key][0].metadata["may_change"]]
+    if fixed:
+        raise InputError(f"{fixed[0]}: an exported model is fixed; only where it runs may be chosen (--device), "
+                         "leave the other config keys out")
     select_run_device(build_config(stated).run)
     try:
         model = paddle.jit.load(prefix)

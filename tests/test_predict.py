@@ -146,6 +146,12 @@ def test_predict_refuses_what_it_cannot_do(trained_run, tmp_path):
                           "--top-k 11", "10 classes")
     assert_one_line_error(dnsd("--mode", "predict", "--model", str(tmp_path / "nothing"), "--images", image),
                           "no exported DNSD model")
+    assert_one_line_error(dnsd("--mode", "predict", "--checkpoint", checkpoint, "--images", image, "--depth", "20"),
+                          "model.depth", "--mode predict")
+    prefix = str(tmp_path / "exported" / "model")
+    assert dnsd("--mode", "export", "--checkpoint", checkpoint, "--export-prefix", prefix).returncode == 0
+    assert_one_line_error(dnsd("--mode", "predict", "--model", prefix, "--images", image, "--depth", "20"),
+                          "model.depth", "exported model is fixed")
     assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", checkpoint, "--images", image), "--images",
                           "--mode predict")
 
