@@ -4,6 +4,7 @@ evaluation throughput and peak memory. Medians and spreads over repeats, after w
     python scripts/benchmark.py                              # shallow defaults: a few minutes on a CPU
     python scripts/benchmark.py --depth 110 --steps 3        # the paper's network
     python scripts/benchmark.py --compare-cpu-settings       # each CPU setting in its own process
+    python scripts/benchmark.py --sections svhn              # reading SVHN: peak memory and time, official sizes
 """
 import argparse
 import json
@@ -43,8 +44,13 @@ def parse_args(argv=None):
                         help="MKL's AVX2 code on the CPU (default auto: on for AMD processors, DNSD's default)")
     parser.add_argument("--prefetch", type=int, default=2, help="batches the loader prepares ahead (default 2)")
     parser.add_argument("--sections", default="train,data,eval",
-                        help="comma-separated subset of train, data, eval, host (default: train,data,eval); host: "
-                             "the host's cost of a ResNet-110 step, on 2 images of 8x8 pixels on the CPU")
+                        help="comma-separated subset of train, data, eval, host, svhn (default: train,data,eval); "
+                             "host: the host's cost of a ResNet-110 step, on 2 images of 8x8 pixels on the CPU; svhn: "
+                             "the peak memory and time of reading SVHN and splitting it as a run does, from synthetic "
+                             "files of the official sizes")
+    parser.add_argument("--svhn-scale", type=float, default=1.0,
+                        help="svhn section: the synthetic files' share of the official sizes (73,257 train, 531,131 "
+                             "extra, 26,032 test images; default 1: 1.9 GB of files in a temporary folder)")
     parser.add_argument("--host-variants", default="eager",
                         help="host section: comma-separated implementations to compare: eager (DNSD's step), "
                              "compiled-branches (each residual branch through paddle.jit.to_static) (default eager)")
@@ -280,6 +286,48 @@ def time_transforms_pipeline(args, images):
         lambda repeat: DataLoader(Images(), batch_size=args.batch_size, shuffle=True, num_workers=0), args)
 
 
+SVHN_SIZES = {"train": 73257, "extra": 531131, "test": 26032}
+SVHN_READ = """
+import json, resource, sys, time
+from DNSD.config import DataConfig
+from DNSD.datasets import load_data
+from DNSD.randomness import generator
+started = time.perf_counter()
+data = load_data(DataConfig(dataset="svhn", data_file=sys.argv[1], val_size=int(sys.argv[2]), augment=False),
+                 generator(0, "split"))
+print(json.dumps({"seconds": time.perf_counter() - started, "train_images": len(data.train),
+                  "val_images": len(data.val), "test_images": len(data.test),
+                  "train_mib": data.train.images.nbytes / 2**20, "dtype": str(data.train.images.dtype),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def measure_svhn_reading(args):
+    """Seconds and peak memory of reading SVHN (train + extra + test) and splitting it as a run does, in a process of
+    its own, from synthetic files in the official layout written to a temporary folder."""
+    import tempfile
+
+    import scipy.io
+
+    sizes = {part: max(100, round(count * args.svhn_scale)) for part, count in SVHN_SIZES.items()}
+    val_size = 30 * max(1, round(200 * args.svhn_scale))  # 400 + 200 of each digit at the official sizes
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        for part, count in sizes.items():
+            scipy.io.savemat(os.path.join(folder, f"{part}_32x32.mat"),
+                             {"X": rng.integers(0, 256, (32, 32, 3, count), dtype=np.uint8),
+                              "y": (np.arange(count) % 10 + 1).astype(np.uint8).reshape(-1, 1)})
+        files_mib = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder)) / 2**20
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        output = subprocess.run([sys.executable, "-c", SVHN_READ, folder, str(val_size)], capture_output=True,
+                                text=True, check=True, cwd=root).stdout
+    result = {**json.loads(output.strip().splitlines()[-1]), "files_mib": files_mib, "sizes": sizes}
+    print(f"svhn: read {sum(sizes.values()):,} images ({files_mib:.0f} MiB of files) in {result['seconds']:.1f} s, "
+          f"peak {result['peak_rss_mib']:.0f} MiB, training images kept as {result['dtype']} "
+          f"({result['train_mib']:.0f} MiB)", file=sys.stderr, flush=True)
+    return result
+
+
 def peak_memory_mib():
     if paddle.device.get_device().startswith("gpu"):
         return {"gpu_peak_allocated_mib": paddle.device.cuda.max_memory_allocated() / 2**20,
@@ -373,6 +421,8 @@ def main(argv=None):
             results["eval_images_per_second"] = time_evaluation(args)
         if "host" in sections:
             results["host_ms_per_step"] = time_host_cost(args)
+        if "svhn" in sections:
+            results["svhn_reading"] = measure_svhn_reading(args)
     text = json.dumps(results, indent=2)
     if args.output != os.devnull:
         with open(args.output, "w") as stream:

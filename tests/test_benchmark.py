@@ -17,7 +17,7 @@ def test_help_documents_every_option():
     result = benchmark("--help")
     assert result.returncode == 0
     for option in ("--depth", "--batch-size", "--steps", "--warmup", "--repeats", "--device", "--cpu-threads",
-                   "--mkl-avx2", "--prefetch", "--compare-cpu-settings", "--profile", "--output"):
+                   "--mkl-avx2", "--prefetch", "--compare-cpu-settings", "--profile", "--output", "--svhn-scale"):
         assert option in result.stdout
 
 
@@ -49,3 +49,15 @@ def test_the_host_section_splits_the_real_step_into_its_phases(tmp_path):
         assert f"host cost {name}: " in result.stderr
         assert min(parts["forward"], parts["backward"], parts["optimiser"]) > 0
         assert parts["step"] == pytest.approx(parts["forward"] + parts["backward"] + parts["optimiser"] + parts["rest"])
+
+
+def test_the_svhn_section_reads_synthetic_files_in_a_process_of_its_own(tmp_path):
+    output = tmp_path / "results.json"
+    result = benchmark("--sections", "svhn", "--svhn-scale", "0.002", "--device", "cpu", "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    reading = json.loads(output.read_text())["svhn_reading"]
+    sizes = reading["sizes"]
+    assert sizes == {"train": 147, "extra": 1062, "test": 100}
+    assert (reading["train_images"], reading["val_images"], reading["test_images"]) == (147 + 1062 - 30, 30, 100)
+    assert reading["dtype"] == "uint8" and reading["train_mib"] == pytest.approx((147 + 1062 - 30) * 3072 / 2**20)
+    assert reading["peak_rss_mib"] > reading["train_mib"] and "svhn: read 1,309 images" in result.stderr
