@@ -315,7 +315,7 @@ def build_config(values):
         if (choices and value not in choices) or (check and not check[0](value)):
             raise InputError(f"config key {section}.{f.name} ({flag_name(f)}): got {value!r}, expected {_describe(f)}")
     _check_architecture(config)
-    _check_dataset(config)
+    _check_scope(config, "datasets", config.data.dataset, "--dataset")
     return config
 
 
@@ -326,21 +326,17 @@ def _check_architecture(config):
     if not fits(config.model.depth):
         raise InputError(f"config key model.depth (--depth): got {config.model.depth}, but --arch {arch} needs "
                          f"{allowed}")
-    for section, f, _ in config_fields():
-        archs = f.metadata["archs"]
-        if archs and arch not in archs and getattr(getattr(config, section), f.name) != _default(f):
-            raise InputError(f"config key {section}.{f.name} ({flag_name(f)}) applies to --arch {', '.join(archs)} "
-                             f"only; --arch {arch} does not use it (leave it out)")
+    _check_scope(config, "archs", arch, "--arch")
 
 
-def _check_dataset(config):
-    """Keys of other data sets must keep their defaults."""
-    dataset = config.data.dataset
+def _check_scope(config, scope, chosen, flag):
+    """Keys that apply to some values of another key (metadata scope "archs": model.arch, "datasets": data.dataset)
+    must keep their defaults with any other value of it."""
     for section, f, _ in config_fields():
-        datasets = f.metadata["datasets"]
-        if datasets and dataset not in datasets and getattr(getattr(config, section), f.name) != _default(f):
-            raise InputError(f"config key {section}.{f.name} ({flag_name(f)}) applies to --dataset "
-                             f"{', '.join(datasets)} only; --dataset {dataset} does not use it (leave it out)")
+        allowed = f.metadata[scope]
+        if allowed and chosen not in allowed and getattr(getattr(config, section), f.name) != _default(f):
+            raise InputError(f"config key {section}.{f.name} ({flag_name(f)}) applies to {flag} {', '.join(allowed)} "
+                             f"only; {flag} {chosen} does not use it (leave it out)")
 
 
 def shipped_configs_dir():
