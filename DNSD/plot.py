@@ -14,7 +14,6 @@ from DNSD.errors import InputError
 from DNSD.files import atomic_write
 
 FORMATS = ("png", "pdf", "svg")
-FIGURES = ("curves", "test-error")
 
 PANELS = (("train_loss", "training loss", "log"), ("val_error", "validation error (%)", "linear"),
           ("mean_active_blocks", "active blocks (mean per step)", "linear"))

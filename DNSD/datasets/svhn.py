@@ -89,14 +89,10 @@ def _variables(path):
 NUMBERS = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "double", "single")
 
 
-def read_part(path, into=None):
-    """(images, labels) of one official file: X of shape (32, 32, 3, N) uint8, y of shape (N, 1) with labels 1..10
-    (10 for the digit 0). into: a uint8 array of shape (N, 3, 32, 32) to fill with the images instead of a new one.
-
-    The headers are checked before the data is read, and the images may take no more bytes than the file: the
-    official files are not compressed, and a compressed one could expand to any size."""
-    import scipy.io
-
+def image_count(path):
+    """The number of images of an official file, from its headers alone: X of shape (32, 32, 3, N) uint8, y of shape
+    (N, 1) with labels 1..10 (10 for the digit 0). The images may take no more bytes than the file: the official files
+    are not compressed, and a compressed one could expand to any size."""
     layout = f"{path} is not in the official SVHN layout (X: 32x32x3xN uint8, y: Nx1 labels 1..10)"
     variables = _variables(path)
     if "X" not in variables or "y" not in variables:
@@ -110,20 +106,25 @@ def read_part(path, into=None):
     if count * int(np.prod(IMAGE_SHAPE)) > os.path.getsize(path):
         raise InputError(f"{layout}: its {count:,} images are compressed into a smaller file; the official files "
                          "are not, download it again")
+    return count
+
+
+def read_part(path, into=None):
+    """(images, labels) of one official file: uint8 images (N, 3, 32, 32) and labels 0..9. into: the array of shape
+    (N, 3, 32, 32) to fill, its file's image_count already checked; None: a new one, after the check."""
+    import scipy.io
+
+    images = into if into is not None else np.empty((image_count(path), *IMAGE_SHAPE), np.uint8)
     try:
         loaded = scipy.io.loadmat(path, variable_names=["X", "y"])
     except Exception as error:
         raise InputError(f"cannot read {path} ({error}); the file is damaged: download it again") from None
     labels = np.asarray(loaded.pop("y")).reshape(-1)
     if not np.all((labels >= 1) & (labels <= 10) & (labels == np.round(labels))):
-        raise InputError(f"{layout}: its labels are not all integers in 1..10; the file is damaged")
-    images = into if into is not None else np.empty((count, *IMAGE_SHAPE), np.uint8)
+        raise InputError(f"{path} is not in the official SVHN layout: its labels are not all integers in 1..10; the "
+                         "file is damaged")
     images[...] = loaded.pop("X").transpose(3, 2, 0, 1)  # (H, W, C, N) -> (N, C, H, W)
     return images, (labels.astype(np.int64) % 10)
-
-
-def image_count(path):
-    return _variables(path).get("X", ((0,), None))[0][-1]
 
 
 def identity(paths):
