@@ -22,8 +22,7 @@ def evaluate(model, dataset, normalizer, batch_size, classes, ranks=Ranks()):
     shard = dataset.subset(ranks.shard(len(dataset)))
     k = min(TOP_K, len(classes))
     # The k best classes of each image, best first: the first is the prediction.
-    ranked = [model(paddle.to_tensor(normalizer(shard.images[indices]))).topk(k, axis=1)[1].numpy()
-              for indices in batches(len(shard), batch_size)]
+    ranked = [logits.topk(k, axis=1)[1].numpy() for logits in outputs(model, shard.images, batch_size, normalizer)]
     ranked = np.concatenate(ranked or [np.zeros((0, k), np.int64)])
     confusion = np.zeros((len(classes), len(classes)), np.int64)
     np.add.at(confusion, (shard.labels, ranked[:, 0]), 1)
@@ -50,5 +49,10 @@ def probabilities(model, images, batch_size, normalizer=None):
     them itself (an exported one)."""
     model.eval()
     prepare = normalizer or (lambda pixels: pixels.astype(np.float32))
-    return np.concatenate([F.softmax(model(paddle.to_tensor(prepare(images[indices]))), axis=1).numpy()
-                           for indices in batches(len(images), batch_size)])
+    return np.concatenate([F.softmax(logits, axis=1).numpy() for logits in outputs(model, images, batch_size, prepare)])
+
+
+def outputs(model, images, batch_size, prepare):
+    """The model's outputs for uint8 images, batch by batch, each batch prepared (normalised) on the host first."""
+    for indices in batches(len(images), batch_size):
+        yield model(paddle.to_tensor(prepare(images[indices])))
