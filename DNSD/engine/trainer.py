@@ -268,6 +268,11 @@ class Trainer:
             self.meter.add(row[0], row[1], step_activity.sum(), batch_size, seconds)
         return stopped
 
+    def error_on(self, split):
+        """The model's error (%) on a split of the run's data, every block active."""
+        return evaluate(self.model, split, self.data.normalizer, self.config.train.batch_size, self.data.classes,
+                        self.ranks)["error"]
+
     def improves(self, val_error):
         """Whether a validation error beats the best so far, ties going by run.best_on_tie."""
         return val_error < self.best["val_error"] or (
@@ -277,9 +282,7 @@ class Trainer:
         """The validation and test error at this step (run.eval_every_steps, the authors' protocol for SVHN): a point
         with a new lowest validation error is saved as best.pdckpt, with the model as it is within its epoch."""
         self.ranks.share_statistics(self.model)
-        val_error, test_error = (evaluate(self.model, split, self.data.normalizer, self.config.train.batch_size,
-                                          self.data.classes, self.ranks)["error"]
-                                 for split in (self.data.val, self.data.test))
+        val_error, test_error = self.error_on(self.data.val), self.error_on(self.data.test)
         self.model.train()
         point = {"epoch": self.epochs_done + 1, "step": self.step, "iteration": iteration, "val_error": val_error,
                  "test_error": test_error}
@@ -294,13 +297,16 @@ class Trainer:
     def end_epoch(self, writer):
         """Validate, keep the best and the last checkpoints, and log the epoch."""
         stopwatch = Stopwatch()
-        self.ranks.share_statistics(self.model)
-        val_error = evaluate(self.model, self.data.val, self.data.normalizer, self.config.train.batch_size,
-                             self.data.classes, self.ranks)["error"]
-        test_error = evaluate(self.model, self.data.test, self.data.normalizer, self.config.train.batch_size,
-                              self.data.classes, self.ranks)["error"] if self.config.run.test_every_epoch else None
-        epoch = self.epochs_done + 1
-        record = self.meter.record(epoch, val_error, self.optimizer.get_lr(), stopwatch.lap(), test_error)
+        epoch, point = self.epochs_done + 1, self.points[-1] if self.points else {}
+        if (point.get("epoch"), point.get("step")) == (epoch, self.step):
+            # A point was measured after the epoch's last step: the same model, so the same errors.
+            val_error, test_error = point["val_error"], point["test_error"]
+        else:
+            self.ranks.share_statistics(self.model)
+            val_error = self.error_on(self.data.val)
+            test_error = self.error_on(self.data.test) if self.config.run.test_every_epoch else None
+        record = self.meter.record(epoch, val_error, self.optimizer.get_lr(), stopwatch.lap(),
+                                   test_error if self.config.run.test_every_epoch else None)
         self.scheduler.step()
         # With run.eval_every_steps, the best is chosen among the points alone.
         improved = not self.config.run.eval_every_steps and self.improves(val_error)
