@@ -22,15 +22,33 @@ def assert_one_line_error(result, *fragments, code=2):
         assert fragment in lines[0]
 
 
-def fake_nvidia_smi(folder, cuda="12.6", gpus=("NVIDIA A100-SXM4-40GB",), fails=False):
-    """Write an nvidia-smi into folder that reports these GPUs and a driver for this CUDA version, or that fails as
-    it does on a machine whose driver is not loaded; returns folder, to put first on PATH."""
+def fake_nvidia_smi(folder, cuda="12.6", gpus=("NVIDIA A100-SXM4-40GB",), fails=False, driver="560.35.03",
+                    behaviour=None):
+    """Write an nvidia-smi into folder that reports these GPUs (names, or (name, compute capability) pairs) and a
+    driver for this CUDA version, or that fails as a broken driver does: fails (exit 9, no GPU), or behaviour
+    'partial' (lists the GPUs, then exits 15), 'hangs', 'ignores-sigterm' (hangs), 'cuda-n/a', 'no-compute-cap'
+    (a driver before 510). Returns folder, to put first on PATH."""
     os.makedirs(folder, exist_ok=True)
-    listing = "".join(f'echo "GPU {i}: {name} (UUID: GPU-{i:08d})"\n' for i, name in enumerate(gpus))
-    header = (f'echo "| NVIDIA-SMI 560.35.03    Driver Version: 560.35.03    CUDA Version: {cuda}     |"\n'
-              if cuda else 'echo "| NVIDIA-SMI 560.35.03    Driver Version: 560.35.03 |"\n')
-    body = ('echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; exit 9\n' if fails
-            else f'if [ "$1" = "-L" ]; then\n{listing}exit 0\nfi\n{header}')
+    gpus = [(gpu, "8.0") if isinstance(gpu, str) else gpu for gpu in gpus]
+    listing = "".join(f'echo "GPU {i}: {name} (UUID: GPU-{i:08d})"\n' for i, (name, _) in enumerate(gpus))
+    query = "".join(f'echo "{name}, {capability}, {driver}"\n' for name, capability in gpus)
+    header = f'echo "| NVIDIA-SMI {driver}    Driver Version: {driver}    CUDA Version: {cuda or "N/A"}     |"\n'
+    if behaviour == "no-compute-cap":
+        query = ('case "$1" in *compute_cap*) echo \'Field "compute_cap" is not a valid field to query.\'; '
+                 'exit 2;; esac\n' + "".join(f'echo "{name}, {driver}"\n' for name, _ in gpus))
+    if behaviour == "cuda-n/a":
+        header = f'echo "| NVIDIA-SMI {driver}    Driver Version: {driver}    CUDA Version: N/A     |"\n'
+    body = (f'if [ "$1" = "-L" ]; then\n{listing}exit 0\nfi\n'
+            f'case "$1" in --query-gpu=*)\n{query}exit 0;;\nesac\n{header}')
+    if fails:
+        body = 'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; exit 9\n'
+    elif behaviour == "partial":
+        body = (f'case "$1" in --query-gpu=*)\n{query}echo "Unable to determine the device handle for GPU '
+                f'0000:3B:00.0: Unknown Error"; exit 15;;\nesac\n{header}exit 15\n')
+    elif behaviour == "hangs":
+        body = "exec sleep 300\n"
+    elif behaviour == "ignores-sigterm":
+        body = "trap '' TERM\nsleep 300\n"
     write_executable(os.path.join(folder, "nvidia-smi"), "#!/bin/sh\n" + body)
     return str(folder)
 
