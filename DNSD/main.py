@@ -185,14 +185,19 @@ def run(args):
 
 
 def print_environment(run):
-    """The lines of a bug report, then the device run.device gives here: a machine that has a GPU Paddle cannot
-    use fails this as training would (exit 2), which is how scripts/setup_env.sh checks a GPU install."""
+    """The lines of a bug report, the device run.device gives here, and the deep check of that device: a machine
+    whose GPU Paddle cannot use, or whose check fails, ends in one error line (exit 2), which is how
+    scripts/setup_env.sh checks a GPU install."""
     from DNSD.engine.device import describe_device, environment_report, select_run_device
+    from DNSD.engine.device_check import check_device
 
     for label, value in environment_report():
         print(f"{label + ':':<22}{value}")
     sys.stdout.flush()
-    print(f"{'device (' + run.device + '):':<22}{describe_device(select_run_device(run))}")
+    device = select_run_device(run)
+    print(f"{'device (' + run.device + '):':<22}{describe_device(device)}")
+    for name, what in check_device(device):
+        print(f"{'check ' + name + ':':<22}ok ({what})")
     return 0
 
 

@@ -20,7 +20,8 @@ def gpu_machine(tmp_path):
 def test_auto_refuses_to_train_on_the_cpu_of_a_machine_with_a_gpu(gpu_machine, tiny_archive, tmp_path):
     run_dir = tmp_path / "run"
     result = dnsd("--data-file", tiny_archive, "--output-dir", str(run_dir), *TINY_RUN, env=gpu_machine)
-    assert_one_line_error(result, "this machine has 2 GPU(s) (GPU 0: NVIDIA A100-SXM4-40GB, driver for CUDA 12.6)",
+    assert_one_line_error(result, "this machine has 2 GPU(s) (GPU 0: NVIDIA A100-SXM4-40GB (compute capability 8.0), "
+                                  "driver 560.35.03 for CUDA 12.6)",
                           f"Paddle {paddle.__version__} here is the CPU build", "bash scripts/setup_env.sh",
                           "--device cpu")
     assert not run_dir.exists()
@@ -53,8 +54,9 @@ def test_info_reports_everything_then_refuses_auto_where_paddle_cannot_use_the_g
     assert_one_line_error(result, "this machine has 2 GPU(s)")
     report = dict(line.split(":", 1) for line in result.stdout.splitlines())
     assert report["PaddlePaddle"].strip() == f"Paddle {paddle.__version__}, CPU build"
-    assert report["GPUs on this machine"].strip() == ("GPU 0: NVIDIA A100-SXM4-40GB; GPU 1: NVIDIA A100-SXM4-40GB "
-                                                      "(driver for CUDA 12.6)")
+    assert report["GPUs on this machine"].strip() == (
+        "GPU 0: NVIDIA A100-SXM4-40GB (compute capability 8.0); GPU 1: NVIDIA A100-SXM4-40GB (compute capability "
+        "8.0); driver 560.35.03 for CUDA 12.6")
     assert report["Paddle's GPUs"].strip().endswith("here is the CPU build")
     assert {"DNSD", "Python", "numpy", "PyYAML", "visualdl", "matplotlib", "tqdm"} <= set(report)
 
@@ -69,9 +71,11 @@ def test_info_on_a_machine_without_gpu_names_the_device_and_versions(tmp_path):
 
 
 def test_system_gpus_reads_nvidia_smi_and_respects_cuda_visible_devices(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", cuda="13.0", gpus=("NVIDIA H100 80GB HBM3",)))
+    monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", cuda="13.0", driver="580.65.06",
+                                               gpus=(("NVIDIA H100 80GB HBM3", "9.0"),)))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert system_gpus() == (["GPU 0: NVIDIA H100 80GB HBM3"], "13.0")
+    assert system_gpus() == (["GPU 0: NVIDIA H100 80GB HBM3 (compute capability 9.0)"],
+                             "driver 580.65.06 for CUDA 13.0")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert system_gpus() == ([], None)
     # Without nvidia-smi (a container without the driver's tools), a scheduler's CUDA_VISIBLE_DEVICES still counts.

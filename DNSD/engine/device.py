@@ -20,7 +20,7 @@ from DNSD.errors import InputError
 # CUDA_VISIBLE_DEVICES values that hide every GPU from a process: the user asked for none.
 HIDDEN = ("", "-1", "none", "nodevfiles")
 NVIDIA_SMI_SECONDS = 20  # a hung driver must not hang the start of a run
-FIX = "install the Paddle build for this machine with bash scripts/setup_env.sh (README: Installing)"
+FIX = "install the Paddle build for this machine with bash scripts/setup_env.sh (docs/installing.md)"
 PACKAGES = ("numpy", "PyYAML", "tqdm", "visualdl", "matplotlib", "scipy")
 
 
@@ -34,19 +34,21 @@ def _output(command):
 
 
 def system_gpus():
-    """(GPU names, the highest CUDA version the driver supports or None) of the NVIDIA GPUs this process may use:
-    what nvidia-smi lists, unless CUDA_VISIBLE_DEVICES hides them all. Where nvidia-smi cannot tell (absent, or
-    failing), a CUDA_VISIBLE_DEVICES that names devices counts as a GPU: a scheduler set it for one."""
+    """(the NVIDIA GPUs this process may use, e.g. 'GPU 0: NVIDIA A100-SXM4-40GB (compute capability 8.0)'; the
+    driver, e.g. 'driver 560.35.03 for CUDA 12.6', or None): what nvidia-smi lists, unless CUDA_VISIBLE_DEVICES hides
+    them all. Where nvidia-smi cannot tell (absent, or failing), a CUDA_VISIBLE_DEVICES that names devices counts as
+    a GPU: a scheduler set it for one."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip().lower() in HIDDEN:
         return [], None
     smi = shutil.which("nvidia-smi")
-    listing = _output([smi, "-L"]) if smi else ""
-    names = [line.split(" (UUID")[0] for line in listing.splitlines() if line.startswith("GPU ")]
-    if not names:
+    rows = _output([smi, "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"]) if smi else ""
+    rows = [[value.strip() for value in row.split(",")] for row in rows.splitlines() if row.count(",") == 2]
+    if not rows:
         return ([f"CUDA_VISIBLE_DEVICES={visible}"] if visible else []), None
-    version = re.search(r"CUDA Version:\s*([0-9]+\.[0-9]+)", _output([smi]))
-    return names, version.group(1) if version else None
+    cuda = re.search(r"CUDA Version:\s*([0-9]+\.[0-9]+)", _output([smi]))
+    gpus = [f"GPU {i}: {name} (compute capability {capability})" for i, (name, capability, _) in enumerate(rows)]
+    return gpus, f"driver {rows[0][2]}" + (f" for CUDA {cuda.group(1)}" if cuda else "")
 
 
 def paddle_build():
@@ -79,10 +81,10 @@ def select_device(name="auto", deterministic=False, cudnn_exhaustive_search=Fals
     if name == "gpu" and problem:
         raise InputError(f"--device gpu, but {problem}; {FIX}, or use --device cpu")
     if name == "auto" and problem:
-        gpus, cuda = system_gpus()
+        gpus, driver = system_gpus()
         if gpus:
-            driver = f", driver for CUDA {cuda}" if cuda else ""
-            raise InputError(f"this machine has {len(gpus)} GPU(s) ({gpus[0]}{driver}) but {problem}, and DNSD does "
+            raise InputError(f"this machine has {len(gpus)} GPU(s) ({gpus[0]}{', ' + driver if driver else ''}) but "
+                             f"{problem}, and DNSD does "
                              f"not train on the CPU by accident; {FIX}, or pass --device cpu to use the CPU")
     device = "cpu" if name == "cpu" or problem else "gpu"
     if device == "gpu":
@@ -168,19 +170,19 @@ def environment_report():
     from DNSD import __version__
 
     model = re.search(r"^model name\s*:\s*(.+)$", _cpuinfo(), re.MULTILINE)
-    gpus, cuda = system_gpus()
+    gpus, driver = system_gpus()
     problem = paddle_gpu_problem()
-    paddle_gpus = [paddle.device.cuda.get_device_name(i) for i in range(paddle.device.cuda.device_count())] \
-        if problem is None else []
-    lines = [("DNSD", f"{__version__} ({os.path.dirname(os.path.abspath(__file__))})"),
+    paddle_gpus = [f"{paddle.device.cuda.get_device_name(i)} (compute capability "
+                   f"{'.'.join(map(str, paddle.device.cuda.get_device_capability(i)))})"
+                   for i in range(paddle.device.cuda.device_count())] if problem is None else []
+    lines = [("DNSD", f"{__version__} ({os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})"),
              ("Python", f"{platform.python_version()} ({sys.executable})"),
              ("platform", platform.platform()),
              ("processor", f"{model.group(1) if model else platform.processor()}, "
                            f"{len(os.sched_getaffinity(0))} cores usable"),
              ("PaddlePaddle", paddle_build()),
              ("Paddle's GPUs", "; ".join(f"gpu:{i} {name}" for i, name in enumerate(paddle_gpus)) or problem),
-             ("GPUs on this machine",
-              "; ".join(gpus) + (f" (driver for CUDA {cuda})" if cuda else "") if gpus else "no GPU"),
+             ("GPUs on this machine", "; ".join(gpus) + (f"; {driver}" if driver else "") if gpus else "no GPU"),
              ("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))]
     for package in PACKAGES:
         try:
