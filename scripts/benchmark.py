@@ -68,12 +68,12 @@ def summarise(samples):
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "samples": samples}
 
 
-def training_step(args, survival_last):
+def training_step(args, survival_last, amp="off"):
     """The real training step, Trainer.train_step (the step's gates, forward, backward, SGD, its all-reduce and
     bookkeeping, which read the loss back from the device), of a fresh model on a fixed random batch."""
     paddle.seed(0)
     config = build_config({"model.depth": args.depth, "model.survival_last": survival_last,
-                           "train.batch_size": args.batch_size})
+                           "train.batch_size": args.batch_size, "train.amp": amp})
     model = build_model(config.model, num_classes=10)
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(args.batch_size, 3, 32, 32), dtype=np.uint8)
