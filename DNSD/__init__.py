@@ -17,6 +17,9 @@ API = ("load_config", "build_model", "load_checkpoint", "evaluate", "TrainedMode
 
 def __getattr__(name):
     if name in API:
+        from DNSD.console import quiet_libraries
+
+        quiet_libraries()
         from DNSD import api
 
         return getattr(api, name)

@@ -12,7 +12,6 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 
 if __package__ in (None, ""):
     # Run as a script: the folder on sys.path is DNSD/ itself; put the repository root there so `DNSD` imports.
@@ -20,6 +19,7 @@ if __package__ in (None, ""):
 
 from DNSD import __version__
 from DNSD.config import add_config_flags, build_config, shipped_configs, stated_values
+from DNSD.console import quiet_libraries
 from DNSD.engine.run_folder import ERROR_LOG
 from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError, InputError
 from DNSD.files import TEMPORARY_PREFIX
@@ -92,6 +92,9 @@ def build_parser():
                         help="plot: curves (training loss, validation error, active blocks per run; the default) "
                              "or test-error (the paper's Figure 3: mean test error per configuration, the runs' "
                              "spread as a band)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="let through the libraries' own logs and warnings (Paddle's, Matplotlib's), which DNSD "
+                             "otherwise silences")
     parser.add_argument("--print-config", action="store_true", default=None,
                         help="train: print the resolved config as YAML and exit")
     add_config_flags(parser.add_argument_group("config keys (DNSD/config.py; every key is also -o section.key)"))
@@ -255,9 +258,8 @@ def report_internal_error(args, error):
 
 
 def main(argv=None):
-    warnings.filterwarnings("ignore", message="No ccache found")
-    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
     args = build_parser().parse_args(argv)
+    quiet_libraries(args.verbose)
     try:
         return run(args)
     except DNSDError as error:

@@ -1,6 +1,5 @@
 """CIFAR-10 and CIFAR-100 from their official python archives, decoded once into uint8 arrays: where the archive is,
 that it is the official layout, and what identifies it."""
-import hashlib
 import os
 import pickle
 import tarfile
@@ -9,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from DNSD.datasets.download import cache_dir, fetch, file_digest
 from DNSD.datasets.pipeline import IMAGE_SHAPE, Dataset
 from DNSD.errors import InputError
 
@@ -46,21 +46,6 @@ SOURCES = {
 }
 
 
-def cache_dir():
-    """Where Paddle's own CIFAR datasets keep the archive (~/.cache/paddle/dataset/cifar)."""
-    from paddle.dataset.common import DATA_HOME
-
-    return os.path.join(DATA_HOME, "cifar")
-
-
-def file_digest(path, algorithm="md5"):
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def archive_identity(path):
     """What names the data a run used, whatever the file is called or where it is: its resolved path, size and
     sha256. A resume must see the same, and an evaluation on other data says so in its report's name."""
@@ -77,11 +62,9 @@ def locate_archive(data_file=None, source=SOURCES["cifar10"], download_dir=None,
             raise InputError(f"{data_file} has the official name but not the official md5 {source.md5}; "
                              "it is damaged or incomplete: download it again")
         return data_file
-    from paddle.utils.download import get_path_from_url
-
-    download_dir = download_dir or cache_dir()
+    download_dir = download_dir or cache_dir("cifar")  # where Paddle's own CIFAR readers keep it
     try:
-        return get_path_from_url(url or source.url, download_dir, source.md5, decompress=False)
+        return fetch(url or source.url, download_dir, source.md5)
     except Exception as error:
         raise InputError(
             f"cannot download {source.name} ({error}); offline, put {source.archive} in {download_dir} "

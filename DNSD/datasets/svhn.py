@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from DNSD.datasets.cifar import file_digest
+from DNSD.datasets.download import cache_dir, fetch, file_digest
 from DNSD.datasets.pipeline import IMAGE_SHAPE, Dataset
 from DNSD.errors import InputError
 
@@ -39,13 +39,6 @@ class TrainAndExtra(Dataset):
     train_count: int = 0
 
 
-def cache_dir():
-    """Where DNSD keeps the downloaded files, beside Paddle's own datasets (~/.cache/paddle/dataset/svhn)."""
-    from paddle.dataset.common import DATA_HOME
-
-    return os.path.join(DATA_HOME, "svhn")
-
-
 def locate_files(data_folder, parts, source=SOURCE, download_dir=None):
     """{part: path} of the official files: in the user's folder, or in Paddle's dataset cache, downloaded and
     md5-checked once."""
@@ -60,13 +53,11 @@ def locate_files(data_folder, parts, source=SOURCE, download_dir=None):
             raise InputError(f"{missing[0]} does not exist; download it from {SOURCE.url} into {data_folder}"
                              f"{without_extra}")
         return paths
-    from paddle.utils.download import get_path_from_url
-
-    folder, paths = download_dir or cache_dir(), {}
+    folder, paths = download_dir or cache_dir("svhn"), {}
     for part, name, md5 in source.files:
         if part in parts:
             try:
-                paths[part] = get_path_from_url(source.url + name, folder, md5, decompress=False)
+                paths[part] = fetch(source.url + name, folder, md5)
             except Exception as error:
                 raise InputError(f"cannot download {name} ({error}); offline, put the SVHN files in {folder} "
                                  "or pass --data-file FOLDER") from None

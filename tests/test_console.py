@@ -1,0 +1,51 @@
+"""The console holds DNSD's lines only, on a machine whose home folder is new (no Matplotlib font cache, no Paddle
+dataset cache): the libraries' logs and harmless warnings stay out of every mode and of the API."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from helpers import ROOT, TINY_RUN, dnsd, environment
+from test_predict import write_png
+
+
+def test_every_mode_on_a_new_home_folder_prints_only_dnsds_lines(tiny_archive, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = environment(HOME=str(home), MPLCONFIGDIR=None, XDG_CACHE_HOME=None, XDG_CONFIG_HOME=None)
+    run_dir = str(tmp_path / "run")
+    write_png(str(tmp_path / "image.png"), np.zeros((3, 32, 32), dtype=np.uint8))
+    commands = [
+        ("--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN, "--epochs", "1"),
+        ("--mode", "plot", "--runs", run_dir, "--plot-file", str(tmp_path / "curves.png")),
+        ("--mode", "eval", "--checkpoint", os.path.join(run_dir, "best.pdckpt"), "--data-file", tiny_archive),
+        ("--mode", "export", "--checkpoint", os.path.join(run_dir, "best.pdckpt")),
+        ("--mode", "predict", "--model", os.path.join(run_dir, "best-inference", "model"), "--images",
+         str(tmp_path / "image.png")),
+        ("--mode", "info", "--device", "cpu"),
+    ]
+    for command in commands:
+        result = dnsd(*command, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "", (command, result.stderr)
+        assert not [line for line in result.stdout.splitlines() if "INFO" in line or "Warning" in line]
+    missing = dnsd("--mode", "eval", "--checkpoint", str(tmp_path / "missing.pdckpt"), env=env)
+    assert missing.returncode == 2 and missing.stderr.startswith("DNSD: error: ")
+    assert len(missing.stderr.splitlines()) == 1
+    api = subprocess.run([sys.executable, "-c", f"import DNSD; DNSD.load_checkpoint({run_dir + '/best.pdckpt'!r})"],
+                         cwd=ROOT, capture_output=True, text=True, env=env)
+    assert api.returncode == 0 and api.stderr == "", api.stderr
+
+
+def test_the_root_logger_is_left_as_python_leaves_it_unless_verbose():
+    code = ("import logging, sys; from DNSD.console import quiet_libraries; root = logging.getLogger(); "
+            "before = (list(root.handlers), root.level); quiet_libraries(sys.argv[1] == 'verbose'); "
+            "import paddle; print((list(root.handlers), root.level) == before)")
+    quiet = subprocess.run([sys.executable, "-c", code, "quiet"], cwd=ROOT, capture_output=True, text=True)
+    assert quiet.stdout.strip() == "True", quiet.stderr
+    import paddle
+
+    if paddle.__version__.startswith("3."):  # Paddle 3 configures the root logger; --verbose leaves it so
+        verbose = subprocess.run([sys.executable, "-c", code, "verbose"], cwd=ROOT, capture_output=True, text=True)
+        assert verbose.stdout.strip() == "False", verbose.stderr
