@@ -12,10 +12,11 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 
-from DNSD.config import config_from_dict, experiment, load_yaml
+from DNSD.config import config_from_dict, experiment, fields_by_key, load_yaml
 from DNSD.errors import InputError
 from DNSD.files import FILE_MODE, TEMPORARY_PREFIX, write_text
 
@@ -92,6 +93,42 @@ def holds_run(run_dir):
     return marks[0] if marks else None
 
 
+TITLED = ("model.arch", "model.depth", "model.width")  # keys a model's title names
+
+
+def default_run_dir(config_file, flags, config, parent="runs"):
+    """runs/CONFIG-MODEL, plus each flag that changes the model or the recipe (the title names arch, depth and width),
+    e.g. runs/quick-ResNet-8-epochs=3; where that holds a run, the first of its -2, -3, ... that does not."""
+    from DNSD.models import model_title  # the models import Paddle, which the command line loads after quieting it
+
+    name = os.path.basename(config_file or "resnet110_sd")
+    parts = [name[: -len(".yaml")] if name.endswith(".yaml") else name, model_title(config.model)]
+    for key, value in flags.items():
+        if key not in TITLED and not fields_by_key()[key][0].metadata["may_change"]:
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            parts.append(f"{key.split('.', 1)[1]}={text}".replace(os.sep, "_"))
+    base = os.path.join(parent, "-".join(parts))
+    folder, number = base, 1
+    while holds_run(folder) or os.path.isfile(os.path.join(folder, SEEDS)):
+        number += 1
+        folder = f"{base}-{number}"
+    return folder
+
+
+def checkpoint_in(path):
+    """The checkpoint a --checkpoint names: that file, or a run folder's best.pdckpt (said on standard error)."""
+    if not os.path.isdir(path):
+        return path
+    best = os.path.join(path, BEST)
+    if os.path.isfile(best):
+        print(f"DNSD: --checkpoint {path} is a run folder: using its best checkpoint, {best}", file=sys.stderr)
+        return best
+    if os.path.isfile(os.path.join(path, SEEDS)):
+        raise InputError(f"{path} holds one run per seed; name one of them, e.g. --checkpoint "
+                         f"{os.path.join(path, 'seed-0')}")
+    raise InputError(f"{path} holds no {BEST}: pass the folder of a run that has finished an epoch, or a .pdckpt file")
+
+
 def refuse_existing_run(run_dir, overwrite):
     """A new run may not take a folder that holds one, unless overwrite."""
     mark = holds_run(run_dir)
@@ -165,14 +202,16 @@ def read_records(run_dir, fields, name=METRICS):
 
 
 def find_runs(folders):
-    """The run folders named, a folder of runs (such as a multi-seed folder's seed-K) standing for its runs."""
+    """The run folders named, a folder of runs (a --seeds folder, or runs/ itself, at any depth) standing for the runs
+    in it."""
     runs = []
     for folder in folders:
-        if os.path.isfile(os.path.join(folder, CONFIG)):
-            runs.append(folder)
-            continue
-        inside = sorted(os.path.join(folder, name) for name in (os.listdir(folder) if os.path.isdir(folder) else [])
-                        if os.path.isfile(os.path.join(folder, name, CONFIG)))
+        inside = []
+        for path, names, _ in os.walk(folder):
+            if os.path.isfile(os.path.join(path, CONFIG)):
+                inside.append(path)
+                names.clear()  # a run's own subfolders (vdl, exports) hold no runs
+            names.sort()
         if not inside:
             raise InputError(f"{folder} holds no run ({CONFIG}) and no folder of runs; pass training output folders")
         runs.extend(inside)
@@ -181,8 +220,8 @@ def find_runs(folders):
 
 def group_runs(folders):
     """The runs of the folders grouped by configuration (config.experiment: all but the seed and what does not change
-    the result), in the order given: [{"names": [folder names], "folders": [run folders]}]. A multi-seed folder's
-    run (seed-K) is named after that folder."""
+    the result), in the order given: [{"name", "names": [folder names], "folders": [run folders]}]. A multi-seed
+    folder's run (seed-K) is named after that folder."""
     groups = {}
     for folder in find_runs(folders):
         path = os.path.join(folder, CONFIG)
@@ -195,4 +234,21 @@ def group_runs(folders):
         groups.setdefault(key, {"names": [], "folders": []})
         groups[key]["names"].append(name)
         groups[key]["folders"].append(folder)
+    for group in groups.values():
+        group["name"] = " / ".join(dict.fromkeys(group["names"]))
     return list(groups.values())
+
+
+def read_summary(folder):
+    """A finished run's summary.json, or None while it trains."""
+    path = os.path.join(folder, SUMMARY)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as stream:
+            summary = json.load(stream)
+    except (ValueError, UnicodeDecodeError):
+        summary = None
+    if not isinstance(summary, dict) or not isinstance(summary.get("test_error"), (int, float)):
+        raise InputError(f"{path} is damaged (not a run summary); train the run again or remove the file")
+    return summary

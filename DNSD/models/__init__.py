@@ -11,3 +11,7 @@ def build_model(model_config, num_classes):
     """The network model.arch names, its constructor given by keyword the model keys that architecture uses."""
     keys = {key: getattr(model_config, key) for key in model_keys(model_config.arch)}
     return ARCHITECTURES[model_config.arch](num_classes=num_classes, **keys)
+
+
+def model_title(model_config):
+    return ARCHITECTURES[model_config.arch].title(model_config)

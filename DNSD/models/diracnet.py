@@ -100,6 +100,10 @@ class DiracNet(Network):
         self.fc = nn.Linear(channels, num_classes, weight_attr=nn.initializer.KaimingNormal(),
                             bias_attr=nn.initializer.Constant(0.0))
 
+    @staticmethod
+    def title(model_config):
+        return f"DiracNet-{model_config.depth}-{model_config.width}"
+
     def name(self):
         return f"DiracNet-{self.depth}-{self.width}"
 

@@ -101,6 +101,10 @@ class CifarResNet(Network):
     def num_blocks(self):
         return len(self.blocks)
 
+    @staticmethod
+    def title(model_config):
+        return f"ResNet-{model_config.depth}"
+
     def name(self):
         return (f"ResNet-{self.depth} ({self.num_blocks} blocks, expected active "
                 f"{self.stochastic_depth.probabilities.sum():.2f})")

@@ -120,6 +120,10 @@ class VanillaNet(Network):
         # The annealed activations' slope: a buffer, so that checkpoints keep it and evaluation uses the trained one.
         self.register_buffer("slope", paddle.zeros([1]))
 
+    @staticmethod
+    def title(model_config):
+        return f"VanillaNet-{model_config.depth}" + (f"-{model_config.width}" if model_config.width > 1 else "")
+
     def name(self):
         return f"VanillaNet-{self.depth} (width {self.width})"
 
