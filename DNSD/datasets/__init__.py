@@ -3,7 +3,7 @@ training, validation and test splits, the normalisation, the class names and the
 from dataclasses import dataclass
 
 from DNSD.datasets import cifar, svhn
-from DNSD.datasets.pipeline import Dataset, Normalizer, split_train_val
+from DNSD.datasets.pipeline import Dataset, Normalizer, balanced_subset, split_train_val
 
 # data.dataset -> the module that reads it: read(data_config, dataset_fixed) -> (train, test, classes, identity), and
 # where the data set has a validation rule of its own, split(train, val_size, rng) -> (train, val).
@@ -35,6 +35,8 @@ def load_data(data_config, split_rng, normalizer_state=None):
     reader = READERS[data_config.dataset]
     train, test, classes, identity = reader.read(data_config, normalizer_state is not None)
     train, val = getattr(reader, "split", split_train_val)(train, data_config.val_size, split_rng)
+    if data_config.train_images:
+        train = balanced_subset(train, data_config.train_images)
     if normalizer_state is None:
         normalizer = Normalizer.fit(train.images, data_config.normalization)
     else:

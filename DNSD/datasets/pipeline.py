@@ -38,6 +38,19 @@ def split_train_val(train, val_size, rng):
     return train.subset(np.sort(order[val_size:])), train.subset(np.sort(order[:val_size]))
 
 
+def balanced_subset(dataset, count):
+    """The first `count` images of a split, the classes as equal as they can be: the k-th image of every class comes
+    before any class's (k+1)-th; the split's order is kept."""
+    if not 1 <= count <= len(dataset):
+        raise InputError(f"config key data.train_images (--train-images): got {count}, but the training split has "
+                         f"{len(dataset)} images; choose 1 to {len(dataset)}, or 0 for all of them")
+    ranks = np.empty(len(dataset), dtype=np.int64)
+    for label in np.unique(dataset.labels):
+        members = np.flatnonzero(dataset.labels == label)
+        ranks[members] = np.arange(len(members))
+    return dataset.subset(np.sort(np.lexsort((dataset.labels, ranks))[:count]))
+
+
 class Normalizer:
     """(x - mean) / std with statistics of the training split.
 
