@@ -55,6 +55,9 @@ class DataConfig:
     val_size: int = option(5000, "training images held out for validation (the paper: 5,000 of 50,000 for CIFAR; "
                                  "for SVHN 6,000, each class equally, two thirds from train and one third from extra)",
                            check=(lambda v: v >= 1, "an integer >= 1"))
+    train_images: int = option(0, "train on the first N images of the training split, each class equally, for a "
+                                  "quick check on real data; validation and test stay whole; 0: the whole split",
+                               check=(lambda v: v >= 0, "an integer >= 0"))
     extra: bool = option(True, "SVHN: train on the 531,131 images of the extra set too, as the paper does",
                          datasets=("svhn",))
     normalization: str = option(
@@ -153,8 +156,10 @@ class TrainConfig:
 class RunConfig:
     seed: int = option(0, "the one seed of every random choice: split, shuffling, augmentation, gates, initialisation",
                        check=(lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"))
-    output_dir: str = option("runs/resnet110_sd", "folder of the run: config, metrics, logs, checkpoints",
-                             may_change=True)
+    output_dir: Optional[str] = option(
+        None, "folder of the run: config, metrics, logs, checkpoints; unset: runs/CONFIG-MODEL, plus each flag that "
+              "changes the model or the recipe (runs/quick-ResNet-8-epochs=3), or that name numbered (-2, -3, ...) "
+              "where it holds a run", may_change=True)
     device: str = option("auto", "auto: the GPU when Paddle sees one, else the CPU", choices=("auto", "cpu", "gpu"),
                          may_change=True)
     deterministic: bool = option(False, "ask cuDNN for deterministic kernels on the GPU (slower); CPU runs are "
@@ -171,7 +176,7 @@ class RunConfig:
     overwrite: bool = option(False, "replace a run already in output_dir instead of refusing", may_change=True)
     test_every_epoch: bool = option(
         True, "also measure the test error at each epoch's end, as the authors' code does, for the paper's Figure 3 "
-              "(--mode plot --figure test-error); it never chooses the checkpoint", may_change=True)
+              "(dnsd plot --figure test-error); it never chooses the checkpoint", may_change=True)
     eval_every_steps: int = option(
         0, "also measure the validation and test error every this many steps (the authors' 200 for SVHN), and keep "
            "as best.pdckpt the point with the lowest validation error; 0: validate at epoch ends only",
@@ -417,19 +422,44 @@ def config_from_dict(nested, where=""):
     return build_config(apply_values({}, nested, where))
 
 
-def add_config_flags(parser):
-    """One flag per config field; unset flags stay out of the namespace so that they do not hide the YAML file."""
+def add_config_flags(parser, which=lambda key, f: True):
+    """--config, -o and one flag per config field that `which(key, field)` admits, grouped by section; unset flags
+    stay out of the namespace so that they do not hide the YAML file."""
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help="YAML config file, e.g. configs/resnet110_sd.yaml, or the name of a shipped config: "
+                             f"{', '.join(shipped_configs())}")
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="set one config key, e.g. -o train.epochs=10 (repeatable; applied last)")
+    groups = {}
     for section, f, kind in config_fields():
+        if not which(f"{section}.{f.name}", f):
+            continue
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{section} keys (also -o {section}.KEY=VALUE)")
         allowed = _describe(f)
         help_text = f"{f.metadata['help']} [{section}.{f.name}; default: {_format_default(f)}"
         help_text += f"; {allowed}]" if allowed else "]"
         help_text = help_text.replace("%", "%%")
         if kind is bool:
-            parser.add_argument(flag_name(f), dest=f"{section}.{f.name}", action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
+            groups[section].add_argument(flag_name(f), dest=f"{section}.{f.name}",
+                                         action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                         help=help_text)
         else:
-            parser.add_argument(flag_name(f), dest=f"{section}.{f.name}", default=argparse.SUPPRESS,
-                                metavar=f.name.upper(), help=help_text)
+            groups[section].add_argument(flag_name(f), dest=f"{section}.{f.name}", default=argparse.SUPPRESS,
+                                         metavar=f.name.upper(), help=help_text)
+
+
+DEVICE_KEYS = ("run.device", "run.deterministic", "run.cudnn_exhaustive_search", "run.cpu_threads")
+
+
+def device_keys(key, f):
+    """The keys of where a model computes: what --mode predict, export and info take."""
+    return key in DEVICE_KEYS
+
+
+def data_and_device_keys(key, f):
+    """The keys an evaluation of a checkpoint may set: the data file and where it computes."""
+    return key == "data.data_file" or key in DEVICE_KEYS
 
 
 def _default(f):

@@ -1,10 +1,11 @@
 """`--mode eval`: a checkpoint's error and per-class accuracy on the test (or validation) split, and its report."""
 import os
 
+from DNSD.config import add_config_flags, data_and_device_keys, stated_values
 from DNSD.datasets import load_data
 from DNSD.engine.checkpoint import open_checkpoint
 from DNSD.engine.evaluation import evaluate
-from DNSD.engine.run_folder import check_writable
+from DNSD.engine.run_folder import check_writable, checkpoint_in
 from DNSD.files import write_json
 from DNSD.randomness import generator
 
@@ -29,6 +30,7 @@ def format_report(result, split, report_file):
              f"{result['top5_error']:.2f} %, on {result['images']:,} images"]
     per_class = result["per_class_accuracy"]
     if len(per_class) <= MAX_CLASSES_SHOWN:
+        lines.append("per-class accuracy:")
         lines += [f"  {name:<12} {accuracy:6.2f} %" for name, accuracy in per_class.items() if accuracy is not None]
     else:
         lines.append(f"  per-class accuracy of the {len(per_class)} classes: {report_file}")
@@ -53,7 +55,28 @@ def evaluate_checkpoint(checkpoint_path, split="test", stated=None):
 
     stated: config values the user gave; only those that keep the model the same (data file, device) may differ.
     """
-    state, config, model = open_checkpoint(checkpoint_path, stated, "--mode eval")
+    state, config, model = open_checkpoint(checkpoint_path, stated, "dnsd eval")
     # The split is redrawn from the run's seed; the normalisation statistics are the ones training used.
     data = load_data(config.data, generator(config.run.seed, "split"), state["normalizer"])
     return report_checkpoint(model, state, checkpoint_path, data, split, config.train.batch_size)
+
+
+def add_arguments(parser):
+    parser.add_argument("--checkpoint", metavar="PATH", required=True,
+                        help="a run folder (its best checkpoint) or a .pdckpt file")
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="the split to test (default: test)")
+    parser.add_argument("--plot-file", metavar="PATH", help="also draw the confusion matrix there (.png, .pdf, .svg)")
+    add_config_flags(parser, data_and_device_keys)
+
+
+def run(args):
+    from DNSD.plot import check_figure_path, draw_confusion, write_figure
+
+    if args.plot_file:
+        check_figure_path(args.plot_file)  # before the evaluation, not after it
+    stated = stated_values(args.config, args, args.override)
+    result = evaluate_checkpoint(checkpoint_in(args.checkpoint), args.split, stated)
+    print(format_report(result, args.split, result["report"]))
+    print(f"report written to {result['report']}")
+    if args.plot_file:
+        print(f"confusion matrix drawn in {write_figure(draw_confusion(result), args.plot_file)}")

@@ -4,9 +4,10 @@ import os
 import paddle
 import paddle.nn as nn
 
+from DNSD.config import add_config_flags, device_keys, stated_values
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import open_checkpoint
-from DNSD.engine.run_folder import check_writable
+from DNSD.engine.run_folder import check_writable, checkpoint_in
 from DNSD.files import write_json
 
 
@@ -32,7 +33,7 @@ def export_path(checkpoint_path):
 
 def export_checkpoint(checkpoint_path, prefix=None, stated=None):
     """Write the inference model of a checkpoint with paddle.jit.save, and its class names in PREFIX-info.json."""
-    state, _, model = open_checkpoint(checkpoint_path, stated, "--mode export")
+    state, _, model = open_checkpoint(checkpoint_path, stated, "dnsd export")
     model.eval()
     prefix = prefix or export_path(checkpoint_path)
     check_writable(os.path.dirname(os.path.abspath(prefix)))
@@ -46,3 +47,18 @@ def export_checkpoint(checkpoint_path, prefix=None, stated=None):
                                        "network": model.name(), "folded": network is not model,
                                        "checkpoint": os.path.abspath(checkpoint_path), "epoch": state["epochs_done"]})
     return prefix
+
+
+def add_arguments(parser):
+    parser.add_argument("--checkpoint", metavar="PATH", required=True,
+                        help="a run folder (its best checkpoint) or a .pdckpt file")
+    parser.add_argument("--export-prefix", metavar="PATH",
+                        help="path prefix of the inference model (default: beside the checkpoint, e.g. "
+                             "RUN_DIR/best-inference/model)")
+    add_config_flags(parser, device_keys)
+
+
+def run(args):
+    stated = stated_values(args.config, args, args.override)
+    prefix = export_checkpoint(checkpoint_in(args.checkpoint), args.export_prefix, stated)
+    print(f"exported the inference model to {prefix}.* (load it with paddle.jit.load({prefix!r}))")

@@ -1,12 +1,13 @@
-"""The command line: `--mode train` trains or resumes (train.py), `--mode eval` tests a checkpoint (eval.py),
-`--mode predict` classifies image files (predict.py), `--mode export` writes an inference model (export.py),
-`--mode plot` draws runs' curves (plot.py), `--mode summary` tabulates runs (summary.py), `--mode info` says what
-DNSD runs on (engine/device.py).
+"""The command line: `dnsd MODE [flags]`, the same as `dnsd --mode MODE [flags]`. Each mode is implemented, and
+its flags declared (add_arguments), in the module MODES names; `dnsd --help` lists the modes, `dnsd MODE --help`
+one mode's flags.
 
 Works as `dnsd` (installed), `python DNSD/main.py`, `python main.py` inside DNSD/, and `python -m DNSD`.
 """
 import argparse
+import difflib
 import errno
+import importlib
 import os
 import sys
 import tempfile
@@ -18,190 +19,90 @@ if __package__ in (None, ""):
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from DNSD import __version__
-from DNSD.config import add_config_flags, build_config, shipped_configs, stated_values
 from DNSD.console import quiet_libraries
 from DNSD.engine.run_folder import ERROR_LOG
-from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError, InputError
+from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError
 from DNSD.files import TEMPORARY_PREFIX
 
 EXIT_INTERRUPTED = 130
+MODES = {  # mode: (the module that implements it, what it does)
+    "train": ("DNSD.train", "train a network with the paper's recipe, or resume, branch, or run several seeds"),
+    "eval": ("DNSD.eval", "test a checkpoint: error, top-5 error, per-class accuracy, confusion matrix"),
+    "predict": ("DNSD.predict", "classify PNG or JPEG files with a checkpoint or an exported model, as CSV"),
+    "export": ("DNSD.export", "write a checkpoint as a static inference model (paddle.jit.save)"),
+    "plot": ("DNSD.plot", "draw runs' curves, or the paper's Figure 3 (test error per configuration)"),
+    "summary": ("DNSD.summary", "tabulate runs as the paper's table: test error mean ± std over seeds"),
+    "info": ("DNSD.info", "say what DNSD runs on and check its device deeply, for a bug report"),
+}
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line naming the problem, instead of argparse's usage block."""
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"DNSD: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser():
-    parser = Parser(
-        prog="DNSD", allow_abbrev=False,
-        description="Deep Networks with Stochastic Depth (Huang et al., 2016): train ResNet-110 with stochastic "
-                    "depth on CIFAR-10 with the paper's recipe, or evaluate a checkpoint. Config precedence: "
-                    "defaults < --config FILE.yaml < flags < -o section.key=value.")
-    parser.add_argument("--mode", choices=("train", "eval", "predict", "export", "plot", "summary", "info"),
-                        default="train",
-                        help="train (or resume), eval a checkpoint, predict the classes of image files, export a "
-                             "checkpoint for inference, plot runs' curves, "
-                             "summarise runs as the paper's table, or print the device, Paddle build and package "
-                             "versions for a bug report (default: train)")
-    parser.add_argument("--config", metavar="FILE.yaml",
-                        help="YAML config file, e.g. configs/resnet110_sd.yaml, or the name of a shipped config: "
-                             f"{', '.join(shipped_configs())}")
-    parser.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config key, e.g. -o train.epochs=10 (repeatable; applied last)")
-    parser.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
-                        help="train: continue the run in RUN_DIR (default: the output_dir) from its last.pdckpt, or "
-                             "from the checkpoint named (RUN_DIR/best.pdckpt)")
-    parser.add_argument("--branch", metavar="NEW_DIR",
-                        help="train, with --resume: start a new run in NEW_DIR from that checkpoint, with changed "
-                             "training keys (e.g. -o train.lr=0.01), the source run left as it is")
-    parser.add_argument("--seeds", metavar="SEEDS",
-                        help="train: one run per seed (0,1,2 or 0-3) into OUTPUT_DIR/seed-K, then their summary; "
-                             "--resume OUTPUT_DIR continues the unfinished ones")
-    parser.add_argument("--checkpoint", metavar="PATH",
-                        help="eval, predict, export: the checkpoint to use (a run's best.pdckpt)")
-    parser.add_argument("--images", nargs="+", metavar="FILE_OR_FOLDER",
-                        help="predict: PNG or JPEG files, or folders of them (every PNG and JPEG file, sorted by name)")
-    parser.add_argument("--model", metavar="PREFIX",
-                        help="predict: an exported model (--mode export's prefix) instead of --checkpoint")
-    parser.add_argument("--top-k", type=int, metavar="K", help="predict: classes per image in the CSV (default: 5)")
-    parser.add_argument("--resize", action="store_true", default=None,
-                        help="predict: convert images that are not 32x32 RGB (the whole image to 32x32, Pillow's "
-                             "bilinear filter) instead of refusing them")
-    parser.add_argument("--strict", action="store_true", default=None,
-                        help="predict: stop at the first image that cannot be read instead of going on without it")
-    parser.add_argument("--output", metavar="FILE.csv",
-                        help="predict: the CSV to write, replacing one that exists (default: standard output)")
-    parser.add_argument("--export-prefix", metavar="PATH",
-                        help="export: path prefix of the inference model (default: beside the checkpoint, "
-                             "e.g. runs/resnet110_sd/best-inference/model)")
-    parser.add_argument("--split", choices=("test", "val"), help="eval: the split to test (default: test)")
-    parser.add_argument("--runs", nargs="+", metavar="RUN_DIR",
-                        help="plot, summary: the run folders (or folders of runs), e.g. runs/resnet110_sd "
-                             "runs/resnet110_baseline")
-    parser.add_argument("--summary-file", metavar="PATH.md",
-                        help="summary: the Markdown table to write, the CSV beside it (default: summary.md)")
-    parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
-                        help="summary: add B's test error minus A's with a 95 %% confidence interval (Welch's "
-                             "t-test); A and B are configurations or row numbers")
-    parser.add_argument("--plot-file", metavar="PATH",
-                        help="plot: the figure to write, .png, .pdf or .svg, replacing one that exists "
-                             "(default: curves.png); eval: also draw the confusion matrix there")
-    parser.add_argument("--figure", choices=("curves", "test-error"),
-                        help="plot: curves (training loss, validation error, active blocks per run; the default) "
-                             "or test-error (the paper's Figure 3: mean test error per configuration, the runs' "
-                             "spread as a band)")
+def shared_flags(parser):
     parser.add_argument("--verbose", action="store_true",
                         help="let through the libraries' own logs and warnings (Paddle's, Matplotlib's), which DNSD "
                              "otherwise silences")
-    parser.add_argument("--print-config", action="store_true", default=None,
-                        help="train: print the resolved config as YAML and exit")
-    add_config_flags(parser.add_argument_group("config keys (DNSD/config.py; every key is also -o section.key)"))
-    return parser
 
 
-# The modes each flag that is not a config key applies to: any other mode refuses it rather than ignore it.
-MODE_FLAGS = {"resume": ("train",), "branch": ("train",), "seeds": ("train",), "print_config": ("train",),
-              "checkpoint": ("eval", "predict", "export"), "images": ("predict",), "model": ("predict",),
-              "top_k": ("predict",), "resize": ("predict",), "strict": ("predict",), "output": ("predict",),
-              "export_prefix": ("export",), "split": ("eval",),
-              "runs": ("plot", "summary"), "plot_file": ("plot", "eval"), "figure": ("plot",),
-              "summary_file": ("summary",),
-              "compare": ("summary",)}
+def top_help():
+    lines = ["usage: dnsd MODE [flags]   (or dnsd --mode MODE [flags]; MODE defaults to train)", "",
+             "Deep Networks with Stochastic Depth (Huang et al., 2016) in PaddlePaddle.", "", "modes:"]
+    lines += [f"  {mode:<9}{summary}" for mode, (_, summary) in MODES.items()]
+    lines += ["", "flags of every mode:", "  -h, --help  this text; dnsd MODE --help lists MODE's flags",
+              "  --verbose   let through the libraries' own logs and warnings, which DNSD otherwise silences"]
+    return "\n".join(lines) + "\n"
 
 
-def check_flags(args):
-    for name, modes in MODE_FLAGS.items():
-        if getattr(args, name) is not None and args.mode not in modes:
-            flag = "--" + name.replace("_", "-")
-            raise InputError(f"{flag} does not apply to --mode {args.mode}; it is for --mode {' and '.join(modes)}")
-    if args.branch is not None and args.resume is None:
-        raise InputError("--branch NEW_DIR starts from a checkpoint: give it with --resume RUN_DIR (or a .pdckpt)")
-    if args.seeds is not None and args.resume is not None:
-        raise InputError("--resume OUTPUT_DIR continues the seeds its seeds.json lists; leave out --seeds")
+def mode_parser(mode):
+    """The parser of one mode: the mode's own flags, declared by its module."""
+    module = importlib.import_module(MODES[mode][0])
+    parser = Parser(prog=f"dnsd {mode}", allow_abbrev=False, description=MODES[mode][1].capitalize() + ".")
+    parser.add_argument("--mode", choices=[mode], help=argparse.SUPPRESS)
+    shared_flags(parser)
+    module.add_arguments(parser)
+    return parser, module
 
 
-def run(args):
-    check_flags(args)
-    stated = stated_values(args.config, args, args.override)
-    if args.mode in ("eval", "export") and not args.checkpoint:
-        raise InputError(f"--mode {args.mode} needs --checkpoint PATH, e.g. --checkpoint runs/resnet110_sd/best.pdckpt")
-    if args.mode == "summary":
-        from DNSD.summary import write_summary
-
-        if stated or not args.runs:
-            raise InputError("--mode summary takes --runs RUN_DIR [RUN_DIR ...], no config keys")
-        print(write_summary(args.runs, args.summary_file or "summary.md", args.compare), end="")
-        return 0
-    if args.mode == "plot":
-        from DNSD.plot import plot_runs
-
-        if stated or not args.runs:
-            raise InputError("--mode plot takes --runs RUN_DIR [RUN_DIR ...] and --plot-file, no config keys")
-        print(f"wrote {plot_runs(args.runs, args.plot_file or 'curves.png', args.figure or 'curves')}")
-        return 0
-    if args.mode == "predict":
-        from DNSD.predict import predict_images
-
-        if not args.images:
-            raise InputError("--mode predict needs --images FILE_OR_FOLDER ..., and --checkpoint PATH or --model "
-                             "PREFIX")
-        top_k = 5 if args.top_k is None else args.top_k
-        predict_images(args.images, args.checkpoint, args.model, top_k, bool(args.resize), bool(args.strict),
-                       args.output, stated)
-        return 0
-    if args.mode == "export":
-        from DNSD.export import export_checkpoint
-
-        prefix = export_checkpoint(args.checkpoint, args.export_prefix, stated)
-        print(f"exported the inference model to {prefix}.* (load it with paddle.jit.load({prefix!r}))")
-        return 0
-    if args.mode == "eval":
-        from DNSD.eval import evaluate_checkpoint, format_report
-        from DNSD.plot import check_figure_path, draw_confusion, write_figure
-
-        split = args.split or "test"
-        if args.plot_file:
-            check_figure_path(args.plot_file)  # before the evaluation, not after it
-        result = evaluate_checkpoint(args.checkpoint, split, stated)
-        print(format_report(result, split, result["report"]))
-        print(f"report written to {result['report']}")
-        if args.plot_file:
-            print(f"confusion matrix drawn in {write_figure(draw_confusion(result), args.plot_file)}")
-        return 0
-    config = build_config(stated)
-    if args.print_config:
-        print(config.to_yaml(), end="")
-        return 0
-    if args.mode == "info":
-        return print_environment(config.run)
-    from DNSD.train import parse_seeds, resume, train, train_seeds
-
-    if args.seeds is not None:
-        train_seeds(config, parse_seeds(args.seeds))
-    elif args.resume is not None:
-        resume(args.resume or config.run.output_dir, stated, args.branch)
-    else:
-        train(config)
-    return 0
+def split_mode(argv):
+    """(the mode, the arguments for its parser, whether the mode was named)."""
+    if argv and argv[0] in MODES:
+        return argv[0], argv[1:], True
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--mode")
+    named = pre.parse_known_args(argv)[0].mode
+    if named is not None and named not in MODES:
+        Parser(prog="dnsd").error(f"--mode {named}: choose one of {', '.join(MODES)}")
+    return named or "train", argv, named is not None
 
 
-def print_environment(run):
-    """The lines of a bug report, the device run.device gives here, and the deep check of that device: a machine
-    whose GPU Paddle cannot use, or whose check fails, ends in one error line (exit 2), which is how
-    scripts/setup_env.sh checks a GPU install."""
-    from DNSD.engine.device import describe_device, environment_report, select_run_device
-    from DNSD.engine.device_check import check_device
+def unknown_flags(mode, parser, extra):
+    """One line for flags this mode does not have: whose they are, or what was meant."""
+    for flag in (item.split("=", 1)[0] for item in extra if item.startswith("-")):
+        owners = [other for other in MODES if other != mode and flag in mode_parser(other)[0]._option_string_actions]
+        if owners:
+            return f"{flag} is a flag of {' and '.join('dnsd ' + o for o in owners)}, not of dnsd {mode}"
+        close = difflib.get_close_matches(flag, parser._option_string_actions, n=1)
+        return f"dnsd {mode} has no flag {flag}" + (f"; did you mean {close[0]}?" if close else "")
+    return f"unexpected arguments: {' '.join(extra)}"
 
-    for label, value in environment_report():
-        print(f"{label + ':':<22}{value}")
-    sys.stdout.flush()
-    device = select_run_device(run)
-    print(f"{'device (' + run.device + '):':<22}{describe_device(device)}")
-    for name, what in check_device(device):
-        print(f"{'check ' + name + ':':<22}ok ({what})")
-    return 0
+
+def parse(argv):
+    """(the parsed arguments, the module of their mode); --help and errors end the process here."""
+    mode, rest, named = split_mode(argv)
+    if not named and any(item in ("-h", "--help") for item in argv):
+        print(top_help(), end="")
+        sys.exit(0)
+    quiet_libraries("--verbose" in rest)
+    parser, module = mode_parser(mode)
+    args, extra = parser.parse_known_args(rest)
+    if extra:
+        parser.error(unknown_flags(mode, parser, extra))
+    args.mode = mode
+    return args, module
 
 
 # What to do about the file-system faults a command can meet, by errno.
@@ -235,9 +136,10 @@ def describe_os_error(error):
 def error_log_path(args):
     """Where an internal error's traceback goes: the run folder of the command where it has one, else the temporary
     folder."""
-    candidates = [args.branch, args.resume and (os.path.dirname(args.resume) if args.resume.endswith(".pdckpt")
-                                                else args.resume),
-                  getattr(args, "run.output_dir", None), args.checkpoint and os.path.dirname(args.checkpoint)]
+    resume, checkpoint = getattr(args, "resume", None), getattr(args, "checkpoint", None)
+    candidates = [getattr(args, "branch", None),
+                  resume and (os.path.dirname(resume) if resume.endswith(".pdckpt") else resume),
+                  getattr(args, "run.output_dir", None), checkpoint and os.path.dirname(checkpoint)]
     for folder in filter(None, candidates):
         if os.path.isdir(folder) and os.access(folder, os.W_OK):
             return os.path.join(folder, ERROR_LOG)
@@ -254,14 +156,13 @@ def report_internal_error(args, error):
         path = "the traceback below"
         traceback.print_exc()
     return (f"DNSD: internal error: {type(error).__name__}: {one_line(error)}; this is a bug in DNSD: please report "
-            f"it with {path} and the output of dnsd --mode info")
+            f"it with {path} and the output of dnsd info")
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    quiet_libraries(args.verbose)
+    args, module = parse(sys.argv[1:] if argv is None else list(argv))
     try:
-        return run(args)
+        return module.run(args) or 0
     except DNSDError as error:
         print(f"DNSD: {error.label}: {one_line(error)}", file=sys.stderr)
         return error.exit_code

@@ -2,14 +2,14 @@
 metrics.jsonl: training loss, validation error and active blocks of each run (--figure curves), or the paper's
 Figure 3, the test error against the epoch of each configuration, the mean over its runs as a line and their spread
 as a band (--figure test-error). `--mode eval --plot-file`: the confusion matrix of an evaluation as a heat map."""
-import json
 import os
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter, MaxNLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from DNSD.engine.run_folder import SUMMARY, group_runs, read_records
+from DNSD.engine.run_folder import group_runs, read_records, read_summary
 from DNSD.errors import InputError
 from DNSD.files import atomic_write
 
@@ -19,52 +19,53 @@ PANELS = (("train_loss", "training loss", "log"), ("val_error", "validation erro
           ("mean_active_blocks", "active blocks (mean per step)", "linear"))
 
 
-def read_metrics(run_dir):
-    """The epoch records of a run (finished or not), and its test error when it has finished."""
-    records = read_records(run_dir, [key for key, _, _ in PANELS])
-    summary_path = os.path.join(run_dir, SUMMARY)
-    test_error = None
-    if os.path.isfile(summary_path):
-        with open(summary_path) as stream:
-            test_error = json.load(stream).get("test_error")
-    return records, test_error
+LEGEND_TITLE = "test error of the best-validation checkpoint, mean over finished runs (as dnsd summary gives it)"
 
 
-def run_labels(run_dirs):
-    """Each run's folder name, or its whole path where two runs share a name."""
-    names = [os.path.basename(os.path.normpath(run_dir)) for run_dir in run_dirs]
-    return [name if names.count(name) == 1 else os.path.normpath(run_dir) for name, run_dir in zip(names, run_dirs)]
+def configuration_label(group):
+    """A configuration's name, its number of runs and the mean test error of the finished ones."""
+    errors = [summary["test_error"] for summary in map(read_summary, group["folders"]) if summary]
+    runs = f"{len(group['folders'])} run{'s' * (len(group['folders']) > 1)}"
+    if not errors:
+        return f"{group['name']} ({runs}, training)"
+    finished = "" if len(errors) == len(group["folders"]) else f" of {len(errors)} finished"
+    return f"{group['name']} ({runs}: {sum(errors) / len(errors):.2f} %{finished})"
 
 
 def draw_curves(run_dirs):
-    """Training loss, validation error and active blocks against epochs, one line per run; the legend gives each
-    finished run's test error, and a dot marks its best validation epoch."""
-    figure = Figure(figsize=(15, 4.5), layout="constrained")
+    """Training loss, validation error and active blocks against epochs: the runs of one configuration (its seeds)
+    share a colour, each a thin line with a dot at its best validation epoch; the legend sits below the panels."""
+    figure = Figure(figsize=(15, 5), layout="constrained")
     axes = figure.subplots(1, len(PANELS))
-    for index, (run_dir, label) in enumerate(zip(run_dirs, run_labels(run_dirs))):
-        records, test_error = read_metrics(run_dir)
-        epochs = [record["epoch"] for record in records]
-        if test_error is not None:
-            label = f"{label} (test error {test_error:.2f} %)"
-        for axis, (key, _, _) in zip(axes, PANELS):
-            # A line through one epoch is not drawn at all: runs that short get a marker.
-            axis.plot(epochs, [record[key] for record in records], label=label, color=f"C{index}",
-                      marker="o" if len(epochs) == 1 else None)
-        best = min(records, key=lambda record: record["val_error"])
-        axes[1].plot(best["epoch"], best["val_error"], "o", color=f"C{index}")
+    handles = []
+    for index, group in enumerate(group_runs(run_dirs)):
+        color = f"C{index % 10}"
+        for folder in group["folders"]:
+            records = read_records(folder, [key for key, _, _ in PANELS])
+            epochs = [record["epoch"] for record in records]
+            for axis, (key, _, _) in zip(axes, PANELS):
+                # A line through one epoch is not drawn at all: runs that short get a marker.
+                axis.plot(epochs, [record[key] for record in records], color=color, linewidth=1, alpha=0.85,
+                          marker="." if len(epochs) == 1 else None)
+            best = min(records, key=lambda record: record["val_error"])
+            axes[1].plot(best["epoch"], best["val_error"], "o", color=color, markersize=5)
+        handles.append(Line2D([], [], color=color, label=configuration_label(group)))
+    handles.append(Line2D([], [], color="0.3", marker="o", linestyle="", label="best validation epoch of a run"))
     for axis, (_, title, scale) in zip(axes, PANELS):
         axis.set(title=title, xlabel="epoch", yscale=scale)
         style_axes(axis)
-    axes[0].legend()
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), title=LEGEND_TITLE,
+                  fontsize="small", title_fontsize="small", frameon=False)
     return figure
 
 
 def style_axes(axis):
-    """Whole epochs on the x axis; a log axis labelled in plain numbers (0.5, 2), not powers of ten."""
+    """Whole epochs on the x axis; a log axis ticked at 1, 2, 5 times powers of ten and labelled in plain numbers."""
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     if axis.get_yscale() == "log":
-        axis.yaxis.set_major_formatter(LogFormatter())
-        axis.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.yaxis.set_minor_formatter(NullFormatter())
     axis.grid(alpha=0.3)
 
 
@@ -83,15 +84,15 @@ def draw_test_error(run_dirs):
     figure = Figure(figsize=(8, 5), layout="constrained")
     axis = figure.subplots()
     for index, group in enumerate(group_runs(run_dirs)):
-        name, color = " / ".join(dict.fromkeys(group["names"])), f"C{index}"
-        finished = [folder for folder in group["folders"] if os.path.isfile(os.path.join(folder, SUMMARY))]
+        name, color = group["name"], f"C{index % 10}"
+        finished = [folder for folder in group["folders"] if read_summary(folder)]
         unfinished = [folder for folder in group["folders"] if folder not in finished]
         if finished:
             # One configuration, one number of epochs: the finished runs' curves have the same length.
             curves = np.array([test_error_curves(folder) for folder in finished])
             epochs, mean = np.arange(1, curves.shape[1] + 1), curves.mean(axis=0)
             axis.plot(epochs, mean, color=color, marker="o" if len(epochs) == 1 else None,
-                      label=f"{name} ({len(finished)} run{'s' * (len(finished) > 1)}, last epoch {mean[-1]:.2f} %)")
+                      label=configuration_label({**group, "folders": finished}))
             if len(finished) > 1:
                 axis.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.2,
                                   linewidth=0)
@@ -100,9 +101,11 @@ def draw_test_error(run_dirs):
             axis.plot(range(1, len(curve) + 1), curve, color=color, linestyle=":", linewidth=1,
                       marker="o" if len(curve) == 1 else None,
                       label=f"{name}: {len(unfinished)} unfinished, not averaged" if number == 0 else None)
-    axis.set(title="test error (mean over runs, band: lowest to highest)", xlabel="epoch", ylabel="test error (%)")
+    axis.set(title="test error at each epoch (mean over runs, band: lowest to highest)", xlabel="epoch",
+             ylabel="test error (%)")
     style_axes(axis)
-    axis.legend()
+    figure.legend(loc="outside lower center", title=LEGEND_TITLE, fontsize="small", title_fontsize="small",
+                  frameon=False)
     return figure
 
 
@@ -156,3 +159,19 @@ def plot_runs(run_dirs, path, figure_name="curves"):
     """Draw the figure of the runs and write it to path."""
     check_figure_path(path)
     return write_figure(draw_test_error(run_dirs) if figure_name == "test-error" else draw_curves(run_dirs), path)
+
+
+def add_arguments(parser):
+    parser.add_argument("--runs", nargs="+", metavar="RUN_DIR", required=True,
+                        help="run folders, --seeds folders or folders of runs, e.g. runs/*")
+    parser.add_argument("--plot-file", metavar="PATH", default="curves.png",
+                        help="the figure to write, .png, .pdf or .svg, replacing one that exists "
+                             "(default: %(default)s)")
+    parser.add_argument("--figure", choices=("curves", "test-error"), default="curves",
+                        help="curves: training loss, validation error and active blocks, the seeds of a configuration "
+                             "in one colour; test-error: the paper's Figure 3, the mean test error per configuration "
+                             "with the runs' spread as a band (default: curves)")
+
+
+def run(args):
+    print(f"wrote {plot_runs(args.runs, args.plot_file, args.figure)}")

@@ -10,12 +10,12 @@ import sys
 
 import numpy as np
 
-from DNSD.config import build_config, fields_by_key
+from DNSD.config import add_config_flags, build_config, fields_by_key, device_keys, stated_values
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import open_checkpoint
 from DNSD.engine.device import select_run_device
 from DNSD.engine.evaluation import probabilities
-from DNSD.engine.run_folder import check_writable
+from DNSD.engine.run_folder import check_writable, checkpoint_in
 from DNSD.errors import InputError, SomeImagesFailed
 from DNSD.files import write_text
 
@@ -81,7 +81,7 @@ def load_exported(prefix, stated):
     info_path = f"{prefix}-info.json"
     if not os.path.isfile(f"{prefix}.pdiparams") or not os.path.isfile(info_path):
         raise InputError(f"--model {prefix}: no exported DNSD model there ({prefix}.pdiparams and {info_path}); "
-                         "write one with --mode export --checkpoint RUN_DIR/best.pdckpt")
+                         "write one with dnsd export --checkpoint RUN_DIR")
     with open(info_path, "rb") as stream:
         raw = stream.read(MAX_INFO_BYTES + 1)
     try:
@@ -116,15 +116,15 @@ def predict_images(arguments, checkpoint=None, model_prefix=None, top_k=5, resiz
                    stated=None):
     """Predict the images and write the CSV (output, or standard output); returns the number predicted."""
     if bool(checkpoint) == bool(model_prefix):
-        raise InputError("--mode predict needs a model: --checkpoint RUN_DIR/best.pdckpt or --model PREFIX (from "
-                         "--mode export), one of them")
+        raise InputError("dnsd predict needs a model: --checkpoint RUN_DIR (or a .pdckpt) or --model PREFIX (from "
+                         "dnsd export), one of them")
     if output:
         if os.path.isdir(output):
             raise InputError(f"--output {output} is a folder; name the CSV file to write")
         check_writable(os.path.dirname(os.path.abspath(output)))
     paths, skipped = image_paths(arguments)
     if checkpoint:
-        state, config, model = open_checkpoint(checkpoint, stated, "--mode predict")
+        state, config, model = open_checkpoint(checkpoint, stated, "dnsd predict")
         classes, batch_size = list(state["classes"]), config.train.batch_size
         normalizer = Normalizer.from_state(state["normalizer"])
     else:
@@ -169,3 +169,25 @@ def predict_images(arguments, checkpoint=None, model_prefix=None, top_k=5, resiz
         raise SomeImagesFailed(f"{len(failed)} of {len(paths)} images could not be predicted (named above); the "
                                f"{len(rows)} others are in {output or 'the CSV above'}")
     return len(rows)
+
+
+def add_arguments(parser):
+    parser.add_argument("--images", nargs="+", metavar="FILE_OR_FOLDER", required=True,
+                        help="PNG or JPEG files, or folders of them (every PNG and JPEG file, sorted by name)")
+    parser.add_argument("--checkpoint", metavar="PATH", help="a run folder (its best checkpoint) or a .pdckpt file")
+    parser.add_argument("--model", metavar="PREFIX", help="an exported model (dnsd export's prefix) instead")
+    parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per image in the CSV (default: 5)")
+    parser.add_argument("--resize", action="store_true",
+                        help="convert images that are not 32x32 RGB (the whole image to 32x32, Pillow's bilinear "
+                             "filter) instead of refusing them")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first image that cannot be read instead of going on without it")
+    parser.add_argument("--output", metavar="FILE.csv",
+                        help="the CSV to write, replacing one that exists (default: standard output)")
+    add_config_flags(parser, device_keys)
+
+
+def run(args):
+    stated = stated_values(args.config, args, args.override)
+    checkpoint = checkpoint_in(args.checkpoint) if args.checkpoint else None
+    predict_images(args.images, checkpoint, args.model, args.top_k, args.resize, args.strict, args.output, stated)

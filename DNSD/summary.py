@@ -3,14 +3,13 @@ error of the best-validation checkpoint as mean ± std over the seeds, and, with
 rows with Welch's confidence interval, which is how a user decides whether a change helped."""
 import csv
 import io
-import json
 import math
 import os
 import statistics
 
 from scipy import stats
 
-from DNSD.engine.run_folder import SUMMARY, group_runs, read_records
+from DNSD.engine.run_folder import find_runs, group_runs, read_records, read_summary
 from DNSD.errors import InputError
 from DNSD.files import write_text
 
@@ -23,12 +22,7 @@ CONFIDENCE = 0.95
 def read_run(folder):
     """The row values of one run, from its metrics and summary."""
     records = read_records(folder, ["val_error", "epoch_seconds", "mean_active_blocks"])
-    summary_path = os.path.join(folder, SUMMARY)
-    summary = None
-    if os.path.isfile(summary_path):
-        with open(summary_path) as stream:
-            summary = json.load(stream)
-    return {"folder": folder, "summary": summary,
+    return {"folder": folder, "summary": read_summary(folder),
             "seconds": sum(record["epoch_seconds"] for record in records), "epochs": len(records),
             "active_blocks": statistics.mean(record["mean_active_blocks"] for record in records)}
 
@@ -43,7 +37,7 @@ def summarise(folders):
         last = [run["summary"]["last_test_error"] for run in finished if "last_test_error" in run["summary"]]
         runs = group["runs"]
         rows.append({
-            "configuration": " / ".join(sorted(set(group["names"]))),
+            "configuration": group["name"],
             "runs": len(runs), "finished": len(finished),
             "test_error_mean": statistics.mean(errors) if errors else None,
             "test_error_std": statistics.stdev(errors) if len(errors) > 1 else None,
@@ -119,12 +113,37 @@ def csv_text(rows):
     return buffer.getvalue()
 
 
-def write_summary(folders, path, compare=None):
-    """Print the table and write it as path (Markdown) and beside it as CSV; returns the Markdown."""
+def default_summary_file(folders):
+    """summary.md in the folder that holds the runs (the runs' common parent)."""
+    parents = [os.path.dirname(os.path.abspath(folder)) for folder in find_runs(folders)]
+    path = os.path.join(os.path.commonpath(parents), "summary.md")
+    return path if os.path.relpath(path).startswith("..") else os.path.relpath(path)
+
+
+def write_summary(folders, path=None, compare=None):
+    """Write the table as path (Markdown; by default beside the runs) and beside it as CSV; returns the Markdown and
+    the path."""
+    path = path or default_summary_file(folders)
     if not path.endswith(".md") or os.path.isdir(path):
         raise InputError(f"--summary-file {path}: name a .md file (the CSV is written beside it)")
     rows = summarise(folders)
     text = markdown(rows, comparison(rows, *compare) if compare else None)
     write_text(path, text)
     write_text(path[: -len(".md")] + ".csv", csv_text(rows))
-    return text
+    return text, path
+
+
+def add_arguments(parser):
+    parser.add_argument("--runs", nargs="+", metavar="RUN_DIR", required=True,
+                        help="run folders, --seeds folders or folders of runs, e.g. runs/*")
+    parser.add_argument("--summary-file", metavar="PATH.md",
+                        help="the Markdown table to write, the CSV beside it (default: summary.md in the folder that "
+                             "holds the runs)")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                        help="add B's test error minus A's with a 95 %% confidence interval (Welch's t-test); A and B "
+                             "are configurations or row numbers")
+
+
+def run(args):
+    table, path = write_summary(args.runs, args.summary_file, args.compare)
+    print(f"{table}written to {path} and {path[:-len('.md')]}.csv")

@@ -6,15 +6,16 @@ import os
 
 import paddle
 
-from DNSD.config import config_from_dict, experiment, for_branch, for_checkpoint
+from DNSD.config import (add_config_flags, build_config, config_from_dict, experiment, explicit_values, for_branch,
+                         for_checkpoint, stated_values)
 from DNSD.datasets import load_data
 from DNSD.engine.checkpoint import load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.ranks import Ranks, join_ranks
 from DNSD.engine.meters import hyperparameters, write_final_dashboard
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, SUMMARY, holds_run, read_points,
-                                    read_records, refuse_existing_run, remove, remove_temporaries, run_lock,
-                                    write_records, written_files)
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, SUMMARY, default_run_dir, holds_run,
+                                    read_points, read_records, refuse_existing_run, remove, remove_temporaries,
+                                    run_lock, write_records, written_files)
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
 from DNSD.eval import format_report, report_checkpoint
@@ -237,6 +238,42 @@ def run_seeds(folder, config, seeds, stated=None):
             train(seed_config)
     from DNSD.summary import write_summary
 
-    table = write_summary([folder], os.path.join(folder, "summary.md"))
-    print(table, end="")
+    table, path = write_summary([folder], os.path.join(folder, "summary.md"))
+    print(f"{table}written to {path}")
     return table
+
+
+def add_arguments(parser):
+    parser.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR (default: --output-dir) from its last.pdckpt, or from the "
+                             "checkpoint named (RUN_DIR/best.pdckpt)")
+    parser.add_argument("--branch", metavar="NEW_DIR",
+                        help="with --resume: start a new run in NEW_DIR from that checkpoint, with changed training "
+                             "keys (e.g. -o train.lr=0.01), the source run left as it is")
+    parser.add_argument("--seeds", metavar="SEEDS",
+                        help="one run per seed (0,1,2 or 0-3) into OUTPUT_DIR/seed-K, then their summary; --resume "
+                             "OUTPUT_DIR continues the unfinished ones")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    add_config_flags(parser)
+
+
+def run(args):
+    if args.branch is not None and args.resume is None:
+        raise InputError("--branch NEW_DIR starts from a checkpoint: give it with --resume RUN_DIR (or a .pdckpt)")
+    if args.seeds is not None and args.resume is not None:
+        raise InputError("--resume OUTPUT_DIR continues the seeds its seeds.json lists; leave out --seeds")
+    stated = stated_values(args.config, args, args.override)
+    config = build_config(stated)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+    elif args.resume is not None:
+        if not (args.resume or config.run.output_dir):
+            raise InputError("--resume needs the run's folder: --resume RUN_DIR (its start line named it)")
+        resume(args.resume or config.run.output_dir, stated, args.branch)
+    else:
+        if config.run.output_dir is None:
+            config.run.output_dir = default_run_dir(args.config, explicit_values(args, args.override), config)
+        if args.seeds is not None:
+            train_seeds(config, parse_seeds(args.seeds))
+        else:
+            train(config)

@@ -117,7 +117,9 @@ def test_eval_without_checkpoint():
 
 def test_eval_cannot_change_the_model(trained_run):
     checkpoint = os.path.join(trained_run[0], "best.pdckpt")
-    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", checkpoint, "--depth", "20"), "model.depth")
+    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", checkpoint, "-o", "model.depth=20"), "model.depth")
+    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", checkpoint, "--depth", "20"),
+                          "--depth is a flag of dnsd train")
 
 
 def test_unwritable_output_folder(tmp_path, tiny_archive):

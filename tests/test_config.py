@@ -7,13 +7,14 @@ import yaml
 from helpers import ROOT
 from DNSD.config import Config, build_config, config_fields, config_from_dict, flag_name, stated_values
 from DNSD.errors import InputError
-from DNSD.main import build_parser
+from DNSD.engine.run_folder import default_run_dir
+from DNSD.main import mode_parser
 
 CONFIGS = os.path.join(ROOT, "configs")
 
 
 def resolved(argv, config_file=None):
-    args = build_parser().parse_args(argv)
+    args = mode_parser("train")[0].parse_args(argv)
     return build_config(stated_values(config_file or args.config, args, args.override))
 
 
@@ -32,10 +33,13 @@ def test_shipped_configs_load_and_say_what_they_claim():
     assert paper == Config()
     baseline = resolved(["--config", os.path.join(CONFIGS, "resnet110_baseline.yaml")])
     assert baseline.model.survival_last == 1.0 and baseline.model.depth == 110
-    assert baseline.run.output_dir != paper.run.output_dir
     cifar100 = resolved(["--config", os.path.join(CONFIGS, "resnet110_sd_cifar100.yaml")])
     assert cifar100.data.dataset == "cifar100" and cifar100.model == paper.model and cifar100.train == paper.train
-    assert cifar100.run.output_dir not in (paper.run.output_dir, baseline.run.output_dir)
+    folders = {default_run_dir(os.path.join(CONFIGS, f"{name}.yaml"), {}, config)
+               for name, config in (("resnet110_sd", paper), ("resnet110_baseline", baseline),
+                                    ("resnet110_sd_cifar100", cifar100))}
+    assert folders == {"runs/resnet110_sd-ResNet-110", "runs/resnet110_baseline-ResNet-110",
+                       "runs/resnet110_sd_cifar100-ResNet-110"}
     quick = resolved(["--config", os.path.join(CONFIGS, "quick.yaml")])
     assert quick.model.depth < 110 and quick.train.epochs < 50
 
@@ -43,7 +47,7 @@ def test_shipped_configs_load_and_say_what_they_claim():
 def test_every_field_has_its_own_flag_and_help():
     names = [f.name for _, f, _ in config_fields()]
     assert len(names) == len(set(names))
-    help_text = build_parser().format_help()
+    help_text = mode_parser("train")[0].format_help()
     for section, f, _ in config_fields():
         assert flag_name(f) in help_text
         assert f.metadata["help"]

@@ -1,4 +1,4 @@
-"""The deep device check behind `dnsd --mode info` and setup's GPU check: each part compared with numpy, a failing
+"""The deep device check behind `dnsd info` and setup's GPU check: each part compared with numpy, a failing
 part named in one line with its fix, and the GPU's parts chosen by what the GPU is."""
 import paddle
 import pytest

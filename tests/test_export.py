@@ -31,4 +31,4 @@ def test_exported_model_gives_the_logits_of_the_eval_path(trained_run, tiny_arch
 
 
 def test_export_without_checkpoint_is_refused():
-    assert_one_line_error(dnsd("--mode", "export"), "--mode export needs --checkpoint")
+    assert_one_line_error(dnsd("--mode", "export"), "the following arguments are required: --checkpoint")

@@ -43,6 +43,7 @@ def test_a_run_still_training_is_plotted_without_a_test_error(trained_run, tmp_p
     run_dir.mkdir()
     first_epoch = open(os.path.join(trained_run[0], "metrics.jsonl")).readline()
     (run_dir / "metrics.jsonl").write_text(first_epoch)
+    (run_dir / "config.yaml").write_text(open(os.path.join(trained_run[0], "config.yaml")).read())
     result = dnsd("--mode", "plot", "--runs", str(run_dir), "--plot-file", str(tmp_path / "running.png"))
     assert result.returncode == 0, result.stderr
     assert png_size(str(tmp_path / "running.png"))
@@ -51,7 +52,8 @@ def test_a_run_still_training_is_plotted_without_a_test_error(trained_run, tmp_p
 @pytest.mark.parametrize("metrics, fragment", [(None, "no metrics.jsonl"), ("", "no epoch yet"),
                                                ('{"epoch": 1}\n', "line 1 is not an epoch record"),
                                                ("{not json\n", "line 1 is not an epoch record")])
-def test_a_folder_without_usable_metrics_is_a_clear_error(tmp_path, metrics, fragment):
+def test_a_folder_without_usable_metrics_is_a_clear_error(trained_run, tmp_path, metrics, fragment):
+    (tmp_path / "config.yaml").write_text(open(os.path.join(trained_run[0], "config.yaml")).read())
     if metrics is not None:
         (tmp_path / "metrics.jsonl").write_text(metrics)
     figure = tmp_path / "curves.png"
@@ -62,8 +64,9 @@ def test_a_folder_without_usable_metrics_is_a_clear_error(tmp_path, metrics, fra
 
 
 def test_plot_refuses_config_keys_and_a_missing_folder(trained_run, tmp_path):
-    assert_one_line_error(dnsd("--mode", "plot", "--runs", trained_run[0], "--depth", "20"), "no config keys")
-    assert_one_line_error(dnsd("--mode", "plot"), "--runs")
+    assert_one_line_error(dnsd("--mode", "plot", "--runs", trained_run[0], "--depth", "20"),
+                          "--depth is a flag of dnsd train, not of dnsd plot")
+    assert_one_line_error(dnsd("--mode", "plot"), "required: --runs")
     assert_one_line_error(dnsd("--mode", "plot", "--runs", trained_run[0], "--plot-file",
                                str(tmp_path / "missing" / "curves.png")), "--plot-file")
 
@@ -95,9 +98,10 @@ def test_a_one_epoch_run_has_markers_and_axes_read_plainly(trained_run, tmp_path
     one_epoch = tmp_path / "one"
     one_epoch.mkdir()
     (one_epoch / "metrics.jsonl").write_text(open(os.path.join(trained_run[0], "metrics.jsonl")).readline())
+    (one_epoch / "config.yaml").write_text(open(os.path.join(trained_run[0], "config.yaml")).read())
     loss, error, active = drawn(draw_curves([str(one_epoch), trained_run[0]]))
-    curves = [line for line in error.lines if not line.get_label().startswith("_")]  # not the best-epoch dots
-    assert [line.get_marker() for line in curves] == ["o", "None"]
+    curves = [line for line in error.lines if line.get_linestyle() != "None"]  # not the best-epoch dots
+    assert [line.get_marker() for line in curves] == [".", "None"]
     for axis in (loss, error, active):
         assert all(tick == int(tick) for tick in axis.get_xticks())
     labels = [label.get_text() for label in loss.get_yticklabels(minor=True) + loss.get_yticklabels()]
@@ -130,7 +134,10 @@ def test_figure_3_draws_the_mean_test_error_of_each_configuration_and_the_seeds_
     (band,) = axis.collections  # one band: the constant-depth configuration has a single run
     lows_and_highs = band.get_paths()[0].vertices[:, 1]
     assert min(lows_and_highs) == pytest.approx(np.min(seeds)) and max(lows_and_highs) == pytest.approx(np.max(seeds))
-    assert "2 runs" in mean.get_label() and "1 run," in alone.get_label()
+    # The legend's number is the summary's: the mean test error of the runs' best-validation checkpoints.
+    finals = [json.load(open(os.path.join(run, "summary.json")))["test_error"] for run in (trained_run[0],
+                                                                                          second_seed_run)]
+    assert f"(2 runs: {np.mean(finals):.2f} %)" in mean.get_label() and "(1 run: " in alone.get_label()
     # A run still training (no summary.json) is drawn dotted on its own, never in the mean or the band.
     running = tmp_path / "running"
     running.mkdir()

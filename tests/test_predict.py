@@ -139,21 +139,21 @@ def test_predict_refuses_what_it_cannot_do(trained_run, tmp_path):
     checkpoint = os.path.join(trained_run[0], "best.pdckpt")
     image = write_png(str(tmp_path / "a.png"), np.zeros((3, 32, 32), np.uint8))
     assert_one_line_error(dnsd("--mode", "predict", "--images", image), "--checkpoint", "--model")
-    assert_one_line_error(dnsd("--mode", "predict", "--checkpoint", checkpoint), "--images")
+    assert_one_line_error(dnsd("--mode", "predict", "--checkpoint", checkpoint), "required: --images")
     assert_one_line_error(dnsd("--mode", "predict", "--checkpoint", checkpoint, "--images", str(tmp_path / "no.png")),
                           "no such file or folder")
     assert_one_line_error(dnsd("--mode", "predict", "--checkpoint", checkpoint, "--images", image, "--top-k", "11"),
                           "--top-k 11", "10 classes")
     assert_one_line_error(dnsd("--mode", "predict", "--model", str(tmp_path / "nothing"), "--images", image),
                           "no exported DNSD model")
-    assert_one_line_error(dnsd("--mode", "predict", "--checkpoint", checkpoint, "--images", image, "--depth", "20"),
-                          "model.depth", "--mode predict")
+    assert_one_line_error(dnsd("--mode", "predict", "--checkpoint", checkpoint, "--images", image, "-o",
+                               "model.depth=20"), "model.depth", "dnsd predict")
     prefix = str(tmp_path / "exported" / "model")
     assert dnsd("--mode", "export", "--checkpoint", checkpoint, "--export-prefix", prefix).returncode == 0
-    assert_one_line_error(dnsd("--mode", "predict", "--model", prefix, "--images", image, "--depth", "20"),
+    assert_one_line_error(dnsd("--mode", "predict", "--model", prefix, "--images", image, "-o", "model.depth=20"),
                           "model.depth", "exported model is fixed")
-    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", checkpoint, "--images", image), "--images",
-                          "--mode predict")
+    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", checkpoint, "--images", image),
+                          "--images is a flag of dnsd predict")
 
 
 def test_the_api_predicts_what_the_command_line_does(trained_run, tiny_archive, tmp_path):
@@ -171,19 +171,19 @@ def test_the_api_predicts_what_the_command_line_does(trained_run, tiny_archive, 
         trained.predict(test.images[:5])  # channels first: refused, not silently wrong
 
 
-def test_the_readme_example_runs(trained_run, tiny_archive, tmp_path, monkeypatch):
-    text = open(os.path.join(ROOT, "README.md")).read()
-    section = text[text.index("## Using a trained model"):]
+def test_the_documented_example_runs(trained_run, tiny_archive, tmp_path, monkeypatch):
+    text = open(os.path.join(ROOT, "docs", "using-a-model.md")).read()
+    section = text[text.index("## From Python"):]
     example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     _, test, _ = read_archive(tiny_archive)
     (tmp_path / "photos").mkdir()
     for index in range(3):
         write_png(str(tmp_path / "photos" / f"{index}.png"), test.images[index])
-    (tmp_path / "runs" / "quick").mkdir(parents=True)
-    shutil.copy(os.path.join(trained_run[0], "best.pdckpt"), tmp_path / "runs" / "quick" / "best.pdckpt")
+    (tmp_path / "runs" / "quick-ResNet-20").mkdir(parents=True)
+    shutil.copy(os.path.join(trained_run[0], "best.pdckpt"), tmp_path / "runs" / "quick-ResNet-20" / "best.pdckpt")
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(example, "README.md", "exec"), namespace)
+    exec(compile(example, "using-a-model.md", "exec"), namespace)
     assert namespace["probabilities"].shape == (3, 10)
     assert namespace["best"] == [namespace["trained"].classes[index]
                                  for index in namespace["probabilities"].argmax(axis=1)]

@@ -405,10 +405,12 @@ def test_resume_removes_stale_temporary_files(trained_run, tmp_path):
 # No ignored flags, no circular advice.
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["--checkpoint", "x.pdckpt"], "--checkpoint does not apply to --mode train"),
-    (["--mode", "eval", "--checkpoint", "x.pdckpt", "--runs", "a"], "--runs does not apply to --mode eval"),
-    (["--split", "val"], "--split does not apply to --mode train"),
-    (["--mode", "plot", "--runs", "a", "--export-prefix", "p"], "--export-prefix does not apply to --mode plot"),
+    (["--checkpoint", "x.pdckpt"], "--checkpoint is a flag of dnsd eval and dnsd predict and dnsd export, not of "
+                                   "dnsd train"),
+    (["--mode", "eval", "--checkpoint", "x.pdckpt", "--runs", "a"], "--runs is a flag of dnsd plot and dnsd summary"),
+    (["--split", "val"], "--split is a flag of dnsd eval, not of dnsd train"),
+    (["--mode", "plot", "--runs", "a", "--export-prefix", "p"], "--export-prefix is a flag of dnsd export, not of "
+                                                                 "dnsd plot"),
     (["--branch", "new"], "--branch NEW_DIR starts from a checkpoint"),
 ])
 def test_a_flag_of_another_mode_is_refused(argv, fragment):

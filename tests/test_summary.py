@@ -61,7 +61,7 @@ def test_runs_are_grouped_by_configuration_and_averaged_over_finished_seeds(two_
     assert float(sd["training_hours"]) == pytest.approx(4 * 3 * 60 / 3600)
     assert float(baseline["test_error_mean"]) == pytest.approx(statistics.mean(constant))
     text = output.read_text()
-    assert text == result.stdout
+    assert result.stdout == f"{text}written to {output} and {folder / 'table.csv'}\n"
     mean, spread = statistics.mean(stochastic), statistics.stdev(stochastic)
     assert f"| sd | 3 (+1 unfinished) | {mean:.2f} ± {spread:.2f} |" in text
     assert f"Unfinished, not averaged: {folder / 'sd' / 'seed-9'}" in text

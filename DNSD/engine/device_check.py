@@ -1,4 +1,4 @@
-"""The deep check of the device a run uses (`dnsd --mode info`): each library a run needs computes something small
+"""The deep check of the device a run uses (`dnsd info`): each library a run needs computes something small
 that numpy checks, so that a broken install fails here, in one line naming the part, and not at a run's first step."""
 import collections
 import contextlib
