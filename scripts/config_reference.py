@@ -1,0 +1,48 @@
+"""Write docs/configuration.md from the config's own declarations (DNSD/config.py): a test checks that the page is
+current, so run this after adding or changing a key:  python scripts/config_reference.py"""
+import dataclasses
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from DNSD.config import Config, _describe, _format_default, config_fields, flag_name  # noqa: E402
+
+PAGE = os.path.join(ROOT, "docs", "configuration.md")
+INTRO = """# Configuration reference
+
+Generated from `DNSD/config.py` by `python scripts/config_reference.py`; a test fails when it is out of date.
+
+Every key is set, lowest precedence first, by its default (the paper's recipe), a YAML file (`--config FILE` or the
+name of a shipped config), its flag, or `-o section.key=value`. `dnsd train --help` lists the same keys; `dnsd train
+--print-config` prints the resolved config. Keys marked *may change* may differ from a checkpoint's when it is
+evaluated or resumed, because they do not change what is computed.
+"""
+
+
+def reference():
+    lines = [INTRO]
+    for section in dataclasses.fields(Config):
+        lines += [f"## {section.name}", "", "| key | flag | default | allowed | meaning |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, f, _ in config_fields():
+            if name != section.name:
+                continue
+            notes = []
+            for scope, flag in (("archs", "--arch"), ("datasets", "--dataset")):
+                if f.metadata[scope]:
+                    notes.append(f"only with {flag} {', '.join(f.metadata[scope])}")
+            if f.metadata["may_change"]:
+                notes.append("may change")
+            meaning = f.metadata["help"] + (f" ({'; '.join(notes)})" if notes else "")
+            lines.append(f"| `{name}.{f.name}` | `{flag_name(f)}` | `{_format_default(f)}` | {_describe(f) or ''} | "
+                         f"{meaning.replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    with open(PAGE, "w") as stream:
+        stream.write(reference())
+    print(f"wrote {PAGE}")
