@@ -16,6 +16,7 @@ from typing import List, Optional
 import yaml
 
 from DNSD.errors import InputError
+from DNSD.untrusted import regular_file
 
 
 def option(default, help, *, choices=None, check=None, may_change=False, archs=None, datasets=None):
@@ -35,7 +36,7 @@ def option(default, help, *, choices=None, check=None, may_change=False, archs=N
 
 
 def _ordered_fractions(values):
-    return all(0 < v <= 1 for v in values) and all(a < b for a, b in zip(values, values[1:]))
+    return 1 <= len(values) and all(0 < v <= 1 for v in values) and all(a < b for a, b in zip(values, values[1:]))
 
 
 NORMALIZATIONS = ("pixel", "channel")
@@ -68,7 +69,7 @@ class DataConfig:
     )
     augment: bool = option(True, "shift by up to 4 pixels with zero fill and flip horizontally (training only)")
     prefetch: int = option(2, "training batches prepared ahead by a thread while the current step runs; 0: prepare "
-                              "each batch when it is needed", check=(lambda v: v >= 0, "an integer >= 0"),
+                              "each batch when it is needed", check=(lambda v: 0 <= v <= 64, "an integer from 0 to 64"),
                            may_change=True)
     pin_memory: bool = option(True, "on a GPU, put batches in page-locked memory so that copies to the device run "
                                     "asynchronously", may_change=True)
@@ -77,10 +78,13 @@ class DataConfig:
 SURVIVAL_MODES = ("linear", "uniform")
 
 # The depths each architecture can be built with (checked against model.arch).
+# The depths each architecture can be built with (checked against model.arch); the largest are about twice what a
+# GPU holds at batch 128 (ResNet-1202), so that a typing slip never builds a network that takes the machine's memory.
 DEPTHS = {
-    "resnet": (lambda v: v >= 8 and (v - 2) % 6 == 0, "6n+2 with n >= 1: 8, 20, 32, 44, 56, 110, 1202, ..."),
-    "diracnet": (lambda v: v >= 10 and (v - 4) % 6 == 0, "6n+4 with n >= 1: 10, 16, 22, 28, 34, ..."),
-    "vanillanet": (lambda v: v >= 3, "3 or more (the paper's VanillaNet-5 to -13)"),
+    "resnet": (lambda v: 8 <= v <= 2402 and (v - 2) % 6 == 0,
+               "6n+2 with 1 <= n <= 400: 8, 20, 32, 44, 56, 110, 1202, ..."),
+    "diracnet": (lambda v: 10 <= v <= 1204 and (v - 4) % 6 == 0, "6n+4 with 1 <= n <= 200: 10, 16, 22, 28, 34, ..."),
+    "vanillanet": (lambda v: 3 <= v <= 64, "3 to 64 (the paper's VanillaNet-5 to -13)"),
 }
 ARCHITECTURES = tuple(DEPTHS)
 
@@ -99,7 +103,7 @@ class ModelConfig:
     depth: int = option(110, "layers: ResNet 6n+2 (110: 3 stages of 18 BasicBlocks), DiracNet 6n+4, VanillaNet d "
                              "(checked against model.arch)")
     width: int = option(1, "channel multiplier k: DiracNet 16k, 32k, 64k; VanillaNet 32k, 64k, 128k, 256k",
-                        check=(lambda v: v >= 1, "an integer >= 1"), archs=("diracnet", "vanillanet"))
+                        check=(lambda v: 1 <= v <= 16, "an integer from 1 to 16"), archs=("diracnet", "vanillanet"))
     survival_last: float = option(0.5,
                                   "survival probability p_L of the last block; 1 gives the constant-depth baseline",
                                   check=(lambda v: 0 < v <= 1, "a probability in (0, 1]"), archs=("resnet",))
@@ -132,15 +136,15 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = option(500, "training epochs", check=(lambda v: v >= 1, "an integer >= 1"))
+    epochs: int = option(500, "training epochs", check=(lambda v: 1 <= v <= 100_000, "an integer from 1 to 100,000"))
     batch_size: int = option(128, "mini-batch size (also used for evaluation)",
-                             check=(lambda v: v >= 1, "an integer >= 1"))
+                             check=(lambda v: 1 <= v <= 65_536, "an integer from 1 to 65,536"))
     lr: float = option(0.1, "initial learning rate", check=(lambda v: v > 0, "a number > 0"))
     lr_decay_at: List[float] = option(
         [0.5, 0.75],
         "fractions of the epochs from which the learning rate is multiplied by lr_decay_factor "
         "(0.5, 0.75 of 500: epochs 250 and 375)",
-        check=(_ordered_fractions, "increasing fractions in (0, 1], e.g. 0.5,0.75"),
+        check=(_ordered_fractions, "one or more increasing fractions in (0, 1], e.g. 0.5,0.75"),
     )
     lr_decay_factor: float = option(0.1, "factor applied to the learning rate at each lr_decay_at",
                                     check=(lambda v: 0 < v < 1, "a number in (0, 1)"))
@@ -168,7 +172,7 @@ class RunConfig:
                                                   "(GPU only)", may_change=True)
     cpu_threads: int = option(1, "CPU threads for Paddle; 0: every core this process may use (a second thread was "
                                  "as often slower as faster on this project's 2-vCPU machines: BENCHMARKS.md)",
-                              check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
+                              check=(lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"), may_change=True)
     checkpoint_every: int = option(1, "epochs between resumable checkpoints (last.pdckpt); the last epoch always saves",
                                    check=(lambda v: v >= 1, "an integer >= 1"), may_change=True)
     checkpoint_every_steps: int = option(0, "also save last.pdckpt every this many steps; 0: only at epoch ends",
@@ -234,21 +238,29 @@ def _describe(f):
     return None
 
 
+MAX_INT = 10**10  # no key needs more: seeds stay below 2^32, and larger numbers only overflow what uses them
+MAX_TEXT = 4096  # the longest value a flag, -o or a YAML key may give
+
+
 def _convert(value, kind, key):
     """Check that a value has the field's type; ints are accepted where a float is expected."""
     if kind is bool and isinstance(value, bool):
         return value
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        if not -MAX_INT < value < MAX_INT:
+            raise InputError(f"config key {key}: got {value}, expected an integer of at most 10 digits")
         return value
     if kind is float and not isinstance(value, bool):
         number = _finite_float(value)
         if number is not None:
             return number
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        raise InputError(f"config key {key}: a value of {len(value):,} characters; at most {MAX_TEXT} are allowed")
     if kind is str and isinstance(value, str):
         return value
     if kind == Optional[str] and (value is None or isinstance(value, str)):
         return value or None
-    if kind == List[float] and isinstance(value, list):
+    if kind == List[float] and isinstance(value, list) and len(value) <= 100:
         return [_convert(v, float, key) for v in value]
     expected = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
                 Optional[str]: "a string", List[float]: "a list of numbers"}[kind]
@@ -389,7 +401,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 def load_yaml(path):
     """The {section: {key: value}} mapping of a YAML config file (a shipped config by name, see resolve_config_path):
     at most 1 MiB of UTF-8 text, without aliases."""
-    path = resolve_config_path(path)
+    path = regular_file(resolve_config_path(path), "config file")
     try:
         with open(path, "rb") as stream:
             raw = stream.read(MAX_CONFIG_BYTES + 1)
@@ -407,6 +419,8 @@ def load_yaml(path):
         raise InputError(f"config file {path} is not UTF-8 text; pass a YAML file of sections and keys")
     try:
         nested = yaml.load(text, Loader=_NoAliasLoader)
+    except RecursionError:
+        raise InputError(f"config file {path} nests deeper than Python can read; a config is sections of keys") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""

@@ -1,5 +1,7 @@
 """`--mode export`: a checkpoint as a static inference model (paddle.jit.save) that takes raw pixel values."""
 import os
+import shutil
+import tempfile
 
 import paddle
 import paddle.nn as nn
@@ -8,7 +10,8 @@ from DNSD.config import add_config_flags, device_keys, stated_values
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import open_checkpoint
 from DNSD.engine.run_folder import check_writable, checkpoint_in
-from DNSD.files import write_json
+from DNSD.datasets.download import file_digest
+from DNSD.files import TEMPORARY_PREFIX, write_json
 
 
 class InferenceModel(nn.Layer):
@@ -40,12 +43,24 @@ def export_checkpoint(checkpoint_path, prefix=None, stated=None):
     network = model.folded()
     inference = InferenceModel(network, Normalizer.from_state(state["normalizer"]))
     inference.eval()
-    paddle.jit.save(inference, prefix, input_spec=[paddle.static.InputSpec([None, 3, 32, 32], "float32", "images")])
-    # Not {prefix}.json (Paddle 3's program) nor {prefix}.*.json, which paddle.jit.load 3.3.1 mistakes for it.
-    write_json(f"{prefix}-info.json", {"input": "float32 pixel values in [0, 255], shape (N, 3, 32, 32), RGB planes",
-                                       "output": "class logits", "classes": list(state["classes"]),
-                                       "network": model.name(), "folded": network is not model,
-                                       "checkpoint": os.path.abspath(checkpoint_path), "epoch": state["epochs_done"]})
+    folder, name = os.path.split(os.path.abspath(prefix))
+    # Written in a folder of its own, then moved in, the info file last: it names the digest of every file it
+    # describes, so that a model half replaced by an interrupted export is refused when loaded.
+    staging = tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, dir=folder)
+    try:
+        paddle.jit.save(inference, os.path.join(staging, name),
+                        input_spec=[paddle.static.InputSpec([None, 3, 32, 32], "float32", "images")])
+        files = sorted(os.listdir(staging))
+        # Not {prefix}.json (Paddle 3's program) nor {prefix}.*.json, which paddle.jit.load 3.3.1 mistakes for it.
+        write_json(os.path.join(staging, f"{name}-info.json"), {
+            "input": "float32 pixel values in [0, 255], shape (N, 3, 32, 32), RGB planes", "output": "class logits",
+            "classes": list(state["classes"]), "network": model.name(), "folded": network is not model,
+            "checkpoint": os.path.abspath(checkpoint_path), "epoch": state["epochs_done"],
+            "files": {file[len(name):]: file_digest(os.path.join(staging, file), "sha256") for file in files}})
+        for file in files + [f"{name}-info.json"]:
+            os.replace(os.path.join(staging, file), os.path.join(folder, file))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return prefix
 
 

@@ -3,6 +3,8 @@ import json
 import os
 import tempfile
 
+from DNSD.errors import InputError
+
 TEMPORARY_PREFIX = ".tmp-"  # DNSD's own temporary files, which a killed process may leave and a new run removes
 
 
@@ -18,7 +20,11 @@ FILE_MODE = _file_mode()
 
 def atomic_write(path, write):
     """Call write(temporary_path), flush the file to disk, then rename it onto path: a reader, or a run killed at
-    any moment, sees the old file or the new one, never half of one."""
+    any moment, sees the old file or the new one, never half of one. A path that is not a file (a device such as
+    /dev/stdout, a FIFO, a socket) is refused: the rename would replace it."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        kind = "a folder" if os.path.isdir(path) else "not a regular file (a device, FIFO or socket)"
+        raise InputError(f"{path} is {kind}; DNSD writes a new file in its place only where a file is: name one")
     folder = os.path.dirname(os.path.abspath(path))
     descriptor, temporary = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=folder)
     os.close(descriptor)
@@ -39,7 +45,7 @@ def write_text(path, text):
 
 
 def _write_file(path, text):
-    with open(path, "w") as stream:
+    with open(path, "w", encoding="utf-8") as stream:
         stream.write(text)
 
 

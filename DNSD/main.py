@@ -147,12 +147,13 @@ def error_log_path(args):
 
 
 def report_internal_error(args, error):
+    """The one line of an internal error; the traceback goes to a log file. Never raises: it is the last handler."""
     path = error_log_path(args)
     try:
-        with open(path, "a") as stream:
+        with open(path, "a", encoding="utf-8", errors="backslashreplace") as stream:
             stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} DNSD {__version__}: {' '.join(sys.argv)}\n")
             stream.write(traceback.format_exc())
-    except OSError:
+    except Exception:  # an unwritable or odd log path: the traceback goes to the console instead
         path = "the traceback below"
         traceback.print_exc()
     return (f"DNSD: internal error: {type(error).__name__}: {one_line(error)}; this is a bug in DNSD: please report "
@@ -160,6 +161,9 @@ def report_internal_error(args, error):
 
 
 def main(argv=None):
+    for stream in (sys.stdout, sys.stderr):  # a path or class name the locale cannot encode is escaped, not fatal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args, module = parse(sys.argv[1:] if argv is None else list(argv))
     try:
         return module.run(args) or 0

@@ -138,6 +138,8 @@ def check_figure_path(path):
     if os.path.isdir(path):
         raise InputError(f"--plot-file {path} is a folder; name the file to write, e.g. "
                          f"{os.path.join(path, 'curves.png')}")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise InputError(f"--plot-file {path} is not a regular file (a device, FIFO or socket); name a file")
     extension = os.path.splitext(path)[1].lower().lstrip(".")
     if extension not in FORMATS:
         raise InputError(f"--plot-file {path}: name a .png, .pdf or .svg file (the extension gives the format)")

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 
 from DNSD.config import add_config_flags, build_config, fields_by_key, device_keys, stated_values
+from DNSD.datasets.download import file_digest
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import open_checkpoint
 from DNSD.engine.device import select_run_device
@@ -18,6 +19,7 @@ from DNSD.engine.evaluation import probabilities
 from DNSD.engine.run_folder import check_writable, checkpoint_in
 from DNSD.errors import InputError, SomeImagesFailed
 from DNSD.files import write_text
+from DNSD.untrusted import file_or_folder, regular_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 FORMATS = ("PNG", "JPEG")
@@ -36,6 +38,7 @@ def image_paths(arguments):
     other files found in folders, which are skipped."""
     paths, skipped = [], []
     for argument in arguments:
+        file_or_folder(argument, "--images")
         if os.path.isdir(argument):
             for name in sorted(os.listdir(argument)):
                 path = os.path.join(argument, name)
@@ -64,6 +67,10 @@ def read_image(path, resize):
             converted = (width, height) != (32, 32) or image.mode != "RGB"
             if converted and not resize:
                 raise ImageProblem(f"it is {width}x{height} {image.mode}, not 32x32 RGB; pass --resize to convert it")
+            if image.mode == "F":
+                raise ImageProblem("it holds 32-bit floating-point pixels; save it as an 8-bit PNG or JPEG")
+            if image.mode.startswith("I"):  # 16-bit grey: scaled to 8 bits (convert() would clip it at 255)
+                image = Image.fromarray((np.asarray(image, dtype=np.uint32) // 257).clip(0, 255).astype(np.uint8))
             if converted:
                 image = image.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
@@ -85,11 +92,18 @@ def load_exported(prefix, stated):
     with open(info_path, "rb") as stream:
         raw = stream.read(MAX_INFO_BYTES + 1)
     try:
-        classes = json.loads(raw)["classes"] if len(raw) <= MAX_INFO_BYTES else None
-    except (ValueError, KeyError, TypeError):
-        classes = None
+        info = json.loads(raw) if len(raw) <= MAX_INFO_BYTES else None
+    except (ValueError, RecursionError):
+        info = None
+    classes, files = (info.get("classes"), info.get("files")) if isinstance(info, dict) else (None, None)
     if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
         raise InputError(f"{info_path} does not list the model's class names; export the model again")
+    if not isinstance(files, dict) or not files or any(
+            not isinstance(digest, str) or not os.path.isfile(prefix + suffix) or
+            file_digest(regular_file(prefix + suffix, "--model"), "sha256") != digest
+            for suffix, digest in files.items()):
+        raise InputError(f"--model {prefix}: its files are not the ones {info_path} describes (an export was "
+                         "interrupted, or they were changed); export the model again")
     fixed = [key for key in stated if not fields_by_key()[key][0].metadata["may_change"]]
     if fixed:
         raise InputError(f"{fixed[0]}: an exported model is fixed; only where it runs may be chosen (--device), "
@@ -97,9 +111,13 @@ def load_exported(prefix, stated):
     select_run_device(build_config(stated).run)
     try:
         model = paddle.jit.load(prefix)
+        outputs = model(paddle.zeros([1, 3, 32, 32])).shape[-1]
     except Exception as error:
         raise InputError(f"--model {prefix}: Paddle cannot load it ({' '.join(str(error).split())[:200]}); export it "
                          "again with this DNSD and Paddle") from None
+    if outputs != len(classes):
+        raise InputError(f"--model {prefix} gives {outputs} classes, but {info_path} names {len(classes)}; export the "
+                         "model again")
     return model, classes, 128
 
 
@@ -121,6 +139,9 @@ def predict_images(arguments, checkpoint=None, model_prefix=None, top_k=5, resiz
     if output:
         if os.path.isdir(output):
             raise InputError(f"--output {output} is a folder; name the CSV file to write")
+        if os.path.exists(output) and not os.path.isfile(output):
+            raise InputError(f"--output {output} is not a regular file (a device, FIFO or socket); name a file, or "
+                             "leave out --output to write the CSV to standard output")
         check_writable(os.path.dirname(os.path.abspath(output)))
     paths, skipped = image_paths(arguments)
     if checkpoint:

@@ -9,7 +9,7 @@ import statistics
 
 from scipy import stats
 
-from DNSD.engine.run_folder import find_runs, group_runs, read_records, read_summary
+from DNSD.engine.run_folder import METRICS, find_runs, group_runs, read_records, read_summary
 from DNSD.errors import InputError
 from DNSD.files import write_text
 
@@ -21,10 +21,12 @@ CONFIDENCE = 0.95
 
 def read_run(folder):
     """The row values of one run, from its metrics and summary."""
-    records = read_records(folder, ["val_error", "epoch_seconds", "mean_active_blocks"])
+    metrics = os.path.join(folder, METRICS)
+    started = os.path.isfile(metrics) and os.path.getsize(metrics) > 0  # or trained by another command just now
+    records = read_records(folder, ["val_error", "epoch_seconds", "mean_active_blocks"]) if started else []
     return {"folder": folder, "summary": read_summary(folder),
             "seconds": sum(record["epoch_seconds"] for record in records), "epochs": len(records),
-            "active_blocks": statistics.mean(record["mean_active_blocks"] for record in records)}
+            "active_blocks": statistics.mean(record["mean_active_blocks"] for record in records) if records else 0.0}
 
 
 def summarise(folders):
@@ -46,8 +48,9 @@ def summarise(folders):
             "best_val_error_mean": statistics.mean(run["summary"]["best_val_error"] for run in finished)
             if finished else None,
             "training_hours": sum(run["seconds"] for run in runs) / 3600,
-            "seconds_per_epoch": sum(run["seconds"] for run in runs) / sum(run["epochs"] for run in runs),
-            "mean_active_blocks": statistics.mean(run["active_blocks"] for run in runs),
+            "seconds_per_epoch": sum(run["seconds"] for run in runs) / max(1, sum(run["epochs"] for run in runs)),
+            "mean_active_blocks": statistics.mean(run["active_blocks"] for run in runs if run["epochs"])
+            if any(run["epochs"] for run in runs) else 0.0,
             "test_errors": errors, "unfinished": [run["folder"] for run in runs if run not in finished]})
     return rows
 
@@ -77,6 +80,10 @@ def comparison(rows, first, second):
     if min(len(a["test_errors"]), len(b["test_errors"])) < 2:
         raise InputError(f"--compare needs at least 2 finished runs in each row; {a['configuration']} has "
                          f"{len(a['test_errors'])}, {b['configuration']} {len(b['test_errors'])}: run more seeds")
+    if statistics.variance(a["test_errors"]) == statistics.variance(b["test_errors"]) == 0:
+        difference = statistics.mean(b["test_errors"]) - statistics.mean(a["test_errors"])
+        return (f"{b['configuration']} - {a['configuration']}: {difference:+.2f} points of test error, exactly: the "
+                "runs of each row have the same test error, so there is no spread to give an interval")
     difference, (low, high), p_value = welch(a["test_errors"], b["test_errors"])
     return (f"{b['configuration']} - {a['configuration']}: {difference:+.2f} points of test error, "
             f"{CONFIDENCE:.0%} confidence interval [{low:+.2f}, {high:+.2f}] (Welch's t-test, p = {p_value:.3f})")

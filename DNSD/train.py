@@ -1,7 +1,6 @@
 """`--mode train`: a new run, the continuation of one (--resume), or a branch of one (--resume --branch), each ending
 with the test error of its best-validation checkpoint, as the paper reports."""
 import copy
-import json
 import os
 
 import paddle
@@ -9,13 +8,13 @@ import paddle
 from DNSD.config import (add_config_flags, build_config, config_from_dict, experiment, explicit_values, for_branch,
                          for_checkpoint, stated_values)
 from DNSD.datasets import load_data
-from DNSD.engine.checkpoint import load_checkpoint, restore_model
+from DNSD.engine.checkpoint import check_resume_state, load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.ranks import Ranks, join_ranks
 from DNSD.engine.meters import hyperparameters, write_final_dashboard
 from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, SUMMARY, default_run_dir, holds_run,
-                                    read_points, read_records, refuse_existing_run, remove, remove_temporaries,
-                                    run_lock, write_records, written_files)
+                                    read_points, read_records, read_seeds, refuse_existing_run, remove,
+                                    remove_temporaries, run_lock, write_records, written_files)
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
 from DNSD.eval import format_report, report_checkpoint
@@ -117,6 +116,7 @@ def resume(target, stated, branch_dir=None):
         if branch_dir:
             refuse_existing_run(branch_dir, config.run.overwrite)
         model = restore_model(state, path)
+        check_resume_state(state, model, path, -(-len(data.train) // config.train.batch_size))
         trainer = Trainer(config, run_dir, data, model, state, ranks, branched=bool(branch_dir))
         if ranks.writes:
             if branch_dir:
@@ -179,17 +179,24 @@ def finish(run_dir, data, config, ranks=Ranks()):
     return summary
 
 
+MAX_SEEDS = 1000  # runs one command may train; each is hours on a GPU
+
+
 def parse_seeds(text):
-    """The seeds of --seeds: a list (0,1,2) or a range (0-3), or both (0-2,7)."""
-    seeds = []
+    """The seeds of --seeds: a list (0,1,2) or a range (0-3), or both (0-2,7); at most MAX_SEEDS, each a valid
+    run.seed, checked before any training."""
+    ranges = []
     for part in text.split(","):
         first, _, last = part.strip().partition("-")
         try:
-            seeds.extend(range(int(first), int(last or first) + 1))
+            ranges.append((int(first), int(last or first)))
         except ValueError:
             raise InputError(f"--seeds {text}: expected seeds as 0,1,2 or a range 0-3") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise InputError(f"--seeds {text}: expected distinct seeds >= 0, e.g. 0,1,2 or 0-3")
+    if sum(max(0, last - first + 1) for first, last in ranges) > MAX_SEEDS:
+        raise InputError(f"--seeds {text}: more than {MAX_SEEDS} seeds in one command; name fewer")
+    seeds = [seed for first, last in ranges for seed in range(first, last + 1)]
+    if not seeds or len(set(seeds)) != len(seeds) or not all(0 <= seed < 2**32 for seed in seeds):
+        raise InputError(f"--seeds {text}: expected distinct seeds in [0, 2^32), e.g. 0,1,2 or 0-3")
     return seeds
 
 
@@ -199,6 +206,8 @@ def train_seeds(config, seeds):
     the unfinished ones; commands that train other seeds of the same config into it (one per GPU) add theirs."""
     folder = config.run.output_dir
     path = os.path.join(folder, SEEDS)
+    if config.data.data_file:  # a relative path would name another file when the folder is resumed from elsewhere
+        config.data.data_file = os.path.abspath(config.data.data_file)
     shared = config.to_dict()
     listed = seeds
     if holds_run(folder):
@@ -206,8 +215,7 @@ def train_seeds(config, seeds):
                          "the seeds' folder")
     with run_lock(folder):  # two commands adding their seeds at once must not lose one
         if os.path.isfile(path):
-            with open(path) as stream:
-                recorded = json.load(stream)
+            recorded = read_seeds(folder)
             if experiment(recorded["config"]) != experiment(shared):
                 raise InputError(f"{folder} holds seeds of another config ({path}); choose another --output-dir")
             listed = sorted(set(recorded["seeds"]) | set(seeds))
@@ -216,8 +224,7 @@ def train_seeds(config, seeds):
 
 
 def resume_seeds(folder, stated):
-    with open(os.path.join(folder, SEEDS)) as stream:
-        recorded = json.load(stream)
+    recorded = read_seeds(folder)
     config = for_checkpoint(config_from_dict(recorded["config"], where=f" in {folder}/{SEEDS}"),
                             {**stated, "run.output_dir": folder}, "--resume")
     return run_seeds(folder, config, recorded["seeds"], {k: v for k, v in stated.items() if k != "run.output_dir"})
@@ -262,6 +269,7 @@ def run(args):
         raise InputError("--branch NEW_DIR starts from a checkpoint: give it with --resume RUN_DIR (or a .pdckpt)")
     if args.seeds is not None and args.resume is not None:
         raise InputError("--resume OUTPUT_DIR continues the seeds its seeds.json lists; leave out --seeds")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     stated = stated_values(args.config, args, args.override)
     config = build_config(stated)
     if args.print_config:
@@ -273,7 +281,7 @@ def run(args):
     else:
         if config.run.output_dir is None:
             config.run.output_dir = default_run_dir(args.config, explicit_values(args, args.override), config)
-        if args.seeds is not None:
-            train_seeds(config, parse_seeds(args.seeds))
+        if seeds is not None:
+            train_seeds(config, seeds)
         else:
             train(config)

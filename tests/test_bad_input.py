@@ -89,10 +89,11 @@ def set_classes(state):
     state["num_classes"] = 100
 
 
-@pytest.mark.parametrize("change, fragment", [(set_depth, "ResNet-14"), (set_classes, "100 classes")])
-def test_checkpoint_from_another_depth_or_number_of_classes(trained_run, tmp_path, change, fragment):
+@pytest.mark.parametrize("change, fragments", [(set_depth, ("ResNet-14", "another model")),
+                                                (set_classes, ("num_classes is 100", "cifar10 has 10 classes"))])
+def test_checkpoint_from_another_depth_or_number_of_classes(trained_run, tmp_path, change, fragments):
     path = altered_checkpoint(trained_run, tmp_path, change)
-    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", path), fragment, "another model")
+    assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", path), *fragments)
 
 
 def test_checkpoint_from_another_architecture(tmp_path):

@@ -1,10 +1,13 @@
 """Random damage to a real checkpoint, a real archive and a real config: every case ends in exit 0 with the right
 result or exit 2 with one line, never a traceback or a hang. The CLI runs in this process, so that a few hundred
 cases take seconds; each case has a time limit."""
+import contextlib
+import copy
 import io
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import tarfile
@@ -127,3 +130,52 @@ def test_damaged_configs(tmp_path, capsys):
         path.write_bytes(data)
         code, _, err = run_case(capsys, ["--config", str(path), "--print-config"])
         assert_clean_end(code, err, f"case {case} ({kind}): {data[:200]!r}")
+
+
+@contextlib.contextmanager
+def memory_cap(extra_bytes):
+    """A soft address-space limit of what this process uses now plus extra_bytes (as ulimit -v), lifted after."""
+    with open("/proc/self/status") as stream:
+        used = int(stream.read().split("VmSize:")[1].split()[0]) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (used + extra_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+ODD_VALUES = (None, True, -5, 0, 2**40, 10**30, 1.5, float("nan"), "10", "", "x" * 1000, [], [1, 2, 3], {},
+              {"a": {"b": [None]}})
+
+
+def crafted_state(state, rng):
+    """state with one field, top-level or in its config, given an odd value: a crafted file, re-sealed with a valid
+    digest, as anyone can make one."""
+    state = copy.deepcopy(state)
+    if rng.random() < 0.5:
+        key = rng.choice(sorted(state))
+        state[key] = rng.choice(ODD_VALUES)
+        return state, key
+    section = rng.choice(sorted(state["config"]))
+    key = rng.choice(sorted(state["config"][section]))
+    state["config"][section][key] = rng.choice(ODD_VALUES)
+    return state, f"config.{section}.{key}"
+
+
+def test_crafted_checkpoints_within_a_memory_cap(originals, trained_run, tmp_path, capsys):
+    from DNSD.engine.checkpoint import read_checkpoint, save_checkpoint
+
+    rng = random.Random(14)
+    state = read_checkpoint(os.path.join(trained_run[0], "best.pdckpt"))
+    path = str(tmp_path / "crafted.pdckpt")
+    (tmp_path / "export").mkdir()
+    with memory_cap(2 << 30):
+        for case in range(CASES // 2):
+            crafted, field = crafted_state(state, rng)
+            save_checkpoint(path, crafted)
+            commands = [["eval", "--checkpoint", path], ["export", "--checkpoint", path, "--export-prefix",
+                                                           str(tmp_path / "export" / "model")]]
+            for argv in commands + ([["--resume", path]] if case % 3 == 0 else []):
+                code, _, err = run_case(capsys, argv)
+                assert_clean_end(code, err, f"case {case} ({field}, {argv[0]})")

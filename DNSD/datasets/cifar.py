@@ -11,6 +11,7 @@ import numpy as np
 from DNSD.datasets.download import cache_dir, fetch, file_digest
 from DNSD.datasets.pipeline import IMAGE_SHAPE, Dataset
 from DNSD.errors import InputError
+from DNSD.untrusted import DataUnpickler, regular_file
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class CifarSource:
     classes: tuple = ()  # empty: read from the names_key list of the meta_member
     meta_member: str = ""
     names_key: bytes = b""
+    largest_member_images: int = 10_000  # the images of the official archive's largest batch
+
+    @property
+    def member_limit(self):
+        """The most bytes a member may hold: the largest official batch's pixels, 5 % and 1 MiB more."""
+        return int(self.largest_member_images * np.prod(IMAGE_SHAPE) * 1.05) + (1 << 20)
 
     @property
     def url(self):
@@ -42,7 +49,7 @@ SOURCES = {
     "cifar100": CifarSource(
         "CIFAR-100", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", ("cifar-100-python/train",),
         "cifar-100-python/test", b"fine_labels", 100, meta_member="cifar-100-python/meta",
-        names_key=b"fine_label_names"),
+        names_key=b"fine_label_names", largest_member_images=50_000),
 }
 
 
@@ -55,7 +62,7 @@ def archive_identity(path):
 def locate_archive(data_file=None, source=SOURCES["cifar10"], download_dir=None, url=None):
     """The path of the archive to read: the user's file, or Paddle's cached copy, downloaded and md5-checked once."""
     if data_file:
-        if not os.path.isfile(data_file):
+        if not os.path.isfile(regular_file(data_file, "--data-file")):
             raise InputError(f"data file {data_file} does not exist; pass --data-file PATH to a {source.archive}")
         # A file with the official name must be the official file; any other name is a user-made archive.
         if os.path.basename(data_file) == source.archive and file_digest(data_file) != source.md5:
@@ -71,12 +78,32 @@ def locate_archive(data_file=None, source=SOURCES["cifar10"], download_dir=None,
             f"or pass --data-file PATH") from None
 
 
-def _load_member(archive, member, path, source, dataset_fixed=False):
+MAX_MEMBERS = 64  # an official archive has fewer than 10
+
+
+def _members(archive, path, source):
+    """{name: TarInfo} of the archive's files, each checked against the largest an official archive holds before
+    anything of it is read."""
+    members = {}
+    for count, info in enumerate(iter(archive.next, None)):
+        if count >= MAX_MEMBERS:
+            raise InputError(f"{path} holds more than {MAX_MEMBERS} members; an official {source.archive} holds fewer "
+                             "than 10: pass the official archive")
+        if info.size > source.member_limit:
+            raise InputError(f"{path}: member {info.name} is {info.size:,} bytes, more than the largest batch of the "
+                             f"official {source.name} ({source.member_limit:,} bytes at most); pass the official "
+                             "archive")
+        if info.isfile():
+            members[info.name] = info
+    return members
+
+
+def _load_member(archive, members, member, path, source, dataset_fixed=False):
     try:
-        stream = archive.extractfile(member)
-        return pickle.load(stream, encoding="bytes")
+        stream = archive.extractfile(members[member])
+        return DataUnpickler(stream, encoding="bytes").load()
     except KeyError:
-        held = [key for key, other in SOURCES.items() if other != source and other.test_member in archive.getnames()]
+        held = [key for key, other in SOURCES.items() if other != source and other.test_member in members]
         hint = ""
         if held:
             hint = (f" (it holds {SOURCES[held[0]].name}, but the checkpoint was trained on {source.name}: pass "
@@ -84,7 +111,10 @@ def _load_member(archive, member, path, source, dataset_fixed=False):
                     else f" (it holds {SOURCES[held[0]].name}: use --dataset {held[0]})")
         raise InputError(f"{path} has no member {member}; it is not in the official {source.name} "
                          f"layout{hint}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError):
+    except pickle.UnpicklingError as error:
+        raise InputError(f"{path}: member {member} is not a CIFAR pickle ({error}); nothing in it was run") from None
+    except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError, RecursionError,
+            MemoryError):
         raise InputError(f"{path}: member {member} is not a CIFAR pickle; the archive is damaged") from None
 
 
@@ -92,8 +122,8 @@ def _describe(value):
     return f"{value.dtype} values of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
 
 
-def _read_batch(archive, member, path, source, dataset_fixed=False):
-    batch = _load_member(archive, member, path, source, dataset_fixed)
+def _read_batch(archive, members, member, path, source, dataset_fixed=False):
+    batch = _load_member(archive, members, member, path, source, dataset_fixed)
     label_key = source.label_key.decode()
     layout = f"the archive is not in the official {source.name} layout"
     pixels = batch.get(b"data") if isinstance(batch, dict) else None
@@ -106,7 +136,10 @@ def _read_batch(archive, member, path, source, dataset_fixed=False):
             pixels.shape[1] != int(np.prod(IMAGE_SHAPE)):
         raise InputError(f"{path}: member {member} holds {_describe(pixels)} as b'data', not uint8 pixels of shape "
                          f"(N, 3072); {layout}")
-    labels = np.asarray(raw_labels) if isinstance(raw_labels, (list, tuple, np.ndarray)) else np.zeros((0, 0))
+    try:  # ragged lists fail here
+        labels = np.asarray(raw_labels) if isinstance(raw_labels, (list, tuple, np.ndarray)) else np.zeros((0, 0))
+    except ValueError:
+        labels = np.zeros((0, 0))
     if labels.ndim != 1 or (len(labels) and labels.dtype.kind not in "iu"):
         raise InputError(f"{path}: member {member} holds {_describe(labels)} as b'{label_key}', not a list of "
                          f"integer labels; {layout}")
@@ -119,10 +152,10 @@ def _read_batch(archive, member, path, source, dataset_fixed=False):
     return Dataset(images, labels)
 
 
-def _class_names(archive, path, source, dataset_fixed=False):
+def _class_names(archive, members, path, source, dataset_fixed=False):
     if source.classes:
         return source.classes
-    meta = _load_member(archive, source.meta_member, path, source, dataset_fixed)
+    meta = _load_member(archive, members, source.meta_member, path, source, dataset_fixed)
     try:
         names = tuple(name.decode() for name in meta[source.names_key])
     except (KeyError, TypeError, AttributeError, UnicodeDecodeError):
@@ -139,9 +172,11 @@ def read_archive(path, source=SOURCES["cifar10"], dataset_fixed=False):
     --dataset."""
     try:
         with tarfile.open(path, "r:gz") as archive:
-            train = [_read_batch(archive, member, path, source, dataset_fixed) for member in source.train_members]
-            test = _read_batch(archive, source.test_member, path, source, dataset_fixed)
-            classes = _class_names(archive, path, source, dataset_fixed)
+            members = _members(archive, path, source)
+            train = [_read_batch(archive, members, member, path, source, dataset_fixed)
+                     for member in source.train_members]
+            test = _read_batch(archive, members, source.test_member, path, source, dataset_fixed)
+            classes = _class_names(archive, members, path, source, dataset_fixed)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         raise InputError(f"cannot read {path} as a gzip tar archive ({error}); the file is truncated or not a "
                          f"{source.archive}: download it again") from None

@@ -112,7 +112,11 @@ def hyperparameters(config_dict):
 def write_final_dashboard(run_dir, records, points, hparams, summary):
     """The finished run's whole VisualDL log: its epochs and points, its hyperparameters and its final metrics."""
     with open_dashboard(run_dir, records, points) as writer:
-        writer.add_hparams(hparams, [f"final/{key}" for key in FINAL_METRICS])
+        try:
+            writer.add_hparams(hparams, [f"final/{key}" for key in FINAL_METRICS])
+        except UnicodeEncodeError:  # VisualDL encodes the log's path as UTF-8, which an undecodable name is not
+            print(f"DNSD: the dashboard's hyperparameter view is left out: VisualDL cannot name {run_dir} in this "
+                  "locale's encoding (a UTF-8 locale, e.g. LC_ALL=C.UTF-8, has it)")
         for key in FINAL_METRICS:
             writer.add_scalar(tag=f"final/{key}", value=summary[key], step=records[-1]["epoch"])
 

@@ -239,6 +239,21 @@ def group_runs(folders):
     return list(groups.values())
 
 
+def read_seeds(folder):
+    """The seeds and the config a --seeds folder's seeds.json lists."""
+    path = os.path.join(folder, SEEDS)
+    try:
+        with open(path) as stream:
+            recorded = json.load(stream)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        recorded = None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict) or \
+            not isinstance(recorded.get("seeds"), list) or not all(type(seed) is int for seed in recorded["seeds"]):
+        raise InputError(f"{path} is damaged (not the seeds and config of a --seeds folder); restore it, or train "
+                         "the seeds into a new folder")
+    return recorded
+
+
 def read_summary(folder):
     """A finished run's summary.json, or None while it trains."""
     path = os.path.join(folder, SUMMARY)

@@ -137,10 +137,14 @@ class Trainer:
             self.restore(state, branched)
 
     def restore(self, state, branched):
-        self.optimizer.set_state_dict(renamed(state["optimizer"], self.model, to_structured=False))
-        self.scheduler.set_state_dict(state["scheduler"])
-        if self.scaler:
-            self.scaler.load_state_dict(state["scaler"])
+        try:  # checked field by field before (checkpoint.check_resume_state); Paddle checks the rest its own ways
+            self.optimizer.set_state_dict(renamed(state["optimizer"], self.model, to_structured=False))
+            self.scheduler.set_state_dict(state["scheduler"])
+            if self.scaler:
+                self.scaler.load_state_dict(state["scaler"])
+        except Exception as error:
+            raise InputError(f"the checkpoint's optimiser or scheduler state cannot be restored ({type(error).__name__}:"
+                             f" {' '.join(str(error).split())[:150]}); use another checkpoint") from None
         self.epochs_done, self.step = state["epochs_done"], state["step"]
         self.meter, self.history = TrainingMeter(**state["totals"]), state["history"]
         self.points = state.get("points", [])
