@@ -279,3 +279,16 @@ def test_compare_with_identical_errors_gives_the_exact_difference():
     rows = [{"configuration": "a", "test_errors": [5.0, 5.0]}, {"configuration": "b", "test_errors": [6.0, 6.0]}]
     assert comparison(rows, "a", "b") == ("b - a: +1.00 points of test error, exactly: the runs of each row have the "
                                           "same test error, so there is no spread to give an interval")
+
+
+def test_a_summary_lists_a_seed_that_another_command_has_only_begun(trained_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "sd"
+    shutil.copytree(trained_run[0], folder / "seed-0")
+    (folder / "seed-1").mkdir()
+    shutil.copy(os.path.join(trained_run[0], "config.yaml"), folder / "seed-1" / "config.yaml")
+    (folder / "seed-1" / "metrics.jsonl").write_text("")  # its first epoch still running
+    result = dnsd("summary", "--runs", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert f"Unfinished, not averaged: {folder / 'seed-1'}" in result.stdout
