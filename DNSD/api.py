@@ -10,7 +10,7 @@ from DNSD.datasets import num_classes
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import load_checkpoint as load_state, restore_model
 from DNSD.engine.evaluation import probabilities
-from DNSD.eval import evaluate_checkpoint
+from DNSD.engine.reports import evaluate_checkpoint
 from DNSD.models import build_model as build_network
 
 

@@ -1,4 +1,7 @@
-"""The expected ways for a command to fail: the CLI prints the message as one line and exits with the code."""
+"""The expected ways for a command to fail, and how a failure reads: the CLI prints one line and exits with the
+code."""
+import errno
+import os
 
 EXIT_TRAINING_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -30,3 +33,33 @@ class SomeImagesFailed(DNSDError):
     """--mode predict could not read some images (each named on its own line) and predicted the others."""
 
     exit_code = EXIT_SOME_FAILED
+
+
+# What to do about the file-system faults a command can meet, by errno.
+OS_ADVICE = {
+    errno.ENOSPC: "free space on that disk: the files written before are intact, and a run continues with --resume",
+    errno.EDQUOT: "free space within your disk quota: the files written before are intact, and a run continues "
+                  "with --resume",
+    errno.EROFS: "the file system is read-only: choose a folder on a writable one",
+    errno.EACCES: "choose a folder you may write, or fix its permissions",
+    errno.EPERM: "choose a folder you may write, or fix its permissions",
+    errno.EISDIR: "it is a folder: name a file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ENOENT: "a folder of the path does not exist: create it or fix the path",
+}
+
+
+def one_line(message, limit=None):
+    """A message as one console line, whatever a library put in it (cut at limit characters)."""
+    return " ".join(str(message).split())[:limit]
+
+
+def describe_os_error(error):
+    """One line for a file-system fault: what failed, where, and what to do."""
+    from DNSD.files import TEMPORARY_PREFIX  # files raises InputError: imported here, not at the top
+
+    where = error.filename or ""
+    if os.path.basename(where).startswith(TEMPORARY_PREFIX):  # DNSD's own temporary file: name its folder
+        where = os.path.dirname(where)
+    advice = OS_ADVICE.get(error.errno, "check the path and the disk")
+    return f"{one_line(error.strerror or error)}{f': {where}' if where else ''}; {advice}"

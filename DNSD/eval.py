@@ -1,64 +1,9 @@
-"""`--mode eval`: a checkpoint's error and per-class accuracy on the test (or validation) split, and its report."""
-import os
-
+"""`dnsd eval`: a checkpoint's error and per-class accuracy on the test (or validation) split, and its report
+(engine/reports.py)."""
 from DNSD.config import add_config_flags, data_and_device_keys, stated_values
-from DNSD.datasets import load_data
-from DNSD.engine.checkpoint import open_checkpoint
-from DNSD.engine.evaluation import evaluate
-from DNSD.engine.run_folder import check_writable, checkpoint_in
-from DNSD.files import write_json
-from DNSD.randomness import generator
-
-MAX_CLASSES_SHOWN = 20
-
-
-def report_path(checkpoint_path, split, data=None, trained_on=None):
-    """Where the evaluation of a checkpoint is written: beside it, e.g. best.test.json; on other data than the run
-    trained on (data and trained_on: archive identities), a name that says which, e.g.
-    best.test.cifar-10-python-3a1f09c2.json, so that the run's own report is never replaced."""
-    stem = os.path.splitext(checkpoint_path)[0]
-    if data and trained_on and data["sha256"] != trained_on["sha256"]:
-        archive = os.path.basename(data["file"]).split(".")[0]
-        return f"{stem}.{split}.{archive}-{data['sha256'][:8]}.json"
-    return f"{stem}.{split}.json"
-
-
-def format_report(result, split, report_file):
-    """The console lines of a result: the error, then the per-class accuracy where the classes are few enough to read
-    (CIFAR-10's 10; CIFAR-100's 100 stay in the report file)."""
-    lines = [f"{split} error {result['error']:.2f} % (accuracy {result['accuracy']:.2f} %), top-5 error "
-             f"{result['top5_error']:.2f} %, on {result['images']:,} images"]
-    per_class = result["per_class_accuracy"]
-    if len(per_class) <= MAX_CLASSES_SHOWN:
-        lines.append("per-class accuracy:")
-        lines += [f"  {name:<12} {accuracy:6.2f} %" for name, accuracy in per_class.items() if accuracy is not None]
-    else:
-        lines.append(f"  per-class accuracy of the {len(per_class)} classes: {report_file}")
-    return "\n".join(lines)
-
-
-def report_checkpoint(model, state, checkpoint_path, data, split, batch_size):
-    """Evaluate a checkpoint's model on one split and write the report beside the checkpoint (checked writable
-    first, so that an evaluation is never computed to be lost); the result names the report."""
-    path = report_path(checkpoint_path, split, data.identity, state.get("data"))
-    check_writable(os.path.dirname(os.path.abspath(path)))
-    dataset = data.test if split == "test" else data.val
-    result = evaluate(model, dataset, data.normalizer, batch_size, data.classes)
-    result.update(split=split, checkpoint=os.path.abspath(checkpoint_path), epoch=state["epochs_done"],
-                  data=data.identity, report=path)
-    write_json(path, result)
-    return result
-
-
-def evaluate_checkpoint(checkpoint_path, split="test", stated=None):
-    """Rebuild the model of a checkpoint, evaluate it on the test (or validation) split and write the report.
-
-    stated: config values the user gave; only those that keep the model the same (data file, device) may differ.
-    """
-    state, config, model = open_checkpoint(checkpoint_path, stated, "dnsd eval")
-    # The split is redrawn from the run's seed; the normalisation statistics are the ones training used.
-    data = load_data(config.data, generator(config.run.seed, "split"), state["normalizer"])
-    return report_checkpoint(model, state, checkpoint_path, data, split, config.train.batch_size)
+from DNSD.engine.figures import check_figure_path, draw_confusion, write_figure
+from DNSD.engine.reports import evaluate_checkpoint, format_report
+from DNSD.engine.run_folder import checkpoint_in
 
 
 def add_arguments(parser):
@@ -70,8 +15,6 @@ def add_arguments(parser):
 
 
 def run(args):
-    from DNSD.plot import check_figure_path, draw_confusion, write_figure
-
     if args.plot_file:
         check_figure_path(args.plot_file)  # before the evaluation, not after it
     stated = stated_values(args.config, args, args.override)

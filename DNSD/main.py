@@ -6,7 +6,6 @@ Works as `dnsd` (installed), `python DNSD/main.py`, `python main.py` inside DNSD
 """
 import argparse
 import difflib
-import errno
 import importlib
 import os
 import sys
@@ -21,8 +20,7 @@ if __package__ in (None, ""):
 from DNSD import __version__
 from DNSD.console import quiet_libraries
 from DNSD.engine.run_folder import ERROR_LOG
-from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError
-from DNSD.files import TEMPORARY_PREFIX
+from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError, describe_os_error, one_line
 
 EXIT_INTERRUPTED = 130
 MODES = {  # mode: (the module that implements it, what it does)
@@ -103,34 +101,6 @@ def parse(argv):
         parser.error(unknown_flags(mode, parser, extra))
     args.mode = mode
     return args, module
-
-
-# What to do about the file-system faults a command can meet, by errno.
-OS_ADVICE = {
-    errno.ENOSPC: "free space on that disk: the files written before are intact, and a run continues with --resume",
-    errno.EDQUOT: "free space within your disk quota: the files written before are intact, and a run continues "
-                  "with --resume",
-    errno.EROFS: "the file system is read-only: choose a folder on a writable one",
-    errno.EACCES: "choose a folder you may write, or fix its permissions",
-    errno.EPERM: "choose a folder you may write, or fix its permissions",
-    errno.EISDIR: "it is a folder: name a file",
-    errno.ENOTDIR: "a part of the path is a file, not a folder",
-    errno.ENOENT: "a folder of the path does not exist: create it or fix the path",
-}
-
-
-def one_line(message):
-    """A message as one console line, whatever a library put in it."""
-    return " ".join(str(message).split())
-
-
-def describe_os_error(error):
-    """One line for a file-system fault: what failed, where, and what to do."""
-    where = error.filename or ""
-    if os.path.basename(where).startswith(TEMPORARY_PREFIX):  # DNSD's own temporary file: name its folder
-        where = os.path.dirname(where)
-    advice = OS_ADVICE.get(error.errno, "check the path and the disk")
-    return f"{one_line(error.strerror or error)}{f': {where}' if where else ''}; {advice}"
 
 
 def error_log_path(args):

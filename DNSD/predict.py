@@ -17,7 +17,7 @@ from DNSD.engine.checkpoint import open_checkpoint
 from DNSD.engine.device import select_run_device
 from DNSD.engine.evaluation import probabilities
 from DNSD.engine.run_folder import check_writable, checkpoint_in
-from DNSD.errors import InputError, SomeImagesFailed
+from DNSD.errors import InputError, SomeImagesFailed, one_line
 from DNSD.files import write_text
 from DNSD.untrusted import file_or_folder, regular_file
 
@@ -77,7 +77,7 @@ def read_image(path, resize):
     except ImageProblem:
         raise
     except Exception as error:  # Pillow's errors for a damaged file are of many types; none is the user's to read
-        raise ImageProblem(f"it cannot be read as an image ({' '.join(str(error).split()) or type(error).__name__})")
+        raise ImageProblem(f"it cannot be read as an image ({one_line(error) or type(error).__name__})")
     return pixels.transpose(2, 0, 1), converted
 
 
@@ -113,7 +113,7 @@ def load_exported(prefix, stated):
         model = paddle.jit.load(prefix)
         outputs = model(paddle.zeros([1, 3, 32, 32])).shape[-1]
     except Exception as error:
-        raise InputError(f"--model {prefix}: Paddle cannot load it ({' '.join(str(error).split())[:200]}); export it "
+        raise InputError(f"--model {prefix}: Paddle cannot load it ({one_line(error, 200)}); export it "
                          "again with this DNSD and Paddle") from None
     if outputs != len(classes):
         raise InputError(f"--model {prefix} gives {outputs} classes, but {info_path} names {len(classes)}; export the "

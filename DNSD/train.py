@@ -15,9 +15,10 @@ from DNSD.engine.meters import hyperparameters, write_final_dashboard
 from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, SUMMARY, default_run_dir, holds_run,
                                     read_points, read_records, read_seeds, refuse_existing_run, remove,
                                     remove_temporaries, run_lock, write_records, written_files)
+from DNSD.engine.tables import write_summary
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
-from DNSD.eval import format_report, report_checkpoint
+from DNSD.engine.reports import format_report, report_checkpoint
 from DNSD.files import write_json, write_text
 from DNSD.models import build_model
 from DNSD.randomness import generator
@@ -243,8 +244,6 @@ def run_seeds(folder, config, seeds, stated=None):
             seed_config = copy.deepcopy(config)
             seed_config.run.seed, seed_config.run.output_dir, seed_config.run.overwrite = seed, run_dir, True
             train(seed_config)
-    from DNSD.summary import write_summary
-
     table, path = write_summary([folder], os.path.join(folder, "summary.md"))
     print(f"{table}written to {path}")
     return table

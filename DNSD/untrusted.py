@@ -21,9 +21,18 @@ class DataUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) == ("_codecs", "encode"):  # bytes pickled by Python 3 at protocol 2
             return _latin1_bytes
+        if (module, name) in (("builtins", "bytes"), ("__builtin__", "bytes")):  # empty bytes, at protocol 2
+            return _listed_bytes
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not data; a data file may not name code")
+
+
+def _listed_bytes(*arguments):
+    """bytes() and bytes(list of ints), never bytes(n): n zero bytes from a few bytes of pickle."""
+    if not arguments or len(arguments) == 1 and isinstance(arguments[0], (list, tuple)):
+        return bytes(*arguments)
+    raise pickle.UnpicklingError("bytes of a given size: not what a data file holds")
 
 
 def _latin1_bytes(text, encoding):

@@ -31,3 +31,19 @@ def mini_archive():
         pytest.skip(f"the real CIFAR-10 subset is not at {os.path.normpath(MINI_ARCHIVE)} (shared/ is not beside "
                     "the repository)")
     return MINI_ARCHIVE
+
+
+@pytest.fixture(autouse=True)
+def isolated():
+    """What a CLI call run in this process (helpers.dnsd) could leave for the next test: the environment, the working
+    folder, Paddle's device and its CPU threads."""
+    environ, cwd = dict(os.environ), os.getcwd()
+    yield
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environ)
+    if "paddle" in sys.modules:
+        import paddle
+
+        paddle.set_device("cpu")
+        paddle.base.core.set_num_threads(1)

@@ -274,7 +274,7 @@ def test_damaged_run_folder_files_are_one_line_each(trained_run, tmp_path):
 
 
 def test_compare_with_identical_errors_gives_the_exact_difference():
-    from DNSD.summary import comparison
+    from DNSD.engine.tables import comparison
 
     rows = [{"configuration": "a", "test_errors": [5.0, 5.0]}, {"configuration": "b", "test_errors": [6.0, 6.0]}]
     assert comparison(rows, "a", "b") == ("b - a: +1.00 points of test error, exactly: the runs of each row have the "

@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from DNSD.errors import InputError
+from DNSD.errors import InputError, one_line
 
 REINSTALL = "reinstall the build for this machine: bash scripts/setup_env.sh --reinstall (docs/installing.md)"
 Part = collections.namedtuple("Part", "name what fix check")
@@ -98,7 +98,7 @@ def check_device(device):
         try:
             problem = part.check()
         except Exception as error:  # a library that fails raises Paddle's own types, which differ by version
-            problem = "raised " + (" ".join(str(error).split())[:300] or type(error).__name__)
+            problem = "raised " + (one_line(error, 300) or type(error).__name__)
         if problem:
             raise InputError(f"the {device} check failed at {part.name} ({part.what}): {problem}; {part.fix}")
         passed.append((part.name, part.what))

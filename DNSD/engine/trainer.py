@@ -22,7 +22,7 @@ from DNSD.engine.evaluation import evaluate
 from DNSD.engine.meters import Stopwatch, TrainingMeter, log_epoch, log_point, open_dashboard
 from DNSD.engine.ranks import Ranks, weights_digest
 from DNSD.engine.run_folder import BEST, CONFIG, LAST
-from DNSD.errors import DNSDError, InputError, TrainingStopped
+from DNSD.errors import DNSDError, InputError, TrainingStopped, one_line
 
 # Steps between reads of the device's results (losses, correct counts): the progress bar is refreshed then, a
 # non-finite loss is caught then, and data-parallel ranks check that they agree then. Between two reads, no step
@@ -144,7 +144,7 @@ class Trainer:
                 self.scaler.load_state_dict(state["scaler"])
         except Exception as error:
             raise InputError(f"the checkpoint's optimiser or scheduler state cannot be restored ({type(error).__name__}:"
-                             f" {' '.join(str(error).split())[:150]}); use another checkpoint") from None
+                             f" {one_line(error, 150)}); use another checkpoint") from None
         self.epochs_done, self.step = state["epochs_done"], state["step"]
         self.meter, self.history = TrainingMeter(**state["totals"]), state["history"]
         self.points = state.get("points", [])

@@ -1,0 +1,163 @@
+"""The figures of DNSD as PNG, PDF or SVG files: the curves of runs, read from their metrics.jsonl (training loss,
+validation error and active blocks), the paper's Figure 3 (the test error against the epoch of each configuration,
+the mean over its runs as a line and their spread as a band), and an evaluation's confusion matrix as a heat map."""
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from DNSD.engine.run_folder import group_runs, read_records, read_summary
+from DNSD.errors import InputError
+from DNSD.files import atomic_write
+
+FORMATS = ("png", "pdf", "svg")
+
+PANELS = (("train_loss", "training loss", "log"), ("val_error", "validation error (%)", "linear"),
+          ("mean_active_blocks", "active blocks (mean per step)", "linear"))
+
+
+LEGEND_TITLE = "test error of the best-validation checkpoint, mean over finished runs (as dnsd summary gives it)"
+
+
+def configuration_label(group):
+    """A configuration's name, its number of runs and the mean test error of the finished ones."""
+    errors = [summary["test_error"] for summary in map(read_summary, group["folders"]) if summary]
+    runs = f"{len(group['folders'])} run{'s' * (len(group['folders']) > 1)}"
+    if not errors:
+        return f"{group['name']} ({runs}, training)"
+    finished = "" if len(errors) == len(group["folders"]) else f" of {len(errors)} finished"
+    return f"{group['name']} ({runs}: {sum(errors) / len(errors):.2f} %{finished})"
+
+
+def draw_curves(run_dirs):
+    """Training loss, validation error and active blocks against epochs: the runs of one configuration (its seeds)
+    share a colour, each a thin line with a dot at its best validation epoch; the legend sits below the panels."""
+    figure = Figure(figsize=(15, 5), layout="constrained")
+    axes = figure.subplots(1, len(PANELS))
+    handles = []
+    for index, group in enumerate(group_runs(run_dirs)):
+        color = f"C{index % 10}"
+        for folder in group["folders"]:
+            records = read_records(folder, [key for key, _, _ in PANELS])
+            epochs = [record["epoch"] for record in records]
+            for axis, (key, _, _) in zip(axes, PANELS):
+                # A line through one epoch is not drawn at all: runs that short get a marker.
+                axis.plot(epochs, [record[key] for record in records], color=color, linewidth=1, alpha=0.85,
+                          marker="." if len(epochs) == 1 else None)
+            best = min(records, key=lambda record: record["val_error"])
+            axes[1].plot(best["epoch"], best["val_error"], "o", color=color, markersize=5)
+        handles.append(Line2D([], [], color=color, label=configuration_label(group)))
+    handles.append(Line2D([], [], color="0.3", marker="o", linestyle="", label="best validation epoch of a run"))
+    for axis, (_, title, scale) in zip(axes, PANELS):
+        axis.set(title=title, xlabel="epoch", yscale=scale)
+        style_axes(axis)
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), title=LEGEND_TITLE,
+                  fontsize="small", title_fontsize="small", frameon=False)
+    return figure
+
+
+def style_axes(axis):
+    """Whole epochs on the x axis; a log axis ticked at 1, 2, 5 times powers of ten and labelled in plain numbers."""
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if axis.get_yscale() == "log":
+        axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.yaxis.set_minor_formatter(NullFormatter())
+    axis.grid(alpha=0.3)
+
+
+def test_error_curves(folder):
+    records = read_records(folder, [])
+    if any("test_error" not in record for record in records):
+        raise InputError(f"{folder} has no test error for every epoch in metrics.jsonl (it was trained with "
+                         "run.test_every_epoch off, or by an older DNSD); --figure test-error needs them")
+    return [record["test_error"] for record in records]
+
+
+def draw_test_error(run_dirs):
+    """The paper's Figure 3: test error against epoch, one line per configuration, the mean of its finished runs, with
+    a band from their lowest to their highest test error. Runs still training are drawn alone, dotted, never
+    averaged in."""
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axis = figure.subplots()
+    for index, group in enumerate(group_runs(run_dirs)):
+        name, color = group["name"], f"C{index % 10}"
+        finished = [folder for folder in group["folders"] if read_summary(folder)]
+        unfinished = [folder for folder in group["folders"] if folder not in finished]
+        if finished:
+            # One configuration, one number of epochs: the finished runs' curves have the same length.
+            curves = np.array([test_error_curves(folder) for folder in finished])
+            epochs, mean = np.arange(1, curves.shape[1] + 1), curves.mean(axis=0)
+            axis.plot(epochs, mean, color=color, marker="o" if len(epochs) == 1 else None,
+                      label=configuration_label({**group, "folders": finished}))
+            if len(finished) > 1:
+                axis.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.2,
+                                  linewidth=0)
+        for number, folder in enumerate(unfinished):
+            curve = test_error_curves(folder)
+            axis.plot(range(1, len(curve) + 1), curve, color=color, linestyle=":", linewidth=1,
+                      marker="o" if len(curve) == 1 else None,
+                      label=f"{name}: {len(unfinished)} unfinished, not averaged" if number == 0 else None)
+    axis.set(title="test error at each epoch (mean over runs, band: lowest to highest)", xlabel="epoch",
+             ylabel="test error (%)")
+    style_axes(axis)
+    figure.legend(loc="outside lower center", title=LEGEND_TITLE, fontsize="small", title_fontsize="small",
+                  frameon=False)
+    return figure
+
+
+def draw_confusion(result):
+    """An evaluation's confusion matrix as a heat map, each row (a true class) as fractions of its images, with the
+    class names on both axes and, for up to 20 classes, the count in each cell."""
+    counts = np.array(result["confusion_matrix"])
+    classes = list(result["per_class_accuracy"])
+    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = min(4 + 0.45 * len(classes), 30)
+    figure = Figure(figsize=(size + 1.5, size), layout="constrained")
+    axis = figure.subplots()
+    image = axis.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axis, label="fraction of the true class's images")
+    font = 8 if len(classes) <= 20 else max(2, 300 // len(classes))
+    axis.set_xticks(range(len(classes)), classes, rotation=90, fontsize=font)
+    axis.set_yticks(range(len(classes)), classes, fontsize=font)
+    axis.set(xlabel="predicted class", ylabel="true class",
+             title=f"{result['split']} error {result['error']:.2f} % on {result['images']:,} images")
+    if len(classes) <= 20:
+        for (row, column), count in np.ndenumerate(counts):
+            if count:
+                axis.text(column, row, str(count), ha="center", va="center", fontsize=7,
+                          color="white" if fractions[row, column] > 0.5 else "black")
+    return figure
+
+
+def check_figure_path(path):
+    """The format a figure path names (its extension); InputError where it names no file of a known format."""
+    if os.path.isdir(path):
+        raise InputError(f"--plot-file {path} is a folder; name the file to write, e.g. "
+                         f"{os.path.join(path, 'curves.png')}")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise InputError(f"--plot-file {path} is not a regular file (a device, FIFO or socket); name a file")
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if extension not in FORMATS:
+        raise InputError(f"--plot-file {path}: name a .png, .pdf or .svg file (the extension gives the format)")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise InputError(f"cannot write the figure to {path}: {folder} is not a writable folder; choose another "
+                         "--plot-file")
+    return extension
+
+
+def write_figure(figure, path):
+    """Write a figure in the format path's extension names, replacing the file at once."""
+    extension = check_figure_path(path)
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format=extension, dpi=120))
+    return path
+
+
+def plot_runs(run_dirs, path, figure_name="curves"):
+    """Draw the figure of the runs and write it to path."""
+    check_figure_path(path)
+    return write_figure(draw_test_error(run_dirs) if figure_name == "test-error" else draw_curves(run_dirs), path)
+

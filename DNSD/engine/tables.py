@@ -1,0 +1,141 @@
+"""Runs grouped by configuration apart from the seed, in the form of the paper's table: the test error of the
+best-validation checkpoint as mean ± std over the seeds, and the difference of two rows with Welch's confidence
+interval, which is how a user decides whether a change helped."""
+import csv
+import io
+import math
+import os
+import statistics
+
+from scipy import stats
+
+from DNSD.engine.run_folder import METRICS, find_runs, group_runs, read_records, read_summary
+from DNSD.errors import InputError
+from DNSD.files import write_text
+
+COLUMNS = ("configuration", "runs", "finished", "test_error_mean", "test_error_std", "test_error_min",
+           "test_error_max", "last_test_error_mean", "best_val_error_mean", "training_hours", "seconds_per_epoch",
+           "mean_active_blocks")
+CONFIDENCE = 0.95
+
+
+def read_run(folder):
+    """The row values of one run, from its metrics and summary."""
+    metrics = os.path.join(folder, METRICS)
+    started = os.path.isfile(metrics) and os.path.getsize(metrics) > 0  # or trained by another command just now
+    records = read_records(folder, ["val_error", "epoch_seconds", "mean_active_blocks"]) if started else []
+    return {"folder": folder, "summary": read_summary(folder),
+            "seconds": sum(record["epoch_seconds"] for record in records), "epochs": len(records),
+            "active_blocks": statistics.mean(record["mean_active_blocks"] for record in records) if records else 0.0}
+
+
+def summarise(folders):
+    """One row per configuration, in the order the runs were given; unfinished runs are counted, never averaged."""
+    rows = []
+    for group in group_runs(folders):
+        group["runs"] = [read_run(folder) for folder in group["folders"]]
+        finished = [run for run in group["runs"] if run["summary"] and "test_error" in run["summary"]]
+        errors = [run["summary"]["test_error"] for run in finished]
+        last = [run["summary"]["last_test_error"] for run in finished if "last_test_error" in run["summary"]]
+        runs = group["runs"]
+        rows.append({
+            "configuration": group["name"],
+            "runs": len(runs), "finished": len(finished),
+            "test_error_mean": statistics.mean(errors) if errors else None,
+            "test_error_std": statistics.stdev(errors) if len(errors) > 1 else None,
+            "test_error_min": min(errors, default=None), "test_error_max": max(errors, default=None),
+            "last_test_error_mean": statistics.mean(last) if last else None,
+            "best_val_error_mean": statistics.mean(run["summary"]["best_val_error"] for run in finished)
+            if finished else None,
+            "training_hours": sum(run["seconds"] for run in runs) / 3600,
+            "seconds_per_epoch": sum(run["seconds"] for run in runs) / max(1, sum(run["epochs"] for run in runs)),
+            "mean_active_blocks": statistics.mean(run["active_blocks"] for run in runs if run["epochs"])
+            if any(run["epochs"] for run in runs) else 0.0,
+            "test_errors": errors, "unfinished": [run["folder"] for run in runs if run not in finished]})
+    return rows
+
+
+def welch(a, b):
+    """Mean of b minus mean of a, its confidence interval and p-value by Welch's t-test (unequal variances)."""
+    variance_a, variance_b = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    error = math.sqrt(variance_a + variance_b)
+    freedom = (variance_a + variance_b) ** 2 / (variance_a ** 2 / (len(a) - 1) + variance_b ** 2 / (len(b) - 1))
+    difference = statistics.mean(b) - statistics.mean(a)
+    half_width = stats.t.ppf(0.5 + CONFIDENCE / 2, freedom) * error
+    p_value = stats.ttest_ind(b, a, equal_var=False).pvalue
+    return difference, (difference - half_width, difference + half_width), float(p_value)
+
+
+def row_of(rows, name):
+    """The row a --compare value names: its configuration, or its number in the table (from 1)."""
+    for number, row in enumerate(rows, 1):
+        if name in (row["configuration"], str(number)):
+            return row
+    raise InputError(f"--compare {name}: no such row; name a configuration or a row number of: "
+                     f"{', '.join(row['configuration'] for row in rows)}")
+
+
+def comparison(rows, first, second):
+    a, b = row_of(rows, first), row_of(rows, second)
+    if min(len(a["test_errors"]), len(b["test_errors"])) < 2:
+        raise InputError(f"--compare needs at least 2 finished runs in each row; {a['configuration']} has "
+                         f"{len(a['test_errors'])}, {b['configuration']} {len(b['test_errors'])}: run more seeds")
+    if statistics.variance(a["test_errors"]) == statistics.variance(b["test_errors"]) == 0:
+        difference = statistics.mean(b["test_errors"]) - statistics.mean(a["test_errors"])
+        return (f"{b['configuration']} - {a['configuration']}: {difference:+.2f} points of test error, exactly: the "
+                "runs of each row have the same test error, so there is no spread to give an interval")
+    difference, (low, high), p_value = welch(a["test_errors"], b["test_errors"])
+    return (f"{b['configuration']} - {a['configuration']}: {difference:+.2f} points of test error, "
+            f"{CONFIDENCE:.0%} confidence interval [{low:+.2f}, {high:+.2f}] (Welch's t-test, p = {p_value:.3f})")
+
+
+def number(value, digits=2):
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(rows, compared=None):
+    lines = ["| configuration | runs | test error (%) | min | max | last epoch | best val error | hours | s/epoch | "
+             "active blocks |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        spread = f" ± {row['test_error_std']:.2f}" if row["test_error_std"] is not None else ""
+        error = f"{row['test_error_mean']:.2f}{spread}" if row["test_error_mean"] is not None else "unfinished"
+        count = f"{row['finished']}" + (f" (+{row['runs'] - row['finished']} unfinished)" if row["unfinished"] else "")
+        lines.append(f"| {row['configuration']} | {count} | {error} | {number(row['test_error_min'])} | "
+                     f"{number(row['test_error_max'])} | {number(row['last_test_error_mean'])} | "
+                     f"{number(row['best_val_error_mean'])} | {number(row['training_hours'], 3)} | "
+                     f"{number(row['seconds_per_epoch'], 1)} | {number(row['mean_active_blocks'])} |")
+    unfinished = [folder for row in rows for folder in row["unfinished"]]
+    if unfinished:
+        lines.append(f"\nUnfinished, not averaged: {', '.join(unfinished)}")
+    if compared:
+        lines.append(f"\n{compared}")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def default_summary_file(folders):
+    """summary.md in the folder that holds the runs (the runs' common parent)."""
+    parents = [os.path.dirname(os.path.abspath(folder)) for folder in find_runs(folders)]
+    path = os.path.join(os.path.commonpath(parents), "summary.md")
+    return path if os.path.relpath(path).startswith("..") else os.path.relpath(path)
+
+
+def write_summary(folders, path=None, compare=None):
+    """Write the table as path (Markdown; by default beside the runs) and beside it as CSV; returns the Markdown and
+    the path."""
+    path = path or default_summary_file(folders)
+    if not path.endswith(".md") or os.path.isdir(path):
+        raise InputError(f"--summary-file {path}: name a .md file (the CSV is written beside it)")
+    rows = summarise(folders)
+    text = markdown(rows, comparison(rows, *compare) if compare else None)
+    write_text(path, text)
+    write_text(path[: -len(".md")] + ".csv", csv_text(rows))
+    return text, path
+
