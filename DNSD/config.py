@@ -420,7 +420,8 @@ def load_yaml(path):
     try:
         nested = yaml.load(text, Loader=_NoAliasLoader)
     except RecursionError:
-        raise InputError(f"config file {path} nests deeper than Python can read; a config is sections of keys") from None
+        raise InputError(f"config file {path} nests deeper than Python can read; a config is sections of "
+                         "keys") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""

@@ -5,6 +5,7 @@ one mode's flags.
 Works as `dnsd` (installed), `python DNSD/main.py`, `python main.py` inside DNSD/, and `python -m DNSD`.
 """
 import argparse
+import contextlib
 import difflib
 import importlib
 import os
@@ -125,7 +126,8 @@ def report_internal_error(args, error):
             stream.write(traceback.format_exc())
     except Exception:  # an unwritable or odd log path: the traceback goes to the console instead
         path = "the traceback below"
-        traceback.print_exc()
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
     return (f"DNSD: internal error: {type(error).__name__}: {one_line(error)}; this is a bug in DNSD: please report "
             f"it with {path} and the output of dnsd info")
 

@@ -20,6 +20,7 @@ from DNSD.datasets.cifar import SOURCES, read_archive
 from DNSD.engine.checkpoint import read_checkpoint, save_checkpoint
 from DNSD.errors import InputError
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
+from test_bad_input import altered_checkpoint
 
 
 class Payload:
@@ -89,15 +90,6 @@ def test_a_member_larger_than_any_official_batch_is_refused_before_it_is_read(tm
     assert SOURCES["cifar10"].member_limit < 40 << 20 < SOURCES["cifar100"].member_limit
 
 
-def altered(trained_run, tmp_path, change):
-    """The run's checkpoint with one field changed and re-sealed with a valid digest, as a crafted file would be."""
-    state = read_checkpoint(os.path.join(trained_run[0], "best.pdckpt"))
-    change(state)
-    path = str(tmp_path / "crafted.pdckpt")
-    save_checkpoint(path, state)
-    return path
-
-
 def nan_weights(state):
     name = next(iter(state["model"]))
     state["model"][name] = state["model"][name] * np.nan
@@ -122,14 +114,14 @@ def float16_weights(state):
 ])
 def test_a_resealed_checkpoint_with_impossible_contents_is_refused_naming_the_field(trained_run, tmp_path, change,
                                                                                     fragments):
-    path = altered(trained_run, tmp_path, change)
+    path = altered_checkpoint(trained_run, tmp_path, change)
     result = dnsd("eval", "--checkpoint", path)
     assert_one_line_error(result, str(tmp_path), *fragments)
-    assert not os.path.exists(tmp_path / "crafted.test.json")
+    assert not os.path.exists(tmp_path / "altered.test.json")
 
 
 def test_a_checkpoint_nested_deeper_than_python_reads_is_refused(trained_run, tmp_path):
-    path = altered(trained_run, tmp_path, lambda s: s.update(history=[]))
+    path = altered_checkpoint(trained_run, tmp_path, lambda s: s.update(history=[]))
     from DNSD.engine import checkpoint
 
     members = checkpoint._members(read_checkpoint(path))
@@ -154,7 +146,7 @@ def test_a_resume_refuses_optimiser_state_that_does_not_fit(trained_run, tmp_pat
         key = next(key for key in state["optimizer"] if key.endswith("_velocity_0"))
         state["optimizer"][key] = np.zeros((7,), np.float32)
 
-    state = read_checkpoint(altered(trained_run, tmp_path, wrong_velocity))
+    state = read_checkpoint(altered_checkpoint(trained_run, tmp_path, wrong_velocity))
     save_checkpoint(str(run_dir / "last.pdckpt"), state)
     before = open(run_dir / "metrics.jsonl").read()
     assert_one_line_error(dnsd("--resume", str(run_dir)), "optimiser state", "does not fit the model's parameters")
@@ -292,3 +284,17 @@ def test_a_summary_lists_a_seed_that_another_command_has_only_begun(trained_run,
     result = dnsd("summary", "--runs", str(folder))
     assert result.returncode == 0, result.stderr
     assert f"Unfinished, not averaged: {folder / 'seed-1'}" in result.stdout
+
+
+def test_a_resume_takes_a_checkpoint_after_an_epochs_last_step_and_refuses_a_step_beyond(trained_run):
+    from DNSD.engine.checkpoint import check_resume_state, load_checkpoint, restore_model
+
+    path = os.path.join(trained_run[0], "last.pdckpt")
+    state = load_checkpoint(path)
+    model = restore_model(state, path)
+    state["epochs_done"], state["history"] = 1, state["history"][:1]  # saved within epoch 2, after its 5 steps
+    state["step"] = 5
+    check_resume_state(state, model, path, steps_per_epoch=5)
+    state["step"] = 6
+    with pytest.raises(InputError, match="its step, totals, history"):
+        check_resume_state(state, model, path, steps_per_epoch=5)

@@ -240,7 +240,8 @@ def _is_record(value, keys):
 
 
 def check_resume_state(state, model, path, steps_per_epoch):
-    """What a resume continues from: the step within its epoch and the epoch's totals, the history, points and best
+    """What a resume continues from: the step within its epoch (its last step included: a checkpoint taken after
+    an epoch's steps, before the epoch ended) and the epoch's totals, the history, points and best
     result, the scheduler, and the optimiser's accumulators (momentum) against the parameters they belong to."""
     totals, history, points = state.get("totals"), state.get("history"), state.get("points", [])
     scheduler, best = state.get("scheduler"), state.get("best")
@@ -249,7 +250,7 @@ def check_resume_state(state, model, path, steps_per_epoch):
             not 0 <= best["epoch"] <= state["epochs_done"] + 1:
         raise InputError(f"{path}: its points, best result or scheduler state are not what a DNSD run saves; it was "
                          "not written by DNSD, or was altered: use another checkpoint")
-    if type(state.get("step")) is not int or not 0 <= state["step"] < steps_per_epoch or \
+    if type(state.get("step")) is not int or not 0 <= state["step"] <= steps_per_epoch or \
             not isinstance(totals, dict) or \
             sorted(totals) != sorted(TOTALS) or not all(type(value) in (int, float) for value in totals.values()) or \
             not isinstance(history, list) or len(history) != state["epochs_done"] or \

@@ -143,8 +143,8 @@ class Trainer:
             if self.scaler:
                 self.scaler.load_state_dict(state["scaler"])
         except Exception as error:
-            raise InputError(f"the checkpoint's optimiser or scheduler state cannot be restored ({type(error).__name__}:"
-                             f" {one_line(error, 150)}); use another checkpoint") from None
+            raise InputError(f"the checkpoint's optimiser or scheduler state cannot be restored "
+                             f"({type(error).__name__}: {one_line(error, 150)}); use another checkpoint") from None
         self.epochs_done, self.step = state["epochs_done"], state["step"]
         self.meter, self.history = TrainingMeter(**state["totals"]), state["history"]
         self.points = state.get("points", [])
