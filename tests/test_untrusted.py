@@ -298,3 +298,21 @@ def test_a_resume_takes_a_checkpoint_after_an_epochs_last_step_and_refuses_a_ste
     state["step"] = 6
     with pytest.raises(InputError, match="its step, totals, history"):
         check_resume_state(state, model, path, steps_per_epoch=5)
+
+
+def test_an_svhn_file_whose_header_lies_about_its_pixels_type_is_refused(tmp_path):
+    import scipy.io
+
+    from DNSD.datasets.svhn import read_part
+
+    path = str(tmp_path / "train_32x32.mat")
+    scipy.io.savemat(path, {"X": np.full((32, 32, 3, 4), 1000.0), "y": np.array([[1], [2], [3], [4]], np.uint8)},
+                     do_compression=False)
+    data = bytearray(open(path, "rb").read())
+    # X's array flags: a miUINT32 element of 8 bytes whose first byte is the class, mxDOUBLE (6) made mxUINT8 (9).
+    flags = data.find(b"\x06\x00\x00\x00\x08\x00\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00")
+    data[flags + 8] = 9
+    open(path, "wb").write(bytes(data))
+    assert scipy.io.whosmat(path)[0] == ("X", (32, 32, 3, 4), "uint8")
+    with pytest.raises(InputError, match="stores its images as float64 although its header says uint8"):
+        read_part(path)

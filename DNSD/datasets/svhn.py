@@ -114,7 +114,11 @@ def read_part(path, into=None):
     if not np.all((labels >= 1) & (labels <= 10) & (labels == np.round(labels))):
         raise InputError(f"{path} is not in the official SVHN layout: its labels are not all integers in 1..10; the "
                          "file is damaged")
-    images[...] = loaded.pop("X").transpose(3, 2, 0, 1)  # (H, W, C, N) -> (N, C, H, W)
+    pixels = loaded.pop("X")
+    if pixels.dtype != np.uint8:  # the data's own element type, which a patched header does not change
+        raise InputError(f"{path} stores its images as {pixels.dtype} although its header says uint8; it is not an "
+                         "official SVHN file: download it again")
+    images[...] = pixels.transpose(3, 2, 0, 1)  # (H, W, C, N) -> (N, C, H, W)
     return images, (labels.astype(np.int64) % 10)
 
 
