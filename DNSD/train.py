@@ -19,6 +19,7 @@ from DNSD.engine.tables import write_summary
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
 from DNSD.engine.reports import format_report, report_checkpoint
+from DNSD.datasets.download import file_digest
 from DNSD.files import write_json, write_text
 from DNSD.models import build_model
 from DNSD.randomness import generator
@@ -214,20 +215,36 @@ def train_seeds(config, seeds):
     if holds_run(folder):
         raise InputError(f"{folder} holds a run of its own ({holds_run(folder)}); choose another --output-dir for "
                          "the seeds' folder")
+    digest = data_file_digest(config)
     with run_lock(folder):  # two commands adding their seeds at once must not lose one
         if os.path.isfile(path):
             recorded = read_seeds(folder)
             if experiment(recorded["config"]) != experiment(shared):
                 raise InputError(f"{folder} holds seeds of another config ({path}); choose another --output-dir")
+            check_seeds_data(folder, recorded, config, digest)
             listed = sorted(set(recorded["seeds"]) | set(seeds))
-        write_json(path, {"seeds": listed, "config": shared})
+        write_json(path, {"seeds": listed, "config": shared, "data_sha256": digest})
     return run_seeds(folder, config_from_dict(shared), seeds)
+
+
+def data_file_digest(config):
+    """The sha256 of the archive file a config names; None for the data set's own cache, or a folder (SVHN)."""
+    path = config.data.data_file
+    return file_digest(path, "sha256") if path and os.path.isfile(path) else None
+
+
+def check_seeds_data(folder, recorded, config, digest):
+    """Every seed of a folder trains on one archive: the one its seeds.json names by sha256."""
+    if recorded.get("data_sha256") and digest and digest != recorded["data_sha256"]:
+        raise InputError(f"{config.data.data_file} is not the archive the seeds of {folder} train on (sha256 "
+                         f"{recorded['data_sha256'][:12]}...); pass that archive with --data-file")
 
 
 def resume_seeds(folder, stated):
     recorded = read_seeds(folder)
     config = for_checkpoint(config_from_dict(recorded["config"], where=f" in {folder}/{SEEDS}"),
                             {**stated, "run.output_dir": folder}, "--resume")
+    check_seeds_data(folder, recorded, config, data_file_digest(config))
     return run_seeds(folder, config, recorded["seeds"], {k: v for k, v in stated.items() if k != "run.output_dir"})
 
 

@@ -1,5 +1,6 @@
 """Several seeds in one command (`--seeds`): one run per seed, each the same as a run of that seed alone, the
 summary at the end, and `--resume` of the folder going on with the seeds that are not finished."""
+import hashlib
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from cifar_archive import synthetic_batches, write_archive
 from DNSD.engine.checkpoint import read_checkpoint
 from DNSD.errors import InputError
 from DNSD.train import parse_seeds
@@ -56,3 +58,21 @@ def test_seeds_of_another_config_are_refused_in_the_same_folder(tiny_archive, tm
     assert_one_line_error(dnsd("--resume", str(folder), "--seeds", "1"), "leave out --seeds")
     result = dnsd("--data-file", tiny_archive, "--output-dir", str(folder / "seed-0"), *ONE_EPOCH, "--seeds", "1")
     assert_one_line_error(result, "holds a run of its own")
+
+
+def test_seeds_json_keeps_the_archive_and_another_one_is_refused(tiny_archive, tmp_path):
+    folder = tmp_path / "sd"
+    copy = tmp_path / "data" / "copy.tar.gz"
+    copy.parent.mkdir()
+    shutil.copy(tiny_archive, copy)
+    result = dnsd("--data-file", "copy.tar.gz", "--output-dir", str(folder), *ONE_EPOCH, "--seeds", "0",
+                  cwd=str(tmp_path / "data"))
+    assert result.returncode == 0, result.stderr
+    recorded = json.load(open(folder / "seeds.json"))
+    assert recorded["config"]["data"]["data_file"] == str(copy)  # resolved, so a resume from elsewhere finds it
+    assert recorded["data_sha256"] == hashlib.sha256(open(tiny_archive, "rb").read()).hexdigest()
+    other = write_archive(str(tmp_path / "other.tar.gz"), synthetic_batches(40, seed=5, learnable=True))
+    assert_one_line_error(dnsd("--resume", str(folder), "--data-file", other), "is not the archive the seeds of",
+                          "pass that archive")
+    assert_one_line_error(dnsd("--data-file", other, "--output-dir", str(folder), *ONE_EPOCH, "--seeds", "1"),
+                          "is not the archive the seeds of")

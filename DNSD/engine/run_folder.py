@@ -248,7 +248,8 @@ def read_seeds(folder):
     except (ValueError, UnicodeDecodeError, RecursionError):
         recorded = None
     if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict) or \
-            not isinstance(recorded.get("seeds"), list) or not all(type(seed) is int for seed in recorded["seeds"]):
+            not isinstance(recorded.get("seeds"), list) or not all(type(seed) is int for seed in recorded["seeds"]) \
+            or not isinstance(recorded.get("data_sha256"), (str, type(None))):
         raise InputError(f"{path} is damaged (not the seeds and config of a --seeds folder); restore it, or train "
                          "the seeds into a new folder")
     return recorded
