@@ -5,7 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 
-from DNSD.config import Config, apply_values, build_config, load_yaml, set_value
+from DNSD.config import apply_values, build_config, load_yaml, set_value
+from DNSD.schema import Config
 from DNSD.datasets import num_classes
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import load_checkpoint as load_state, restore_model

@@ -8,7 +8,8 @@ import paddle.nn as nn
 
 from DNSD.config import add_config_flags, device_keys, stated_values
 from DNSD.datasets.pipeline import Normalizer
-from DNSD.engine.checkpoint import open_checkpoint
+from DNSD.engine.checkpoint import open_checkpoint, restore_model
+from DNSD.engine.device import select_run_device
 from DNSD.engine.run_folder import check_writable, checkpoint_in
 from DNSD.datasets.download import file_digest
 from DNSD.files import TEMPORARY_PREFIX, write_json
@@ -36,7 +37,9 @@ def export_path(checkpoint_path):
 
 def export_checkpoint(checkpoint_path, prefix=None, stated=None):
     """Write the inference model of a checkpoint with paddle.jit.save, and its class names in PREFIX-info.json."""
-    state, _, model = open_checkpoint(checkpoint_path, stated, "dnsd export")
+    state, config = open_checkpoint(checkpoint_path, stated, "dnsd export")
+    select_run_device(config.run)
+    model = restore_model(state, checkpoint_path)
     model.eval()
     prefix = prefix or export_path(checkpoint_path)
     check_writable(os.path.dirname(os.path.abspath(prefix)))

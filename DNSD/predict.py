@@ -10,10 +10,11 @@ import sys
 
 import numpy as np
 
-from DNSD.config import add_config_flags, build_config, fields_by_key, device_keys, stated_values
+from DNSD.config import add_config_flags, build_config, device_keys, stated_values
+from DNSD.schema import fields_by_key
 from DNSD.datasets.download import file_digest
 from DNSD.datasets.pipeline import Normalizer
-from DNSD.engine.checkpoint import open_checkpoint
+from DNSD.engine.checkpoint import open_checkpoint, restore_model
 from DNSD.engine.device import select_run_device
 from DNSD.engine.evaluation import probabilities
 from DNSD.engine.run_folder import check_writable, checkpoint_in
@@ -145,7 +146,9 @@ def predict_images(arguments, checkpoint=None, model_prefix=None, top_k=5, resiz
         check_writable(os.path.dirname(os.path.abspath(output)))
     paths, skipped = image_paths(arguments)
     if checkpoint:
-        state, config, model = open_checkpoint(checkpoint, stated, "dnsd predict")
+        state, config = open_checkpoint(checkpoint, stated, "dnsd predict")
+        select_run_device(config.run)
+        model = restore_model(state, checkpoint)
         classes, batch_size = list(state["classes"]), config.train.batch_size
         normalizer = Normalizer.from_state(state["normalizer"])
     else:

@@ -5,16 +5,16 @@ import os
 
 import paddle
 
-from DNSD.config import (add_config_flags, build_config, config_from_dict, experiment, explicit_values, for_branch,
-                         for_checkpoint, stated_values)
+from DNSD.config import add_config_flags, build_config, config_from_dict, explicit_values, stated_values
 from DNSD.datasets import load_data
 from DNSD.engine.checkpoint import check_resume_state, load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.ranks import Ranks, join_ranks
 from DNSD.engine.meters import hyperparameters, write_final_dashboard
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, SUMMARY, default_run_dir, holds_run,
-                                    read_points, read_records, read_seeds, refuse_existing_run, remove,
-                                    remove_temporaries, run_lock, write_records, written_files)
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, SUMMARY, default_run_dir, experiment,
+                                    for_branch, for_checkpoint, holds_run, read_points, read_records, read_seeds,
+                                    refuse_existing_run, remove, remove_temporaries, run_lock, write_records,
+                                    written_files)
 from DNSD.engine.tables import write_summary
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError

@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from DNSD.config import ModelConfig, build_config  # noqa: E402
+from DNSD.config import build_config  # noqa: E402
+from DNSD.schema import ModelConfig  # noqa: E402
 from DNSD.datasets import RunData  # noqa: E402
 from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches, prefetched  # noqa: E402
 from DNSD.engine.device import select_device, thread_count  # noqa: E402
@@ -289,7 +290,7 @@ def time_transforms_pipeline(args, images):
 SVHN_SIZES = {"train": 73257, "extra": 531131, "test": 26032}
 SVHN_READ = """
 import json, resource, sys, time
-from DNSD.config import DataConfig
+from DNSD.schema import DataConfig
 from DNSD.datasets import load_data
 from DNSD.randomness import generator
 started = time.perf_counter()

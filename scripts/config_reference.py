@@ -1,4 +1,4 @@
-"""Write docs/configuration.md from the config's own declarations (DNSD/config.py): a test checks that the page is
+"""Write docs/configuration.md from the config's own declarations (DNSD/schema.py): a test checks that the page is
 current, so run this after adding or changing a key:  python scripts/config_reference.py"""
 import dataclasses
 import os
@@ -7,12 +7,12 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from DNSD.config import Config, _describe, _format_default, config_fields, flag_name  # noqa: E402
+from DNSD.schema import Config, config_fields, describe, flag_name, format_default  # noqa: E402
 
 PAGE = os.path.join(ROOT, "docs", "configuration.md")
 INTRO = """# Configuration reference
 
-Generated from `DNSD/config.py` by `python scripts/config_reference.py`; a test fails when it is out of date.
+Generated from `DNSD/schema.py` by `python scripts/config_reference.py`; a test fails when it is out of date.
 
 Every key is set, lowest precedence first, by its default (the paper's recipe), a YAML file (`--config FILE` or the
 name of a shipped config), its flag, or `-o section.key=value`. `dnsd train --help` lists the same keys; `dnsd train
@@ -36,7 +36,7 @@ def reference():
             if f.metadata["may_change"]:
                 notes.append("may change")
             meaning = f.metadata["help"] + (f" ({'; '.join(notes)})" if notes else "")
-            lines.append(f"| `{name}.{f.name}` | `{flag_name(f)}` | `{_format_default(f)}` | {_describe(f) or ''} | "
+            lines.append(f"| `{name}.{f.name}` | `{flag_name(f)}` | `{format_default(f)}` | {describe(f) or ''} | "
                          f"{meaning.replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines)

@@ -1,10 +1,10 @@
-"""The checkpoint format (DNSD/engine/checkpoint.py): what goes in comes out, bit for bit, and nothing else loads."""
+"""The checkpoint file (DNSD/engine/checkpoint_file.py): what goes in comes out, bit for bit, nothing else loads."""
 import zipfile
 
 import numpy as np
 import pytest
 
-from DNSD.engine.checkpoint import FORMAT, read_checkpoint, save_checkpoint
+from DNSD.engine.checkpoint_file import FORMAT, read_checkpoint, save_checkpoint
 from DNSD.errors import InputError
 
 

@@ -7,7 +7,7 @@ import tarfile
 import pytest
 
 from cifar_archive import CIFAR100_MEMBERS, FINE_NAMES, synthetic_batches, write_archive, write_cifar100_archive
-from DNSD.config import DataConfig
+from DNSD.schema import DataConfig
 from DNSD.datasets.cifar import SOURCES, locate_archive, read_archive
 from DNSD.errors import InputError
 from helpers import assert_one_line_error, dnsd

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from DNSD.config import Config
+from DNSD.schema import Config
 from helpers import ROOT, assert_one_line_error, dnsd
 
 

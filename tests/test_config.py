@@ -5,7 +5,8 @@ import pytest
 import yaml
 
 from helpers import ROOT
-from DNSD.config import Config, build_config, config_fields, config_from_dict, flag_name, stated_values
+from DNSD.config import build_config, config_from_dict, stated_values
+from DNSD.schema import Config, config_fields, flag_name
 from DNSD.errors import InputError
 from DNSD.engine.run_folder import default_run_dir
 from DNSD.main import mode_parser

@@ -8,8 +8,8 @@ import paddle
 import pytest
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
-from DNSD.engine.checkpoint import read_checkpoint, save_checkpoint
-from DNSD.config import DataConfig
+from DNSD.engine.checkpoint_file import read_checkpoint, save_checkpoint
+from DNSD.schema import DataConfig
 from DNSD.datasets import RunData, load_data
 from DNSD.datasets.cifar import locate_archive, read_archive
 from DNSD.datasets.pipeline import (Dataset, Normalizer, TrainingBatches, augment, batches, prefetched,

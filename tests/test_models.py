@@ -10,7 +10,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 
-from DNSD.config import ModelConfig, config_from_dict, load_yaml
+from DNSD.config import config_from_dict, load_yaml
+from DNSD.schema import ModelConfig
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import load_checkpoint, restore_model
 from DNSD.models import build_model

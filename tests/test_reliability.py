@@ -19,7 +19,7 @@ import yaml
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive, write_cifar100_archive
 from DNSD import main as cli
-from DNSD.engine.checkpoint import read_checkpoint
+from DNSD.engine.checkpoint_file import read_checkpoint
 from DNSD.config import build_config
 from DNSD.errors import TrainingStopped
 from DNSD.engine.run_folder import lock

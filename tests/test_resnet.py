@@ -121,7 +121,7 @@ def test_the_2016_shortcut_keeps_the_top_left_pixel_of_each_window():
 
 
 def test_the_2016_configs_are_the_authors_variant_of_the_paper_recipe():
-    from DNSD.config import build_config, load_yaml, apply_values
+    from DNSD.config import apply_values, build_config, load_yaml
 
     for name, survival_last in (("resnet110_sd_2016", 0.5), ("resnet110_baseline_2016", 1.0)):
         model = build_config(apply_values({}, load_yaml(name))).model

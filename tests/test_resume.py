@@ -13,7 +13,7 @@ import paddle
 import pytest
 
 from helpers import ROOT
-from DNSD.engine.checkpoint import read_checkpoint, save_checkpoint
+from DNSD.engine.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.config import build_config
 from DNSD.errors import TrainingStopped
 from DNSD.train import train

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cifar_archive import synthetic_batches, write_archive
-from DNSD.engine.checkpoint import read_checkpoint
+from DNSD.engine.checkpoint_file import read_checkpoint
 from DNSD.errors import InputError
 from DNSD.train import parse_seeds
 from helpers import TINY_RUN, assert_one_line_error, dnsd

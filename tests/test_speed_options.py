@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 import pytest
 
-from DNSD.engine.checkpoint import read_checkpoint
+from DNSD.engine.checkpoint_file import read_checkpoint
 from DNSD.config import build_config
 from DNSD.engine.device import configure_cpu, device_flags, is_amd_with_avx2
 from DNSD.train import train

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from DNSD.config import Config
+from DNSD.schema import Config
 from helpers import assert_one_line_error, dnsd
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import paddle
 import pytest
 
-from DNSD.config import TrainConfig, build_config
+from DNSD.config import build_config
+from DNSD.schema import TrainConfig
 from DNSD.datasets import RunData
 from DNSD.datasets.pipeline import Dataset, Normalizer
 from DNSD.engine.meters import TrainingMeter
@@ -164,7 +165,7 @@ def test_a_tie_for_the_lowest_validation_error_follows_the_chosen_rule(rule, bes
     from types import SimpleNamespace
 
     from DNSD.engine import trainer as trainer_module
-    from DNSD.engine.checkpoint import read_checkpoint
+    from DNSD.engine.checkpoint_file import read_checkpoint
 
     trainer = tiny_trainer(**{"run.best_on_tie": rule, "train.epochs": 3, "run.test_every_epoch": False})
     trainer.run_dir = str(tmp_path)

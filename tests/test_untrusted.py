@@ -17,7 +17,7 @@ import pytest
 
 from cifar_archive import synthetic_batches, write_archive
 from DNSD.datasets.cifar import SOURCES, read_archive
-from DNSD.engine.checkpoint import read_checkpoint, save_checkpoint
+from DNSD.engine.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.errors import InputError
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
 from test_bad_input import altered_checkpoint
@@ -122,7 +122,7 @@ def test_a_resealed_checkpoint_with_impossible_contents_is_refused_naming_the_fi
 
 def test_a_checkpoint_nested_deeper_than_python_reads_is_refused(trained_run, tmp_path):
     path = altered_checkpoint(trained_run, tmp_path, lambda s: s.update(history=[]))
-    from DNSD.engine import checkpoint
+    from DNSD.engine import checkpoint_file as checkpoint
 
     members = checkpoint._members(read_checkpoint(path))
     deep = b'"history": ' + b"[" * 100_000 + b"]" * 100_000

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 
-from DNSD.config import NORMALIZATIONS
+from DNSD.schema import NORMALIZATIONS
 from DNSD.errors import InputError
 from DNSD.randomness import generator
 

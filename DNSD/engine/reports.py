@@ -2,7 +2,8 @@
 import os
 
 from DNSD.datasets import load_data
-from DNSD.engine.checkpoint import open_checkpoint
+from DNSD.engine.checkpoint import open_checkpoint, restore_model
+from DNSD.engine.device import select_run_device
 from DNSD.engine.evaluation import evaluate
 from DNSD.engine.run_folder import check_writable
 from DNSD.files import write_json
@@ -54,7 +55,9 @@ def evaluate_checkpoint(checkpoint_path, split="test", stated=None):
 
     stated: config values the user gave; only those that keep the model the same (data file, device) may differ.
     """
-    state, config, model = open_checkpoint(checkpoint_path, stated, "dnsd eval")
+    state, config = open_checkpoint(checkpoint_path, stated, "dnsd eval")
+    select_run_device(config.run)
+    model = restore_model(state, checkpoint_path)
     # The split is redrawn from the run's seed; the normalisation statistics are the ones training used.
     data = load_data(config.data, generator(config.run.seed, "split"), state["normalizer"])
     return report_checkpoint(model, state, checkpoint_path, data, split, config.train.batch_size)

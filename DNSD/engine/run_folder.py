@@ -16,7 +16,8 @@ import sys
 import tempfile
 import time
 
-from DNSD.config import config_from_dict, experiment, fields_by_key, load_yaml
+from DNSD.config import build_config, config_from_dict, load_yaml
+from DNSD.schema import fields_by_key
 from DNSD.errors import InputError
 from DNSD.files import FILE_MODE, TEMPORARY_PREFIX, write_text
 
@@ -268,3 +269,50 @@ def read_summary(folder):
     if not isinstance(summary, dict) or not isinstance(summary.get("test_error"), (int, float)):
         raise InputError(f"{path} is damaged (not a run summary); train the run again or remove the file")
     return summary
+
+
+# What a resumed or branched run may change of the run in the folder, and what makes runs repeats of one another.
+
+def for_checkpoint(config, stated, purpose):
+    """A checkpoint's config with the stated values applied; a stated value that would change what was trained is
+    refused, naming the key."""
+    current = _flat(config)
+    for key, value in stated.items():
+        if value != current[key] and not fields_by_key()[key][0].metadata["may_change"]:
+            branch = " or continue in a new folder with --branch NEW_DIR" if purpose == "--resume" and \
+                _branch_may_change(key) else ""
+            raise InputError(f"{key} is {current[key]!r} in the checkpoint; {purpose} cannot change it to {value!r} "
+                             f"(leave it out{branch})")
+    return build_config({**current, **stated})
+
+
+def _branch_may_change(key):
+    """A branch continues the same model on the same data: it may change how training goes on, nothing else."""
+    return key.startswith("train.") or key == "data.augment" or fields_by_key()[key][0].metadata["may_change"]
+
+
+def for_branch(config, stated):
+    """A checkpoint's config with the stated changes of a branch, and those changes as {key: {"from", "to"}}; a
+    change to the model or the data is refused, naming the key."""
+    current = _flat(config)
+    changes = {}
+    for key, value in stated.items():
+        if value != current[key] and key != "run.output_dir":
+            if not _branch_may_change(key):
+                raise InputError(f"{key} is {current[key]!r} in the checkpoint; a branch continues the same model on "
+                                 f"the same data and cannot change it to {value!r} (leave it out)")
+            changes[key] = {"from": current[key], "to": value}
+    return build_config({**current, **stated}), changes
+
+
+def experiment(nested):
+    """What a {section: {key: value}} config computes, as {"section.key": value}: everything but the seed and the keys
+    that may change without changing the result (where the run lives, the device, the checkpoint intervals). Runs
+    with equal experiments are repeats of one configuration."""
+    return {f"{section}.{key}": value for section, entries in nested.items() for key, value in entries.items()
+            if f"{section}.{key}" != "run.seed" and not fields_by_key()[f"{section}.{key}"][0].metadata["may_change"]}
+
+
+def _flat(config):
+    return {f"{section}.{key}": value for section, entries in config.to_dict().items()
+            for key, value in entries.items()}

@@ -17,7 +17,7 @@ import paddle.nn.functional as F
 from tqdm import tqdm
 
 from DNSD.datasets.pipeline import TrainingBatches, prefetched
-from DNSD.engine.checkpoint import save_checkpoint
+from DNSD.engine.checkpoint_file import save_checkpoint
 from DNSD.engine.evaluation import evaluate
 from DNSD.engine.meters import Stopwatch, TrainingMeter, log_epoch, log_point, open_dashboard
 from DNSD.engine.ranks import Ranks, weights_digest

@@ -1,5 +1,5 @@
 """The networks a run can train (model.arch), each in a module of its own, built from the model config."""
-from DNSD.config import model_keys
+from DNSD.schema import model_keys
 from DNSD.models.diracnet import DiracNet
 from DNSD.models.resnet import CifarResNet
 from DNSD.models.vanillanet import VanillaNet

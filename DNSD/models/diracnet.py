@@ -12,7 +12,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from DNSD.config import check_depth
+from DNSD.schema import check_depth
 from DNSD.models.network import Network, conv_with, fold_batch_norm
 
 GROUP_WIDTHS = (16, 32, 64)

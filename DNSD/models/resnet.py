@@ -5,7 +5,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from DNSD.config import check_depth
+from DNSD.schema import check_depth
 from DNSD.models.network import Network
 from DNSD.models.stochastic_depth import StochasticDepth
 from DNSD.randomness import generator

@@ -10,7 +10,7 @@ makes a block's output the expectation of its training output.
 import numpy as np
 import paddle
 
-from DNSD.config import SURVIVAL_MODES
+from DNSD.schema import SURVIVAL_MODES
 
 
 def survival_probabilities(num_blocks, survival_last, mode="linear"):

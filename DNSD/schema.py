@@ -1,0 +1,243 @@
+"""The schema of a run's configuration: every hyperparameter declared once, with its default (the paper's recipe),
+its help text and what values it allows. The YAML files, the flags, `-o section.key=value` and the help text all
+derive from these declarations (config.py reads them; docs/configuration.md is generated from them)."""
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import yaml
+
+
+def option(default, help, *, choices=None, check=None, may_change=False, archs=None, datasets=None):
+    """A config field with its help text.
+
+    choices: the allowed values; check: (predicate, description of the allowed values);
+    may_change: the field may differ from a checkpoint's when evaluating or resuming it, because it does not change
+    what is computed (where the data or the run lives, the device, how often to save);
+    archs: the model.arch values that use the field; with any other, it must keep its default;
+    datasets: the same for data.dataset.
+    """
+    metadata = {"help": help, "choices": choices, "check": check, "may_change": may_change, "archs": archs,
+                "datasets": datasets}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _ordered_fractions(values):
+    return 1 <= len(values) and all(0 < v <= 1 for v in values) and all(a < b for a, b in zip(values, values[1:]))
+
+
+NORMALIZATIONS = ("pixel", "channel")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = option("cifar10", "data set: CIFAR-10, CIFAR-100 with its 100 fine labels, or SVHN",
+                          choices=("cifar10", "cifar100", "svhn"))
+    data_file: Optional[str] = option(
+        None,
+        "path to the data set's archive in the official layout (cifar-10-python.tar.gz, cifar-100-python.tar.gz), "
+        "or for SVHN the folder of train_32x32.mat, test_32x32.mat and extra_32x32.mat; unset: Paddle's dataset "
+        "cache, downloaded once and md5-checked",
+        may_change=True,
+    )
+    val_size: int = option(5000, "training images held out for validation (the paper: 5,000 of 50,000 for CIFAR; "
+                                 "for SVHN 6,000, each class equally, two thirds from train and one third from extra)",
+                           check=(lambda v: v >= 1, "an integer >= 1"))
+    train_images: int = option(0, "train on the first N images of the training split, each class equally, for a "
+                                  "quick check on real data; validation and test stay whole; 0: the whole split",
+                               check=(lambda v: v >= 0, "an integer >= 0"))
+    extra: bool = option(True, "SVHN: train on the 531,131 images of the extra set too, as the paper does",
+                         datasets=("svhn",))
+    normalization: str = option(
+        "pixel",
+        "pixel: subtract the per-pixel mean image of the training split, divide by one global std (the authors' code); "
+        "channel: per-channel mean and std",
+        choices=NORMALIZATIONS,
+    )
+    augment: bool = option(True, "shift by up to 4 pixels with zero fill and flip horizontally (training only)")
+    prefetch: int = option(2, "training batches prepared ahead by a thread while the current step runs; 0: prepare "
+                              "each batch when it is needed", check=(lambda v: 0 <= v <= 64, "an integer from 0 to 64"),
+                           may_change=True)
+    pin_memory: bool = option(True, "on a GPU, put batches in page-locked memory so that copies to the device run "
+                                    "asynchronously", may_change=True)
+
+
+SURVIVAL_MODES = ("linear", "uniform")
+
+# The depths each architecture can be built with (checked against model.arch).
+# The depths each architecture can be built with (checked against model.arch); the largest are about twice what a
+# GPU holds at batch 128 (ResNet-1202), so that a typing slip never builds a network that takes the machine's memory.
+DEPTHS = {
+    "resnet": (lambda v: 8 <= v <= 2402 and (v - 2) % 6 == 0,
+               "6n+2 with 1 <= n <= 400: 8, 20, 32, 44, 56, 110, 1202, ..."),
+    "diracnet": (lambda v: 10 <= v <= 1204 and (v - 4) % 6 == 0, "6n+4 with 1 <= n <= 200: 10, 16, 22, 28, 34, ..."),
+    "vanillanet": (lambda v: 3 <= v <= 64, "3 to 64 (the paper's VanillaNet-5 to -13)"),
+}
+ARCHITECTURES = tuple(DEPTHS)
+
+
+def check_depth(arch, depth):
+    """ValueError unless an architecture can be built with this depth (config validation says it as a user error)."""
+    fits, allowed = DEPTHS[arch]
+    if not fits(depth):
+        raise ValueError(f"{arch} depth must be {allowed}; got {depth}")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = option("resnet", "network: resnet (ResNet 6n+2 with stochastic depth), diracnet (DiracNet 6n+4-k), "
+                                 "vanillanet (VanillaNet-d for 32x32 images)", choices=ARCHITECTURES)
+    depth: int = option(110, "layers: ResNet 6n+2 (110: 3 stages of 18 BasicBlocks), DiracNet 6n+4, VanillaNet d "
+                             "(checked against model.arch)")
+    width: int = option(1, "channel multiplier k: DiracNet 16k, 32k, 64k; VanillaNet 32k, 64k, 128k, 256k",
+                        check=(lambda v: 1 <= v <= 16, "an integer from 1 to 16"), archs=("diracnet", "vanillanet"))
+    survival_last: float = option(0.5,
+                                  "survival probability p_L of the last block; 1 gives the constant-depth baseline",
+                                  check=(lambda v: 0 < v <= 1, "a probability in (0, 1]"), archs=("resnet",))
+    survival_mode: str = option("linear",
+                                "linear: p_l decays from 1 to p_L over the blocks; uniform: p_l = p_L for all",
+                                choices=SURVIVAL_MODES, archs=("resnet",))
+    drop_mode: str = option(
+        "batch",
+        "batch: one gate per block and mini-batch, a dropped block is skipped (the paper); sample: one gate per block "
+        "and example, every block computed (timm's drop_path)",
+        choices=("batch", "sample"), archs=("resnet",))
+    residual_scaling: str = option(
+        "test",
+        "test: scale each residual by p_l at evaluation (the authors); train: divide it by p_l in training (inverted)",
+        choices=("test", "train"), archs=("resnet",))
+    bn_weight_init: str = option(
+        "ones",
+        "ones: batch-norm weights start at 1 (fb.resnet.torch and most ports); uniform: U[0, 1), as Torch 7's "
+        "SpatialBatchNormalization in the authors' code",
+        choices=("ones", "uniform"), archs=("resnet",))
+    shortcut_downsample: str = option(
+        "average",
+        "average: the downsampling shortcut averages each 2x2 window (the authors' 2017 fix); subsample: it keeps the "
+        "top-left pixel, as the code behind the published numbers did",
+        choices=("average", "subsample"), archs=("resnet",))
+    deep_training_epochs: int = option(
+        100, "VanillaNet deep training: epochs over which each layer's activation anneals from ReLU to identity",
+        check=(lambda v: v >= 1, "an integer >= 1"), archs=("vanillanet",))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = option(500, "training epochs", check=(lambda v: 1 <= v <= 100_000, "an integer from 1 to 100,000"))
+    batch_size: int = option(128, "mini-batch size (also used for evaluation)",
+                             check=(lambda v: 1 <= v <= 65_536, "an integer from 1 to 65,536"))
+    lr: float = option(0.1, "initial learning rate", check=(lambda v: v > 0, "a number > 0"))
+    lr_decay_at: List[float] = option(
+        [0.5, 0.75],
+        "fractions of the epochs from which the learning rate is multiplied by lr_decay_factor "
+        "(0.5, 0.75 of 500: epochs 250 and 375)",
+        check=(_ordered_fractions, "one or more increasing fractions in (0, 1], e.g. 0.5,0.75"),
+    )
+    lr_decay_factor: float = option(0.1, "factor applied to the learning rate at each lr_decay_at",
+                                    check=(lambda v: 0 < v < 1, "a number in (0, 1)"))
+    momentum: float = option(0.9, "SGD momentum", check=(lambda v: 0 <= v < 1, "a number in [0, 1)"))
+    nesterov: bool = option(True, "Nesterov momentum")
+    weight_decay: float = option(1e-4, "L2 weight decay, applied to every parameter as in the authors' optimiser",
+                                 check=(lambda v: v >= 0, "a number >= 0"))
+    amp: str = option("off", "automatic mixed precision on the GPU: float16 (with dynamic loss scaling) or bfloat16",
+                      choices=("off", "float16", "bfloat16"))
+
+
+@dataclass
+class RunConfig:
+    seed: int = option(0, "the one seed of every random choice: split, shuffling, augmentation, gates, initialisation",
+                       check=(lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"))
+    output_dir: Optional[str] = option(
+        None, "folder of the run: config, metrics, logs, checkpoints; unset: runs/CONFIG-MODEL, plus each flag that "
+              "changes the model or the recipe (runs/quick-ResNet-8-epochs=3), or that name numbered (-2, -3, ...) "
+              "where it holds a run", may_change=True)
+    device: str = option("auto", "auto: the GPU when Paddle sees one, else the CPU", choices=("auto", "cpu", "gpu"),
+                         may_change=True)
+    deterministic: bool = option(False, "ask cuDNN for deterministic kernels on the GPU (slower); CPU runs are "
+                                        "deterministic anyway", may_change=True)
+    cudnn_exhaustive_search: bool = option(False, "let cuDNN time every convolution algorithm and keep the fastest "
+                                                  "(GPU only)", may_change=True)
+    cpu_threads: int = option(1, "CPU threads for Paddle; 0: every core this process may use (a second thread was "
+                                 "as often slower as faster on this project's 2-vCPU machines: BENCHMARKS.md)",
+                              check=(lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"), may_change=True)
+    checkpoint_every: int = option(1, "epochs between resumable checkpoints (last.pdckpt); the last epoch always saves",
+                                   check=(lambda v: v >= 1, "an integer >= 1"), may_change=True)
+    checkpoint_every_steps: int = option(0, "also save last.pdckpt every this many steps; 0: only at epoch ends",
+                                         check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
+    overwrite: bool = option(False, "replace a run already in output_dir instead of refusing", may_change=True)
+    test_every_epoch: bool = option(
+        True, "also measure the test error at each epoch's end, as the authors' code does, for the paper's Figure 3 "
+              "(dnsd plot --figure test-error); it never chooses the checkpoint", may_change=True)
+    eval_every_steps: int = option(
+        0, "also measure the validation and test error every this many steps (the authors' 200 for SVHN), and keep "
+           "as best.pdckpt the point with the lowest validation error; 0: validate at epoch ends only",
+        check=(lambda v: v >= 0, "an integer >= 0"))
+    best_on_tie: str = option(
+        "earliest",
+        "which of the epochs that share the lowest validation error best.pdckpt keeps: the earliest or the latest "
+        "(the authors' rule is not published; with 5,000 validation images ties are frequent late in training)",
+        choices=("earliest", "latest"))
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_yaml(self):
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def model_keys(arch):
+    """The model config keys an architecture is built from: its constructor's keyword arguments."""
+    return [f.name for f in dataclasses.fields(ModelConfig)
+            if f.name != "arch" and (f.metadata["archs"] is None or arch in f.metadata["archs"])]
+
+
+def config_fields():
+    """Every config field as (section, field, type), in declaration order."""
+    for section in dataclasses.fields(Config):
+        types = typing.get_type_hints(section.type)
+        for f in dataclasses.fields(section.type):
+            yield section.name, f, types[f.name]
+
+
+def fields_by_key():
+    """{"section.key": (field, type)} for every config field."""
+    return {f"{section}.{f.name}": (f, kind) for section, f, kind in config_fields()}
+
+
+def flag_name(f):
+    return "--" + f.name.replace("_", "-")
+
+
+def describe(f):
+    choices, check = f.metadata["choices"], f.metadata["check"]
+    if choices:
+        return "one of " + ", ".join(choices)
+    if check:
+        return check[1]
+    return None
+
+
+def sections():
+    return {section.name: section.type for section in dataclasses.fields(Config)}
+
+
+def default(f):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def format_default(f):
+    value = default(f)
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return "unset" if value is None else str(value)
