@@ -198,3 +198,22 @@ def test_the_test_error_of_each_epoch_is_recorded_and_never_chooses_the_checkpoi
         trainer.end_epoch(writer)
     assert [record.get("test_error") for record in trainer.history] == ([30.0, 20.0] if measured else [None, None])
     assert trainer.best == {"epoch": 1, "val_error": 40.0}
+
+
+def test_the_step_schedule_reads_saves_and_measures_when_due():
+    from DNSD.engine.trainer import READ_EVERY, StepSchedule
+
+    steps = 2 * READ_EVERY + 5
+    plain = StepSchedule(epoch=1, epochs=3, steps=steps)
+    assert [step for step in range(1, steps + 1) if plain.due(step).read] == [READ_EVERY, 2 * READ_EVERY, steps]
+    assert plain.due(3, signalled=True).read and not plain.due(3).read
+    # Iterations count across epochs: epoch 2's step 5 is iteration steps + 5.
+    every = StepSchedule(epoch=2, epochs=3, steps=steps, checkpoint_every=7, measure_every=10)
+    saves = [step for step in range(1, steps + 1) if every.due(step).save]
+    assert saves == [step for step in range(1, steps + 1) if (steps + step) % 7 == 0]
+    assert all(every.due(step).read for step in saves)
+    assert [every.due(step).iteration for step in range(1, steps + 1) if every.due(step).measure] == \
+        [steps + step for step in range(1, steps + 1) if (steps + step) % 10 == 0]
+    # The run's last step is always a point; another epoch's last step is not, unless the interval says so.
+    last = StepSchedule(epoch=3, epochs=3, steps=steps, measure_every=1000)
+    assert [step for step in range(1, steps + 1) if last.due(step).measure] == [steps]

@@ -5,7 +5,9 @@ A run can stop at any step (a signal, a kill) and continue from its last checkpo
 holds the weights, the optimiser and scheduler, and the position in the epoch with its running totals; every random
 draw is derived from (seed, epoch, step), so nothing else is needed to redo the same steps.
 """
+import collections
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -108,6 +110,31 @@ def check_shards(num_images, batch_size, world_size):
                          f"{min(batch_size, last_batch)}; change --batch-size or --val-size")
 
 
+Due = collections.namedtuple("Due", "read save measure iteration")
+
+
+@dataclasses.dataclass
+class StepSchedule:
+    """What is due after step `step` (1-based) of an epoch of `steps`: a read of the device's results (every
+    READ_EVERY steps, at the epoch's end, at a signal, and before a save or a point, which need them), a checkpoint
+    every `checkpoint_every` iterations, a point every `measure_every`, and always a point at the run's last step, so
+    that the end of training is among the points compared."""
+
+    epoch: int
+    epochs: int
+    steps: int
+    checkpoint_every: int = 0
+    measure_every: int = 0
+
+    def due(self, step, signalled=False):
+        iteration = (self.epoch - 1) * self.steps + step
+        save = bool(self.checkpoint_every) and iteration % self.checkpoint_every == 0
+        measure = bool(self.measure_every) and (iteration % self.measure_every == 0 or (
+            self.epoch == self.epochs and step == self.steps))
+        read = step % READ_EVERY == 0 or step == self.steps or signalled or save or measure
+        return Due(read, save, measure, iteration)
+
+
 class Trainer:
     """Trains a model on a run's data as its config says, writing its checkpoints into run_dir (rank 0 alone);
     state: a checkpoint's, to continue from (branched: as a new run with its own schedule and best epoch)."""
@@ -201,31 +228,30 @@ class Trainer:
         with tqdm(total=steps, initial=self.step, desc=f"epoch {epoch}/{config.train.epochs}", unit="batch",
                   leave=False, disable=None if self.ranks.writes else True) as progress:
             stopwatch = Stopwatch()
-            loaded = prefetched(batches, config.data.prefetch, config.data.pin_memory)
-            every, measure_every = config.run.checkpoint_every_steps, config.run.eval_every_steps
-            for (images, labels), batch_size in zip(loaded, batches.sizes):
+            schedule = StepSchedule(epoch, config.train.epochs, steps, config.run.checkpoint_every_steps,
+                                    config.run.eval_every_steps)
+            for (images, labels), batch_size in zip(prefetched(batches, config.data.prefetch, config.data.pin_memory),
+                                                    batches.sizes):
                 self.train_step(images, labels, batch_size, stopwatch.lap)
                 progress.update(1)
                 # A single process answers a signal at once; data-parallel ranks must agree on the step, at a read.
-                signalled = bool(requests) and self.ranks.world_size == 1
-                iteration = (epoch - 1) * steps + self.step
-                saving = every and iteration % every == 0
-                # The last step of a run is always a point, so that the end of training is among those compared.
-                measuring = measure_every and (iteration % measure_every == 0 or (
-                    epoch == config.train.epochs and self.step == steps))
-                if self.step % READ_EVERY == 0 or self.step == steps or signalled or saving or measuring:
-                    stopped = self.read_steps(bool(requests))
-                    progress.set_postfix(loss=f"{self.meter.loss:.3f}", img_s=f"{self.meter.images_per_second:.0f}")
-                    # Measured before stopping: a resumed run goes on from the next step and would never measure it.
-                    if measuring:
-                        self.measure_point(writer, iteration)
-                        stopwatch.lap()  # a point's time is not training time
-                    if stopped:
-                        return True
-                if saving:
+                due = schedule.due(self.step, signalled=bool(requests) and self.ranks.world_size == 1)
+                if due.read and self.read_and_measure(due, requests, writer, progress, stopwatch):
+                    return True
+                if due.save:
                     self.save(LAST)
                     stopwatch.lap()  # a checkpoint's time is not training time
         return False
+
+    def read_and_measure(self, due, requests, writer, progress, stopwatch):
+        """Read the steps since the last read, and measure a point where one is due; returns whether to stop."""
+        stopped = self.read_steps(bool(requests))
+        progress.set_postfix(loss=f"{self.meter.loss:.3f}", img_s=f"{self.meter.images_per_second:.0f}")
+        # Measured before stopping: a resumed run goes on from the next step and would never measure it.
+        if due.measure:
+            self.measure_point(writer, due.iteration)
+            stopwatch.lap()  # a point's time is not training time
+        return stopped
 
     def train_step(self, images, labels, batch_size, elapsed=lambda: 0.0):
         """One optimiser step on this rank's share of a mini-batch of batch_size images. Nothing is read back from
