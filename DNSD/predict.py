@@ -131,6 +131,25 @@ def csv_rows(paths, results, classes, top_k):
     return rows
 
 
+def read_chunk(paths, resize, strict, failed):
+    """(the paths read, their pixels, how many were resized) of a chunk of image files; an image that cannot be used
+    is named on standard error and added to failed, or with strict stops the command."""
+    read, images, resized = [], [], 0
+    for path in paths:
+        try:
+            pixels, converted = read_image(path, resize)
+        except ImageProblem as problem:
+            if strict:
+                raise InputError(f"cannot predict {path}: {problem} (--strict stops at the first such image)") from None
+            print(f"DNSD: cannot predict {path}: {problem}", file=sys.stderr)
+            failed.append(path)
+            continue
+        read.append(path)
+        images.append(pixels)
+        resized += converted
+    return read, images, resized
+
+
 def predict_images(arguments, checkpoint=None, model_prefix=None, top_k=5, resize=False, strict=False, output=None,
                    stated=None):
     """Predict the images and write the CSV (output, or standard output); returns the number predicted."""
@@ -161,20 +180,8 @@ def predict_images(arguments, checkpoint=None, model_prefix=None, top_k=5, resiz
               f"{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
     rows, failed, resized = [], [], 0
     for start in range(0, len(paths), CHUNK):
-        chunk, images = [], []
-        for path in paths[start:start + CHUNK]:
-            try:
-                pixels, converted = read_image(path, resize)
-            except ImageProblem as problem:
-                if strict:
-                    raise InputError(f"cannot predict {path}: {problem} (--strict stops at the first such image)") \
-                        from None
-                print(f"DNSD: cannot predict {path}: {problem}", file=sys.stderr)
-                failed.append(path)
-                continue
-            chunk.append(path)
-            images.append(pixels)
-            resized += converted
+        chunk, images, converted = read_chunk(paths[start:start + CHUNK], resize, strict, failed)
+        resized += converted
         if images:
             rows += csv_rows(chunk, probabilities(model, np.stack(images), batch_size, normalizer), classes, top_k)
     if resized:

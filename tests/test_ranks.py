@@ -16,9 +16,8 @@ from cifar_archive import synthetic_batches, write_archive
 from DNSD.engine.checkpoint import load_checkpoint, restore_model
 from DNSD.datasets import RunData
 from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches
-from DNSD.engine.ranks import Ranks, weights_digest
+from DNSD.engine.ranks import Ranks, check_shards, weights_digest
 from DNSD.errors import InputError
-from DNSD.engine.trainer import check_shards
 from helpers import ROOT
 
 SEED = 3

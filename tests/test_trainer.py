@@ -12,7 +12,8 @@ from DNSD.schema import TrainConfig
 from DNSD.datasets import RunData
 from DNSD.datasets.pipeline import Dataset, Normalizer
 from DNSD.engine.meters import TrainingMeter
-from DNSD.engine.trainer import Trainer, build_optimizer, decay_epochs, non_finite_tensors, renamed
+from DNSD.engine.optimizer import build_optimizer, decay_epochs, renamed
+from DNSD.engine.trainer import Trainer, non_finite_tensors
 from DNSD.errors import TrainingStopped
 from DNSD.models import build_model
 

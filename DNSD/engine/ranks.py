@@ -7,6 +7,7 @@ import numpy as np
 import paddle
 
 from DNSD.datasets.pipeline import shard
+from DNSD.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,12 @@ def weights_digest(model):
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(tensor.numpy()).tobytes())
     return digest.hexdigest()
+
+
+def check_shards(num_images, batch_size, world_size):
+    """Refuse a mini-batch that cannot give every data-parallel rank at least one image."""
+    last_batch = num_images % batch_size or batch_size
+    if min(batch_size, last_batch) < world_size:
+        raise InputError(f"{world_size} data-parallel processes need at least {world_size} images in every "
+                         f"mini-batch, but train.batch_size {batch_size} with {num_images} training images leaves "
+                         f"{min(batch_size, last_batch)}; change --batch-size or --val-size")

@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from DNSD.datasets.pipeline import TrainingBatches, prefetched
 from DNSD.engine.checkpoint_file import save_checkpoint
+from DNSD.engine.optimizer import build_optimizer, renamed
 from DNSD.engine.evaluation import evaluate
 from DNSD.engine.meters import Stopwatch, TrainingMeter, log_epoch, log_point, open_dashboard
-from DNSD.engine.ranks import Ranks, weights_digest
+from DNSD.engine.ranks import Ranks, check_shards, weights_digest
 from DNSD.engine.run_folder import BEST, CONFIG, LAST
 from DNSD.errors import DNSDError, InputError, TrainingStopped, one_line
 
@@ -35,31 +36,6 @@ READ_EVERY = 20
 def this_command():
     """How the user starts DNSD again: the running interpreter (a virtual environment's, which has Paddle)."""
     return f"{sys.executable} -m DNSD"
-
-
-def decay_epochs(train_config):
-    """0-based epochs from which each learning-rate decay applies.
-
-    The authors' schedule decays when the 1-based epoch reaches fraction * epochs (250 and 375 of 500), so the
-    0-based milestone is one less. Rounding first keeps 0.1 * 30 from becoming 3.0000000000000004.
-    """
-    return [math.ceil(round(fraction * train_config.epochs, 9)) - 1 for fraction in train_config.lr_decay_at]
-
-
-def build_optimizer(train_config, model, multi_tensor=True):
-    """Nesterov SGD with L2 weight decay on every parameter, and the step schedule, both Paddle's own.
-
-    multi_tensor: Paddle's merged momentum update, a few kernels for all parameters instead of a kernel and a Python
-    call each; it gives the same weights and the same optimiser state bit for bit (tested), so every device uses it:
-    it saves host time on the CPU too (about 0.3 ms of a ResNet-110 step, BENCHMARKS.md), and the CPU tests then
-    exercise the update GPUs run.
-    """
-    rates = [train_config.lr * train_config.lr_decay_factor ** i for i in range(len(train_config.lr_decay_at) + 1)]
-    scheduler = paddle.optimizer.lr.PiecewiseDecay(decay_epochs(train_config), rates)
-    optimizer = paddle.optimizer.Momentum(scheduler, momentum=train_config.momentum, parameters=model.parameters(),
-                                          use_nesterov=train_config.nesterov, weight_decay=train_config.weight_decay,
-                                          use_multi_tensor=multi_tensor)
-    return optimizer, scheduler
 
 
 @contextlib.contextmanager
@@ -80,34 +56,11 @@ def stop_requests():
             signal.signal(signum, handler)
 
 
-def renamed(optimizer_state, model, to_structured=True):
-    """The optimiser's state with its keys' parameter names (conv2d_28.w_0_velocity_0) turned into the model's
-    structured ones (blocks.0.residual.0.weight_velocity_0), or back. Paddle names parameters from a process-wide
-    counter, so the same network built after another in one process gets other names; a checkpoint must not depend
-    on that. Keys of no parameter (the scheduler's) stay as they are."""
-    names = {parameter.name: name for name, parameter in model.named_parameters()}
-    names = names if to_structured else {name: parameter for parameter, name in names.items()}
-    result = {}
-    for key, value in optimizer_state.items():
-        cuts = [index for index, character in enumerate(key) if character == "_" and key[:index] in names]
-        result[names[key[:cuts[0]]] + key[cuts[0]:] if cuts else key] = value
-    return result
-
-
 def non_finite_tensors(tensors):
     """How many of the tensors hold a NaN or an infinity: computed on the device, read back once."""
     tensors = [tensor for tensor in tensors if isinstance(tensor, paddle.Tensor)]
     finite = paddle.stack([paddle.isfinite(tensor).all() for tensor in tensors])
     return int((~finite).astype("int32").sum())
-
-
-def check_shards(num_images, batch_size, world_size):
-    """Refuse a mini-batch that cannot give every data-parallel rank at least one image."""
-    last_batch = num_images % batch_size or batch_size
-    if min(batch_size, last_batch) < world_size:
-        raise InputError(f"{world_size} data-parallel processes need at least {world_size} images in every "
-                         f"mini-batch, but train.batch_size {batch_size} with {num_images} training images leaves "
-                         f"{min(batch_size, last_batch)}; change --batch-size or --val-size")
 
 
 Due = collections.namedtuple("Due", "read save measure iteration")
