@@ -6,7 +6,7 @@ import os
 import paddle
 
 from DNSD.config import add_config_flags, build_config, config_from_dict, explicit_values, stated_values
-from DNSD.datasets import load_data
+from DNSD.datasets import load_run_data
 from DNSD.engine.checkpoint import check_resume_state, load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.ranks import Ranks, join_ranks
@@ -22,12 +22,6 @@ from DNSD.engine.reports import format_report, report_checkpoint
 from DNSD.datasets.download import file_digest
 from DNSD.files import write_json, write_text
 from DNSD.models import build_model
-from DNSD.randomness import generator
-
-
-def set_up(config, normalizer_state=None):
-    """The data of a run, split by its seed: its own statistics, or a checkpoint's."""
-    return load_data(config.data, generator(config.run.seed, "split"), normalizer_state)
 
 
 def where_it_runs(device, ranks):
@@ -43,7 +37,7 @@ def train(config):
     device = select_run_device(config.run)
     ranks = join_ranks()
     # The data before the lock: a bad archive leaves no trace, not even a new folder.
-    data = set_up(config)
+    data = load_run_data(config)
     # A relative data_file would name another file from another folder: the run keeps the resolved path.
     config.data.data_file = data.identity["file"] if config.data.data_file else None
     with run_lock(run_dir, take=ranks.writes):
@@ -110,7 +104,7 @@ def resume(target, stated, branch_dir=None):
         config = for_checkpoint(state["config"], {**stated, "run.output_dir": run_dir}, "--resume")
     device = select_run_device(config.run)
     ranks = join_ranks()
-    data = set_up(config, state["normalizer"])
+    data = load_run_data(config, state["normalizer"])
     check_same_data(state, data, path)
     with run_lock(run_dir, take=ranks.writes):
         if file_version(path) != written:  # the run that held the folder saved again before it ended

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from DNSD.datasets import cifar, svhn
 from DNSD.datasets.pipeline import Dataset, Normalizer, balanced_subset, split_train_val
+from DNSD.randomness import generator
 
 # data.dataset -> the module that reads it: read(data_config, dataset_fixed) -> (train, test, classes, identity), and
 # where the data set has a validation rule of its own, split(train, val_size, rng) -> (train, val).
@@ -27,6 +28,11 @@ class RunData:
 def num_classes(dataset):
     """The number of classes of a data set, before reading it."""
     return READERS[dataset].SOURCES[dataset].num_classes
+
+
+def load_run_data(config, normalizer_state=None):
+    """The data of a run, split by its seed: its own statistics, or a checkpoint's."""
+    return load_data(config.data, generator(config.run.seed, "split"), normalizer_state)
 
 
 def load_data(data_config, split_rng, normalizer_state=None):

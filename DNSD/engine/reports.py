@@ -1,13 +1,12 @@
 """A checkpoint's evaluation on a split and its report file beside it, and the console lines of a result."""
 import os
 
-from DNSD.datasets import load_data
+from DNSD.datasets import load_run_data
 from DNSD.engine.checkpoint import open_checkpoint, restore_model
 from DNSD.engine.device import select_run_device
 from DNSD.engine.evaluation import evaluate
 from DNSD.engine.run_folder import check_writable
 from DNSD.files import write_json
-from DNSD.randomness import generator
 
 MAX_CLASSES_SHOWN = 20
 
@@ -59,6 +58,6 @@ def evaluate_checkpoint(checkpoint_path, split="test", stated=None):
     select_run_device(config.run)
     model = restore_model(state, checkpoint_path)
     # The split is redrawn from the run's seed; the normalisation statistics are the ones training used.
-    data = load_data(config.data, generator(config.run.seed, "split"), state["normalizer"])
+    data = load_run_data(config, state["normalizer"])
     return report_checkpoint(model, state, checkpoint_path, data, split, config.train.batch_size)
 
