@@ -14,15 +14,17 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from DNSD.errors import one_line  # noqa: E402  (DNSD's modules that setup uses need no more than the standard library)
+from DNSD.nvidia_smi import driver_cuda, read_gpus, run_bounded  # noqa: E402
 PADDLE_INDEX = "https://www.paddlepaddle.org.cn/packages/stable"
-DISTRIBUTIONS = ("paddlepaddle", "paddlepaddle-gpu")
 
 Build = collections.namedtuple("Build", "tag cuda min_driver capabilities requirement")
 BUILDS = (  # newest first: the first that the driver and every GPU run is chosen
@@ -38,7 +40,6 @@ GPU_PYTHONS = ((3, 9), (3, 13))
 PYPI_GPU_BUILD = "paddlepaddle-gpu==2.6.2"
 CPU_FIX = "or install the CPU build: DNSD_PADDLE=paddlepaddle bash scripts/setup_env.sh"
 
-GPU = collections.namedtuple("GPU", "name capability")  # capability: a float, or None where nvidia-smi cannot tell
 Machine = collections.namedtuple("Machine", "gpus driver cuda note")
 Choice = collections.namedtuple("Choice", "requirement index cuda reason fallback")
 
@@ -56,28 +57,6 @@ def version_tuple(text):
     return tuple(int(part) for part in re.findall(r"\d+", text))
 
 
-def run_bounded(command, seconds):
-    """(exit code, output) of a command, or (None, '') when it did not end within `seconds`: it then gets SIGTERM,
-    5 s later SIGKILL, and 5 s after that it is left behind, so a hung driver costs at most seconds + 10."""
-    try:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   errors="replace", start_new_session=True)
-    except OSError as error:
-        return 127, str(error)
-    try:
-        output, _ = process.communicate(timeout=seconds)
-        return process.returncode, output
-    except subprocess.TimeoutExpired:
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, signum)
-                process.wait(timeout=5)
-                break
-            except (OSError, subprocess.TimeoutExpired):
-                continue
-        return None, ""
-
-
 def first_line(text):
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else "no output"
@@ -88,22 +67,9 @@ def read_machine(seconds):
     smi = shutil.which("nvidia-smi")
     if not smi:
         return Machine([], None, None, None)
-    fields = "name,compute_cap,driver_version"
-    code, output = run_bounded([smi, f"--query-gpu={fields}", "--format=csv,noheader"], seconds)
-    if code is not None and "compute_cap" in output and "not a valid field" in output:  # drivers before 510
-        fields = "name,driver_version"
-        code, output = run_bounded([smi, f"--query-gpu={fields}", "--format=csv,noheader"], seconds)
+    code, gpus, other = read_gpus(smi, seconds)
     if code is None:
         return Machine([], None, None, f"nvidia-smi did not answer within {seconds} s and was stopped")
-    gpus, drivers, other = [], set(), []
-    for line in output.splitlines():
-        values = [value.strip() for value in line.split(",")]
-        if len(values) == fields.count(",") + 1 and re.fullmatch(r"\d+\.\d+(\.\d+)?", values[-1]):
-            capability = values[1] if len(values) == 3 else ""
-            gpus.append(GPU(values[0], float(capability) if re.fullmatch(r"\d+\.\d+", capability) else None))
-            drivers.add(values[-1])
-        else:
-            other.append(line)
     said = first_line("\n".join(other))
     if code != 0 and not gpus:
         return Machine([], None, None, f"nvidia-smi failed (exit code {code}: {said!r})")
@@ -112,13 +78,11 @@ def read_machine(seconds):
         note = f"nvidia-smi exited with code {code} ({said!r}) after listing {len(gpus)} GPU(s)"
     if not gpus:
         return Machine([], None, None, "nvidia-smi lists no GPU")
-    code, header = run_bounded([smi], seconds)
-    found = re.search(r"CUDA Version:\s*([0-9.]+|N/A)", header or "")
-    cuda = found.group(1) if found else None
+    cuda = driver_cuda(smi, seconds)
     if cuda == "N/A":
         return Machine([], None, None, "nvidia-smi shows 'CUDA Version: N/A': the driver's CUDA library is missing "
                                        "(a container started without the NVIDIA runtime, or a broken driver install)")
-    return Machine(gpus, min(drivers, key=version_tuple), cuda, note)
+    return Machine(gpus, min((gpu.driver for gpu in gpus), key=version_tuple), cuda, note)
 
 
 def describe_machine(machine, arch, python):
@@ -287,7 +251,7 @@ def reachable(index):
             response.read(1)
         return None
     except (urllib.error.URLError, OSError, ValueError) as error:
-        return " ".join(str(getattr(error, "reason", error)).split())
+        return one_line(getattr(error, "reason", error))
 
 
 def pip(venv, *arguments):
@@ -299,7 +263,7 @@ def pip(venv, *arguments):
 
 def pip_error(output):
     errors = [line[len("ERROR: "):] for line in output.splitlines() if line.startswith("ERROR: ")]
-    return " ".join((errors[-1] if errors else first_line(output)).split())
+    return one_line(errors[-1] if errors else first_line(output))
 
 
 def reachable_choice(choice):

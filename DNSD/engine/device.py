@@ -10,27 +10,18 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 
 import paddle
 
 from DNSD.errors import InputError
+from DNSD.nvidia_smi import driver_cuda, read_gpus
 
 # CUDA_VISIBLE_DEVICES values that hide every GPU from a process: the user asked for none.
 HIDDEN = ("", "-1", "none", "nodevfiles")
 NVIDIA_SMI_SECONDS = 20  # a hung driver must not hang the start of a run
 FIX = "install the Paddle build for this machine with bash scripts/setup_env.sh (docs/installing.md)"
 PACKAGES = ("numpy", "PyYAML", "tqdm", "visualdl", "matplotlib", "scipy")
-
-
-def _output(command):
-    """The standard output of a command that succeeded, else ''."""
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=NVIDIA_SMI_SECONDS)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return done.stdout if done.returncode == 0 else ""
 
 
 def system_gpus():
@@ -42,13 +33,12 @@ def system_gpus():
     if visible is not None and visible.strip().lower() in HIDDEN:
         return [], None
     smi = shutil.which("nvidia-smi")
-    rows = _output([smi, "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"]) if smi else ""
-    rows = [[value.strip() for value in row.split(",")] for row in rows.splitlines() if row.count(",") == 2]
-    if not rows:
+    code, gpus, _ = read_gpus(smi, NVIDIA_SMI_SECONDS) if smi else (None, [], [])
+    if code != 0 or not gpus:
         return ([f"CUDA_VISIBLE_DEVICES={visible}"] if visible else []), None
-    cuda = re.search(r"CUDA Version:\s*([0-9]+\.[0-9]+)", _output([smi]))
-    gpus = [f"GPU {i}: {name} (compute capability {capability})" for i, (name, capability, _) in enumerate(rows)]
-    return gpus, f"driver {rows[0][2]}" + (f" for CUDA {cuda.group(1)}" if cuda else "")
+    cuda = driver_cuda(smi, NVIDIA_SMI_SECONDS)
+    listed = [f"GPU {i}: {gpu.name} (compute capability {gpu.capability or 'unknown'})" for i, gpu in enumerate(gpus)]
+    return listed, f"driver {gpus[0].driver}" + (f" for CUDA {cuda}" if cuda not in (None, "N/A") else "")
 
 
 def paddle_build():
