@@ -19,8 +19,8 @@ def __getattr__(name):
     if name in API:
         from DNSD.console import quiet_libraries
 
-        quiet_libraries()
-        from DNSD import api
+        with quiet_libraries():
+            from DNSD import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'DNSD' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """DNSD's console carries DNSD's lines only. Paddle configures Python's root logger when it is imported (Paddle 3),
 which lets every library's INFO lines through (Matplotlib's first-run font cache, Paddle's downloader), and its C++
-core logs through glog; both are quieted before Paddle loads, unless --verbose asks for them."""
+core logs through glog; both are quieted around the imports that load Paddle, unless --verbose asks for them."""
+import contextlib
 import logging
 import os
 import warnings
@@ -11,18 +12,22 @@ HARMLESS_WARNINGS = ("No ccache found", "When training, we now always track glob
 QUIET_LOGGERS = ("paddle.utils.download",)
 
 
+@contextlib.contextmanager
 def quiet_libraries(verbose=False):
-    """Silence the libraries' logs and known harmless warnings (idempotent); with verbose, leave them all."""
+    """Around the imports that may load Paddle: silence the libraries' logs and known harmless warnings, and leave the
+    root logger as it was before them; with verbose, leave everything."""
     if verbose:
+        yield
         return
     os.environ.setdefault("GLOG_minloglevel", "2")  # glog, read when Paddle's core loads: errors only
     for message in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    import paddle  # noqa: F401  (the import that configures the root logger)
-
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -95,11 +95,11 @@ def parse(argv):
     if not named and any(item in ("-h", "--help") for item in argv):
         print(top_help(), end="")
         sys.exit(0)
-    quiet_libraries("--verbose" in rest)
-    parser, module = mode_parser(mode)
-    args, extra = parser.parse_known_args(rest)
-    if extra:
-        parser.error(unknown_flags(mode, parser, extra))
+    with quiet_libraries("--verbose" in rest):  # the modes that compute import Paddle with their module
+        parser, module = mode_parser(mode)
+        args, extra = parser.parse_known_args(rest)
+        if extra:
+            parser.error(unknown_flags(mode, parser, extra))
     args.mode = mode
     return args, module
 
