@@ -11,8 +11,7 @@ from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import open_checkpoint, restore_model
 from DNSD.engine.device import select_run_device
 from DNSD.engine.run_folder import check_writable, checkpoint_in
-from DNSD.datasets.download import file_digest
-from DNSD.files import TEMPORARY_PREFIX, write_json
+from DNSD.files import TEMPORARY_PREFIX, file_digest, write_json
 
 
 class InferenceModel(nn.Layer):

@@ -1,4 +1,5 @@
 """Writing files so that a reader, or a process killed at any moment, sees a whole old file or a whole new one."""
+import hashlib
 import json
 import os
 import tempfile
@@ -51,3 +52,11 @@ def _write_file(path, text):
 
 def write_json(path, record):
     write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def file_digest(path, algorithm="md5"):
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -41,10 +41,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"DNSD: error: {message} (see {self.prog} --help)\n")
 
 
+VERBOSE = "let through the libraries' own logs and warnings (Paddle's, Matplotlib's), which DNSD otherwise silences"
+
+
 def shared_flags(parser):
-    parser.add_argument("--verbose", action="store_true",
-                        help="let through the libraries' own logs and warnings (Paddle's, Matplotlib's), which DNSD "
-                             "otherwise silences")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE)
 
 
 def top_help():
@@ -52,7 +53,7 @@ def top_help():
              "Deep Networks with Stochastic Depth (Huang et al., 2016) in PaddlePaddle.", "", "modes:"]
     lines += [f"  {mode:<9}{summary}" for mode, (_, summary) in MODES.items()]
     lines += ["", "flags of every mode:", "  -h, --help  this text; dnsd MODE --help lists MODE's flags",
-              "  --verbose   let through the libraries' own logs and warnings, which DNSD otherwise silences"]
+              f"  --verbose   {VERBOSE}"]
     return "\n".join(lines) + "\n"
 
 
@@ -79,14 +80,15 @@ def split_mode(argv):
 
 
 def unknown_flags(mode, parser, extra):
-    """One line for flags this mode does not have: whose they are, or what was meant."""
-    for flag in (item.split("=", 1)[0] for item in extra if item.startswith("-")):
-        owners = [other for other in MODES if other != mode and flag in mode_parser(other)[0]._option_string_actions]
-        if owners:
-            return f"{flag} is a flag of {' and '.join('dnsd ' + o for o in owners)}, not of dnsd {mode}"
-        close = difflib.get_close_matches(flag, parser._option_string_actions, n=1)
-        return f"dnsd {mode} has no flag {flag}" + (f"; did you mean {close[0]}?" if close else "")
-    return f"unexpected arguments: {' '.join(extra)}"
+    """One line for the first flag this mode does not have: whose it is, or what was meant."""
+    flag = next((item.split("=", 1)[0] for item in extra if item.startswith("-")), None)
+    if flag is None:
+        return f"unexpected arguments: {' '.join(extra)}"
+    owners = [other for other in MODES if other != mode and flag in mode_parser(other)[0]._option_string_actions]
+    if owners:
+        return f"{flag} is a flag of {' and '.join('dnsd ' + o for o in owners)}, not of dnsd {mode}"
+    close = difflib.get_close_matches(flag, parser._option_string_actions, n=1)
+    return f"dnsd {mode} has no flag {flag}" + (f"; did you mean {close[0]}?" if close else "")
 
 
 def parse(argv):
@@ -100,7 +102,6 @@ def parse(argv):
         args, extra = parser.parse_known_args(rest)
         if extra:
             parser.error(unknown_flags(mode, parser, extra))
-    args.mode = mode
     return args, module
 
 

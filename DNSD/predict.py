@@ -12,14 +12,13 @@ import numpy as np
 
 from DNSD.config import add_config_flags, build_config, device_keys, stated_values
 from DNSD.schema import fields_by_key
-from DNSD.datasets.download import file_digest
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import open_checkpoint, restore_model
 from DNSD.engine.device import select_run_device
 from DNSD.engine.evaluation import probabilities
 from DNSD.engine.run_folder import check_writable, checkpoint_in
 from DNSD.errors import InputError, SomeImagesFailed, one_line
-from DNSD.files import write_text
+from DNSD.files import file_digest, write_text
 from DNSD.untrusted import file_or_folder, regular_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")

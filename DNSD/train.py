@@ -19,8 +19,7 @@ from DNSD.engine.tables import write_summary
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
 from DNSD.engine.reports import format_report, report_checkpoint
-from DNSD.datasets.download import file_digest
-from DNSD.files import write_json, write_text
+from DNSD.files import file_digest, write_json, write_text
 from DNSD.models import build_model
 
 

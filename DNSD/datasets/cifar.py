@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from DNSD.datasets.download import cache_dir, fetch, file_digest
+from DNSD.datasets.download import cache_dir, fetch
+from DNSD.files import file_digest
 from DNSD.datasets.pipeline import IMAGE_SHAPE, Dataset
 from DNSD.errors import InputError
 from DNSD.untrusted import DataUnpickler, regular_file

@@ -1,6 +1,5 @@
 """The official files of a data set in Paddle's dataset cache (~/.cache/paddle/dataset), downloaded and md5-checked
 once by Paddle's downloader, which DNSD announces in one line of its own."""
-import hashlib
 import os
 
 
@@ -18,10 +17,3 @@ def fetch(url, folder, md5):
         print(f"DNSD: downloading {url} into {folder} (once; its md5 is checked)", flush=True)
     return get_path_from_url(url, folder, md5, decompress=False)
 
-
-def file_digest(path, algorithm="md5"):
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -87,8 +87,7 @@ def check_resume_state(state, model, path, steps_per_epoch):
         raise InputError(f"{path}: its points, best result or scheduler state are not what a DNSD run saves; it was "
                          "not written by DNSD, or was altered: use another checkpoint")
     if type(state.get("step")) is not int or not 0 <= state["step"] <= steps_per_epoch or \
-            not isinstance(totals, dict) or \
-            sorted(totals) != sorted(TOTALS) or not all(type(value) in (int, float) for value in totals.values()) or \
+            not _is_record(totals, TOTALS) or sorted(totals) != sorted(TOTALS) or \
             not isinstance(history, list) or len(history) != state["epochs_done"] or \
             not all(isinstance(record, dict) for record in history) or not isinstance(state.get("optimizer"), dict):
         raise InputError(f"{path}: its step, totals, history or optimiser state are not what a DNSD run saves; it "
