@@ -4,7 +4,7 @@ from DNSD.engine.figures import plot_runs
 
 def add_arguments(parser):
     parser.add_argument("--runs", nargs="+", metavar="RUN_DIR", required=True,
-                        help="run folders, --seeds folders or folders of runs, e.g. runs/*")
+                        help="run folders, --seeds folders or folders of runs at any depth, e.g. runs")
     parser.add_argument("--plot-file", metavar="PATH", default="curves.png",
                         help="the figure to write, .png, .pdf or .svg, replacing one that exists "
                              "(default: %(default)s)")

@@ -4,7 +4,7 @@ from DNSD.engine.tables import write_summary
 
 def add_arguments(parser):
     parser.add_argument("--runs", nargs="+", metavar="RUN_DIR", required=True,
-                        help="run folders, --seeds folders or folders of runs, e.g. runs/*")
+                        help="run folders, --seeds folders or folders of runs at any depth, e.g. runs")
     parser.add_argument("--summary-file", metavar="PATH.md",
                         help="the Markdown table to write, the CSV beside it (default: summary.md in the folder that "
                              "holds the runs)")

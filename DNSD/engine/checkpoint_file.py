@@ -93,7 +93,7 @@ def read_checkpoint(path):
     """The state saved by save_checkpoint, as plain data and numpy arrays; InputError for anything else."""
     damaged = f"{path} is damaged or not a DNSD checkpoint"
     if not os.path.isfile(path):
-        raise InputError(f"checkpoint {path} does not exist; pass --checkpoint RUN_DIR/best.pdckpt of a training run")
+        raise InputError(f"checkpoint {path} does not exist; pass the folder of a training run, or a .pdckpt in it")
     size = os.path.getsize(path)
     if size > MAX_BYTES:
         raise InputError(f"{path} is {size:,} bytes, more than any DNSD checkpoint; pass a .pdckpt written by DNSD")
