@@ -10,8 +10,9 @@ from typing import List, Optional
 import yaml
 
 from DNSD.errors import InputError
-from DNSD.schema import (DEPTHS, Config, check_depth, config_fields, default, describe, fields_by_key, flag_name,
-                         format_default, sections)
+from DNSD.architectures import ARCHITECTURES
+from DNSD.schema import (Config, config_fields, default, describe, fields_by_key, flag_name, format_default, scope,
+                         sections)
 from DNSD.untrusted import regular_file
 
 
@@ -104,31 +105,26 @@ def build_config(values):
         choices, check = f.metadata["choices"], f.metadata["check"]
         if (choices and value not in choices) or (check and not check[0](value)):
             raise InputError(f"config key {section}.{f.name} ({flag_name(f)}): got {value!r}, expected {describe(f)}")
-    _check_architecture(config)
-    _check_scope(config, "datasets", config.data.dataset, "--dataset")
+    _check_scopes(config)
     return config
 
 
-def _check_architecture(config):
-    """The depth must suit model.arch (schema.check_depth), and keys of other architectures must keep their
-    defaults."""
+def _check_scopes(config):
+    """The depth must suit model.arch, and a key that applies to other architectures or data sets only must keep its
+    default."""
     arch = config.model.arch
-    try:
-        check_depth(arch, config.model.depth)
-    except ValueError:
+    if not ARCHITECTURES[arch].fits(config.model.depth):
         raise InputError(f"config key model.depth (--depth): got {config.model.depth}, but --arch {arch} needs "
-                         f"{DEPTHS[arch][1]}") from None
-    _check_scope(config, "archs", arch, "--arch")
-
-
-def _check_scope(config, scope, chosen, flag):
-    """Keys that apply to some values of another key (metadata scope "archs": model.arch, "datasets": data.dataset)
-    must keep their defaults with any other value of it."""
+                         f"{ARCHITECTURES[arch].depths}")
+    chosen = {"--arch": arch, "--dataset": config.data.dataset}
     for section, f, _ in config_fields():
-        allowed = f.metadata[scope]
-        if allowed and chosen not in allowed and getattr(getattr(config, section), f.name) != default(f):
-            raise InputError(f"config key {section}.{f.name} ({flag_name(f)}) applies to {flag} {', '.join(allowed)} "
-                             f"only; {flag} {chosen} does not use it (leave it out)")
+        applies = scope(section, f)
+        if not applies or getattr(getattr(config, section), f.name) == default(f):
+            continue
+        flag, values = applies
+        if chosen[flag] not in values:
+            raise InputError(f"config key {section}.{f.name} ({flag_name(f)}) applies to {flag} {', '.join(values)} "
+                             f"only; {flag} {chosen[flag]} does not use it (leave it out)")
 
 
 def shipped_configs_dir():

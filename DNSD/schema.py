@@ -8,18 +8,19 @@ from typing import List, Optional
 
 import yaml
 
+from DNSD.architectures import ARCHITECTURES, architectures_reading
 
-def option(default, help, *, choices=None, check=None, may_change=False, archs=None, datasets=None):
+
+def option(default, help, *, choices=None, check=None, may_change=False, datasets=None):
     """A config field with its help text.
 
     choices: the allowed values; check: (predicate, description of the allowed values);
     may_change: the field may differ from a checkpoint's when evaluating or resuming it, because it does not change
     what is computed (where the data or the run lives, the device, how often to save);
-    archs: the model.arch values that use the field; with any other, it must keep its default;
-    datasets: the same for data.dataset.
+    datasets: the data.dataset values that use the field; with any other, it must keep its default (which
+    architectures use a model key, architectures.py says).
     """
-    metadata = {"help": help, "choices": choices, "check": check, "may_change": may_change, "archs": archs,
-                "datasets": datasets}
+    metadata = {"help": help, "choices": choices, "check": check, "may_change": may_change, "datasets": datasets}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -67,61 +68,44 @@ class DataConfig:
 
 SURVIVAL_MODES = ("linear", "uniform")
 
-# The depths each architecture can be built with (checked against model.arch).
-# The depths each architecture can be built with (checked against model.arch); the largest are about twice what a
-# GPU holds at batch 128 (ResNet-1202), so that a typing slip never builds a network that takes the machine's memory.
-DEPTHS = {
-    "resnet": (lambda v: 8 <= v <= 2402 and (v - 2) % 6 == 0,
-               "6n+2 with 1 <= n <= 400: 8, 20, 32, 44, 56, 110, 1202, ..."),
-    "diracnet": (lambda v: 10 <= v <= 1204 and (v - 4) % 6 == 0, "6n+4 with 1 <= n <= 200: 10, 16, 22, 28, 34, ..."),
-    "vanillanet": (lambda v: 3 <= v <= 64, "3 to 64 (the paper's VanillaNet-5 to -13)"),
-}
-ARCHITECTURES = tuple(DEPTHS)
-
-
-def check_depth(arch, depth):
-    """ValueError unless an architecture can be built with this depth (config validation says it as a user error)."""
-    fits, allowed = DEPTHS[arch]
-    if not fits(depth):
-        raise ValueError(f"{arch} depth must be {allowed}; got {depth}")
-
 
 @dataclass
 class ModelConfig:
-    arch: str = option("resnet", "network: resnet (ResNet 6n+2 with stochastic depth), diracnet (DiracNet 6n+4-k), "
-                                 "vanillanet (VanillaNet-d for 32x32 images)", choices=ARCHITECTURES)
+    arch: str = option("resnet", "network: " + ", ".join(f"{name} ({architecture.summary})"
+                                                         for name, architecture in ARCHITECTURES.items()),
+                       choices=tuple(ARCHITECTURES))
     depth: int = option(110, "layers: ResNet 6n+2 (110: 3 stages of 18 BasicBlocks), DiracNet 6n+4, VanillaNet d "
                              "(checked against model.arch)")
     width: int = option(1, "channel multiplier k: DiracNet 16k, 32k, 64k; VanillaNet 32k, 64k, 128k, 256k",
-                        check=(lambda v: 1 <= v <= 16, "an integer from 1 to 16"), archs=("diracnet", "vanillanet"))
+                        check=(lambda v: 1 <= v <= 16, "an integer from 1 to 16"))
     survival_last: float = option(0.5,
                                   "survival probability p_L of the last block; 1 gives the constant-depth baseline",
-                                  check=(lambda v: 0 < v <= 1, "a probability in (0, 1]"), archs=("resnet",))
+                                  check=(lambda v: 0 < v <= 1, "a probability in (0, 1]"))
     survival_mode: str = option("linear",
                                 "linear: p_l decays from 1 to p_L over the blocks; uniform: p_l = p_L for all",
-                                choices=SURVIVAL_MODES, archs=("resnet",))
+                                choices=SURVIVAL_MODES)
     drop_mode: str = option(
         "batch",
         "batch: one gate per block and mini-batch, a dropped block is skipped (the paper); sample: one gate per block "
         "and example, every block computed (timm's drop_path)",
-        choices=("batch", "sample"), archs=("resnet",))
+        choices=("batch", "sample"))
     residual_scaling: str = option(
         "test",
         "test: scale each residual by p_l at evaluation (the authors); train: divide it by p_l in training (inverted)",
-        choices=("test", "train"), archs=("resnet",))
+        choices=("test", "train"))
     bn_weight_init: str = option(
         "ones",
         "ones: batch-norm weights start at 1 (fb.resnet.torch and most ports); uniform: U[0, 1), as Torch 7's "
         "SpatialBatchNormalization in the authors' code",
-        choices=("ones", "uniform"), archs=("resnet",))
+        choices=("ones", "uniform"))
     shortcut_downsample: str = option(
         "average",
         "average: the downsampling shortcut averages each 2x2 window (the authors' 2017 fix); subsample: it keeps the "
         "top-left pixel, as the code behind the published numbers did",
-        choices=("average", "subsample"), archs=("resnet",))
+        choices=("average", "subsample"))
     deep_training_epochs: int = option(
         100, "VanillaNet deep training: epochs over which each layer's activation anneals from ReLU to identity",
-        check=(lambda v: v >= 1, "an integer >= 1"), archs=("vanillanet",))
+        check=(lambda v: v >= 1, "an integer >= 1"))
 
 
 @dataclass
@@ -196,12 +180,6 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def model_keys(arch):
-    """The model config keys an architecture is built from: its constructor's keyword arguments."""
-    return [f.name for f in dataclasses.fields(ModelConfig)
-            if f.name != "arch" and (f.metadata["archs"] is None or arch in f.metadata["archs"])]
-
-
 def config_fields():
     """Every config field as (section, field, type), in declaration order."""
     for section in dataclasses.fields(Config):
@@ -226,6 +204,15 @@ def describe(f):
     if check:
         return check[1]
     return None
+
+
+def scope(section, f):
+    """(flag, values) where a key applies to some values of another key only (a model key to the architectures that
+    read it, a data key to its data sets); None where it applies always."""
+    if section == "model":
+        readers = architectures_reading(f.name)
+        return ("--arch", readers) if len(readers) < len(ARCHITECTURES) else None
+    return ("--dataset", f.metadata["datasets"]) if f.metadata["datasets"] else None
 
 
 def sections():

@@ -7,7 +7,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from DNSD.schema import Config, config_fields, describe, flag_name, format_default  # noqa: E402
+from DNSD.schema import Config, config_fields, describe, flag_name, format_default, scope  # noqa: E402
 
 PAGE = os.path.join(ROOT, "docs", "configuration.md")
 INTRO = """# Configuration reference
@@ -30,9 +30,9 @@ def reference():
             if name != section.name:
                 continue
             notes = []
-            for scope, flag in (("archs", "--arch"), ("datasets", "--dataset")):
-                if f.metadata[scope]:
-                    notes.append(f"only with {flag} {', '.join(f.metadata[scope])}")
+            applies = scope(name, f)
+            if applies:
+                notes.append(f"only with {applies[0]} {', '.join(applies[1])}")
             if f.metadata["may_change"]:
                 notes.append("may change")
             meaning = f.metadata["help"] + (f" ({'; '.join(notes)})" if notes else "")

@@ -14,7 +14,8 @@ from DNSD.config import config_from_dict, load_yaml
 from DNSD.schema import ModelConfig
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import load_checkpoint, restore_model
-from DNSD.models import build_model
+from DNSD.architectures import ARCHITECTURES
+from DNSD.models import NETWORKS, build_model
 from DNSD.models.diracnet import DiracNet, dirac_delta, ncrelu
 from DNSD.models.stochastic_depth import StochasticDepth, sample_gates
 from DNSD.models.vanillanet import VanillaNet
@@ -68,6 +69,29 @@ def test_every_architecture_trains_evaluates_and_exports(name, tiny_archive, tmp
     expected = model(paddle.to_tensor(Normalizer.from_state(state["normalizer"])(pixels))).numpy()
     logits = exported(paddle.to_tensor(pixels)).numpy()
     assert np.allclose(logits, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+class KeysRead:
+    """A ModelConfig that records which keys are read."""
+
+    def __init__(self, config):
+        self.config, self.read = config, set()
+
+    def __getattr__(self, key):
+        self.read.add(key)
+        return getattr(self.config, key)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_each_network_reads_exactly_the_keys_its_architecture_declares(arch):
+    depth = next(d for d in range(3, 200) if ARCHITECTURES[arch].fits(d))
+    config = KeysRead(ModelConfig(arch=arch, depth=depth))
+    NETWORKS[arch].from_config(config, 10)
+    assert config.read - {"arch"} == {"depth", *ARCHITECTURES[arch].keys}
+
+
+def test_every_declared_architecture_has_a_network():
+    assert set(NETWORKS) == set(ARCHITECTURES)
 
 
 def test_resnet_1202_builds_and_takes_a_training_step_on_the_cpu():

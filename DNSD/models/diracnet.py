@@ -12,7 +12,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from DNSD.schema import check_depth
+from DNSD.architectures import check_depth
 from DNSD.models.network import Network, conv_with, fold_batch_norm
 
 GROUP_WIDTHS = (16, 32, 64)
@@ -99,6 +99,10 @@ class DiracNet(Network):
         # As the authors' code: Kaiming normal weights, zero bias.
         self.fc = nn.Linear(channels, num_classes, weight_attr=nn.initializer.KaimingNormal(),
                             bias_attr=nn.initializer.Constant(0.0))
+
+    @classmethod
+    def from_config(cls, model_config, num_classes):
+        return cls(model_config.depth, model_config.width, num_classes)
 
     @staticmethod
     def title(model_config):

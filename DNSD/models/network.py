@@ -7,6 +7,11 @@ class Network(nn.Layer):
     """A classifier of 32x32 images: forward(images) returns class logits. Besides, the engine tells it where
     training is (begin_epoch, begin_step) and asks for its name and its inference form (folded)."""
 
+    @classmethod
+    def from_config(cls, model_config, num_classes):
+        """The network of a ModelConfig, built from the keys its architecture declares (architectures.py)."""
+        raise NotImplementedError
+
     @staticmethod
     def title(model_config):
         """The network's short name, before it is built, e.g. ResNet-110: it names the default run folder."""

@@ -5,7 +5,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from DNSD.schema import check_depth
+from DNSD.architectures import check_depth
 from DNSD.models.network import Network
 from DNSD.models.stochastic_depth import StochasticDepth
 from DNSD.randomness import generator
@@ -96,6 +96,12 @@ class CifarResNet(Network):
             for layer in self.sublayers():
                 if isinstance(layer, nn.BatchNorm2D):
                     layer.weight.set_value(paddle.uniform(layer.weight.shape, min=0.0, max=1.0))
+
+    @classmethod
+    def from_config(cls, model_config, num_classes):
+        return cls(model_config.depth, num_classes, model_config.survival_last, model_config.survival_mode,
+                   model_config.residual_scaling, model_config.drop_mode, model_config.bn_weight_init,
+                   model_config.shortcut_downsample)
 
     @property
     def num_blocks(self):

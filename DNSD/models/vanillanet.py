@@ -13,7 +13,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from DNSD.schema import check_depth
+from DNSD.architectures import check_depth
 from DNSD.models.network import Network, conv_with, fold_batch_norm
 
 BASE_WIDTH = 32
@@ -119,6 +119,10 @@ class VanillaNet(Network):
                                            bias_attr=nn.initializer.Constant(0.0))
         # The annealed activations' slope: a buffer, so that checkpoints keep it and evaluation uses the trained one.
         self.register_buffer("slope", paddle.zeros([1]))
+
+    @classmethod
+    def from_config(cls, model_config, num_classes):
+        return cls(model_config.depth, model_config.width, num_classes, model_config.deep_training_epochs)
 
     @staticmethod
     def title(model_config):
