@@ -23,7 +23,7 @@ import paddle  # noqa: E402
 
 from DNSD.config import build_config  # noqa: E402
 from DNSD.schema import ModelConfig  # noqa: E402
-from DNSD.datasets import RunData  # noqa: E402
+from DNSD.datasets import Splits  # noqa: E402
 from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches, prefetched  # noqa: E402
 from DNSD.engine.device import select_device, thread_count  # noqa: E402
 from DNSD.engine.trainer import READ_EVERY, Trainer  # noqa: E402
@@ -80,7 +80,7 @@ def training_step(args, survival_last, amp="off"):
     pixels = rng.integers(0, 256, size=(args.batch_size, 3, 32, 32), dtype=np.uint8)
     labels = rng.integers(0, 10, size=args.batch_size)
     batch = Dataset(pixels, labels)
-    trainer = Trainer(config, os.devnull, RunData(batch, batch, batch, Normalizer.fit(pixels)), model)
+    trainer = Trainer(config, os.devnull, Splits(batch, batch, batch, Normalizer.fit(pixels)), model)
     model.train()
     images, labels = paddle.to_tensor(trainer.data.normalizer(pixels)), paddle.to_tensor(labels)
 
@@ -174,7 +174,7 @@ def host_step(survival_last, variant):
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(HOST_BATCH, 3, 32, 32), dtype=np.uint8)
     batch = Dataset(pixels, rng.integers(0, 10, size=HOST_BATCH))
-    trainer = Trainer(config, os.devnull, RunData(batch, batch, batch, Normalizer.fit(pixels)), model)
+    trainer = Trainer(config, os.devnull, Splits(batch, batch, batch, Normalizer.fit(pixels)), model)
     model.train()
     images = paddle.to_tensor(rng.normal(size=(HOST_BATCH, 3, HOST_PIXELS, HOST_PIXELS)).astype(np.float32))
     labels = paddle.to_tensor(batch.labels)
@@ -254,7 +254,7 @@ def time_dnsd_pipeline(args, images):
     """Batches per second of what DNSD's training reads: whole batches gathered, normalised and augmented with
     numpy in a prefetching thread, delivered as tensors."""
     train = Dataset(images, np.zeros(len(images), dtype=np.int64))
-    data = RunData(train, train, train, Normalizer.fit(images))
+    data = Splits(train, train, train, Normalizer.fit(images))
     return batches_per_second(
         lambda repeat: prefetched(TrainingBatches(data, args.batch_size, True, seed=0, epoch=repeat + 1),
                                   args.prefetch), args)

@@ -10,7 +10,7 @@ import pytest
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
 from DNSD.engine.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.schema import DataConfig
-from DNSD.datasets import RunData, load_data
+from DNSD.datasets import Splits, load_data
 from DNSD.datasets.cifar import locate_archive, read_archive
 from DNSD.datasets.pipeline import (Dataset, Normalizer, TrainingBatches, augment, batches, prefetched,
                                     split_train_val)
@@ -177,7 +177,7 @@ def test_evaluation_batches_cover_every_image_in_order_with_a_short_last_batch()
 
 def numbered_cifar(count=100):
     dataset = numbered_dataset(count)
-    return RunData(dataset, dataset, dataset, Normalizer(np.zeros((3, 32, 32)), 1.0))
+    return Splits(dataset, dataset, dataset, Normalizer(np.zeros((3, 32, 32)), 1.0))
 
 
 def test_training_batches_visit_every_image_once_per_epoch_in_a_seeded_order():

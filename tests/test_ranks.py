@@ -14,7 +14,7 @@ import pytest
 
 from cifar_archive import synthetic_batches, write_archive
 from DNSD.engine.checkpoint import load_checkpoint, restore_model
-from DNSD.datasets import RunData
+from DNSD.datasets import Splits
 from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches
 from DNSD.engine.ranks import Ranks, check_shards, weights_digest
 from DNSD.errors import InputError
@@ -74,7 +74,7 @@ def test_only_rank_0_writes_logs_and_checkpoints(two_rank_run):
 def test_the_shards_of_the_ranks_make_up_the_single_process_batch():
     rng = np.random.default_rng(0)
     train = Dataset(rng.integers(0, 256, (45, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 45))
-    data = RunData(train, train, train, Normalizer.fit(train.images))
+    data = Splits(train, train, train, Normalizer.fit(train.images))
     whole = TrainingBatches(data, 16, True, seed=7, epoch=2)
     for world_size in (2, 3):
         shards = [TrainingBatches(data, 16, True, seed=7, epoch=2, rank=rank, world_size=world_size)

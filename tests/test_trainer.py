@@ -9,7 +9,7 @@ import pytest
 
 from DNSD.config import build_config
 from DNSD.schema import TrainConfig
-from DNSD.datasets import RunData
+from DNSD.datasets import Splits
 from DNSD.datasets.pipeline import Dataset, Normalizer
 from DNSD.engine.meters import TrainingMeter
 from DNSD.engine.optimizer import build_optimizer, decay_epochs, renamed
@@ -40,7 +40,7 @@ def tiny_trainer(depth=8, **values):
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)
     data = Dataset(pixels, rng.integers(0, 10, 8))
-    return Trainer(config, ".", RunData(data, data, data, Normalizer.fit(pixels)), build_model(config.model, 10))
+    return Trainer(config, ".", Splits(data, data, data, Normalizer.fit(pixels)), build_model(config.model, 10))
 
 
 def test_a_step_draws_the_gates_of_its_position_updates_the_weights_and_counts():

@@ -1,18 +1,33 @@
 """The data sets a run can use (data.dataset), each read by a module of its own, and what a run gets of any of them:
 training, validation and test splits, the normalisation, the class names and the identity of the archive read."""
 from dataclasses import dataclass
+from typing import Callable
 
 from DNSD.datasets import cifar, svhn
 from DNSD.datasets.pipeline import Dataset, Normalizer, balanced_subset, split_train_val
 from DNSD.randomness import generator
 
-# data.dataset -> the module that reads it: read(data_config, dataset_fixed) -> (train, test, classes, identity), and
-# where the data set has a validation rule of its own, split(train, val_size, rng) -> (train, val).
-READERS = {"cifar10": cifar, "cifar100": cifar, "svhn": svhn}
+
+@dataclass(frozen=True)
+class Reader:
+    """What a run needs of a data set, whichever module reads it."""
+
+    num_classes: int
+    read: Callable  # (data_config, dataset_fixed) -> (train, test, class names, identity)
+    split: Callable = split_train_val  # (train, val_size, rng) -> (train, val): how validation images are held out
+
+
+READERS = {
+    "cifar10": Reader(cifar.SOURCES["cifar10"].num_classes, cifar.read),
+    "cifar100": Reader(cifar.SOURCES["cifar100"].num_classes, cifar.read),
+    "svhn": Reader(svhn.SOURCE.num_classes, svhn.read, svhn.split),
+}
 
 
 @dataclass
-class RunData:
+class Splits:
+    """A run's data: its three splits, their normalisation, the class names and what identifies the data read."""
+
     train: Dataset
     val: Dataset
     test: Dataset
@@ -27,10 +42,10 @@ class RunData:
 
 def num_classes(dataset):
     """The number of classes of a data set, before reading it."""
-    return READERS[dataset].SOURCES[dataset].num_classes
+    return READERS[dataset].num_classes
 
 
-def load_run_data(config, normalizer_state=None):
+def load_splits(config, normalizer_state=None):
     """The data of a run, split by its seed: its own statistics, or a checkpoint's."""
     return load_data(config.data, generator(config.run.seed, "split"), normalizer_state)
 
@@ -40,11 +55,11 @@ def load_data(data_config, split_rng, normalizer_state=None):
     split, or restored from normalizer_state (a checkpoint's, which also fixes the data set)."""
     reader = READERS[data_config.dataset]
     train, test, classes, identity = reader.read(data_config, normalizer_state is not None)
-    train, val = getattr(reader, "split", split_train_val)(train, data_config.val_size, split_rng)
+    train, val = reader.split(train, data_config.val_size, split_rng)
     if data_config.train_images:
         train = balanced_subset(train, data_config.train_images)
     if normalizer_state is None:
         normalizer = Normalizer.fit(train.images, data_config.normalization)
     else:
         normalizer = Normalizer.from_state(normalizer_state)
-    return RunData(train, val, test, normalizer, classes, identity)
+    return Splits(train, val, test, normalizer, classes, identity)

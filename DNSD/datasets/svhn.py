@@ -29,8 +29,7 @@ class SvhnSource:
         return next(name for key, name, _ in self.files if key == part)
 
 
-SOURCES = {"svhn": SvhnSource()}
-SOURCE = SOURCES["svhn"]
+SOURCE = SvhnSource()
 
 
 @dataclass
