@@ -11,7 +11,7 @@ from DNSD.datasets import num_classes
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.engine.checkpoint import load_checkpoint as load_state, restore_model
 from DNSD.engine.evaluation import probabilities
-from DNSD.engine.reports import evaluate_checkpoint
+from DNSD.engine.reports import checkpoint_report
 from DNSD.models import build_model as build_network
 
 
@@ -65,4 +65,4 @@ def load_checkpoint(path):
 def evaluate(checkpoint_path, split="test", data_file=None):
     """Evaluate a checkpoint on the test (or validation) split as `--mode eval` does, writing the same report beside
     it; returns {"error", "accuracy", "per_class_accuracy", "images", ...}, errors in percent."""
-    return evaluate_checkpoint(checkpoint_path, split, {"data.data_file": data_file} if data_file else {})
+    return checkpoint_report(checkpoint_path, split, {"data.data_file": data_file} if data_file else {})

@@ -6,6 +6,7 @@ import os
 EXIT_TRAINING_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_SOME_FAILED = 3  # --mode predict: some images could not be read; the others were predicted
+EXIT_RUN_IN_USE = 75  # sysexits' EX_TEMPFAIL: another process holds the run folder; a sweep's worker moves on
 EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug in DNSD, not the user's mistake
 
 
@@ -18,6 +19,12 @@ class InputError(DNSDError):
     """Bad input from the user (a flag, a config file, an archive, a checkpoint, a folder): no traceback, exit 2."""
 
     exit_code = EXIT_USER_ERROR
+
+
+class RunInUse(InputError):
+    """The run folder is locked by another live process."""
+
+    exit_code = EXIT_RUN_IN_USE
 
 
 class TrainingStopped(DNSDError):

@@ -2,7 +2,7 @@
 (engine/reports.py)."""
 from DNSD.config import add_config_flags, data_and_device_keys, stated_values
 from DNSD.engine.figures import check_figure_path, draw_confusion, write_figure
-from DNSD.engine.reports import evaluate_checkpoint, format_report
+from DNSD.engine.reports import checkpoint_report, format_report
 from DNSD.engine.run_folder import checkpoint_in
 
 
@@ -14,11 +14,11 @@ def add_arguments(parser):
     add_config_flags(parser, data_and_device_keys)
 
 
-def run(args):
+def execute(args):
     if args.plot_file:
         check_figure_path(args.plot_file)  # before the evaluation, not after it
     stated = stated_values(args.config, args, args.override)
-    result = evaluate_checkpoint(checkpoint_in(args.checkpoint), args.split, stated)
+    result = checkpoint_report(checkpoint_in(args.checkpoint), args.split, stated)
     print(format_report(result, args.split, result["report"]))
     print(f"report written to {result['report']}")
     if args.plot_file:

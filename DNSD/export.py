@@ -75,7 +75,7 @@ def add_arguments(parser):
     add_config_flags(parser, device_keys)
 
 
-def run(args):
+def execute(args):
     stated = stated_values(args.config, args, args.override)
     prefix = export_checkpoint(checkpoint_in(args.checkpoint), args.export_prefix, stated)
     print(f"exported the inference model to {prefix}.* (load it with paddle.jit.load({prefix!r}))")

@@ -12,7 +12,7 @@ def add_arguments(parser):
     add_config_flags(parser, device_keys)
 
 
-def run(args):
+def execute(args):
     config = build_config(stated_values(args.config, args, args.override))
     for label, value in environment_report():
         print(f"{label + ':':<22}{value}")

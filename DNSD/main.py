@@ -139,7 +139,7 @@ def main(argv=None):
             stream.reconfigure(errors="backslashreplace")
     args, module = parse(sys.argv[1:] if argv is None else list(argv))
     try:
-        return module.run(args) or 0
+        return module.execute(args) or 0
     except DNSDError as error:
         print(f"DNSD: {error.label}: {one_line(error)}", file=sys.stderr)
         return error.exit_code

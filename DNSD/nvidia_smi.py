@@ -9,7 +9,7 @@ import subprocess
 GPU = collections.namedtuple("GPU", "name capability driver")  # capability: a float, or None where it is not told
 
 
-def run_bounded(command, seconds):
+def command_output(command, seconds):
     """(exit code, output) of a command, or (None, '') when it did not end within `seconds`: it then gets SIGTERM,
     5 s later SIGKILL, and 5 s after that it is left behind, so a hung driver costs at most seconds + 10."""
     try:
@@ -35,10 +35,10 @@ def read_gpus(smi, seconds):
     """(exit code, or None where nvidia-smi did not answer; the GPUs it listed; its other lines), from
     `--query-gpu=name,compute_cap,driver_version`, asked again without compute_cap of drivers before 510."""
     fields = "name,compute_cap,driver_version"
-    code, output = run_bounded([smi, f"--query-gpu={fields}", "--format=csv,noheader"], seconds)
+    code, output = command_output([smi, f"--query-gpu={fields}", "--format=csv,noheader"], seconds)
     if code is not None and "compute_cap" in output and "not a valid field" in output:
         fields = "name,driver_version"
-        code, output = run_bounded([smi, f"--query-gpu={fields}", "--format=csv,noheader"], seconds)
+        code, output = command_output([smi, f"--query-gpu={fields}", "--format=csv,noheader"], seconds)
     gpus, other = [], []
     for line in output.splitlines():
         values = [value.strip() for value in line.split(",")]
@@ -53,5 +53,5 @@ def read_gpus(smi, seconds):
 
 def driver_cuda(smi, seconds):
     """The newest CUDA the driver runs, as nvidia-smi's header shows it ('12.6', or 'N/A'), or None."""
-    found = re.search(r"CUDA Version:\s*([0-9.]+|N/A)", run_bounded([smi], seconds)[1])
+    found = re.search(r"CUDA Version:\s*([0-9.]+|N/A)", command_output([smi], seconds)[1])
     return found.group(1) if found else None

@@ -14,5 +14,5 @@ def add_arguments(parser):
                              "with the runs' spread as a band (default: curves)")
 
 
-def run(args):
+def execute(args):
     print(f"wrote {plot_runs(args.runs, args.plot_file, args.figure)}")

@@ -217,7 +217,7 @@ def add_arguments(parser):
     add_config_flags(parser, device_keys)
 
 
-def run(args):
+def execute(args):
     stated = stated_values(args.config, args, args.override)
     checkpoint = checkpoint_in(args.checkpoint) if args.checkpoint else None
     predict_images(args.images, checkpoint, args.model, args.top_k, args.resize, args.strict, args.output, stated)

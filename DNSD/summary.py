@@ -13,6 +13,6 @@ def add_arguments(parser):
                              "are configurations or row numbers")
 
 
-def run(args):
+def execute(args):
     table, path = write_summary(args.runs, args.summary_file, args.compare)
     print(f"{table}written to {path} and {path[:-len('.md')]}.csv")

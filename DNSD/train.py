@@ -6,20 +6,20 @@ import os
 import paddle
 
 from DNSD.config import add_config_flags, build_config, config_from_dict, explicit_values, stated_values
-from DNSD.datasets import load_run_data
+from DNSD.datasets import load_splits
 from DNSD.engine.checkpoint import check_resume_state, load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.ranks import Ranks, join_ranks
 from DNSD.engine.meters import hyperparameters, write_final_dashboard
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, SUMMARY, default_run_dir, experiment,
-                                    for_branch, for_checkpoint, holds_run, read_points, read_records, read_seeds,
-                                    refuse_existing_run, remove, remove_temporaries, run_lock, write_records,
-                                    written_files)
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, SUMMARY, data_file_digest,
+                                    default_run_dir, experiment, for_branch, for_checkpoint, holds_run, read_points,
+                                    read_records, read_seeds, refuse_existing_run, remove, remove_temporaries,
+                                    run_lock, write_records, written_files)
 from DNSD.engine.tables import write_summary
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
-from DNSD.engine.reports import format_report, report_checkpoint
-from DNSD.files import file_digest, write_json, write_text
+from DNSD.engine.reports import format_report, write_report
+from DNSD.files import write_json, write_text
 from DNSD.models import build_model
 
 
@@ -36,7 +36,7 @@ def train(config):
     device = select_run_device(config.run)
     ranks = join_ranks()
     # The data before the lock: a bad archive leaves no trace, not even a new folder.
-    data = load_run_data(config)
+    data = load_splits(config)
     # A relative data_file would name another file from another folder: the run keeps the resolved path.
     config.data.data_file = data.identity["file"] if config.data.data_file else None
     with run_lock(run_dir, take=ranks.writes):
@@ -52,7 +52,7 @@ def train(config):
             print(f"DNSD: {model.name()}, {len(data.train):,} train / {len(data.val):,} val / "
                   f"{len(data.test):,} test images, {config.train.epochs} epochs on {where_it_runs(device, ranks)}; "
                   f"run folder {run_dir}")
-        Trainer(config, run_dir, data, model, ranks=ranks).run()
+        Trainer(config, run_dir, data, model, ranks=ranks).train()
         return finish(run_dir, data, config, ranks)
 
 
@@ -87,10 +87,8 @@ def check_same_data(state, data, path):
 
 
 def resume(target, stated, branch_dir=None):
-    """Continue a run from its last checkpoint (or the checkpoint named), in its folder; stated values may change
-    only what keeps the result. With branch_dir: a new run in branch_dir that starts from that checkpoint with
-    the stated changes (a lower learning rate after a divergence, more epochs), the source left as it is. A
-    multi-seed folder continues each of its seeds."""
+    """Continue a run (each seed of a multi-seed folder) from its last checkpoint or the one named; with
+    branch_dir, a new run there from that checkpoint with the stated changes, the source left as it is."""
     if os.path.isfile(os.path.join(target, SEEDS)) and not branch_dir:
         return resume_seeds(target, stated)
     path = resume_source(target)
@@ -103,7 +101,7 @@ def resume(target, stated, branch_dir=None):
         config = for_checkpoint(state["config"], {**stated, "run.output_dir": run_dir}, "--resume")
     device = select_run_device(config.run)
     ranks = join_ranks()
-    data = load_run_data(config, state["normalizer"])
+    data = load_splits(config, state["normalizer"])
     check_same_data(state, data, path)
     with run_lock(run_dir, take=ranks.writes):
         if file_version(path) != written:  # the run that held the folder saved again before it ended
@@ -128,7 +126,7 @@ def resume(target, stated, branch_dir=None):
             what = f"branching {path} into {run_dir}" if branch_dir else f"resuming {run_dir}"
             print(f"DNSD: {what} at epoch {trainer.epochs_done + 1}, step {trainer.step}, on "
                   f"{where_it_runs(device, ranks)}")
-        trainer.run()
+        trainer.train()
         return finish(run_dir, data, config, ranks)
 
 
@@ -139,7 +137,7 @@ def last_test_error(run_dir, best_state, best_result, data, config):
         return best_result["error"]
     path = os.path.join(run_dir, LAST)
     state = load_checkpoint(path)
-    return report_checkpoint(restore_model(state, path), state, path, data, "test", config.train.batch_size)["error"]
+    return write_report(restore_model(state, path), state, path, data, "test", config.train.batch_size)["error"]
 
 
 def finish(run_dir, data, config, ranks=Ranks()):
@@ -149,7 +147,7 @@ def finish(run_dir, data, config, ranks=Ranks()):
     best_path = os.path.join(run_dir, BEST)
     state = load_checkpoint(best_path)
     model = restore_model(state, best_path)
-    result = report_checkpoint(model, state, best_path, data, "test", config.train.batch_size)
+    result = write_report(model, state, best_path, data, "test", config.train.batch_size)
     best_val_error = state["best"]["val_error"]
     records, points = read_records(run_dir, ["val_error"]), read_points(run_dir)
     summary = {"best_epoch": state["best"]["epoch"], "best_val_error": best_val_error,
@@ -217,13 +215,7 @@ def train_seeds(config, seeds):
             check_seeds_data(folder, recorded, config, digest)
             listed = sorted(set(recorded["seeds"]) | set(seeds))
         write_json(path, {"seeds": listed, "config": shared, "data_sha256": digest})
-    return run_seeds(folder, config_from_dict(shared), seeds)
-
-
-def data_file_digest(config):
-    """The sha256 of the archive file a config names; None for the data set's own cache, or a folder (SVHN)."""
-    path = config.data.data_file
-    return file_digest(path, "sha256") if path and os.path.isfile(path) else None
+    return train_each_seed(folder, config_from_dict(shared), seeds)
 
 
 def check_seeds_data(folder, recorded, config, digest):
@@ -238,10 +230,11 @@ def resume_seeds(folder, stated):
     config = for_checkpoint(config_from_dict(recorded["config"], where=f" in {folder}/{SEEDS}"),
                             {**stated, "run.output_dir": folder}, "--resume")
     check_seeds_data(folder, recorded, config, data_file_digest(config))
-    return run_seeds(folder, config, recorded["seeds"], {k: v for k, v in stated.items() if k != "run.output_dir"})
+    per_seed = {key: value for key, value in stated.items() if key != "run.output_dir"}
+    return train_each_seed(folder, config, recorded["seeds"], per_seed)
 
 
-def run_seeds(folder, config, seeds, stated=None):
+def train_each_seed(folder, config, seeds, stated=None):
     """Train each seed's run, or continue it from its last checkpoint, or leave it if it is finished."""
     for seed in seeds:
         run_dir = os.path.join(folder, f"seed-{seed}")
@@ -273,7 +266,7 @@ def add_arguments(parser):
     add_config_flags(parser)
 
 
-def run(args):
+def execute(args):
     if args.branch is not None and args.resume is None:
         raise InputError("--branch NEW_DIR starts from a checkpoint: give it with --resume RUN_DIR (or a .pdckpt)")
     if args.seeds is not None and args.resume is not None:

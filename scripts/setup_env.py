@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from DNSD.errors import one_line  # noqa: E402  (DNSD's modules that setup uses need no more than the standard library)
-from DNSD.nvidia_smi import driver_cuda, read_gpus, run_bounded  # noqa: E402
+from DNSD.nvidia_smi import driver_cuda, read_gpus, command_output  # noqa: E402
 PADDLE_INDEX = "https://www.paddlepaddle.org.cn/packages/stable"
 
 Build = collections.namedtuple("Build", "tag cuda min_driver capabilities requirement")
@@ -142,7 +142,7 @@ def index_setting(default):
 
 def toolkit_cuda():
     """The system CUDA toolkit's version (nvcc), which only PyPI's 2.6.2 GPU build uses."""
-    code, output = run_bounded(["nvcc", "--version"], 30) if shutil.which("nvcc") else (1, "")
+    code, output = command_output(["nvcc", "--version"], 30) if shutil.which("nvcc") else (1, "")
     found = re.search(r"release (\d+\.\d+)", output) if code == 0 else None
     return found.group(1) if found else None
 
@@ -209,7 +209,7 @@ def query(venv, requirement=None):
     python = os.path.join(venv, "bin", "python")
     if not os.path.exists(python):
         return {"python": ".".join(map(str, sys.version_info[:3])), "found": {}, "cuda": None, "satisfies": None}
-    code, output = run_bounded([python, "-c", QUERY, *([requirement] if requirement else [])], 120)
+    code, output = command_output([python, "-c", QUERY, *([requirement] if requirement else [])], 120)
     try:
         return json.loads(output.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -332,7 +332,7 @@ def install_packages(venv, files, constraints, recorded):
 
 def gpu_check(venv, build):
     """Paddle's deep GPU check (dnsd --mode info --device gpu); returns its device line."""
-    code, output = run_bounded([os.path.join(venv, "bin", "python"), "-m", "DNSD", "--mode", "info",
+    code, output = command_output([os.path.join(venv, "bin", "python"), "-m", "DNSD", "--mode", "info",
                                 "--device", "gpu"], 600)
     problem = [line[len("DNSD: error: "):] for line in output.splitlines() if line.startswith("DNSD: error: ")]
     if code != 0:
@@ -365,7 +365,7 @@ def main(argv=None):
     except (OSError, ValueError):
         stamp = {}
     try:
-        machine, arch = read_machine(nvidia_smi_seconds()), run_bounded(["uname", "-m"], 10)[1].strip()
+        machine, arch = read_machine(nvidia_smi_seconds()), command_output(["uname", "-m"], 10)[1].strip()
         state = query(venv)
         if machine.note:
             outcome = "choosing from the GPUs it listed" if machine.gpus else "setup goes on as without a GPU"

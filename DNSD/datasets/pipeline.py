@@ -52,11 +52,8 @@ def balanced_subset(dataset, count):
 
 
 class Normalizer:
-    """(x - mean) / std with statistics of the training split.
-
-    mode "pixel" (the authors' code): the mean image (3, 32, 32) and one std over all training pixels.
-    mode "channel": a mean and a std per colour channel.
-    """
+    """(x - mean) / std with the training split's statistics: "pixel" (the authors') the mean image and one
+    std over all pixels, "channel" a mean and std per colour channel."""
 
     def __init__(self, mean, std):
         self.mean = np.asarray(mean, dtype=np.float32)
@@ -107,14 +104,9 @@ def _std_of_uint8(values):
 
 
 def augment(images, rng, batch_part=None):
-    """Shift each image by a random offset in [-4, 4] on each axis with zero fill, then flip it horizontally with
-    probability 0.5 (the authors' augmentation: the same as padding by 4 and cropping 32x32 at random).
-
-    Works on a whole (B, C, H, W) batch with one gather of flattened pixels; zero fill happens after normalisation,
-    as in the authors' code, so the fill is the mean image.
-    batch_part (count, slice): the images are that slice of a mini-batch of count images (a data-parallel rank's
-    share); the offsets are drawn for the whole mini-batch, so that the ranks together augment it as one process.
-    """
+    """The authors' augmentation of a (B, C, H, W) batch: a shift in [-4, 4] per axis with zero fill (after
+    normalisation, so the fill is the mean image), then a horizontal flip with probability 0.5.
+    batch_part (count, slice): these images are that slice of a mini-batch of count, whose draws are made whole."""
     count, part = batch_part or (len(images), slice(None))
     top = rng.integers(0, 2 * SHIFT + 1, size=count)[part]
     left = rng.integers(0, 2 * SHIFT + 1, size=count)[part]

@@ -11,13 +11,8 @@ TOP_K = 5  # the top-k error reported beside the top-1 error (ImageNet's and tim
 
 @paddle.no_grad()
 def evaluate(model, dataset, normalizer, batch_size, classes, ranks=Ranks()):
-    """Top-1 and top-5 error and accuracy (in percent), per-class accuracy and the confusion matrix of model on
-    dataset, every block active. The top-5 error counts an image as wrong when its label is not among the 5 classes
-    of highest score (all of them for fewer than 5 classes, an error of 0). confusion_matrix[i][j]: the images of
-    class i predicted as class j.
-
-    With several data-parallel ranks, each predicts its shard of the dataset and the counts are summed.
-    """
+    """Top-1 and top-5 error and accuracy (percent), per-class accuracy and confusion matrix ([true][predicted])
+    of model on dataset, every block active; with several ranks, each predicts its shard and the counts are summed."""
     model.eval()
     shard = dataset.subset(ranks.shard(len(dataset)))
     k = min(TOP_K, len(classes))

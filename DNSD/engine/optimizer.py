@@ -5,11 +5,8 @@ import paddle
 
 
 def decay_epochs(train_config):
-    """0-based epochs from which each learning-rate decay applies.
-
-    The authors' schedule decays when the 1-based epoch reaches fraction * epochs (250 and 375 of 500), so the
-    0-based milestone is one less. Rounding first keeps 0.1 * 30 from becoming 3.0000000000000004.
-    """
+    """0-based epochs from which each decay applies: the authors decay when the 1-based epoch reaches
+    fraction * epochs (250 and 375 of 500). Rounding first keeps 0.1 * 30 from becoming 3.0000000000000004."""
     return [math.ceil(round(fraction * train_config.epochs, 9)) - 1 for fraction in train_config.lr_decay_at]
 
 
@@ -30,10 +27,8 @@ def build_optimizer(train_config, model, multi_tensor=True):
 
 
 def renamed(optimizer_state, model, to_structured=True):
-    """The optimiser's state with its keys' parameter names (conv2d_28.w_0_velocity_0) turned into the model's
-    structured ones (blocks.0.residual.0.weight_velocity_0), or back. Paddle names parameters from a process-wide
-    counter, so the same network built after another in one process gets other names; a checkpoint must not depend
-    on that. Keys of no parameter (the scheduler's) stay as they are."""
+    """The optimiser's state with its keys' parameter names (conv2d_28.w_0_velocity_0) turned into the
+    model's structured ones (blocks.0.residual.0.weight_velocity_0), or back: Paddle's names depend on the process."""
     names = {parameter.name: name for name, parameter in model.named_parameters()}
     names = names if to_structured else {name: parameter for parameter, name in names.items()}
     result = {}

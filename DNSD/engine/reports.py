@@ -1,7 +1,7 @@
 """A checkpoint's evaluation on a split and its report file beside it, and the console lines of a result."""
 import os
 
-from DNSD.datasets import load_run_data
+from DNSD.datasets import load_splits
 from DNSD.engine.checkpoint import open_checkpoint, restore_model
 from DNSD.engine.device import select_run_device
 from DNSD.engine.evaluation import evaluate
@@ -36,7 +36,7 @@ def format_report(result, split, report_file):
     return "\n".join(lines)
 
 
-def report_checkpoint(model, state, checkpoint_path, data, split, batch_size):
+def write_report(model, state, checkpoint_path, data, split, batch_size):
     """Evaluate a checkpoint's model on one split and write the report beside the checkpoint (checked writable
     first, so that an evaluation is never computed to be lost); the result names the report."""
     path = report_path(checkpoint_path, split, data.identity, state.get("data"))
@@ -49,15 +49,13 @@ def report_checkpoint(model, state, checkpoint_path, data, split, batch_size):
     return result
 
 
-def evaluate_checkpoint(checkpoint_path, split="test", stated=None):
-    """Rebuild the model of a checkpoint, evaluate it on the test (or validation) split and write the report.
-
-    stated: config values the user gave; only those that keep the model the same (data file, device) may differ.
-    """
+def checkpoint_report(checkpoint_path, split="test", stated=None):
+    """A checkpoint's model evaluated on the test (or validation) split and its report written; stated: the
+    user's config values, which may change only what keeps the model (data file, device)."""
     state, config = open_checkpoint(checkpoint_path, stated, "dnsd eval")
     select_run_device(config.run)
     model = restore_model(state, checkpoint_path)
     # The split is redrawn from the run's seed; the normalisation statistics are the ones training used.
-    data = load_run_data(config, state["normalizer"])
-    return report_checkpoint(model, state, checkpoint_path, data, split, config.train.batch_size)
+    data = load_splits(config, state["normalizer"])
+    return write_report(model, state, checkpoint_path, data, split, config.train.batch_size)
 

@@ -18,8 +18,8 @@ import time
 
 from DNSD.config import build_config, config_from_dict, load_yaml
 from DNSD.schema import fields_by_key
-from DNSD.errors import InputError
-from DNSD.files import FILE_MODE, TEMPORARY_PREFIX, write_text
+from DNSD.errors import InputError, RunInUse
+from DNSD.files import FILE_MODE, TEMPORARY_PREFIX, file_digest, write_text
 
 # The files of a run folder.
 LOCK = ".lock"
@@ -53,11 +53,26 @@ def lock(run_dir):
     except BlockingIOError:
         holder = _holder(descriptor)
         os.close(descriptor)
-        raise InputError(f"{run_dir} is in use by a running DNSD training ({holder}); wait for it to end or stop it, "
+        raise RunInUse(f"{run_dir} is in use by a running DNSD training ({holder}); wait for it to end or stop it, "
                          "or choose another --output-dir") from None
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     return descriptor
+
+
+def held(run_dir):
+    """Whether a live process holds run_dir's lock (a process that died holds none)."""
+    try:
+        descriptor = os.open(os.path.join(run_dir, LOCK), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
 
 
 @contextlib.contextmanager
@@ -276,7 +291,7 @@ def read_summary(folder):
 def for_checkpoint(config, stated, purpose):
     """A checkpoint's config with the stated values applied; a stated value that would change what was trained is
     refused, naming the key."""
-    current = _flat(config)
+    current = flat_config(config)
     for key, value in stated.items():
         if value != current[key] and not fields_by_key()[key][0].metadata["may_change"]:
             branch = " or continue in a new folder with --branch NEW_DIR" if purpose == "--resume" and \
@@ -294,7 +309,7 @@ def _branch_may_change(key):
 def for_branch(config, stated):
     """A checkpoint's config with the stated changes of a branch, and those changes as {key: {"from", "to"}}; a
     change to the model or the data is refused, naming the key."""
-    current = _flat(config)
+    current = flat_config(config)
     changes = {}
     for key, value in stated.items():
         if value != current[key] and key != "run.output_dir":
@@ -313,6 +328,12 @@ def experiment(nested):
             if f"{section}.{key}" != "run.seed" and not fields_by_key()[f"{section}.{key}"][0].metadata["may_change"]}
 
 
-def _flat(config):
+def data_file_digest(config):
+    """The sha256 of the archive file a config names; None for the data set's own cache, or a folder (SVHN)."""
+    path = config.data.data_file
+    return file_digest(path, "sha256") if path and os.path.isfile(path) else None
+
+
+def flat_config(config):
     return {f"{section}.{key}": value for section, entries in config.to_dict().items()
             for key, value in entries.items()}

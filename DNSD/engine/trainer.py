@@ -68,10 +68,8 @@ Due = collections.namedtuple("Due", "read save measure iteration")
 
 @dataclasses.dataclass
 class StepSchedule:
-    """What is due after step `step` (1-based) of an epoch of `steps`: a read of the device's results (every
-    READ_EVERY steps, at the epoch's end, at a signal, and before a save or a point, which need them), a checkpoint
-    every `checkpoint_every` iterations, a point every `measure_every`, and always a point at the run's last step, so
-    that the end of training is among the points compared."""
+    """What is due after step `step` (1-based) of an epoch of `steps`: a read of the device's results, a
+    checkpoint, a point (every measure_every steps and at the run's last step)."""
 
     epoch: int
     epochs: int
@@ -153,7 +151,7 @@ class Trainer:
     def path(self, name):
         return os.path.join(self.run_dir, name)
 
-    def run(self):
+    def train(self):
         """Train until the last epoch, or until a signal asks to stop."""
         log = open_dashboard(self.run_dir, self.history, self.points) if self.ranks.writes else \
             contextlib.nullcontext()
@@ -229,10 +227,8 @@ class Trainer:
                             elapsed()))
 
     def read_steps(self, stop_requested=False):
-        """Read the losses and correct counts of the steps since the last read from the device, in one go; sum them
-        over the ranks in one all-reduce with any stop request and each step's block activity, which the ranks must
-        agree on; stop a run whose loss became non-finite; add the steps to the meter, one by one as they were.
-        Returns whether a rank was asked to stop."""
+        """Fetch the unread steps' losses and counts in one go and sum them over the ranks in one all-reduce, with
+        each step's block activity (which the ranks must agree on) and any stop request; returns that request."""
         steps = self.unread
         values = paddle.stack([value for value, *_ in steps]).numpy() if steps else np.zeros((0, 2))
         activity = np.array([step_activity for _, step_activity, _, _ in steps]).reshape(len(steps), -1)
@@ -317,19 +313,20 @@ class Trainer:
         self.saved[name] = (self.epochs_done, self.step)
 
     def diverged(self, what):
-        """Stop a run whose numbers are no longer finite, naming what is kept and the command that goes on from it."""
-        kept = [f"{self.path(name)} (epoch {epochs + (step > 0)}{f', step {step}' if step else ''})"
-                for name, (epochs, step) in sorted(self.saved.items())]
-        source = self.path(LAST if LAST in self.saved else BEST)
-        lower = self.config.train.lr * 0.1
-        way_on = (f"; to go on with a lower learning rate: {this_command()} --resume {source} --branch "
-                  f"{self.run_dir}-lr{lower:g} -o train.lr={lower:g}" if kept else
-                  f"; to start again with a lower learning rate: {this_command()} --config "
-                  f"{self.path(CONFIG)} --overwrite -o train.lr={lower:g}")
+        """Stop a run whose numbers are no longer finite, naming what is kept and how to go on at a lower rate."""
         when = (f"at epoch {self.epochs_done + 1}, step {self.step}" if self.step
                 else f"by the end of epoch {self.epochs_done}")
-        raise TrainingStopped(f"{what} {when}; training stopped, "
-                              f"{'kept ' + ' and '.join(kept) if kept else 'no checkpoint had been written'}{way_on}")
+        lower = f"{self.config.train.lr * 0.1:g}"
+        if not self.saved:
+            raise TrainingStopped(f"{what} {when}; training stopped, no checkpoint had been written; to start again "
+                                  f"with a lower learning rate: {this_command()} --config {self.path(CONFIG)} "
+                                  f"--overwrite -o train.lr={lower}")
+        kept = " and ".join(f"{self.path(name)} (epoch {epochs + (step > 0)}{f', step {step}' if step else ''})"
+                            for name, (epochs, step) in sorted(self.saved.items()))
+        source = self.path(LAST if LAST in self.saved else BEST)
+        raise TrainingStopped(f"{what} {when}; training stopped, kept {kept}; to go on with a lower learning "
+                              f"rate: {this_command()} --resume {source} --branch {self.run_dir}-lr{lower} "
+                              f"-o train.lr={lower}")
 
     def stop(self, requests):
         """Save where the run stands and end it as the signal asked, saying how to continue."""

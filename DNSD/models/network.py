@@ -25,10 +25,8 @@ class Network(nn.Layer):
         """Called before each training epoch (1-based), for schedules that live in the network."""
 
     def begin_step(self, seed, epoch, step, batch_size, part=slice(None)):
-        """Called before each training step (epoch 1-based, step 0-based) of a mini-batch of batch_size images, of
-        which this process computes `part`: a network that draws something per step draws it here, from the seed.
-        Returns how active each of its blocks is in the step (a share of 0 to 1), which must be the same on every
-        data-parallel rank; empty for a network that has no blocks to drop."""
+        """Called before each training step (epoch 1-based, step 0-based), of which this process computes
+        `part`; returns each block's activity in the step (0 to 1), the same on every rank, or an empty array."""
         return np.zeros(0)
 
     def folded(self):
