@@ -18,6 +18,7 @@ from DNSD.untrusted import regular_file
 
 MAX_INT = 10**10  # no key needs more: seeds stay below 2^32, and larger numbers only overflow what uses them
 MAX_TEXT = 4096  # the longest value a flag, -o or a YAML key may give
+SWEEP_SECTION = "sweep"  # a config file's grid of values for dnsd train (engine/sweep.py), not config keys
 
 
 def _convert(value, kind, key):
@@ -77,6 +78,8 @@ def apply_values(values, nested, where=""):
     if not isinstance(nested, dict):
         raise InputError(f"config{where} must be a mapping of sections ({', '.join(sections())}), got {nested!r}")
     for section, entries in nested.items():
+        if section == SWEEP_SECTION:
+            continue
         if section not in sections():
             raise InputError(_unknown_key_message(str(section), list(sections()), where))
         if not isinstance(entries, dict):

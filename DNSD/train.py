@@ -4,8 +4,9 @@ import copy
 import os
 
 import paddle
+import yaml
 
-from DNSD.config import add_config_flags, build_config, config_from_dict, explicit_values, stated_values
+from DNSD.config import SWEEP_SECTION, add_config_flags, build_config, config_from_dict, explicit_values, stated_values
 from DNSD.datasets import load_splits
 from DNSD.engine.checkpoint import check_resume_state, load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
@@ -15,7 +16,10 @@ from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, S
                                     default_run_dir, experiment, for_branch, for_checkpoint, holds_run, read_points,
                                     read_records, read_seeds, refuse_existing_run, remove, remove_temporaries,
                                     run_lock, write_records, written_files)
+from DNSD.engine.launchers import launch
+from DNSD.engine.sweep import SWEEP, open_sweep, read_grid, worker_overrides
 from DNSD.engine.tables import write_summary
+from DNSD.engine.workers import work
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
 from DNSD.engine.reports import format_report, write_report
@@ -263,7 +267,38 @@ def add_arguments(parser):
                         help="one run per seed (0,1,2 or 0-3) into OUTPUT_DIR/seed-K, then their summary; --resume "
                              "OUTPUT_DIR continues the unfinished ones")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    add_sweep_arguments(parser)
     add_config_flags(parser)
+
+
+def add_sweep_arguments(parser):
+    group = parser.add_argument_group("sweeps and clusters (docs/sweeps.md)")
+    group.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="train every combination of the swept values (repeatable; also a config file's sweep: "
+                            "section) times --seeds, each run in OUTPUT_DIR/KEY=VALUE,.../seed-K; the same command "
+                            "started again, here or on another machine, shares the runs")
+    group.add_argument("--launcher", choices=("local", "slurm"),
+                       help="start the sweep's workers through submitit: processes of this machine, or a Slurm job "
+                            "array (default: this command is one worker)")
+    group.add_argument("--workers", type=int, metavar="N",
+                       help="workers to start (default: local, one per visible GPU or 1; slurm, one per run left)")
+    group.add_argument("--partition", help="Slurm partition")
+    group.add_argument("--time-limit", type=int, metavar="MINUTES",
+                       help="each task's time limit; a task that reaches it saves its run and is requeued")
+    group.add_argument("--gpus-per-task", type=int, default=1, metavar="N", help="GPUs of each Slurm task (default: 1)")
+    group.add_argument("--array-parallelism", type=int, default=256, metavar="N",
+                       help="Slurm tasks that run at once (default: 256)")
+    group.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                       help="another sbatch option, e.g. --sbatch account=myproject (repeatable)")
+
+
+def work_on_sweep(folder, args, explicit):
+    """Be a worker of the sweep in folder, or start its workers through --launcher."""
+    passed = worker_overrides(explicit)
+    if args.launcher:
+        launch(args.launcher, folder, passed, args)
+    else:
+        work(folder, passed)
 
 
 def execute(args):
@@ -274,15 +309,33 @@ def execute(args):
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     stated = stated_values(args.config, args, args.override)
     config = build_config(stated)
+    explicit = explicit_values(args, args.override)
+    grid = read_grid(args.config, args.sweep, explicit)
+    if (args.launcher or args.workers is not None) and not (grid or args.resume is not None):
+        raise InputError("--launcher and --workers start a sweep's workers: give the grid with --sweep KEY=V1,V2")
+    if args.workers is not None and not args.launcher:
+        raise InputError("--workers N starts workers through --launcher local or slurm; without it, this command is "
+                         "one worker (start it N times)")
     if args.print_config:
         print(config.to_yaml(), end="")
+        if grid:
+            print(yaml.safe_dump({SWEEP_SECTION: grid}, sort_keys=False), end="")
     elif args.resume is not None:
         if not (args.resume or config.run.output_dir):
             raise InputError("--resume needs the run's folder: --resume RUN_DIR (its start line named it)")
-        resume(args.resume or config.run.output_dir, stated, args.branch)
+        target = args.resume or config.run.output_dir
+        if os.path.isfile(os.path.join(target, SWEEP)) and args.branch is None:
+            work_on_sweep(target, args, explicit)
+        else:
+            resume(target, stated, args.branch)
+    elif grid:
+        if config.run.output_dir is None:
+            config.run.output_dir = default_run_dir(args.config, explicit, config, numbered=False)
+        open_sweep(config, grid, seeds or [config.run.seed])
+        work_on_sweep(config.run.output_dir, args, explicit)
     else:
         if config.run.output_dir is None:
-            config.run.output_dir = default_run_dir(args.config, explicit_values(args, args.override), config)
+            config.run.output_dir = default_run_dir(args.config, explicit, config)
         if seeds is not None:
             train_seeds(config, seeds)
         else:

@@ -40,24 +40,68 @@ WRITTEN = (CONFIG, METRICS, POINTS, SUMMARY, BRANCH, ERROR_LOG, VISUALDL, BEST, 
 RUN_MARKS = (CONFIG, METRICS, BEST, LAST)
 
 
-def lock(run_dir):
-    """Create run_dir if needed and lock it for this process's life; returns the open lock file's descriptor."""
+LOCK_WAIT_SECONDS = 30
+# A sweep's worker claims a run by taking its lock, then hands it to the training process it starts: the descriptor,
+# inherited, is named by this variable, and that process's lock() adopts it instead of taking the lock again.
+INHERITED_LOCK = "DNSD_RUN_LOCK_FD"
+
+
+def lock(run_dir, wait=False):
+    """Create run_dir if needed and lock it for this process's life (wait: up to LOCK_WAIT_SECONDS for another
+    process to release it); returns the open lock file's descriptor."""
+    descriptor = _inherited(run_dir)
+    if descriptor is not None:
+        return _sign(descriptor)
     try:
         os.makedirs(run_dir, exist_ok=True)
         descriptor = os.open(os.path.join(run_dir, LOCK), os.O_RDWR | os.O_CREAT, FILE_MODE)
     except OSError as error:
         raise InputError(f"cannot write to output folder {run_dir} ({error.strerror}); choose another "
                          "--output-dir") from None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _holder(descriptor)
-        os.close(descriptor)
-        raise RunInUse(f"{run_dir} is in use by a running DNSD training ({holder}); wait for it to end or stop it, "
-                         "or choose another --output-dir") from None
+    deadline = time.monotonic() + (LOCK_WAIT_SECONDS if wait else 0)
+    while not _take(descriptor):
+        if time.monotonic() >= deadline:
+            holder = _holder(descriptor)
+            os.close(descriptor)
+            raise RunInUse(f"{run_dir} is in use by a running DNSD training ({holder}); wait for it to end or stop "
+                           "it, or choose another --output-dir")
+        time.sleep(0.05)
+    return _sign(descriptor)
+
+
+def _sign(descriptor):
+    """Write who holds the lock into the lock file, for the message of whoever finds it taken."""
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     return descriptor
+
+
+def _inherited(run_dir):
+    """The lock of run_dir that a sweep's worker took and handed to this process, or None."""
+    named = os.environ.pop(INHERITED_LOCK, None)
+    try:
+        descriptor = int(named)
+        if os.path.samestat(os.fstat(descriptor), os.stat(os.path.join(run_dir, LOCK))):
+            return descriptor
+    except (TypeError, ValueError, OSError):
+        pass
+    return None
+
+
+def claim(run_dir):
+    """The descriptor of run_dir's lock, taken, or None where a live process holds it."""
+    try:
+        return lock(run_dir)
+    except RunInUse:
+        return None
+
+
+def _take(descriptor):
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 def held(run_dir):
@@ -76,9 +120,9 @@ def held(run_dir):
 
 
 @contextlib.contextmanager
-def run_lock(run_dir, take=True):
+def run_lock(run_dir, take=True, wait=False):
     """Hold the lock of run_dir for the block (take=False: hold nothing, as data-parallel ranks other than 0 do)."""
-    descriptor = lock(run_dir) if take else None
+    descriptor = lock(run_dir, wait) if take else None
     try:
         yield
     finally:
@@ -112,9 +156,10 @@ def holds_run(run_dir):
 TITLED = ("model.arch", "model.depth", "model.width")  # keys a model's title names
 
 
-def default_run_dir(config_file, flags, config, parent="runs"):
+def default_run_dir(config_file, flags, config, parent="runs", numbered=True):
     """runs/CONFIG-MODEL, plus each flag that changes the model or the recipe (the title names arch, depth and width),
-    e.g. runs/quick-ResNet-8-epochs=3; where that holds a run, the first of its -2, -3, ... that does not."""
+    e.g. runs/quick-ResNet-8-epochs=3; where that holds a run, the first of its -2, -3, ... that does not (unless
+    numbered is False: a sweep's workers started with one command share its folder)."""
     from DNSD.models import model_title  # the models import Paddle, which the command line loads after quieting it
 
     name = os.path.basename(config_file or "resnet110_sd")
@@ -125,7 +170,7 @@ def default_run_dir(config_file, flags, config, parent="runs"):
             parts.append(f"{key.split('.', 1)[1]}={text}".replace(os.sep, "_"))
     base = os.path.join(parent, "-".join(parts))
     folder, number = base, 1
-    while holds_run(folder) or os.path.isfile(os.path.join(folder, SEEDS)):
+    while numbered and (holds_run(folder) or os.path.isfile(os.path.join(folder, SEEDS))):
         number += 1
         folder = f"{base}-{number}"
     return folder

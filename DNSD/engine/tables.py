@@ -10,6 +10,7 @@ import statistics
 from scipy import stats
 
 from DNSD.engine.run_folder import METRICS, find_runs, group_runs, read_records, read_summary
+from DNSD.engine.sweep import SWEEP, point_name, points, progress, read_sweep, sweep_runs
 from DNSD.errors import InputError
 from DNSD.files import write_text
 
@@ -30,29 +31,45 @@ def read_run(folder):
 
 
 def summarise(folders):
-    """One row per configuration, in the order the runs were given; unfinished runs are counted, never averaged."""
+    """One row per configuration (per grid point in a sweep's folder), in the order given; unfinished runs are
+    counted, never averaged."""
+    sweeps = [folder for folder in folders if os.path.isfile(os.path.join(folder, SWEEP))]
+    others = [folder for folder in folders if folder not in sweeps]
+    rows = [row for folder in sweeps for row in sweep_rows(folder)]
+    return rows + [row_of(group["name"], group["folders"]) for group in (group_runs(others) if others else [])]
+
+
+def sweep_rows(folder):
+    """A row per grid point, started or not, with its swept values in columns of their own."""
+    recorded = read_sweep(folder)
     rows = []
-    for group in group_runs(folders):
-        group["runs"] = [read_run(folder) for folder in group["folders"]]
-        finished = [run for run in group["runs"] if run["summary"] and "test_error" in run["summary"]]
-        errors = [run["summary"]["test_error"] for run in finished]
-        last = [run["summary"]["last_test_error"] for run in finished if "last_test_error" in run["summary"]]
-        runs = group["runs"]
-        rows.append({
-            "configuration": group["name"],
-            "runs": len(runs), "finished": len(finished),
-            "test_error_mean": statistics.mean(errors) if errors else None,
-            "test_error_std": statistics.stdev(errors) if len(errors) > 1 else None,
-            "test_error_min": min(errors, default=None), "test_error_max": max(errors, default=None),
-            "last_test_error_mean": statistics.mean(last) if last else None,
-            "best_val_error_mean": statistics.mean(run["summary"]["best_val_error"] for run in finished)
-            if finished else None,
-            "training_hours": sum(run["seconds"] for run in runs) / 3600,
-            "seconds_per_epoch": sum(run["seconds"] for run in runs) / max(1, sum(run["epochs"] for run in runs)),
-            "mean_active_blocks": statistics.mean(run["active_blocks"] for run in runs if run["epochs"])
-            if any(run["epochs"] for run in runs) else 0.0,
-            "test_errors": errors, "unfinished": [run["folder"] for run in runs if run not in finished]})
+    for point in points(recorded["grid"]):
+        run_dirs = [os.path.join(folder, point_name(point), f"seed-{seed}") for seed in recorded["seeds"]]
+        row = row_of(point_name(point), run_dirs)
+        row["swept"] = {key.split(".", 1)[1]: value for key, value in point.items()}
+        rows.append(row)
     return rows
+
+
+def row_of(name, folders):
+    runs = [read_run(folder) for folder in folders]
+    finished = [run for run in runs if run["summary"] and "test_error" in run["summary"]]
+    errors = [run["summary"]["test_error"] for run in finished]
+    last = [run["summary"]["last_test_error"] for run in finished if "last_test_error" in run["summary"]]
+    return {
+        "configuration": name,
+        "runs": len(runs), "finished": len(finished),
+        "test_error_mean": statistics.mean(errors) if errors else None,
+        "test_error_std": statistics.stdev(errors) if len(errors) > 1 else None,
+        "test_error_min": min(errors, default=None), "test_error_max": max(errors, default=None),
+        "last_test_error_mean": statistics.mean(last) if last else None,
+        "best_val_error_mean": statistics.mean(run["summary"]["best_val_error"] for run in finished)
+        if finished else None,
+        "training_hours": sum(run["seconds"] for run in runs) / 3600,
+        "seconds_per_epoch": sum(run["seconds"] for run in runs) / max(1, sum(run["epochs"] for run in runs)),
+        "mean_active_blocks": statistics.mean(run["active_blocks"] for run in runs if run["epochs"])
+        if any(run["epochs"] for run in runs) else 0.0,
+        "test_errors": errors, "unfinished": [run["folder"] for run in runs if run not in finished], "swept": {}}
 
 
 def welch(a, b):
@@ -66,7 +83,7 @@ def welch(a, b):
     return difference, (difference - half_width, difference + half_width), float(p_value)
 
 
-def row_of(rows, name):
+def named_row(rows, name):
     """The row a --compare value names: its configuration, or its number in the table (from 1)."""
     for number, row in enumerate(rows, 1):
         if name in (row["configuration"], str(number)):
@@ -76,7 +93,7 @@ def row_of(rows, name):
 
 
 def comparison(rows, first, second):
-    a, b = row_of(rows, first), row_of(rows, second)
+    a, b = named_row(rows, first), named_row(rows, second)
     if min(len(a["test_errors"]), len(b["test_errors"])) < 2:
         raise InputError(f"--compare needs at least 2 finished runs in each row; {a['configuration']} has "
                          f"{len(a['test_errors'])}, {b['configuration']} {len(b['test_errors'])}: run more seeds")
@@ -93,7 +110,7 @@ def number(value, digits=2):
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def markdown(rows, compared=None):
+def markdown(rows, compared=None, sweeps=None):
     lines = ["| configuration | runs | test error (%) | min | max | last epoch | best val error | hours | s/epoch | "
              "active blocks |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
@@ -107,21 +124,29 @@ def markdown(rows, compared=None):
     unfinished = [folder for row in rows for folder in row["unfinished"]]
     if unfinished:
         lines.append(f"\nUnfinished, not averaged: {', '.join(unfinished)}")
+    for folder in sweeps or ():
+        recorded = read_sweep(folder)
+        lines.append(f"\nSweep {folder}: {progress(sweep_runs(folder, recorded['grid'], recorded['seeds']))}")
     if compared:
         lines.append(f"\n{compared}")
     return "\n".join(lines) + "\n"
 
 
 def csv_text(rows):
+    """The rows as CSV, a sweep's swept values in columns of their own after the configuration's name."""
+    swept = list(dict.fromkeys(key for row in rows for key in row["swept"]))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[COLUMNS[0], *swept, *COLUMNS[1:]], extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**row, **row["swept"]} for row in rows)
     return buffer.getvalue()
 
 
 def default_summary_file(folders):
-    """summary.md in the folder that holds the runs (the runs' common parent)."""
+    """summary.md in the folder that holds the runs (the runs' common parent, or the sweep's folder)."""
+    if len(folders) == 1 and os.path.isfile(os.path.join(folders[0], SWEEP)):
+        return os.path.join(folders[0], "summary.md")
     parents = [os.path.dirname(os.path.abspath(folder)) for folder in find_runs(folders)]
     path = os.path.join(os.path.commonpath(parents), "summary.md")
     return path if os.path.relpath(path).startswith("..") else os.path.relpath(path)
@@ -134,7 +159,8 @@ def write_summary(folders, path=None, compare=None):
     if not path.endswith(".md") or os.path.isdir(path):
         raise InputError(f"--summary-file {path}: name a .md file (the CSV is written beside it)")
     rows = summarise(folders)
-    text = markdown(rows, comparison(rows, *compare) if compare else None)
+    sweeps = [folder for folder in folders if os.path.isfile(os.path.join(folder, SWEEP))]
+    text = markdown(rows, comparison(rows, *compare) if compare else None, sweeps)
     write_text(path, text)
     write_text(path[: -len(".md")] + ".csv", csv_text(rows))
     return text, path

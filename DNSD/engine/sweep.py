@@ -1,0 +1,187 @@
+"""A sweep: the runs of a grid of config values times seeds, each an ordinary run in OUTPUT_DIR/POINT/seed-K, and
+sweep.json, the grid and the config they share. A later command with a larger grid of the same config adds points."""
+import itertools
+import json
+import os
+from typing import List
+
+from DNSD.config import SWEEP_SECTION, build_config, load_yaml, parse_text, set_value
+from DNSD.engine.run_folder import (LAST, SEEDS, SUMMARY, data_file_digest, experiment, flat_config, held, holds_run,
+                                    run_lock)
+from DNSD.errors import InputError
+from DNSD.files import write_json, write_text
+from DNSD.schema import fields_by_key
+
+SWEEP = "sweep.json"
+BASE_CONFIG = "sweep.yaml"  # the config every run starts from, before its point's values and its seed
+MAX_RUNS = 10_000  # runs one sweep may hold; each is hours on a GPU
+
+# Keys that cannot vary within a sweep, and why.
+FIXED = {"data.dataset": "every run of a sweep trains on one data set; start one sweep per data set",
+         "data.data_file": "every run of a sweep trains on one archive",
+         "run.seed": "the seeds are the sweep's --seeds",
+         "run.output_dir": "the sweep names its runs' folders"}
+
+
+def sweep_key(name):
+    """The section.key a --sweep or sweep: entry names, as section.key or as the key alone."""
+    known = fields_by_key()
+    matches = [name] if name in known else [key for key in known if key.split(".", 1)[1] == name]
+    if len(matches) != 1:
+        raise InputError(f"--sweep {name}: no such config key; name one as section.key, e.g. model.survival_last")
+    key = matches[0]
+    f, kind = known[key]
+    reason = FIXED.get(key) or ("it does not change what a run computes" if f.metadata["may_change"] else None) or \
+        ("it takes a list" if kind == List[float] else None)
+    if reason:
+        raise InputError(f"--sweep {key}: this key cannot vary within a sweep ({reason})")
+    return key
+
+
+def parse_sweep(specs):
+    """{section.key: [values]} of --sweep KEY=V1,V2,... flags (repeatable)."""
+    grid = {}
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        if not sep or not text.strip():
+            raise InputError(f"--sweep {spec}: expected KEY=V1,V2,..., e.g. --sweep model.survival_last=0.2,0.5")
+        key = sweep_key(name.strip())
+        kind = fields_by_key()[key][1]
+        add_values(grid, key, [parse_text(value.strip(), kind) for value in text.split(",")], f"--sweep {spec}")
+    return grid
+
+
+def sweep_from_yaml(entries, where):
+    """{section.key: [values]} of a config file's sweep: section ({KEY: [values]})."""
+    if not isinstance(entries, dict) or not entries:
+        raise InputError(f"the sweep section{where} must map config keys to lists of values, e.g. "
+                         "model.survival_last: [0.2, 0.5]")
+    grid = {}
+    for name, values in entries.items():
+        if not isinstance(values, list) or not values:
+            raise InputError(f"sweep key {name}{where}: expected a list of values, e.g. [0.2, 0.5]")
+        add_values(grid, sweep_key(str(name)), values, f"sweep key {name}{where}")
+    return grid
+
+
+def read_grid(config_file, specs, explicit):
+    """The grid of a command: its config file's sweep: section, then its --sweep flags (a flag replaces the file's
+    list of the same key). A key that a flag or -o also sets is refused: it would be two things at once."""
+    grid = {}
+    entries = load_yaml(config_file).get(SWEEP_SECTION) if config_file else None
+    if entries is not None:
+        grid.update(sweep_from_yaml(entries, f" in {config_file}"))
+    grid.update(parse_sweep(specs))
+    for key in grid:
+        if key in explicit:
+            raise InputError(f"{key} is both swept and set by a flag or -o; leave one out")
+    return grid
+
+
+def worker_overrides(explicit):
+    """The -o values a worker passes to the runs it trains: what this command set of where and how they compute."""
+    return [(key, format_value(value)) for key, value in explicit.items()
+            if fields_by_key()[key][0].metadata["may_change"] and key not in ("run.output_dir", "run.overwrite")]
+
+
+def add_values(grid, key, values, where):
+    converted = {}
+    for value in values:
+        set_value(converted, key, value, f" ({where})")
+        if converted[key] in grid.setdefault(key, []):
+            raise InputError(f"{where}: {converted[key]!r} is listed twice")
+        grid[key].append(converted[key])
+
+
+def points(grid):
+    """Every combination of the grid's values, as {section.key: value}, the first key varying slowest."""
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def format_value(value):
+    """A value as a folder name and an -o override write it (YAML reads it back as the same value)."""
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def point_name(point):
+    """The folder of a grid point: its values by key name, e.g. survival_last=0.5,survival_mode=uniform."""
+    return ",".join(f"{key.split('.', 1)[1]}={format_value(value)}" for key, value in point.items())
+
+
+def sweep_runs(folder, grid, seeds):
+    """[(point, seed, run folder)] in the order workers claim them: every point of one seed before the next seed,
+    so that a sweep stopped halfway has whole curves."""
+    return [(point, seed, os.path.join(folder, point_name(point), f"seed-{seed}"))
+            for seed in seeds for point in points(grid)]
+
+
+def run_state(run_dir, claimed=False):
+    """finished, held (a live process trains it), stopped (it has a checkpoint to resume) or new; claimed: this
+    process holds the run's lock."""
+    if os.path.isfile(os.path.join(run_dir, SUMMARY)):
+        return "finished"
+    if not claimed and held(run_dir):
+        return "held"
+    return "stopped" if os.path.isfile(os.path.join(run_dir, LAST)) else "new"
+
+
+def progress(runs):
+    states = [run_state(run_dir) for _, _, run_dir in runs]
+    return (f"{states.count('finished')} of {len(runs)} runs finished, {states.count('held')} training, "
+            f"{len(runs) - states.count('finished') - states.count('held')} left")
+
+
+def read_sweep(folder):
+    """What a sweep folder's sweep.json records: {"grid", "seeds", "config", "data_sha256"}."""
+    path = os.path.join(folder, SWEEP)
+    try:
+        with open(path) as stream:
+            recorded = json.load(stream)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        recorded = None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("grid"), dict) or \
+            not isinstance(recorded.get("config"), dict) or not isinstance(recorded.get("seeds"), list) or \
+            not all(isinstance(values, list) for values in recorded["grid"].values()):
+        raise InputError(f"{path} is damaged (not the grid and config of a sweep); restore it, or start the sweep "
+                         "in a new folder")
+    return recorded
+
+
+def open_sweep(config, grid, seeds):
+    """Record a sweep in config.run.output_dir, or add this command's points and seeds to the one there; returns
+    the sweep as recorded. Another config, other swept keys or another archive are refused."""
+    folder = config.run.output_dir
+    for point in points(grid):  # each point's values together (a depth must suit the arch), before any trace
+        build_config({**flat_config(config), **point})
+    if config.data.data_file:  # the workers may start elsewhere: the archive is named by its full path
+        config.data.data_file = os.path.abspath(config.data.data_file)
+    shared, digest = config.to_dict(), data_file_digest(config)
+    if holds_run(folder) or os.path.isfile(os.path.join(folder, SEEDS)):
+        raise InputError(f"{folder} holds a run or a --seeds folder; choose another --output-dir for the sweep")
+    with run_lock(folder, wait=True):  # workers started at once take turns; none loses another's points
+        recorded = {"grid": grid, "seeds": seeds, "config": shared, "data_sha256": digest}
+        if os.path.isfile(os.path.join(folder, SWEEP)):
+            recorded = merged(folder, read_sweep(folder), recorded)
+        count = len(points(recorded["grid"])) * len(recorded["seeds"])
+        if count > MAX_RUNS:
+            raise InputError(f"the sweep would hold {count:,} runs, more than {MAX_RUNS:,}; sweep fewer values")
+        write_json(os.path.join(folder, SWEEP), recorded)
+        write_text(os.path.join(folder, BASE_CONFIG), config.to_yaml())
+    return recorded
+
+
+def merged(folder, recorded, new):
+    """The recorded sweep with the new command's values and seeds added, refusing a sweep it cannot join."""
+    if experiment(recorded["config"]) != experiment(new["config"]):
+        raise InputError(f"{folder} holds a sweep of another config ({SWEEP}); use the same config and flags, or "
+                         "choose another --output-dir")
+    if list(recorded["grid"]) != list(new["grid"]):
+        raise InputError(f"{folder} sweeps {', '.join(recorded['grid'])}; this command sweeps "
+                         f"{', '.join(new['grid'])}; sweep the same keys, or choose another --output-dir")
+    if recorded["data_sha256"] and new["data_sha256"] and recorded["data_sha256"] != new["data_sha256"]:
+        raise InputError(f"{new['config']['data']['data_file']} is not the archive the sweep in {folder} trains on "
+                         f"(sha256 {recorded['data_sha256'][:12]}...); pass that archive with --data-file")
+    grid = {key: values + [value for value in new["grid"][key] if value not in values]
+            for key, values in recorded["grid"].items()}
+    seeds = recorded["seeds"] + [seed for seed in new["seeds"] if seed not in recorded["seeds"]]
+    return {**recorded, "grid": grid, "seeds": seeds}

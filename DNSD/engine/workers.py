@@ -1,0 +1,121 @@
+"""A sweep's worker: any number of them, started anywhere the sweep folder is, share its runs without a coordinator.
+Each claims the next run that is neither finished nor held by taking its lock, which the training process it starts
+inherits; it resumes a run that a dead worker left, and ends when a pass over the runs finds nothing to claim."""
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+
+from DNSD.engine.run_folder import INHERITED_LOCK, claim, holds_run
+from DNSD.engine.sweep import BASE_CONFIG, format_value, point_name, progress, read_sweep, run_state, sweep_runs
+from DNSD.engine.tables import write_summary
+from DNSD.errors import TrainingStopped
+
+PR_SET_PDEATHSIG = 1
+
+
+def as_training_process():
+    """In the training process, before it starts: get SIGTERM (and so save and stop) when the worker that started it
+    dies, and ignore SIGUSR2, which Slurm sends a job's processes before its time limit: submitit's handler in the
+    worker answers it, stopping this process with SIGTERM."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (AttributeError, OSError):  # not Linux: a killed worker's run ends with its process group
+        pass
+
+
+class Worker:
+    """Claims and trains a sweep's runs one at a time, each in a training process of its own; `passed`: the -o
+    values of this command that may differ between runs (the device, threads, checkpoint intervals)."""
+
+    def __init__(self, folder, passed=()):
+        self.folder, self.passed = folder, list(passed)
+        self.child, self.stopping, self.failed = None, None, []
+
+    def command(self, point, seed, run_dir):
+        """The training process of a claimed run: a resume where it has a checkpoint, else a new run (replacing what
+        a run that died before its first checkpoint left)."""
+        dnsd = [sys.executable, "-m", "DNSD", "train"]
+        overrides = [item for key, value in self.passed for item in ("-o", f"{key}={value}")]
+        if run_state(run_dir, claimed=True) == "stopped":
+            return [*dnsd, "--resume", run_dir, *overrides]
+        values = [item for key, value in point.items() for item in ("-o", f"{key}={format_value(value)}")]
+        return [*dnsd, "--config", os.path.join(self.folder, BASE_CONFIG), *values, "-o", f"run.seed={seed}",
+                "-o", f"run.output_dir={run_dir}", "-o", f"run.overwrite={format_value(bool(holds_run(run_dir)))}",
+                *overrides]
+
+    def train(self, point, seed, run_dir, runs):
+        """Claim a run and train it in a process of its own, which inherits the lock; returns whether this worker
+        trained it (the process's exit code) or None where it was finished or claimed by another."""
+        descriptor = claim(run_dir)
+        if descriptor is None:
+            return None
+        try:
+            if run_state(run_dir, claimed=True) == "finished":
+                return None
+            print(f"DNSD sweep: {point_name(point)} seed {seed} ({progress(runs)})", flush=True)
+            self.child = subprocess.Popen(self.command(point, seed, run_dir), preexec_fn=as_training_process,
+                                          pass_fds=(descriptor,), env={**os.environ, INHERITED_LOCK: str(descriptor)})
+        finally:
+            os.close(descriptor)  # the training process holds the lock now
+        try:
+            return self.child.wait()
+        finally:
+            self.child = None
+
+    def stop(self, signum, frame=None):
+        """Stop after the current run has saved: the training process gets the signal and saves where it stands."""
+        self.stopping = signum
+        if self.child is not None:
+            self.child.send_signal(signum)
+
+    def work(self):
+        """Train runs until none is left to claim."""
+        while not self.stopping:
+            recorded = read_sweep(self.folder)  # another command may have added points
+            runs = sweep_runs(self.folder, recorded["grid"], recorded["seeds"])
+            claimed = False
+            for point, seed, run_dir in runs:
+                if self.stopping:
+                    break
+                if run_dir in self.failed or run_state(run_dir) in ("finished", "held"):
+                    continue
+                code = self.train(point, seed, run_dir, runs)
+                if code is None or run_state(run_dir) == "finished":
+                    claimed |= code == 0
+                elif not self.stopping:
+                    self.failed.append(run_dir)
+                    print(f"DNSD sweep: {run_dir} failed (exit {code}); the other runs go on", flush=True)
+            if not claimed:
+                break
+        self.finish(runs)
+
+    def finish(self, runs):
+        if self.stopping:
+            raise TrainingStopped(f"{signal.Signals(self.stopping).name}: the run in training saved and stopped; "
+                                  f"start the worker again to go on ({progress(runs)})", exit_code=128 + self.stopping,
+                                  label="stopped")
+        states = {run_dir: run_state(run_dir) for _, _, run_dir in runs}
+        if all(state == "finished" for state in states.values()):
+            table, path = write_summary([self.folder], os.path.join(self.folder, "summary.md"))
+            print(f"{table}written to {path}")
+        elsewhere = [run_dir for run_dir, state in states.items() if state == "held"]
+        print(f"DNSD sweep: nothing left to claim; {progress(runs)}"
+              + (f"; training elsewhere: {', '.join(elsewhere)}" if elsewhere else ""))
+        if self.failed:
+            raise TrainingStopped(f"{len(self.failed)} run(s) of the sweep failed: {', '.join(self.failed)}; each "
+                                  "folder's error.log and the lines above say why; the sweep's next worker retries "
+                                  "them")
+
+
+def work(folder, passed=()):
+    """Be one worker of the sweep in folder until nothing is left to claim; SIGTERM and SIGINT stop it cleanly."""
+    worker = Worker(folder, passed)
+    previous = {signum: signal.signal(signum, worker.stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.work()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
