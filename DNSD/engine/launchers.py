@@ -1,0 +1,135 @@
+"""--launcher: a sweep's workers started through submitit, as processes of this machine (local) or the tasks of one
+Slurm job array (slurm). A task stopped by its time limit or a preemption saves its run and is requeued to resume it."""
+import os
+import shutil
+import signal
+import time
+
+from DNSD.engine.sweep import progress, read_sweep, run_state, sweep_runs
+from DNSD.engine.workers import Worker
+from DNSD.errors import InputError, TrainingStopped, one_line
+from DNSD.nvidia_smi import read_gpus
+
+SUBMITIT_FOLDER = "submitit"  # in the sweep folder: submitit's scripts, pickles and each task's log
+LOCAL_TIME_LIMIT = 7 * 24 * 60  # minutes: submitit stops a local task at its limit (2 minutes by default)
+MAX_WORKERS = 10_000
+NVIDIA_SMI_SECONDS = 30
+SAVE_SECONDS = 60  # what a training process gets to save and stop before the task is requeued
+
+
+class SweepTask:
+    """One worker, as a submitit task (submitit calls its checkpoint before a time limit or a preemption)."""
+
+    def __init__(self, folder, passed):
+        self.folder, self.passed, self.worker = folder, passed, None
+
+    def __call__(self, index):
+        self.worker = Worker(self.folder, self.passed)
+        self.worker.work()
+
+    def checkpoint(self, index):
+        """The run in training saves and stops; the requeued task claims it again and resumes it."""
+        import submitit
+
+        child = self.worker and self.worker.child
+        if child is not None:
+            self.worker.stop(signal.SIGTERM)
+            wait_for_exit(child.pid, SAVE_SECONDS)
+        return submitit.helpers.DelayedSubmission(SweepTask(self.folder, self.passed), index)
+
+    def __getstate__(self):
+        return {"folder": self.folder, "passed": self.passed, "worker": None}
+
+
+def wait_for_exit(pid, seconds):
+    """Wait for a child to exit without reaping it (WNOWAIT): the Popen.wait that the signal interrupted still owns
+    its exit status."""
+    deadline = time.monotonic() + seconds
+    try:
+        while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    except ChildProcessError:  # reaped already
+        pass
+
+
+def sbatch_options(pairs):
+    """{option: value} of --sbatch KEY=VALUE flags."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--sbatch {pair}: expected KEY=VALUE, e.g. --sbatch account=myproject")
+        options[key.strip().lstrip("-").replace("-", "_")] = value.strip()
+    return options
+
+
+def executor(kind, folder, options):
+    """submitit's executor of the launcher, its parameters set from the --launcher flags."""
+    try:
+        import submitit
+    except ImportError:
+        raise InputError(f"--launcher {kind} needs submitit: pip install 'dnsd[slurm]' (or pip install "
+                         "submitit)") from None
+    logs = os.path.join(folder, SUBMITIT_FOLDER, "%j")
+    if kind == "local":
+        chosen = submitit.LocalExecutor(logs)
+        chosen.update_parameters(timeout_min=options.time_limit or LOCAL_TIME_LIMIT)
+        return chosen
+    try:
+        chosen = submitit.SlurmExecutor(logs)
+    except RuntimeError:
+        raise InputError("--launcher slurm: srun is not on this machine's PATH; submit from a Slurm login node, or "
+                         "use --launcher local") from None
+    parameters = {"job_name": "dnsd-sweep", "gpus_per_node": options.gpus_per_task, "ntasks_per_node": 1,
+                  "array_parallelism": options.array_parallelism,
+                  "additional_parameters": sbatch_options(options.sbatch)}
+    if options.partition:
+        parameters["partition"] = options.partition
+    if options.time_limit:
+        parameters["time"] = options.time_limit
+    chosen.update_parameters(**parameters)
+    return chosen
+
+
+def visible_gpus():
+    """The indices of the GPUs this process may use: CUDA_VISIBLE_DEVICES's where it lists numbers, else
+    nvidia-smi's; none on a machine without an NVIDIA GPU."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        entries = [entry.strip() for entry in listed.split(",") if entry.strip()]
+        return [int(entry) for entry in entries] if all(entry.isdigit() for entry in entries) else []
+    smi = shutil.which("nvidia-smi")
+    return list(range(len(read_gpus(smi, NVIDIA_SMI_SECONDS)[1]))) if smi else []
+
+
+def launch(kind, folder, passed, options):
+    """Start the workers; local ones are waited for, Slurm's array is left to the queue."""
+    runs = sweep_runs(folder, read_sweep(folder)["grid"], read_sweep(folder)["seeds"])
+    left = sum(run_state(run_dir) != "finished" for _, _, run_dir in runs)
+    gpus = visible_gpus() if kind == "local" else []
+    workers = options.workers or (max(1, len(gpus)) if kind == "local" else max(1, left))
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InputError(f"--workers {workers}: expected 1 to {MAX_WORKERS}")
+    chosen = executor(kind, folder, options)
+    if kind == "slurm":
+        jobs = chosen.map_array(SweepTask(folder, passed), range(workers))
+        print(f"DNSD sweep: Slurm job array {jobs[0].job_id.split('_')[0]} of {workers} task(s) submitted for "
+              f"{left} run(s) left; logs in {os.path.join(folder, SUBMITIT_FOLDER)}; progress: dnsd summary --runs "
+              f"{folder}")
+        return
+    jobs = []
+    for index in range(workers):
+        if gpus:  # one GPU per worker, in turn
+            chosen.update_parameters(gpus_per_node=1, visible_gpus=[gpus[index % len(gpus)]])
+        jobs.append(chosen.submit(SweepTask(folder, passed), index))
+    print(f"DNSD sweep: {workers} local worker(s) for {left} run(s) left; logs in "
+          f"{os.path.join(folder, SUBMITIT_FOLDER)}", flush=True)
+    failed = []
+    for index, job in enumerate(jobs):
+        try:
+            job.result()
+        except Exception as error:  # submitit raises the task's own failure as FailedJobError
+            failed.append(f"worker {index} ({job.paths.stdout}): {one_line(str(error).strip().splitlines()[-1])}")
+    if failed:
+        raise TrainingStopped(f"{len(failed)} of {workers} workers failed: {'; '.join(failed)}")
+    print(f"DNSD sweep: {progress(runs)}")
