@@ -1,4 +1,5 @@
-"""`dnsd plot`: the curves of runs, or the paper's Figure 3, as a PNG, PDF or SVG file (engine/figures.py)."""
+"""`dnsd plot`: the curves of runs, the paper's Figure 3, or a sweep's Figure 8, as a PNG, PDF or SVG file
+(engine/figures.py)."""
 from DNSD.engine.figures import plot_runs
 
 
@@ -8,11 +9,14 @@ def add_arguments(parser):
     parser.add_argument("--plot-file", metavar="PATH", default="curves.png",
                         help="the figure to write, .png, .pdf or .svg, replacing one that exists "
                              "(default: %(default)s)")
-    parser.add_argument("--figure", choices=("curves", "test-error"), default="curves",
+    parser.add_argument("--figure", choices=("curves", "test-error", "survival", "sweep"), default="curves",
                         help="curves: training loss, validation error and active blocks, the seeds of a configuration "
                              "in one colour; test-error: the paper's Figure 3, the mean test error per configuration "
-                             "with the runs' spread as a band (default: curves)")
+                             "with the runs' spread as a band; survival: the paper's Figure 8, a sweep's test error "
+                             "against p_L, a line per survival rule; sweep: a sweep's test error against --x "
+                             "(default: curves)")
+    parser.add_argument("--x", metavar="KEY", help="--figure sweep: the swept key of the x axis, e.g. survival_last")
 
 
 def execute(args):
-    print(f"wrote {plot_runs(args.runs, args.plot_file, args.figure)}")
+    print(f"wrote {plot_runs(args.runs, args.plot_file, args.figure, args.x)}")

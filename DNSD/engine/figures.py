@@ -9,6 +9,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from DNSD.engine.run_folder import group_runs, read_records, read_summary
+from DNSD.engine.sweep import SWEEP
+from DNSD.engine.tables import sweep_rows
 from DNSD.errors import InputError
 from DNSD.files import atomic_write
 
@@ -108,6 +110,58 @@ def draw_test_error(run_dirs):
     return figure
 
 
+def sweep_lines(folder, x):
+    """A sweep's finished grid points as lines against swept key x, one per combination of the other swept values:
+    {label: [(x value, [test errors of its finished runs])]}, in grid order."""
+    rows = sweep_rows(folder)
+    if not rows or x not in rows[0]["swept"]:
+        swept = ", ".join(rows[0]["swept"]) if rows else "nothing"
+        raise InputError(f"{folder} does not sweep {x} (it sweeps {swept}); name a swept key with --x")
+    lines = {}
+    for row in rows:
+        label = ", ".join(f"{key}={value}" for key, value in row["swept"].items() if key != x) or "runs"
+        points = lines.setdefault(label, [])
+        if row["test_errors"]:
+            points.append((row["swept"][x], row["test_errors"]))
+    return {label: points for label, points in lines.items() if points}
+
+
+def draw_sweep(folder, x, baseline=None, x_label=None):
+    """Mean test error of each grid point against swept key x, a line per combination of the other swept values,
+    with a band from the lowest to the highest run and each point's number of seeds; baseline: the x value drawn
+    across as a dashed line, e.g. p_L = 1 in Figure 8 (the constant-depth network)."""
+    lines = sweep_lines(folder, x)
+    if not lines:
+        raise InputError(f"{folder} has no finished run yet; plot the sweep once runs have finished")
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axis = figure.subplots()
+    values = list(dict.fromkeys(value for points in lines.values() for value, _ in points))
+    numeric = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values)
+    position = (lambda value: value) if numeric else values.index
+    for index, (label, points) in enumerate(lines.items()):
+        points = sorted(points, key=lambda point: position(point[0]))
+        xs = [position(value) for value, _ in points]
+        color = f"C{index % 10}"
+        axis.plot(xs, [np.mean(errors) for _, errors in points], marker="o", color=color, label=label)
+        axis.fill_between(xs, [min(errors) for _, errors in points], [max(errors) for _, errors in points],
+                          color=color, alpha=0.2, linewidth=0)
+        for x_position, (_, errors) in zip(xs, points):
+            axis.annotate(f"n={len(errors)}", (x_position, np.mean(errors)), textcoords="offset points",
+                          xytext=(0, 6), ha="center", fontsize="x-small", color=color)
+    at_baseline = [error for points in lines.values() for value, errors in points if value == baseline
+                   for error in errors]
+    if at_baseline:
+        axis.axhline(np.mean(at_baseline), color="0.4", linestyle="--", linewidth=1,
+                     label=f"{x} = {baseline:g}, constant depth: {np.mean(at_baseline):.2f} % (n={len(at_baseline)})")
+    if not numeric:
+        axis.set_xticks(range(len(values)), [str(value) for value in values])
+    axis.set(xlabel=x_label or x, ylabel="test error (%)",
+             title="test error of the best-validation checkpoint (mean over seeds, band: lowest to highest)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small")
+    return figure
+
+
 def draw_confusion(result):
     """An evaluation's confusion matrix as a heat map, each row (a true class) as fractions of its images, with the
     class names on both axes and, for up to 20 classes, the count in each cell."""
@@ -156,8 +210,18 @@ def write_figure(figure, path):
     return path
 
 
-def plot_runs(run_dirs, path, figure_name="curves"):
-    """Draw the figure of the runs and write it to path."""
+def plot_runs(run_dirs, path, figure_name="curves", x=None):
+    """Draw the figure of the runs (a sweep's folder for "survival" and "sweep") and write it to path."""
     check_figure_path(path)
+    if figure_name in ("survival", "sweep"):
+        if len(run_dirs) != 1 or not os.path.isfile(os.path.join(run_dirs[0], SWEEP)):
+            raise InputError(f"--figure {figure_name} draws one sweep: pass its folder (the one holding {SWEEP}) "
+                             "with --runs")
+        if figure_name == "survival":
+            return write_figure(draw_sweep(run_dirs[0], "survival_last", baseline=1.0,
+                                           x_label="p_L, survival probability of the last block"), path)
+        if not x:
+            raise InputError("--figure sweep needs --x KEY, the swept key of the x axis, e.g. --x survival_last")
+        return write_figure(draw_sweep(run_dirs[0], x.split(".")[-1]), path)
     return write_figure(draw_test_error(run_dirs) if figure_name == "test-error" else draw_curves(run_dirs), path)
 
