@@ -1,0 +1,250 @@
+"""Sweeps (--sweep, a config's sweep: section): the grid, its folder and sweep.json, workers that share the runs
+without a coordinator (started at once, killed, preempted), submitit's local and Slurm launchers, the summary and
+Figure 8."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from DNSD.config import build_config
+from DNSD.engine.checkpoint_file import read_checkpoint
+from DNSD.engine.launchers import SweepTask
+from DNSD.engine.run_folder import held
+from DNSD.engine.sweep import open_sweep, parse_sweep, point_name, points, read_sweep, sweep_runs
+from DNSD.errors import InputError, TrainingStopped
+from helpers import ROOT, assert_one_line_error, dnsd
+
+# ResNet-8 on a few of the real images: a run is seconds, and its weights are a fingerprint of what it computed.
+RUN = ["--depth", "8", "--train-images", "200", "--val-size", "100", "--batch-size", "50", "--no-test-every-epoch"]
+GRID = ["--sweep", "survival_last=0.5,1.0", "--sweep", "survival_mode=linear,uniform"]
+
+
+def weights(run_dir, name="best.pdckpt"):
+    return read_checkpoint(os.path.join(run_dir, name))["model"]
+
+
+def same_weights(a, b):
+    return set(a) == set(b) and all(np.array_equal(a[key], b[key]) for key in a)
+
+
+def alone(archive, folder, point, epochs):
+    """The run of one grid point trained on its own, as a user would without a sweep."""
+    values = [f"-o{key}={value}" for key, value in point.items()]
+    result = dnsd("--data-file", archive, *RUN, "--epochs", str(epochs), *values, "--output-dir", str(folder))
+    assert result.returncode == 0, result.stderr
+    return weights(folder)
+
+
+def start_worker(archive, folder, *extra, epochs=1):
+    command = [sys.executable, "-m", "DNSD", "train", "--data-file", archive, *RUN, "--epochs", str(epochs),
+               "--output-dir", str(folder), *extra]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_the_grid_is_the_product_of_the_swept_values_and_names_each_point_by_them():
+    grid = parse_sweep(["survival_last=0.5,1", "model.survival_mode=linear,uniform"])
+    assert grid == {"model.survival_last": [0.5, 1.0], "model.survival_mode": ["linear", "uniform"]}
+    assert [point_name(point) for point in points(grid)] == [
+        "survival_last=0.5,survival_mode=linear", "survival_last=0.5,survival_mode=uniform",
+        "survival_last=1.0,survival_mode=linear", "survival_last=1.0,survival_mode=uniform"]
+    runs = sweep_runs("out", grid, [0, 1])
+    assert len(runs) == 8 and [seed for _, seed, _ in runs] == [0] * 4 + [1] * 4  # whole curves first
+    assert runs[5][2] == os.path.join("out", "survival_last=0.5,survival_mode=uniform", "seed-1")
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("dataset=cifar10,cifar100", "one data set"), ("seed=0,1", "--seeds"), ("device=cpu,gpu", "does not change"),
+    ("lr_decay_at=0.5", "takes a list"), ("survival_lst=0.5", "no such config key"), ("survival_last", "KEY=V1"),
+    ("survival_last=0.5,0.5", "listed twice"), ("survival_last=0.5,x", "survival_last")])
+def test_a_key_that_cannot_be_swept_is_refused(spec, fragment):
+    with pytest.raises(InputError, match=fragment):
+        parse_sweep([spec])
+
+
+def test_cli_refusals_are_one_line(tiny_archive, tmp_path):
+    common = ["--data-file", tiny_archive, "--output-dir", str(tmp_path / "s")]
+    assert_one_line_error(dnsd(*common, "--sweep", "survival_last=0.5,1", "--survival-last", "0.2"),
+                          "both swept and set")
+    assert_one_line_error(dnsd(*common, "--sweep", "depth=8,9"), "model.depth", "6n+2")  # every point is checked
+    assert_one_line_error(dnsd(*common, "--launcher", "local"), "--sweep KEY=V1,V2")
+    assert_one_line_error(dnsd(*common, "--sweep", "survival_last=0.5", "--workers", "2"), "--launcher")
+    assert not os.path.exists(tmp_path / "s" / "sweep.json")
+
+
+def test_a_larger_grid_of_the_same_config_adds_points_and_another_config_is_refused(tiny_archive, tmp_path):
+    folder = str(tmp_path / "sweep")
+    config = build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder})
+    open_sweep(config, {"model.survival_last": [0.5]}, [0])
+    recorded = open_sweep(config, {"model.survival_last": [0.2, 0.5]}, [1])
+    assert recorded["grid"] == {"model.survival_last": [0.5, 0.2]} and recorded["seeds"] == [0, 1]
+    assert read_sweep(folder) == recorded
+    other = build_config({"data.data_file": tiny_archive, "model.depth": 20, "run.output_dir": folder})
+    with pytest.raises(InputError, match="sweep of another config"):
+        open_sweep(other, {"model.survival_last": [0.5]}, [0])
+    with pytest.raises(InputError, match="sweeps model.survival_last; this command sweeps model.survival_mode"):
+        open_sweep(config, {"model.survival_mode": ["uniform"]}, [0])
+    assert read_sweep(folder) == recorded
+
+
+def test_three_workers_share_a_grid_each_run_trained_once_as_it_would_be_alone(mini_archive, tmp_path):
+    folder = tmp_path / "sweep"
+    workers = [start_worker(mini_archive, folder, *GRID) for _ in range(3)]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0, 0], outputs
+    grid = read_sweep(str(folder))["grid"]
+    for point in points(grid):
+        run_dir = folder / point_name(point) / "seed-0"
+        # The start line each training process prints names its run folder: one start per run, in all workers.
+        assert sum(output.count(f"run folder {run_dir}\n") for output in outputs) == 1, outputs
+        assert same_weights(weights(run_dir), alone(mini_archive, tmp_path / "alone" / point_name(point), point, 1))
+    rows = list(csv.DictReader(open(folder / "summary.csv")))
+    assert [(row["survival_last"], row["survival_mode"]) for row in rows] == [
+        (str(point["model.survival_last"]), point["model.survival_mode"]) for point in points(grid)]
+    for row, point in zip(rows, points(grid)):
+        summary = json.load(open(folder / point_name(point) / "seed-0" / "summary.json"))
+        assert (row["finished"], float(row["test_error_mean"])) == ("1", summary["test_error"])
+
+
+def wait_for(condition, seconds=300):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_killed_workers_run_is_resumed_by_another_to_the_weights_of_an_uninterrupted_run(mini_archive, tmp_path):
+    folder = tmp_path / "sweep"
+    run_dir = folder / "survival_last=0.5" / "seed-0"
+    worker = start_worker(mini_archive, folder, "--sweep", "survival_last=0.5", epochs=4)
+    wait_for(lambda: os.path.isfile(run_dir / "last.pdckpt"))
+    worker.kill()  # SIGKILL: the worker cannot pass anything on; its training process is told by the kernel
+    worker.communicate()
+    wait_for(lambda: not held(str(run_dir)))
+    assert not os.path.isfile(run_dir / "summary.json")  # the run was stopped before its end
+    second = start_worker(mini_archive, folder, "--sweep", "survival_last=0.5", epochs=4)
+    output = second.communicate(timeout=600)[0]
+    assert second.returncode == 0, output
+    assert f"resuming {run_dir} at epoch " in output
+    expected = alone(mini_archive, tmp_path / "alone", {"model.survival_last": 0.5}, 4)
+    assert same_weights(weights(run_dir), expected)
+
+
+def test_a_preempted_task_saves_its_run_and_the_requeued_task_resumes_it(mini_archive, tmp_path):
+    """What submitit does before a time limit or a preemption: call the task's checkpoint, then requeue what it
+    returns."""
+    folder = tmp_path / "sweep"
+    run_dir = folder / "survival_last=0.5" / "seed-0"
+    config = build_config({"data.data_file": mini_archive, "model.depth": 8, "data.train_images": 200,
+                           "data.val_size": 100, "train.batch_size": 50, "run.test_every_epoch": False,
+                           "train.epochs": 4, "run.output_dir": str(folder)})
+    open_sweep(config, {"model.survival_last": [0.5]}, [0])
+    task, outcome = SweepTask(str(folder), []), []
+    thread = threading.Thread(target=lambda: outcome.append(pytest.raises(TrainingStopped, task, 0)))
+    thread.start()
+    wait_for(lambda: os.path.isfile(run_dir / "last.pdckpt"))
+    requeued = task.checkpoint(0)
+    thread.join(timeout=120)
+    assert outcome and "SIGTERM" in str(outcome[0].value)
+    assert not os.path.isfile(run_dir / "summary.json") and not held(str(run_dir))
+    requeued.result()
+    expected = alone(mini_archive, tmp_path / "alone", {"model.survival_last": 0.5}, 4)
+    assert same_weights(weights(run_dir), expected)
+
+
+def test_two_local_workers_through_submitit_finish_the_sweep(tiny_archive, tmp_path):
+    pytest.importorskip("submitit")
+    folder = tmp_path / "sweep"
+    result = dnsd("--data-file", tiny_archive, *RUN[:2], "--val-size", "40", "--epochs", "1", "--output-dir",
+                  str(folder), "--sweep", "survival_last=0.5,1.0", "--launcher", "local", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "2 local worker(s)" in result.stdout and "2 of 2 runs finished" in result.stdout
+    logs = [open(os.path.join(path, name)).read() for path, _, names in os.walk(folder / "submitit")
+            for name in names if name.endswith("_log.out")]
+    assert len(logs) == 2
+    for point in points(read_sweep(str(folder))["grid"]):
+        run_dir = folder / point_name(point) / "seed-0"
+        assert os.path.isfile(run_dir / "summary.json")
+        assert sum(log.count(f"run folder {run_dir}\n") for log in logs) == 1
+
+
+def test_slurm_gets_one_job_array_of_workers_that_requeue(tiny_archive, tmp_path):
+    pytest.importorskip("submitit")
+    bin_dir, submitted = tmp_path / "bin", tmp_path / "submitted.sh"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {submitted}\necho Submitted batch job 4242\n")
+    for name in ("srun", "sbatch"):
+        os.chmod(bin_dir / name, 0o755)
+    folder = tmp_path / "sweep"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    result = dnsd("--data-file", tiny_archive, *RUN[:2], "--output-dir", str(folder), *GRID, "--launcher", "slurm",
+                  "--partition", "gpu", "--time-limit", "600", "--array-parallelism", "2", "--sbatch",
+                  "account=proj", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Slurm job array 4242 of 4 task(s)" in result.stdout
+    script = submitted.read_text()
+    for line in ("#SBATCH --array=0-3%2", "#SBATCH --gpus-per-node=1", "#SBATCH --time=600", "#SBATCH --partition=gpu",
+                 "#SBATCH --account=proj", "#SBATCH --signal=USR2@90"):
+        assert line in script, script
+    assert f"{sys.executable} -u -m submitit.core._submit" in script
+    assert not [name for name in os.listdir(folder) if name.startswith("survival_last=")]  # nothing trained here
+
+
+def test_figure_8_draws_the_runs_own_numbers(tiny_archive, tmp_path):
+    from DNSD.engine.figures import draw_sweep
+
+    folder = tmp_path / "sweep"
+    result = dnsd("--data-file", tiny_archive, *RUN[:2], "--val-size", "40", "--epochs", "1", "--output-dir",
+                  str(folder), "--sweep", "survival_last=0.5,1.0", "--sweep", "survival_mode=linear,uniform")
+    assert result.returncode == 0, result.stderr
+    axis = draw_sweep(str(folder), "survival_last", baseline=1.0).axes[0]
+    lines = {line.get_label(): line for line in axis.get_lines()}
+    for mode in ("linear", "uniform"):
+        errors = [json.load(open(folder / f"survival_last={p_last},survival_mode={mode}" / "seed-0" /
+                                 "summary.json"))["test_error"] for p_last in (0.5, 1.0)]
+        line = lines[f"survival_mode={mode}"]
+        assert list(line.get_xdata()) == [0.5, 1.0] and list(line.get_ydata()) == errors
+    baseline = [line for label, line in lines.items() if "constant depth" in label][0]
+    at_one = [json.load(open(folder / f"survival_last=1.0,survival_mode={mode}" / "seed-0" / "summary.json"))[
+        "test_error"] for mode in ("linear", "uniform")]
+    assert baseline.get_ydata()[0] == pytest.approx(np.mean(at_one))
+    assert dnsd("plot", "--runs", str(folder), "--figure", "survival", "--plot-file",
+                str(tmp_path / "f8.png")).returncode == 0
+    assert_one_line_error(dnsd("plot", "--runs", str(folder), "--figure", "sweep", "--x", "depth", "--plot-file",
+                               str(tmp_path / "x.png")), "does not sweep depth")
+
+
+def test_the_summary_of_a_live_sweep_has_every_grid_point_and_says_what_is_left(tiny_archive, tmp_path):
+    from DNSD.engine.run_folder import lock
+
+    folder = str(tmp_path / "sweep")
+    config = build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder})
+    open_sweep(config, {"model.survival_last": [0.2, 0.5, 1.0]}, [0, 1])
+    descriptor = lock(os.path.join(folder, "survival_last=0.5", "seed-1"))  # as a worker training that run
+    try:
+        result = dnsd("summary", "--runs", folder)
+    finally:
+        os.close(descriptor)
+    assert result.returncode == 0, result.stderr
+    assert "0 of 6 runs finished, 1 training, 5 left" in result.stdout
+    rows = list(csv.DictReader(open(os.path.join(folder, "summary.csv"))))
+    assert [(row["survival_last"], row["runs"], row["finished"]) for row in rows] == [
+        ("0.2", "2", "0"), ("0.5", "2", "0"), ("1.0", "2", "0")]
+
+
+def test_the_figure_8_config_sweeps_p_l_and_the_rule_over_the_papers_recipe():
+    import yaml
+
+    result = dnsd("train", "--config", "figure8_cifar10", "--print-config")
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    recipe = yaml.safe_load(dnsd("train", "--config", "resnet110_sd", "--print-config").stdout)
+    assert {key: value for key, value in printed.items() if key != "sweep"} == recipe
+    assert printed["sweep"] == {"model.survival_last": [round(0.1 * k, 1) for k in range(1, 11)],
+                                "model.survival_mode": ["linear", "uniform"]}
