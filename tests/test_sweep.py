@@ -248,3 +248,44 @@ def test_the_figure_8_config_sweeps_p_l_and_the_rule_over_the_papers_recipe():
     assert {key: value for key, value in printed.items() if key != "sweep"} == recipe
     assert printed["sweep"] == {"model.survival_last": [round(0.1 * k, 1) for k in range(1, 11)],
                                 "model.survival_mode": ["linear", "uniform"]}
+
+
+def test_local_workers_default_to_one_per_visible_gpu_each_given_its_own(tiny_archive, tmp_path, monkeypatch):
+    from DNSD.engine import launchers
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
+    assert launchers.visible_gpus() == [0, 2]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5f2c1a9e")  # UUIDs: left to the scheduler, no GPU assigned
+    assert launchers.visible_gpus() == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA A100, 8.0, 550.54.14'\n"
+                                        "echo 'NVIDIA A100, 8.0, 550.54.14'\n")
+    os.chmod(bin_dir / "nvidia-smi", 0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    assert launchers.visible_gpus() == [0, 1]
+
+    submitted = []
+
+    class Executor:  # submitit's LocalExecutor as far as launch uses it
+        parameters = {}
+
+        def update_parameters(self, **parameters):
+            self.parameters = {**self.parameters, **parameters}
+
+        def submit(self, task, index):
+            submitted.append((index, self.parameters.get("visible_gpus")))
+            return type("Job", (), {"result": lambda job: None})()
+
+    monkeypatch.setattr(launchers, "executor", lambda kind, folder, options: Executor())
+    folder = str(tmp_path / "sweep")
+    open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder}),
+               {"model.survival_last": [0.5, 1.0]}, [0])
+    options = type("Options", (), {"workers": None})()
+    launchers.launch("local", folder, [], options)
+    assert submitted == [(0, [0]), (1, [1])]
+    options.workers = 3
+    submitted.clear()
+    launchers.launch("local", folder, [], options)
+    assert submitted == [(0, [0]), (1, [1]), (2, [0])]
