@@ -50,6 +50,20 @@ def _write_file(path, text):
         stream.write(text)
 
 
+MAX_JSON_BYTES = 16 << 20  # DNSD's JSON files are kilobytes; one larger was not written by DNSD
+
+
+def read_json(path, limit=MAX_JSON_BYTES):
+    """What a JSON file holds, or None where it is not JSON of at most limit bytes (damaged, or not DNSD's);
+    OSError where it cannot be read."""
+    with open(path, "rb") as stream:
+        raw = stream.read(limit + 1)
+    try:
+        return json.loads(raw) if len(raw) <= limit else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
 def write_json(path, record):
     write_text(path, json.dumps(record, indent=2) + "\n")
 

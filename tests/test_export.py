@@ -1,4 +1,4 @@
-"""The exported inference model gives the evaluation path's logits."""
+"""The exported inference model, loaded by Paddle alone, gives the evaluation path's probabilities."""
 import json
 import os
 
@@ -11,7 +11,7 @@ from DNSD.datasets.pipeline import Normalizer
 from helpers import assert_one_line_error, dnsd
 
 
-def test_exported_model_gives_the_logits_of_the_eval_path(trained_run, tiny_archive, tmp_path):
+def test_exported_model_gives_the_probabilities_of_the_eval_path(trained_run, tiny_archive, tmp_path):
     checkpoint = os.path.join(trained_run[0], "best.pdckpt")
     prefix = str(tmp_path / "inference" / "model")
     result = dnsd("--mode", "export", "--checkpoint", checkpoint, "--export-prefix", prefix)
@@ -21,12 +21,13 @@ def test_exported_model_gives_the_logits_of_the_eval_path(trained_run, tiny_arch
     state = load_checkpoint(checkpoint)
     model = restore_model(state, checkpoint)
     model.eval()
-    expected = model(paddle.to_tensor(Normalizer.from_state(state["normalizer"])(test.images))).numpy()
+    logits = model(paddle.to_tensor(Normalizer.from_state(state["normalizer"])(test.images)))
+    expected = paddle.nn.functional.softmax(logits, axis=1).numpy()
     exported = paddle.jit.load(prefix)
     exported.eval()
-    logits = exported(paddle.to_tensor(test.images.astype(np.float32))).numpy()
-    assert logits.shape == (40, 10)
-    assert np.allclose(logits, expected, atol=1e-4)
+    probabilities = exported(paddle.to_tensor(test.images.transpose(0, 2, 3, 1))).numpy()  # uint8, as image files
+    assert probabilities.shape == (40, 10)
+    assert np.abs(probabilities - expected).max() <= 1e-4
     assert json.load(open(f"{prefix}-info.json"))["classes"][0] == "airplane"
 
 

@@ -19,7 +19,7 @@ import time
 from DNSD.config import build_config, config_from_dict, load_yaml
 from DNSD.schema import fields_by_key
 from DNSD.errors import InputError, RunInUse
-from DNSD.files import FILE_MODE, TEMPORARY_PREFIX, file_digest, write_text
+from DNSD.files import FILE_MODE, TEMPORARY_PREFIX, file_digest, read_json, write_text
 
 # The files of a run folder.
 LOCK = ".lock"
@@ -303,11 +303,7 @@ def group_runs(folders):
 def read_seeds(folder):
     """The seeds and the config a --seeds folder's seeds.json lists."""
     path = os.path.join(folder, SEEDS)
-    try:
-        with open(path) as stream:
-            recorded = json.load(stream)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        recorded = None
+    recorded = read_json(path)
     if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict) or \
             not isinstance(recorded.get("seeds"), list) or not all(type(seed) is int for seed in recorded["seeds"]) \
             or not isinstance(recorded.get("data_sha256"), (str, type(None))):
@@ -321,11 +317,7 @@ def read_summary(folder):
     path = os.path.join(folder, SUMMARY)
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path) as stream:
-            summary = json.load(stream)
-    except (ValueError, UnicodeDecodeError):
-        summary = None
+    summary = read_json(path)
     if not isinstance(summary, dict) or not isinstance(summary.get("test_error"), (int, float)):
         raise InputError(f"{path} is damaged (not a run summary); train the run again or remove the file")
     return summary

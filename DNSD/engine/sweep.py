@@ -1,7 +1,6 @@
 """A sweep: the runs of a grid of config values times seeds, each an ordinary run in OUTPUT_DIR/POINT/seed-K, and
 sweep.json, the grid and the config they share. A later command with a larger grid of the same config adds points."""
 import itertools
-import json
 import os
 from typing import List
 
@@ -9,7 +8,7 @@ from DNSD.config import SWEEP_SECTION, build_config, load_yaml, parse_text, set_
 from DNSD.engine.run_folder import (LAST, SEEDS, SUMMARY, data_file_digest, experiment, flat_config, held, holds_run,
                                     run_lock)
 from DNSD.errors import InputError
-from DNSD.files import write_json, write_text
+from DNSD.files import read_json, write_json, write_text
 from DNSD.schema import fields_by_key
 
 SWEEP = "sweep.json"
@@ -134,13 +133,10 @@ def progress(runs):
 def read_sweep(folder):
     """What a sweep folder's sweep.json records: {"grid", "seeds", "config", "data_sha256"}."""
     path = os.path.join(folder, SWEEP)
-    try:
-        with open(path) as stream:
-            recorded = json.load(stream)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        recorded = None
+    recorded = read_json(path)
     if not isinstance(recorded, dict) or not isinstance(recorded.get("grid"), dict) or \
             not isinstance(recorded.get("config"), dict) or not isinstance(recorded.get("seeds"), list) or \
+            not all(type(seed) is int for seed in recorded["seeds"]) or \
             not all(isinstance(values, list) for values in recorded["grid"].values()):
         raise InputError(f"{path} is damaged (not the grid and config of a sweep); restore it, or start the sweep "
                          "in a new folder")
