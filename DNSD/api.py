@@ -1,18 +1,13 @@
 """DNSD from Python: a config, a model, a trained checkpoint, its evaluation and its predictions, a call each (see
 DNSD/__init__)."""
-from dataclasses import dataclass
-
-import numpy as np
-import paddle
-
 from DNSD.config import apply_values, build_config, load_yaml, set_value
 from DNSD.schema import Config
 from DNSD.datasets import num_classes
-from DNSD.datasets.pipeline import Normalizer
-from DNSD.engine.checkpoint import load_checkpoint as load_state, restore_model
-from DNSD.engine.evaluation import probabilities
+from DNSD.engine.engines import ExportedModel, TrainedModel, open_model
 from DNSD.engine.reports import checkpoint_report
 from DNSD.models import build_model as build_network
+
+__all__ = ["load_config", "build_model", "load_checkpoint", "load_model", "evaluate", "TrainedModel", "ExportedModel"]
 
 
 def load_config(path=None, overrides=None):
@@ -31,35 +26,19 @@ def build_model(config=None):
     return build_network(config.model, num_classes(config.data.dataset))
 
 
-@dataclass
-class TrainedModel:
-    """A checkpoint's network in evaluation mode, with what is needed to feed it: `normalize` turns uint8 images
-    (N, 3, 32, 32) into the network's input, as training did."""
-
-    model: paddle.nn.Layer
-    config: Config
-    classes: tuple
-    normalize: Normalizer
-    epoch: int
-
-    def predict(self, images, batch_size=256):
-        """The class probabilities, float32 of shape (N, len(classes)), of uint8 RGB images of shape (N, 32, 32, 3),
-        the layout of numpy.asarray(PIL.Image.open(path)); normalised as the run's training images were."""
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-            raise ValueError(f"predict takes uint8 RGB images of shape (N, 32, 32, 3), got {images.dtype} of shape "
-                             f"{images.shape}")
-        return probabilities(self.model, images.transpose(0, 3, 1, 2), batch_size, self.normalize)
-
-
 def load_checkpoint(path):
     """The model of a DNSD checkpoint (.pdckpt), in evaluation mode: every block active, each residual scaled by its
     survival probability."""
-    state = load_state(path)
-    model = restore_model(state, path)
-    model.eval()
-    return TrainedModel(model, state["config"], tuple(state["classes"]), Normalizer.from_state(state["normalizer"]),
-                        state["epochs_done"])
+    return open_model(checkpoint=path)
+
+
+def load_model(path, engine=None, device="auto"):
+    """A checkpoint (.pdckpt) or an exported model (dnsd export's PREFIX, or PREFIX.onnx), ready to predict as
+    TrainedModel does; an exported one is run by engine (onnxruntime, paddle-inference or dygraph; default: the
+    fastest that runs it correctly here)."""
+    if path.endswith(".pdckpt"):
+        return open_model(checkpoint=path, engine=engine, stated={"run.device": device})
+    return open_model(path=path, engine=engine, stated={"run.device": device})
 
 
 def evaluate(checkpoint_path, split="test", data_file=None):

@@ -4,29 +4,24 @@ Images are read with Pillow, one chunk at a time, and predicted in batches. An i
 on its own line and the others are still predicted (exit code 3), or, with --strict, stops the command (exit 2)."""
 import csv
 import io
-import json
 import os
 import sys
 
 import numpy as np
 
-from DNSD.config import add_config_flags, build_config, device_keys, stated_values
-from DNSD.schema import fields_by_key
-from DNSD.datasets.pipeline import Normalizer
-from DNSD.engine.checkpoint import open_checkpoint, restore_model
-from DNSD.engine.device import select_run_device
-from DNSD.engine.evaluation import probabilities
+from DNSD.config import add_config_flags, device_keys, stated_values
+from DNSD.engine.engines import ENGINES, open_model
 from DNSD.engine.run_folder import check_writable, checkpoint_in
 from DNSD.errors import InputError, SomeImagesFailed, one_line
-from DNSD.files import file_digest, write_text
-from DNSD.untrusted import file_or_folder, regular_file
+from DNSD.files import write_text
+from DNSD.untrusted import file_or_folder
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 FORMATS = ("PNG", "JPEG")
 # An image this large is no photo to classify at 32x32, and decoding it could take gigabytes.
 MAX_PIXELS = 4096 * 4096
 CHUNK = 1024  # images read and predicted at a time
-MAX_INFO_BYTES = 1 << 20
+BATCH_SIZE = 128
 
 
 class ImageProblem(Exception):
@@ -54,7 +49,7 @@ def image_paths(arguments):
 
 
 def read_image(path, resize):
-    """(uint8 pixels (3, 32, 32), whether they were resized) of a PNG or JPEG file; ImageProblem says why not."""
+    """(uint8 pixels (32, 32, 3), whether they were resized) of a PNG or JPEG file; ImageProblem says why not."""
     from PIL import Image
 
     try:
@@ -78,47 +73,7 @@ def read_image(path, resize):
         raise
     except Exception as error:  # Pillow's errors for a damaged file are of many types; none is the user's to read
         raise ImageProblem(f"it cannot be read as an image ({one_line(error) or type(error).__name__})")
-    return pixels.transpose(2, 0, 1), converted
-
-
-def load_exported(prefix, stated):
-    """(model, class names, batch size) of a model written by --mode export."""
-    import paddle
-
-    info_path = f"{prefix}-info.json"
-    if not os.path.isfile(f"{prefix}.pdiparams") or not os.path.isfile(info_path):
-        raise InputError(f"--model {prefix}: no exported DNSD model there ({prefix}.pdiparams and {info_path}); "
-                         "write one with dnsd export --checkpoint RUN_DIR")
-    with open(info_path, "rb") as stream:
-        raw = stream.read(MAX_INFO_BYTES + 1)
-    try:
-        info = json.loads(raw) if len(raw) <= MAX_INFO_BYTES else None
-    except (ValueError, RecursionError):
-        info = None
-    classes, files = (info.get("classes"), info.get("files")) if isinstance(info, dict) else (None, None)
-    if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
-        raise InputError(f"{info_path} does not list the model's class names; export the model again")
-    if not isinstance(files, dict) or not files or any(
-            not isinstance(digest, str) or not os.path.isfile(prefix + suffix) or
-            file_digest(regular_file(prefix + suffix, "--model"), "sha256") != digest
-            for suffix, digest in files.items()):
-        raise InputError(f"--model {prefix}: its files are not the ones {info_path} describes (an export was "
-                         "interrupted, or they were changed); export the model again")
-    fixed = [key for key in stated if not fields_by_key()[key][0].metadata["may_change"]]
-    if fixed:
-        raise InputError(f"{fixed[0]}: an exported model is fixed; only where it runs may be chosen (--device), "
-                         "leave the other config keys out")
-    select_run_device(build_config(stated).run)
-    try:
-        model = paddle.jit.load(prefix)
-        outputs = model(paddle.zeros([1, 3, 32, 32])).shape[-1]
-    except Exception as error:
-        raise InputError(f"--model {prefix}: Paddle cannot load it ({one_line(error, 200)}); export it "
-                         "again with this DNSD and Paddle") from None
-    if outputs != len(classes):
-        raise InputError(f"--model {prefix} gives {outputs} classes, but {info_path} names {len(classes)}; export the "
-                         "model again")
-    return model, classes, 128
+    return pixels, converted
 
 
 def csv_rows(paths, results, classes, top_k):
@@ -149,12 +104,12 @@ def read_chunk(paths, resize, strict, failed):
     return read, images, resized
 
 
-def predict_images(arguments, checkpoint=None, model_prefix=None, top_k=5, resize=False, strict=False, output=None,
-                   stated=None):
+def predict_images(arguments, checkpoint=None, model_path=None, top_k=5, resize=False, strict=False, output=None,
+                   stated=None, engine=None):
     """Predict the images and write the CSV (output, or standard output); returns the number predicted."""
-    if bool(checkpoint) == bool(model_prefix):
-        raise InputError("dnsd predict needs a model: --checkpoint RUN_DIR (or a .pdckpt) or --model PREFIX (from "
-                         "dnsd export), one of them")
+    if bool(checkpoint) == bool(model_path):
+        raise InputError("dnsd predict needs a model: --checkpoint RUN_DIR (or a .pdckpt) or --model PREFIX (or "
+                         "PREFIX.onnx, from dnsd export), one of them")
     if output:
         if os.path.isdir(output):
             raise InputError(f"--output {output} is a folder; name the CSV file to write")
@@ -163,15 +118,8 @@ def predict_images(arguments, checkpoint=None, model_prefix=None, top_k=5, resiz
                              "leave out --output to write the CSV to standard output")
         check_writable(os.path.dirname(os.path.abspath(output)))
     paths, skipped = image_paths(arguments)
-    if checkpoint:
-        state, config = open_checkpoint(checkpoint, stated, "dnsd predict")
-        select_run_device(config.run)
-        model = restore_model(state, checkpoint)
-        classes, batch_size = list(state["classes"]), config.train.batch_size
-        normalizer = Normalizer.from_state(state["normalizer"])
-    else:
-        model, classes, batch_size = load_exported(model_prefix, stated or {})
-        normalizer = None
+    model = open_model(checkpoint, model_path, engine, stated)
+    classes = model.classes
     if not 1 <= top_k <= len(classes):
         raise InputError(f"--top-k {top_k}: the model has {len(classes)} classes; choose 1 to {len(classes)}")
     if skipped:
@@ -182,7 +130,7 @@ def predict_images(arguments, checkpoint=None, model_prefix=None, top_k=5, resiz
         chunk, images, converted = read_chunk(paths[start:start + CHUNK], resize, strict, failed)
         resized += converted
         if images:
-            rows += csv_rows(chunk, probabilities(model, np.stack(images), batch_size, normalizer), classes, top_k)
+            rows += csv_rows(chunk, model.predict(np.stack(images), BATCH_SIZE), classes, top_k)
     if resized:
         print(f"DNSD: resized {resized} image(s) to 32x32 RGB (Pillow's bilinear filter, the whole image, aspect ratio "
               "not kept)", file=sys.stderr)
@@ -205,7 +153,10 @@ def add_arguments(parser):
     parser.add_argument("--images", nargs="+", metavar="FILE_OR_FOLDER", required=True,
                         help="PNG or JPEG files, or folders of them (every PNG and JPEG file, sorted by name)")
     parser.add_argument("--checkpoint", metavar="PATH", help="a run folder (its best checkpoint) or a .pdckpt file")
-    parser.add_argument("--model", metavar="PREFIX", help="an exported model (dnsd export's prefix) instead")
+    parser.add_argument("--model", metavar="PREFIX",
+                        help="an exported model instead: dnsd export's prefix, or its PREFIX.onnx")
+    parser.add_argument("--engine", choices=ENGINES,
+                        help="what runs an exported model (default: the fastest that runs it correctly here)")
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per image in the CSV (default: 5)")
     parser.add_argument("--resize", action="store_true",
                         help="convert images that are not 32x32 RGB (the whole image to 32x32, Pillow's bilinear "
@@ -220,4 +171,5 @@ def add_arguments(parser):
 def execute(args):
     stated = stated_values(args.config, args, args.override)
     checkpoint = checkpoint_in(args.checkpoint) if args.checkpoint else None
-    predict_images(args.images, checkpoint, args.model, args.top_k, args.resize, args.strict, args.output, stated)
+    predict_images(args.images, checkpoint, args.model, args.top_k, args.resize, args.strict, args.output, stated,
+                   args.engine)

@@ -237,7 +237,7 @@ def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped(tmp_path):
     ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 to 65,520
     Image.fromarray(ramp).save(tmp_path / "grey16.png")
     pixels, converted = read_image(str(tmp_path / "grey16.png"), resize=True)
-    assert converted and pixels.shape == (3, 32, 32)
+    assert converted and pixels.shape == (32, 32, 3)
     assert (pixels == 255).mean() < 0.01 and pixels.min() < 10 and pixels.max() > 240
 
 

@@ -19,18 +19,29 @@ def evaluate(model, dataset, normalizer, batch_size, classes, ranks=Ranks()):
     # The k best classes of each image, best first: the first is the prediction.
     ranked = [logits.topk(k, axis=1)[1].numpy() for logits in outputs(model, shard.images, batch_size, normalizer)]
     ranked = np.concatenate(ranked or [np.zeros((0, k), np.int64)])
+    return measures(ranked, shard.labels, classes, len(dataset), ranks)
+
+
+def evaluate_scores(scores, labels, classes):
+    """evaluate's measures of class scores (N, classes) that another engine computed."""
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :min(TOP_K, len(classes))]
+    return measures(ranked, labels, classes, len(labels))
+
+
+def measures(ranked, labels, classes, images, ranks=Ranks()):
+    """The measures of the k best classes of each image (ranked, best first) summed over the ranks."""
     confusion = np.zeros((len(classes), len(classes)), np.int64)
-    np.add.at(confusion, (shard.labels, ranked[:, 0]), 1)
-    in_top_k = int((ranked == shard.labels[:, None]).any(axis=1).sum())
+    np.add.at(confusion, (labels, ranked[:, 0]), 1)
+    in_top_k = int((ranked == labels[:, None]).any(axis=1).sum())
     summed = ranks.sum(np.concatenate([confusion.ravel(), [in_top_k]]))
     confusion, in_top_k = summed[:-1].reshape(confusion.shape).astype(np.int64), summed[-1]
     per_class_total, per_class_correct = confusion.sum(axis=1), np.diag(confusion)
-    accuracy = 100.0 * per_class_correct.sum() / len(dataset)
+    accuracy = 100.0 * per_class_correct.sum() / images
     return {
-        "images": int(len(dataset)),
+        "images": int(images),
         "error": float(100.0 - accuracy),
         "accuracy": float(accuracy),
-        "top5_error": float(100.0 - 100.0 * in_top_k / len(dataset)),
+        "top5_error": float(100.0 - 100.0 * in_top_k / images),
         "per_class_accuracy": {name: float(100.0 * hit / total) if total else None
                                for name, hit, total in zip(classes, per_class_correct, per_class_total)},
         "confusion_matrix": confusion.tolist(),

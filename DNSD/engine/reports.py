@@ -1,10 +1,12 @@
 """A checkpoint's evaluation on a split and its report file beside it, and the console lines of a result."""
 import os
 
+from DNSD.config import config_from_dict
 from DNSD.datasets import load_splits
 from DNSD.engine.checkpoint import open_checkpoint, restore_model
 from DNSD.engine.device import select_run_device
-from DNSD.engine.evaluation import evaluate
+from DNSD.engine.engines import open_model
+from DNSD.engine.evaluation import evaluate, evaluate_scores
 from DNSD.engine.run_folder import check_writable
 from DNSD.files import write_json
 
@@ -59,3 +61,24 @@ def checkpoint_report(checkpoint_path, split="test", stated=None):
     data = load_splits(config, state["normalizer"])
     return write_report(model, state, checkpoint_path, data, split, config.train.batch_size)
 
+
+
+def model_report(path, split="test", stated=None, engine=None):
+    """An exported model (PREFIX or PREFIX.onnx) evaluated by its engine on the split of the data it was trained
+    on (the run's config, in PREFIX-info.json), and its report written beside it, e.g. PREFIX.test.json."""
+    stated = stated or {}
+    data_file = stated.get("data.data_file")
+    exported = open_model(path=path, engine=engine, stated={key: value for key, value in stated.items()
+                                                            if key != "data.data_file"}, purpose="dnsd eval")
+    config = config_from_dict(exported.info["config"], where=f" in {exported.prefix}-info.json")
+    if data_file:
+        config.data.data_file = data_file
+    data = load_splits(config)
+    report = report_path(exported.prefix + ".model", split, data.identity, exported.info.get("data"))
+    check_writable(os.path.dirname(os.path.abspath(report)))
+    dataset = data.test if split == "test" else data.val
+    scores = exported.predict(dataset.images.transpose(0, 2, 3, 1))
+    result = evaluate_scores(scores, dataset.labels, exported.classes)
+    result.update(split=split, model=os.path.abspath(path), engine=exported.engine, data=data.identity, report=report)
+    write_json(report, result)
+    return result
