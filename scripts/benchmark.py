@@ -5,6 +5,7 @@ evaluation throughput and peak memory. Medians and spreads over repeats, after w
     python scripts/benchmark.py --depth 110 --steps 3        # the paper's network
     python scripts/benchmark.py --compare-cpu-settings       # each CPU setting in its own process
     python scripts/benchmark.py --sections svhn              # reading SVHN: peak memory and time, official sizes
+    python scripts/benchmark.py --sections inference --depth 110   # each engine on an exported model
 """
 import argparse
 import json
@@ -14,6 +15,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,7 +47,10 @@ def parse_args(argv=None):
                         help="MKL's AVX2 code on the CPU (default auto: on for AMD processors, DNSD's default)")
     parser.add_argument("--prefetch", type=int, default=2, help="batches the loader prepares ahead (default 2)")
     parser.add_argument("--sections", default="train,data,eval",
-                        help="comma-separated subset of train, data, eval, host, svhn (default: train,data,eval); "
+                        help="comma-separated subset of train, data, eval, host, svhn, inference (default: "
+                             "train,data,eval); inference: an exported model's images per second with each engine "
+                             "(dygraph, Paddle Inference with and without oneDNN, ONNX Runtime), each but dygraph in a "
+                             "process of its own, same model, batch and threads; "
                              "host: the host's cost of a ResNet-110 step, on 2 images of 8x8 pixels on the CPU; svhn: "
                              "the peak memory and time of reading SVHN and splitting it as a run does, from synthetic "
                              "files of the official sizes")
@@ -61,6 +66,7 @@ def parse_args(argv=None):
     parser.add_argument("--profile", action="store_true",
                         help="print Paddle's profile of a few constant-depth training steps (time per operator)")
     parser.add_argument("--output", default="benchmark-results.json", help="results file (default %(default)s)")
+    parser.add_argument("--time-engine", nargs=3, metavar=("ENGINE", "ONEDNN", "FOLDER"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -233,6 +239,75 @@ def time_evaluation(args):
     return summarise(samples)
 
 
+def images_per_second(run, args, count):
+    """Median images per second of run() on count images, over --repeats of --steps calls, after --warmup."""
+    for _ in range(args.warmup):
+        run()
+    samples = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            run()
+        samples.append(args.steps * count / (time.perf_counter() - started))
+    return summarise(samples)
+
+
+def time_engine(args, gpu):
+    """In a process of its own (the inference section): one engine on the exported model; prints JSON."""
+    from DNSD.engine.engines import RUNNERS
+
+    name, onednn, folder = args.time_engine
+    runner = RUNNERS[name](os.path.join(folder, "model"), thread_count(args.cpu_threads), gpu, json.loads(onednn))
+    images, expected = np.load(os.path.join(folder, "images.npy")), np.load(os.path.join(folder, "expected.npy"))
+    speed = images_per_second(lambda: runner(images), args, len(images))
+    print(json.dumps({**speed, "largest_difference": float(np.abs(runner(images) - expected).max())}))
+
+
+def time_inference(args):
+    """dygraph (a checkpoint's evaluation path), Paddle Inference with and without oneDNN, and ONNX Runtime on one
+    exported ResNet, same batch and threads; an engine that crashes is reported as such."""
+    from DNSD.engine.evaluation import probabilities
+    from DNSD.engine.exporting import InferenceModel, to_onnx
+
+    paddle.seed(0)
+    model = build_model(ModelConfig(depth=args.depth), num_classes=10)
+    model.eval()
+    images = np.random.default_rng(0).integers(0, 256, (args.batch_size, 32, 32, 3), dtype=np.uint8)
+    normalizer = Normalizer.fit(images.transpose(0, 3, 1, 2))
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        inference = InferenceModel(model, normalizer)
+        inference.eval()
+        paddle.jit.save(inference, os.path.join(folder, "model"),
+                        input_spec=[paddle.static.InputSpec([None, 32, 32, 3], "uint8", "images")])
+        to_onnx(os.path.join(folder, "model"))
+
+        def dygraph():
+            return probabilities(model, images.transpose(0, 3, 1, 2), len(images), normalizer)
+
+        np.save(os.path.join(folder, "images.npy"), images)
+        np.save(os.path.join(folder, "expected.npy"), dygraph())
+        results["dygraph"] = {**images_per_second(dygraph, args, len(images)), "largest_difference": 0.0}
+        for label, engine, onednn in (("paddle-inference", "paddle-inference", False),
+                                      ("paddle-inference-onednn", "paddle-inference", True),
+                                      ("onnxruntime", "onnxruntime", None)):
+            command = [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--time-engine", engine, json.dumps(onednn), folder,
+                       *(f"--{key.replace('_', '-')}={getattr(args, key)}" for key in
+                         ("steps", "warmup", "repeats", "cpu_threads", "device"))]
+            child = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+            lines = child.stdout.strip().splitlines()
+            results[label] = json.loads(lines[-1]) if child.returncode == 0 else {
+                "failed": ((child.stderr.strip().splitlines() or [""])[-1] or f"exit code {child.returncode}")[:200]}
+    for label, measured in results.items():
+        if "failed" in measured:
+            print(f"inference {label}: failed ({measured['failed']})", file=sys.stderr)
+            continue
+        ratio = measured["median"] / results["dygraph"]["median"]
+        print(f"inference {label}: {measured['median']:.1f} images/s ({ratio:.2f} x dygraph), largest difference "
+              f"from dygraph {measured['largest_difference']:.1e}", file=sys.stderr)
+    return results
+
+
 def synthetic_images(count):
     return np.random.default_rng(0).integers(0, 256, size=(count, 3, 32, 32), dtype=np.uint8)
 
@@ -389,6 +464,8 @@ def main(argv=None):
     results = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]),
                "paddle": paddle.__version__, "python": platform.python_version(), "machine": platform.machine(),
                "cpu_count": os.cpu_count(), "depth": args.depth, "batch_size": args.batch_size}
+    if args.time_engine:
+        return time_engine(args, select_device(args.device, cpu_threads=args.cpu_threads) == "gpu")
     if args.compare_cpu_settings:
         results["cpu_settings"] = compare_cpu_settings(args)
     else:
@@ -424,6 +501,8 @@ def main(argv=None):
             results["host_ms_per_step"] = time_host_cost(args)
         if "svhn" in sections:
             results["svhn_reading"] = measure_svhn_reading(args)
+        if "inference" in sections:
+            results["inference_images_per_second"] = time_inference(args)
     text = json.dumps(results, indent=2)
     if args.output != os.devnull:
         with open(args.output, "w") as stream:
