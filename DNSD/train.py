@@ -15,7 +15,8 @@ from DNSD.engine.meters import hyperparameters, write_final_dashboard
 from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, SUMMARY, data_file_digest,
                                     default_run_dir, experiment, for_branch, for_checkpoint, holds_run, read_points,
                                     read_records, read_seeds, refuse_existing_run, remove, remove_temporaries,
-                                    run_lock, write_records, written_files)
+                                    write_records, written_files)
+from DNSD.engine.locks import run_lock
 from DNSD.engine.launchers import launch
 from DNSD.engine.sweep import SWEEP, open_sweep, read_grid, worker_overrides
 from DNSD.engine.tables import write_summary

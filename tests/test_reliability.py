@@ -22,7 +22,7 @@ from DNSD import main as cli
 from DNSD.engine.checkpoint_file import read_checkpoint
 from DNSD.config import build_config
 from DNSD.errors import EXIT_RUN_IN_USE, TrainingStopped
-from DNSD.engine.run_folder import lock
+from DNSD.engine.locks import lock
 from DNSD.engine.trainer import Trainer
 from DNSD.train import train
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd

@@ -15,7 +15,7 @@ import pytest
 from DNSD.config import build_config
 from DNSD.engine.checkpoint_file import read_checkpoint
 from DNSD.engine.launchers import SweepTask
-from DNSD.engine.run_folder import held
+from DNSD.engine.locks import held
 from DNSD.engine.sweep import open_sweep, parse_sweep, point_name, points, read_sweep, sweep_runs
 from DNSD.errors import InputError, TrainingStopped
 from helpers import ROOT, assert_one_line_error, dnsd
@@ -221,7 +221,7 @@ def test_figure_8_draws_the_runs_own_numbers(tiny_archive, tmp_path):
 
 
 def test_the_summary_of_a_live_sweep_has_every_grid_point_and_says_what_is_left(tiny_archive, tmp_path):
-    from DNSD.engine.run_folder import lock
+    from DNSD.engine.locks import lock
 
     folder = str(tmp_path / "sweep")
     config = build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder})

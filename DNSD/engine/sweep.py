@@ -5,8 +5,8 @@ import os
 from typing import List
 
 from DNSD.config import SWEEP_SECTION, build_config, load_yaml, parse_text, set_value
-from DNSD.engine.run_folder import (LAST, SEEDS, SUMMARY, data_file_digest, experiment, flat_config, held, holds_run,
-                                    run_lock)
+from DNSD.engine.locks import held, run_lock
+from DNSD.engine.run_folder import LAST, SEEDS, SUMMARY, data_file_digest, experiment, flat_config, holds_run
 from DNSD.errors import InputError
 from DNSD.files import read_json, write_json, write_text
 from DNSD.schema import fields_by_key

@@ -7,7 +7,8 @@ import signal
 import subprocess
 import sys
 
-from DNSD.engine.run_folder import INHERITED_LOCK, claim, holds_run
+from DNSD.engine.locks import INHERITED_LOCK, claim
+from DNSD.engine.run_folder import holds_run
 from DNSD.engine.sweep import BASE_CONFIG, format_value, point_name, progress, read_sweep, run_state, sweep_runs
 from DNSD.engine.tables import write_summary
 from DNSD.errors import TrainingStopped
