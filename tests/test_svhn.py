@@ -207,3 +207,5 @@ def test_the_shipped_svhn_configs_are_the_authors_recipe():
         assert (config.model.depth, config.model.survival_last, config.train.epochs) == (152, survival_last, 50)
         assert [epoch + 1 for epoch in decay_epochs(config.train)] == [30, 35]
         assert config.run.eval_every_steps == 200
+        # The model behind the published numbers: the 2016 code's initialisation and shortcut.
+        assert (config.model.bn_weight_init, config.model.shortcut_downsample) == ("uniform", "subsample")
