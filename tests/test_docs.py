@@ -1,5 +1,7 @@
 """The pages a user reads: the configuration reference is what the config declares, the front page stays a front
-page, every page a page links to exists, and no page names a path outside the repository."""
+page, every page and heading a page links to exists, the fidelity page names only tests and code that exist, and no
+page names a path outside the repository."""
+import ast
 import glob
 import os
 import re
@@ -23,10 +25,47 @@ def test_the_readme_is_a_front_page_of_at_most_250_lines():
     assert len(open(os.path.join(ROOT, "README.md")).read().splitlines()) <= 250
 
 
-def test_every_linked_page_exists():
+def slug(heading):
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_linked_page_and_heading_exists():
     for page in PAGES:
-        for target in re.findall(r"\]\(([^)#]+?\.md)\)", open(page).read()):
-            assert os.path.isfile(os.path.join(os.path.dirname(page), target)), (page, target)
+        for target, anchor in re.findall(r"\]\(([^)#]+?\.md)(?:#([\w-]+))?\)", open(page).read()):
+            path = os.path.join(os.path.dirname(page), target)
+            assert os.path.isfile(path), (page, target)
+            if anchor:
+                headings = re.findall(r"^#+ (.+)$", open(path).read(), re.MULTILINE)
+                assert anchor in map(slug, headings), (page, target, anchor)
+
+
+def definitions(path):
+    """{qualified name: node} of a module's functions and classes, methods as Class.method."""
+    found = {}
+    for node in ast.parse(open(os.path.join(ROOT, path)).read()).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            found[node.name] = node
+            for inner in getattr(node, "body", []) if isinstance(node, ast.ClassDef) else []:
+                if isinstance(inner, ast.FunctionDef):
+                    found[f"{node.name}.{inner.name}"] = inner
+    return found
+
+
+def test_the_fidelity_page_names_only_tests_and_code_that_exist():
+    text = open(os.path.join(ROOT, "docs", "fidelity.md")).read()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith(("| point", "| ---"))]
+    assert len(rows) >= 30
+    for row in rows:
+        assert re.search(r"`tests/test_\w+\.py::\w+`", row), row  # every point has its test
+    for path, name in re.findall(r"`(tests/test_\w+\.py)::(\w+)`", text):
+        test = definitions(path).get(name)
+        assert test is not None, f"{path}::{name} is named in docs/fidelity.md but does not exist"
+        assert not [d for d in map(ast.unparse, test.decorator_list) if "skip" in d or "xfail" in d], name
+    for path, name in re.findall(r"`(DNSD/[\w/]+\.py):([\w.]+)`", text):
+        assert name in definitions(path), f"{path}:{name} is named in docs/fidelity.md but does not exist"
+    for path in re.findall(r"`(configs/\w+\.yaml)`", text):
+        assert os.path.isfile(os.path.join(ROOT, path)), path
 
 
 def test_no_page_or_config_names_a_path_outside_the_repository():
