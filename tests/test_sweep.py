@@ -282,10 +282,28 @@ def test_local_workers_default_to_one_per_visible_gpu_each_given_its_own(tiny_ar
     folder = str(tmp_path / "sweep")
     open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder}),
                {"model.survival_last": [0.5, 1.0]}, [0])
-    options = type("Options", (), {"workers": None})()
+    options = type("Options", (), {"workers": None, "gpus_per_task": 1, "array_parallelism": 256})()
     launchers.launch("local", folder, [], options)
     assert submitted == [(0, [0]), (1, [1])]
     options.workers = 3
     submitted.clear()
     launchers.launch("local", folder, [], options)
     assert submitted == [(0, [0]), (1, [1]), (2, [0])]
+
+
+def test_a_launcher_starts_nothing_for_a_finished_sweep_and_refuses_bad_counts(tiny_archive, tmp_path, capsys):
+    from DNSD.engine import launchers
+
+    folder = str(tmp_path / "sweep")
+    open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder}),
+               {"model.survival_last": [0.5]}, [0])
+    run_dir = os.path.join(folder, "survival_last=0.5", "seed-0")
+    os.makedirs(run_dir)
+    open(os.path.join(run_dir, "summary.json"), "w").write('{"test_error": 10.0}')
+    options = type("Options", (), {"workers": None, "gpus_per_task": 1, "array_parallelism": 256})()
+    launchers.launch("slurm", folder, [], options)  # no srun here: an executor would refuse
+    assert "nothing left to train (1 of 1 runs finished" in capsys.readouterr().out
+    for name, value in (("workers", 0), ("gpus_per_task", -1), ("array_parallelism", 0)):
+        bad = type("Options", (), {"workers": None, "gpus_per_task": 1, "array_parallelism": 256, name: value})()
+        with pytest.raises(InputError, match=f"--{name.replace('_', '-')} {value}: expected"):
+            launchers.launch("slurm", folder, [], bad)

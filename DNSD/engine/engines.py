@@ -8,7 +8,6 @@ import os
 import platform
 import subprocess
 import sys
-
 from dataclasses import dataclass
 
 import numpy as np

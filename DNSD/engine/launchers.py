@@ -104,12 +104,19 @@ def visible_gpus():
 
 def launch(kind, folder, passed, options):
     """Start the workers; local ones are waited for, Slurm's array is left to the queue."""
-    runs = sweep_runs(folder, read_sweep(folder)["grid"], read_sweep(folder)["seeds"])
+    recorded = read_sweep(folder)
+    runs = sweep_runs(folder, recorded["grid"], recorded["seeds"])
     left = sum(run_state(run_dir) != "finished" for _, _, run_dir in runs)
     gpus = visible_gpus() if kind == "local" else []
-    workers = options.workers or (max(1, len(gpus)) if kind == "local" else max(1, left))
-    if not 1 <= workers <= MAX_WORKERS:
-        raise InputError(f"--workers {workers}: expected 1 to {MAX_WORKERS}")
+    for flag, value, low, high in (("--workers", options.workers, 1, MAX_WORKERS),
+                                   ("--gpus-per-task", options.gpus_per_task, 0, 64),
+                                   ("--array-parallelism", options.array_parallelism, 1, MAX_WORKERS)):
+        if value is not None and not low <= value <= high:
+            raise InputError(f"{flag} {value}: expected {low} to {high}")
+    workers = options.workers or (max(1, len(gpus)) if kind == "local" else left)
+    if not left:
+        print(f"DNSD sweep: nothing left to train ({progress(runs)}); no worker started")
+        return
     chosen = executor(kind, folder, options)
     if kind == "slurm":
         jobs = chosen.map_array(SweepTask(folder, passed), range(workers))
