@@ -200,20 +200,28 @@ def test_figure_8_draws_the_runs_own_numbers(tiny_archive, tmp_path):
     from DNSD.engine.figures import draw_sweep
 
     folder = tmp_path / "sweep"
-    result = dnsd("--data-file", tiny_archive, *RUN[:2], "--val-size", "40", "--epochs", "1", "--output-dir",
-                  str(folder), "--sweep", "survival_last=0.5,1.0", "--sweep", "survival_mode=linear,uniform")
-    assert result.returncode == 0, result.stderr
+    open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": str(folder)}),
+               {"model.survival_last": [0.5, 1.0], "model.survival_mode": ["linear", "uniform"]}, [0, 1])
+    errors = {}  # as finished runs leave them: each run's summary.json
+    for number, (point, seed, run_dir) in enumerate(sweep_runs(str(folder), read_sweep(str(folder))["grid"], [0, 1])):
+        os.makedirs(run_dir)
+        errors[run_dir] = 10.0 + number * 0.75
+        summary = {"test_error": errors[run_dir], "best_val_error": 12.0, "last_test_error": errors[run_dir]}
+        json.dump(summary, open(os.path.join(run_dir, "summary.json"), "w"))
     axis = draw_sweep(str(folder), "survival_last", baseline=1.0).axes[0]
     lines = {line.get_label(): line for line in axis.get_lines()}
+
+    def seeds_of(p_last, mode):
+        point = folder / f"survival_last={p_last},survival_mode={mode}"
+        return [errors[str(point / f"seed-{seed}")] for seed in (0, 1)]
+
     for mode in ("linear", "uniform"):
-        errors = [json.load(open(folder / f"survival_last={p_last},survival_mode={mode}" / "seed-0" /
-                                 "summary.json"))["test_error"] for p_last in (0.5, 1.0)]
         line = lines[f"survival_mode={mode}"]
-        assert list(line.get_xdata()) == [0.5, 1.0] and list(line.get_ydata()) == errors
+        assert list(line.get_xdata()) == [0.5, 1.0]
+        assert list(line.get_ydata()) == pytest.approx([np.mean(seeds_of(0.5, mode)), np.mean(seeds_of(1.0, mode))])
     baseline = [line for label, line in lines.items() if "constant depth" in label][0]
-    at_one = [json.load(open(folder / f"survival_last=1.0,survival_mode={mode}" / "seed-0" / "summary.json"))[
-        "test_error"] for mode in ("linear", "uniform")]
-    assert baseline.get_ydata()[0] == pytest.approx(np.mean(at_one))
+    assert baseline.get_ydata()[0] == pytest.approx(np.mean(seeds_of(1.0, "linear") + seeds_of(1.0, "uniform")))
+    assert "(n=4)" in baseline.get_label()
     assert dnsd("plot", "--runs", str(folder), "--figure", "survival", "--plot-file",
                 str(tmp_path / "f8.png")).returncode == 0
     assert_one_line_error(dnsd("plot", "--runs", str(folder), "--figure", "sweep", "--x", "depth", "--plot-file",
