@@ -286,9 +286,8 @@ def add_sweep_arguments(parser):
     group.add_argument("--partition", help="Slurm partition")
     group.add_argument("--time-limit", type=int, metavar="MINUTES",
                        help="each task's time limit; a task that reaches it saves its run and is requeued")
-    group.add_argument("--gpus-per-task", type=int, default=1, metavar="N", help="GPUs of each Slurm task (default: 1)")
-    group.add_argument("--array-parallelism", type=int, default=256, metavar="N",
-                       help="Slurm tasks that run at once (default: 256)")
+    group.add_argument("--gpus-per-task", type=int, metavar="N", help="GPUs of each Slurm task (default: 1)")
+    group.add_argument("--array-parallelism", type=int, metavar="N", help="Slurm tasks that run at once (default: 256)")
     group.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
                        help="another sbatch option, e.g. --sbatch account=myproject (repeatable)")
 
@@ -317,6 +316,11 @@ def execute(args):
     if args.workers is not None and not args.launcher:
         raise InputError("--workers N starts workers through --launcher local or slurm; without it, this command is "
                          "one worker (start it N times)")
+    slurm_only = [flag for flag, value in (("--partition", args.partition), ("--sbatch", args.sbatch),
+                                           ("--gpus-per-task", args.gpus_per_task),
+                                           ("--array-parallelism", args.array_parallelism)) if value]
+    if slurm_only and args.launcher != "slurm":
+        raise InputError(f"{slurm_only[0]} is an option of the Slurm job array: give it with --launcher slurm")
     if args.print_config:
         print(config.to_yaml(), end="")
         if grid:

@@ -74,6 +74,8 @@ def test_cli_refusals_are_one_line(tiny_archive, tmp_path):
     assert_one_line_error(dnsd(*common, "--sweep", "depth=8,9"), "model.depth", "6n+2")  # every point is checked
     assert_one_line_error(dnsd(*common, "--launcher", "local"), "--sweep KEY=V1,V2")
     assert_one_line_error(dnsd(*common, "--sweep", "survival_last=0.5", "--workers", "2"), "--launcher")
+    assert_one_line_error(dnsd(*common, "--sweep", "survival_last=0.5", "--launcher", "local", "--partition", "gpu"),
+                          "--partition is an option of the Slurm job array")
     assert not os.path.exists(tmp_path / "s" / "sweep.json")
 
 
@@ -258,6 +260,12 @@ def test_the_figure_8_config_sweeps_p_l_and_the_rule_over_the_papers_recipe():
                                 "model.survival_mode": ["linear", "uniform"]}
 
 
+def launcher_options(**given):
+    """The launcher flags as parsed, none given but these."""
+    values = {"workers": None, "gpus_per_task": None, "array_parallelism": None, "time_limit": None, **given}
+    return type("Options", (), values)()
+
+
 def test_local_workers_default_to_one_per_visible_gpu_each_given_its_own(tiny_archive, tmp_path, monkeypatch):
     from DNSD.engine import launchers
 
@@ -290,7 +298,7 @@ def test_local_workers_default_to_one_per_visible_gpu_each_given_its_own(tiny_ar
     folder = str(tmp_path / "sweep")
     open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder}),
                {"model.survival_last": [0.5, 1.0]}, [0])
-    options = type("Options", (), {"workers": None, "gpus_per_task": 1, "array_parallelism": 256})()
+    options = launcher_options()
     launchers.launch("local", folder, [], options)
     assert submitted == [(0, [0]), (1, [1])]
     options.workers = 3
@@ -308,10 +316,10 @@ def test_a_launcher_starts_nothing_for_a_finished_sweep_and_refuses_bad_counts(t
     run_dir = os.path.join(folder, "survival_last=0.5", "seed-0")
     os.makedirs(run_dir)
     open(os.path.join(run_dir, "summary.json"), "w").write('{"test_error": 10.0}')
-    options = type("Options", (), {"workers": None, "gpus_per_task": 1, "array_parallelism": 256})()
+    options = launcher_options()
     launchers.launch("slurm", folder, [], options)  # no srun here: an executor would refuse
     assert "nothing left to train (1 of 1 runs finished" in capsys.readouterr().out
-    for name, value in (("workers", 0), ("gpus_per_task", -1), ("array_parallelism", 0)):
-        bad = type("Options", (), {"workers": None, "gpus_per_task": 1, "array_parallelism": 256, name: value})()
+    for name, value in (("workers", -1), ("gpus_per_task", -1), ("array_parallelism", 0), ("time_limit", 0)):
+        bad = launcher_options(**{name: value})
         with pytest.raises(InputError, match=f"--{name.replace('_', '-')} {value}: expected"):
             launchers.launch("slurm", folder, [], bad)

@@ -13,6 +13,7 @@ from DNSD.nvidia_smi import read_gpus
 SUBMITIT_FOLDER = "submitit"  # in the sweep folder: submitit's scripts, pickles and each task's log
 LOCAL_TIME_LIMIT = 7 * 24 * 60  # minutes: submitit stops a local task at its limit (2 minutes by default)
 MAX_WORKERS = 10_000
+ARRAY_PARALLELISM = 256  # submitit's default: the tasks of the array that run at once
 NVIDIA_SMI_SECONDS = 30
 SAVE_SECONDS = 60  # what a training process gets to save and stop before the task is requeued
 
@@ -80,8 +81,9 @@ def executor(kind, folder, options):
     except RuntimeError:
         raise InputError("--launcher slurm: srun is not on this machine's PATH; submit from a Slurm login node, or "
                          "use --launcher local") from None
-    parameters = {"job_name": "dnsd-sweep", "gpus_per_node": options.gpus_per_task, "ntasks_per_node": 1,
-                  "array_parallelism": options.array_parallelism,
+    gpus, parallel = options.gpus_per_task, options.array_parallelism
+    parameters = {"job_name": "dnsd-sweep", "gpus_per_node": 1 if gpus is None else gpus, "ntasks_per_node": 1,
+                  "array_parallelism": parallel or ARRAY_PARALLELISM,
                   "additional_parameters": sbatch_options(options.sbatch)}
     if options.partition:
         parameters["partition"] = options.partition
@@ -110,7 +112,8 @@ def launch(kind, folder, passed, options):
     gpus = visible_gpus() if kind == "local" else []
     for flag, value, low, high in (("--workers", options.workers, 1, MAX_WORKERS),
                                    ("--gpus-per-task", options.gpus_per_task, 0, 64),
-                                   ("--array-parallelism", options.array_parallelism, 1, MAX_WORKERS)):
+                                   ("--array-parallelism", options.array_parallelism, 1, MAX_WORKERS),
+                                   ("--time-limit", options.time_limit, 1, 366 * 24 * 60)):
         if value is not None and not low <= value <= high:
             raise InputError(f"{flag} {value}: expected {low} to {high}")
     workers = options.workers or (max(1, len(gpus)) if kind == "local" else left)
