@@ -258,7 +258,7 @@ def explicit_values(args, overrides):
     for dotted_key, (f, kind) in kinds.items():
         if hasattr(args, dotted_key):
             raw = getattr(args, dotted_key)
-            value = raw if kind is bool else _parse_or_fail(raw, kind, f"{dotted_key} ({flag_name(f)})")
+            value = raw if kind is bool else parse_value(raw, kind, f"{dotted_key} ({flag_name(f)})")
             set_value(values, dotted_key, value)
     for override in overrides or []:
         dotted_key, sep, text = override.partition("=")
@@ -267,11 +267,12 @@ def explicit_values(args, overrides):
             raise InputError(f"-o {override}: expected section.key=value, e.g. -o train.epochs=10")
         if dotted_key not in kinds:
             raise InputError(_unknown_key_message(dotted_key, list(kinds), " (in -o)"))
-        set_value(values, dotted_key, _parse_or_fail(text, kinds[dotted_key][1], dotted_key))
+        set_value(values, dotted_key, parse_value(text, kinds[dotted_key][1], dotted_key))
     return values
 
 
-def _parse_or_fail(text, kind, key):
+def parse_value(text, kind, key):
+    """parse_text, or an InputError naming the key where YAML cannot read the text."""
     try:
         return parse_text(text, kind)
     except yaml.YAMLError:

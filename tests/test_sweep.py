@@ -61,7 +61,8 @@ def test_the_grid_is_the_product_of_the_swept_values_and_names_each_point_by_the
 @pytest.mark.parametrize("spec, fragment", [
     ("dataset=cifar10,cifar100", "one data set"), ("seed=0,1", "--seeds"), ("device=cpu,gpu", "does not change"),
     ("lr_decay_at=0.5", "takes a list"), ("survival_lst=0.5", "no such config key"), ("survival_last", "KEY=V1"),
-    ("survival_last=0.5,0.5", "listed twice"), ("survival_last=0.5,x", "survival_last")])
+    ("survival_last=0.5,0.5", "listed twice"), ("survival_last=0.5,x", "survival_last"),
+    ("survival_last=0.5,[x", "cannot read the value")])
 def test_a_key_that_cannot_be_swept_is_refused(spec, fragment):
     with pytest.raises(InputError, match=fragment):
         parse_sweep([spec])

@@ -4,7 +4,7 @@ import itertools
 import os
 from typing import List
 
-from DNSD.config import SWEEP_SECTION, build_config, load_yaml, parse_text, set_value
+from DNSD.config import SWEEP_SECTION, build_config, load_yaml, parse_value, set_value
 from DNSD.engine.locks import held, run_lock
 from DNSD.engine.run_folder import LAST, SEEDS, SUMMARY, data_file_digest, experiment, flat_config, holds_run
 from DNSD.errors import InputError
@@ -46,7 +46,7 @@ def parse_sweep(specs):
             raise InputError(f"--sweep {spec}: expected KEY=V1,V2,..., e.g. --sweep model.survival_last=0.2,0.5")
         key = sweep_key(name.strip())
         kind = fields_by_key()[key][1]
-        add_values(grid, key, [parse_text(value.strip(), kind) for value in text.split(",")], f"--sweep {spec}")
+        add_values(grid, key, [parse_value(value.strip(), kind, key) for value in text.split(",")], f"--sweep {spec}")
     return grid
 
 
