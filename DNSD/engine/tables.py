@@ -36,7 +36,8 @@ def summarise(folders):
     sweeps = [folder for folder in folders if os.path.isfile(os.path.join(folder, SWEEP))]
     others = [folder for folder in folders if folder not in sweeps]
     rows = [row for folder in sweeps for row in sweep_rows(folder)]
-    return rows + [row_of(group["name"], group["folders"]) for group in (group_runs(others) if others else [])]
+    groups = group_runs(others) if others else []
+    return rows + [configuration_row(group["name"], group["folders"]) for group in groups]
 
 
 def sweep_rows(folder):
@@ -45,13 +46,13 @@ def sweep_rows(folder):
     rows = []
     for point in points(recorded["grid"]):
         run_dirs = [os.path.join(folder, point_name(point), f"seed-{seed}") for seed in recorded["seeds"]]
-        row = row_of(point_name(point), run_dirs)
+        row = configuration_row(point_name(point), run_dirs)
         row["swept"] = {key.split(".", 1)[1]: value for key, value in point.items()}
         rows.append(row)
     return rows
 
 
-def row_of(name, folders):
+def configuration_row(name, folders):
     runs = [read_run(folder) for folder in folders]
     finished = [run for run in runs if run["summary"] and "test_error" in run["summary"]]
     errors = [run["summary"]["test_error"] for run in finished]
@@ -121,7 +122,7 @@ def markdown(rows, compared=None, sweeps=None):
                      f"{number(row['test_error_max'])} | {number(row['last_test_error_mean'])} | "
                      f"{number(row['best_val_error_mean'])} | {number(row['training_hours'], 3)} | "
                      f"{number(row['seconds_per_epoch'], 1)} | {number(row['mean_active_blocks'])} |")
-    unfinished = [folder for row in rows for folder in row["unfinished"]]
+    unfinished = [folder for row in rows if not row["swept"] for folder in row["unfinished"]]  # a sweep: its progress
     if unfinished:
         lines.append(f"\nUnfinished, not averaged: {', '.join(unfinished)}")
     for folder in sweeps or ():
