@@ -74,6 +74,7 @@ def model_report(path, split="test", stated=None, engine=None):
     if data_file:
         config.data.data_file = data_file
     data = load_splits(config)
+    # Named as a file at the prefix would be: PREFIX.test.json, whichever form and engine computed it.
     report = report_path(exported.prefix + ".model", split, data.identity, exported.info.get("data"))
     check_writable(os.path.dirname(os.path.abspath(report)))
     dataset = data.test if split == "test" else data.val
