@@ -291,8 +291,8 @@ def time_inference(args):
         for label, engine, onednn in (("paddle-inference", "paddle-inference", False),
                                       ("paddle-inference-onednn", "paddle-inference", True),
                                       ("onnxruntime", "onnxruntime", None)):
-            command = [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--time-engine", engine, json.dumps(onednn), folder,
-                       *(f"--{key.replace('_', '-')}={getattr(args, key)}" for key in
+            command = [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--time-engine", engine,
+                       json.dumps(onednn), folder, *(f"--{key.replace('_', '-')}={getattr(args, key)}" for key in
                          ("steps", "warmup", "repeats", "cpu_threads", "device"))]
             child = subprocess.run(command, capture_output=True, text=True, timeout=3600)
             lines = child.stdout.strip().splitlines()
