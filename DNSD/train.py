@@ -18,7 +18,7 @@ from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, S
                                     write_records, written_files)
 from DNSD.engine.locks import run_lock
 from DNSD.engine.launchers import launch
-from DNSD.engine.sweep import SWEEP, open_sweep, read_grid, worker_overrides
+from DNSD.engine.sweep import open_sweep, read_grid, sweep_folders, worker_overrides
 from DNSD.engine.tables import write_summary
 from DNSD.engine.workers import work
 from DNSD.engine.trainer import Trainer, this_command
@@ -329,7 +329,7 @@ def execute(args):
         if not (args.resume or config.run.output_dir):
             raise InputError("--resume needs the run's folder: --resume RUN_DIR (its start line named it)")
         target = args.resume or config.run.output_dir
-        if os.path.isfile(os.path.join(target, SWEEP)) and args.branch is None:
+        if sweep_folders([target]) and args.branch is None:
             work_on_sweep(target, args, explicit)
         else:
             resume(target, stated, args.branch)

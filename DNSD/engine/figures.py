@@ -9,7 +9,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from DNSD.engine.run_folder import group_runs, read_records, read_summary
-from DNSD.engine.sweep import SWEEP
+from DNSD.engine.sweep import SWEEP, sweep_folders
 from DNSD.engine.tables import sweep_rows
 from DNSD.errors import InputError
 from DNSD.files import atomic_write
@@ -214,7 +214,7 @@ def plot_runs(run_dirs, path, figure_name="curves", x=None):
     """Draw the figure of the runs (a sweep's folder for "survival" and "sweep") and write it to path."""
     check_figure_path(path)
     if figure_name in ("survival", "sweep"):
-        if len(run_dirs) != 1 or not os.path.isfile(os.path.join(run_dirs[0], SWEEP)):
+        if len(run_dirs) != 1 or not sweep_folders(run_dirs):
             raise InputError(f"--figure {figure_name} draws one sweep: pass its folder (the one holding {SWEEP}) "
                              "with --runs")
         if figure_name == "survival":

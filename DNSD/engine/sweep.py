@@ -110,8 +110,16 @@ def point_name(point):
 def sweep_runs(folder, grid, seeds):
     """[(point, seed, run folder)] in the order workers claim them: every point of one seed before the next seed,
     so that a sweep stopped halfway has whole curves."""
-    return [(point, seed, os.path.join(folder, point_name(point), f"seed-{seed}"))
-            for seed in seeds for point in points(grid)]
+    return [(point, seed, run_folder(folder, point, seed)) for seed in seeds for point in points(grid)]
+
+
+def run_folder(folder, point, seed):
+    return os.path.join(folder, point_name(point), f"seed-{seed}")
+
+
+def sweep_folders(folders):
+    """The folders of those given that hold a sweep."""
+    return [folder for folder in folders if os.path.isfile(os.path.join(folder, SWEEP))]
 
 
 def run_state(run_dir, claimed=False):

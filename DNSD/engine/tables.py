@@ -10,7 +10,7 @@ import statistics
 from scipy import stats
 
 from DNSD.engine.run_folder import METRICS, find_runs, group_runs, read_records, read_summary
-from DNSD.engine.sweep import SWEEP, point_name, points, progress, read_sweep, sweep_runs
+from DNSD.engine.sweep import point_name, points, progress, read_sweep, run_folder, sweep_folders, sweep_runs
 from DNSD.errors import InputError
 from DNSD.files import write_text
 
@@ -33,7 +33,7 @@ def read_run(folder):
 def summarise(folders):
     """One row per configuration (per grid point in a sweep's folder), in the order given; unfinished runs are
     counted, never averaged."""
-    sweeps = [folder for folder in folders if os.path.isfile(os.path.join(folder, SWEEP))]
+    sweeps = sweep_folders(folders)
     others = [folder for folder in folders if folder not in sweeps]
     rows = [row for folder in sweeps for row in sweep_rows(folder)]
     groups = group_runs(others) if others else []
@@ -45,8 +45,7 @@ def sweep_rows(folder):
     recorded = read_sweep(folder)
     rows = []
     for point in points(recorded["grid"]):
-        run_dirs = [os.path.join(folder, point_name(point), f"seed-{seed}") for seed in recorded["seeds"]]
-        row = configuration_row(point_name(point), run_dirs)
+        row = configuration_row(point_name(point), [run_folder(folder, point, seed) for seed in recorded["seeds"]])
         row["swept"] = {key.split(".", 1)[1]: value for key, value in point.items()}
         rows.append(row)
     return rows
@@ -146,7 +145,7 @@ def csv_text(rows):
 
 def default_summary_file(folders):
     """summary.md in the folder that holds the runs (the runs' common parent, or the sweep's folder)."""
-    if len(folders) == 1 and os.path.isfile(os.path.join(folders[0], SWEEP)):
+    if len(folders) == 1 and sweep_folders(folders):
         return os.path.join(folders[0], "summary.md")
     parents = [os.path.dirname(os.path.abspath(folder)) for folder in find_runs(folders)]
     path = os.path.join(os.path.commonpath(parents), "summary.md")
@@ -160,7 +159,7 @@ def write_summary(folders, path=None, compare=None):
     if not path.endswith(".md") or os.path.isdir(path):
         raise InputError(f"--summary-file {path}: name a .md file (the CSV is written beside it)")
     rows = summarise(folders)
-    sweeps = [folder for folder in folders if os.path.isfile(os.path.join(folder, SWEEP))]
+    sweeps = sweep_folders(folders)
     text = markdown(rows, comparison(rows, *compare) if compare else None, sweeps)
     write_text(path, text)
     write_text(path[: -len(".md")] + ".csv", csv_text(rows))
