@@ -25,11 +25,11 @@ from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError, describ
 
 EXIT_INTERRUPTED = 130
 MODES = {  # mode: (the module that implements it, what it does)
-    "train": ("DNSD.train", "train a network with the paper's recipe, or resume, branch, or run several seeds"),
-    "eval": ("DNSD.eval", "test a checkpoint: error, top-5 error, per-class accuracy, confusion matrix"),
+    "train": ("DNSD.train", "train with the paper's recipe, or resume, branch, run several seeds or a sweep"),
+    "eval": ("DNSD.eval", "test a checkpoint or exported model: error, top-5, per-class accuracy, confusion matrix"),
     "predict": ("DNSD.predict", "classify PNG or JPEG files with a checkpoint or an exported model, as CSV"),
-    "export": ("DNSD.export", "write a checkpoint as a static inference model (paddle.jit.save)"),
-    "plot": ("DNSD.plot", "draw runs' curves, or the paper's Figure 3 (test error per configuration)"),
+    "export": ("DNSD.export", "write a checkpoint for ONNX Runtime and Paddle Inference, checked against it"),
+    "plot": ("DNSD.plot", "draw runs' curves, the paper's Figure 3, or a sweep's Figure 8"),
     "summary": ("DNSD.summary", "tabulate runs as the paper's table: test error mean ± std over seeds"),
     "info": ("DNSD.info", "say what DNSD runs on and check its device deeply, for a bug report"),
 }
