@@ -18,7 +18,7 @@ if __package__ in (None, ""):
     # Run as a script: the folder on sys.path is DNSD/ itself; put the repository root there so `DNSD` imports.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from DNSD import __version__
+from DNSD import __version__, invocation
 from DNSD.console import quiet_libraries
 from DNSD.engine.run_folder import ERROR_LOG
 from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError, describe_os_error, one_line
@@ -31,7 +31,7 @@ MODES = {  # mode: (the module that implements it, what it does)
     "export": ("DNSD.export", "write a checkpoint for ONNX Runtime and Paddle Inference, checked against it"),
     "plot": ("DNSD.plot", "draw runs' curves, the paper's Figure 3, or a sweep's Figure 8"),
     "summary": ("DNSD.summary", "tabulate runs as the paper's table: test error mean ± std over seeds"),
-    "info": ("DNSD.info", "say what DNSD runs on and check its device deeply, for a bug report"),
+    "info": ("DNSD.info", "say what DNSD runs on and check its device deeply, or --compare two runs"),
 }
 
 
@@ -138,6 +138,7 @@ def main(argv=None):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args, module = parse(sys.argv[1:] if argv is None else list(argv))
+    invocation.record(["dnsd", *(sys.argv[1:] if argv is None else argv)])
     try:
         return module.execute(args) or 0
     except DNSDError as error:

@@ -149,6 +149,9 @@ class RunConfig:
                               check=(lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"), may_change=True)
     checkpoint_every: int = option(1, "epochs between resumable checkpoints (last.pdckpt); the last epoch always saves",
                                    check=(lambda v: v >= 1, "an integer >= 1"), may_change=True)
+    keep_every: int = option(0, "also keep the checkpoint of every this many epochs, as epoch-K.pdckpt, for dnsd audit "
+                                "to re-train epoch K+1 from; 0: keep only last.pdckpt and best.pdckpt",
+                             check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
     checkpoint_every_steps: int = option(0, "also save last.pdckpt every this many steps; 0: only at epoch ends",
                                          check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
     overwrite: bool = option(False, "replace a run already in output_dir instead of refusing", may_change=True)

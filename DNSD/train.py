@@ -8,7 +8,7 @@ import yaml
 
 from DNSD.config import SWEEP_SECTION, add_config_flags, build_config, config_from_dict, explicit_values, stated_values
 from DNSD.datasets import load_splits
-from DNSD.engine.checkpoint import check_resume_state, load_checkpoint, restore_model
+from DNSD.engine.checkpoint import check_resume_state, check_same_data, load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.ranks import Ranks, join_ranks
 from DNSD.engine.meters import hyperparameters, write_final_dashboard
@@ -17,6 +17,7 @@ from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, S
                                     read_records, read_seeds, refuse_existing_run, remove, remove_temporaries,
                                     write_records, written_files)
 from DNSD.engine.locks import run_lock
+from DNSD.engine.manifest import append_manifest, describe_environment
 from DNSD.engine.launchers import launch
 from DNSD.engine.sweep import open_sweep, read_grid, sweep_folders, worker_overrides
 from DNSD.engine.tables import write_summary
@@ -48,16 +49,19 @@ def train(config):
         refuse_existing_run(run_dir, config.run.overwrite)
         # Every rank has checked the run folder before rank 0 changes it.
         ranks.barrier()
+        environment = None
         if ranks.writes:
             remove(written_files(run_dir))
             write_text(os.path.join(run_dir, CONFIG), config.to_yaml())
+            environment = append_manifest(run_dir, describe_environment(device, config.run, data.identity,
+                                                                        ranks.world_size))
         paddle.seed(config.run.seed)
         model = build_model(config.model, data.num_classes)
         if ranks.writes:
             print(f"DNSD: {model.name()}, {len(data.train):,} train / {len(data.val):,} val / "
                   f"{len(data.test):,} test images, {config.train.epochs} epochs on {where_it_runs(device, ranks)}; "
                   f"run folder {run_dir}")
-        Trainer(config, run_dir, data, model, ranks=ranks).train()
+        Trainer(config, run_dir, data, model, ranks=ranks, environment=environment).train()
         return finish(run_dir, data, config, ranks)
 
 
@@ -80,15 +84,6 @@ def resume_source(target):
 def file_version(path):
     status = os.stat(path) if os.path.isfile(path) else None
     return status and (status.st_ino, status.st_size, status.st_mtime_ns)
-
-
-def check_same_data(state, data, path):
-    """A resume must train on the data the run began with, whatever the file is called now."""
-    trained_on = state.get("data")
-    if trained_on and trained_on["sha256"] != data.identity["sha256"]:
-        raise InputError(f"{data.identity['file']} is not the archive {path} was trained on ({trained_on['file']}, "
-                         f"{trained_on['bytes']:,} bytes, sha256 {trained_on['sha256'][:12]}...); pass that archive "
-                         "with --data-file")
 
 
 def resume(target, stated, branch_dir=None):
@@ -124,6 +119,8 @@ def resume(target, stated, branch_dir=None):
                     "epochs_done"], "step": state["step"], "changes": changes})
             else:
                 remove_temporaries(run_dir)
+            trainer.environment = append_manifest(run_dir, describe_environment(device, config.run, data.identity,
+                                                                                ranks.world_size))
             # Lines written after the checkpoint belong to work that is about to be redone.
             write_records(run_dir, trainer.history)
             if config.run.eval_every_steps:  # a point measured after the checkpoint is measured again

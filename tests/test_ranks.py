@@ -66,7 +66,8 @@ def test_only_rank_0_writes_logs_and_checkpoints(two_rank_run):
     assert len(glob.glob(os.path.join(run_dir, "vdl", "*"))) == 1
     # last.test.json is there when the last epoch is not the best one.
     assert sorted(set(os.listdir(run_dir)) - {"last.test.json"}) == [
-        ".lock", "best.pdckpt", "best.test.json", "config.yaml", "last.pdckpt", "metrics.jsonl", "summary.json", "vdl"]
+        ".lock", "best.pdckpt", "best.test.json", "config.yaml", "environment.json", "last.pdckpt", "metrics.jsonl",
+        "summary.json", "vdl"]
     assert "epoch 2/2" in logs[0] and "epoch 2/2" not in logs[1]
     assert "test error" in logs[0] and "test error" not in logs[1]
 

@@ -20,7 +20,7 @@ from DNSD.train import train
 from helpers import assert_one_line_error, dnsd
 
 RUN = ["--depth", "8", "--epochs", "6", "--batch-size", "32", "--val-size", "40", "--checkpoint-every-steps", "1"]
-TIMING = ("epoch_seconds", "images_per_second")
+TIMING = ("epoch_seconds", "images_per_second", "environment_sha256")  # and the session that trained it
 
 
 def arrays(path):

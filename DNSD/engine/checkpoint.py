@@ -101,6 +101,15 @@ def check_resume_state(state, model, path, steps_per_epoch):
                              "written by DNSD, or was altered: use another checkpoint")
 
 
+def check_same_data(state, data, path):
+    """A resume must train on the data the run began with, whatever the file is called now."""
+    trained_on = state.get("data")
+    if trained_on and trained_on["sha256"] != data.identity["sha256"]:
+        raise InputError(f"{data.identity['file']} is not the archive {path} was trained on ({trained_on['file']}, "
+                         f"{trained_on['bytes']:,} bytes, sha256 {trained_on['sha256'][:12]}...); pass that archive "
+                         "with --data-file")
+
+
 def restore_model(state, path):
     """The network described by the checkpoint's config, with its weights."""
     config = state["config"]

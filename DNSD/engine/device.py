@@ -22,6 +22,9 @@ HIDDEN = ("", "-1", "none", "nodevfiles")
 NVIDIA_SMI_SECONDS = 20  # a hung driver must not hang the start of a run
 FIX = "install the Paddle build for this machine with bash scripts/setup_env.sh (docs/installing.md)"
 PACKAGES = ("numpy", "PyYAML", "tqdm", "visualdl", "matplotlib", "scipy")
+# The instruction sets MKL and oneDNN choose their kernels by, of those /proc/cpuinfo lists.
+INSTRUCTION_SETS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+                    "amx_bf16", "amx_tile")
 
 
 def system_gpus():
@@ -150,6 +153,20 @@ def _cpuinfo(path="/proc/cpuinfo"):
         return ""
 
 
+def describe_cpu():
+    """The processor: its model, vendor, which of INSTRUCTION_SETS it has, and the cores this process may use."""
+    text = _cpuinfo()
+
+    def field(name):
+        found = re.search(rf"^{name}\s*:\s*(.+)$", text, re.MULTILINE)
+        return found.group(1).strip() if found else None
+
+    flags = set((field("flags") or "").split())
+    return {"model": field("model name") or platform.processor(), "vendor": field("vendor_id"),
+            "instruction_sets": [name for name in INSTRUCTION_SETS if name in flags],
+            "cores_usable": len(os.sched_getaffinity(0))}
+
+
 def is_amd_with_avx2(cpuinfo="/proc/cpuinfo"):
     text = _cpuinfo(cpuinfo)
     return "AuthenticAMD" in text and " avx2" in text
@@ -159,7 +176,7 @@ def environment_report():
     """(label, value) lines that say what this process runs on, for bug reports (`--mode info`)."""
     from DNSD import __version__
 
-    model = re.search(r"^model name\s*:\s*(.+)$", _cpuinfo(), re.MULTILINE)
+    cpu = describe_cpu()
     gpus, driver = system_gpus()
     problem = paddle_gpu_problem()
     paddle_gpus = [f"{paddle.device.cuda.get_device_name(i)} (compute capability "
@@ -168,8 +185,7 @@ def environment_report():
     lines = [("DNSD", f"{__version__} ({os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})"),
              ("Python", f"{platform.python_version()} ({sys.executable})"),
              ("platform", platform.platform()),
-             ("processor", f"{model.group(1) if model else platform.processor()}, "
-                           f"{len(os.sched_getaffinity(0))} cores usable"),
+             ("processor", f"{cpu['model']}, {cpu['cores_usable']} cores usable"),
              ("PaddlePaddle", paddle_build()),
              ("Paddle's GPUs", "; ".join(f"gpu:{i} {name}" for i, name in enumerate(paddle_gpus)) or problem),
              ("GPUs on this machine", "; ".join(gpus) + (f"; {driver}" if driver else "") if gpus else "no GPU"),

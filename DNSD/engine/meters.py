@@ -72,7 +72,7 @@ FINAL_METRICS = ("test_error", "best_val_error", "last_test_error")
 
 def _log_epoch_scalars(writer, record):
     for key, value in record.items():
-        if key != "epoch":
+        if key != "epoch" and isinstance(value, (int, float)):  # not the digests
             writer.add_scalar(tag=key, value=value, step=record["epoch"])
 
 

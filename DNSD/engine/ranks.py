@@ -63,12 +63,27 @@ def join_ranks():
     return Ranks(paddle.distributed.get_rank(), paddle.distributed.get_world_size())
 
 
-def weights_digest(model):
-    """sha256 of a model's parameters and buffers, in state-dict order: equal digests mean bit-identical weights."""
+def host_weights(model):
+    """A model's parameters and buffers as numpy arrays, in state-dict order, copied from the device in one read."""
+    state = model.state_dict()
+    if len({tensor.dtype for tensor in state.values()}) != 1:
+        return {name: tensor.numpy() for name, tensor in state.items()}
+    with paddle.no_grad():
+        flat = paddle.concat([tensor.reshape([-1]) for tensor in state.values()]).numpy()
+    ends = np.cumsum([int(np.prod(tensor.shape)) for tensor in state.values()])
+    return {name: part.reshape(tensor.shape)
+            for (name, tensor), part in zip(state.items(), np.split(flat, ends[:-1]))}
+
+
+def weights_digest(weights):
+    """sha256 of a model's parameters and buffers (a model, or its arrays by name as a checkpoint holds them), in
+    state-dict order: equal digests mean bit-identical weights."""
+    if isinstance(weights, paddle.nn.Layer):
+        weights = host_weights(weights)
     digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    for name, array in weights.items():
         digest.update(name.encode())
-        digest.update(np.ascontiguousarray(tensor.numpy()).tobytes())
+        digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
 

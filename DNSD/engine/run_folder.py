@@ -20,12 +20,16 @@ SUMMARY = "summary.json"
 BRANCH = "branch.json"
 SEEDS = "seeds.json"  # in a multi-seed folder: the seeds and the config of its runs seed-K/
 ERROR_LOG = "error.log"
+MANIFEST = "environment.json"  # what produced each session of the run (manifest.py)
+MODEL_CARD = "MODEL_CARD.md"  # dnsd card
 VISUALDL = "vdl"
 BEST = "best.pdckpt"  # the checkpoint of the epoch with the lowest validation error
 LAST = "last.pdckpt"  # the checkpoint a resume continues from
+KEPT = "epoch-{}.pdckpt"  # with run.keep_every: the checkpoint of an epoch, kept for dnsd audit
 # Everything DNSD writes into a run folder, as fnmatch patterns: --overwrite removes these and nothing else.
 WRITTEN = (CONFIG, METRICS, POINTS, SUMMARY, BRANCH, ERROR_LOG, VISUALDL, BEST, LAST, "best.*.json", "last.*.json",
-           "best-inference", "last-inference", f"{TEMPORARY_PREFIX}*")
+           "best-inference", "last-inference", f"{TEMPORARY_PREFIX}*", MANIFEST, MODEL_CARD, "MODEL_CARD-*.png",
+           KEPT.format("*"))
 # What makes a folder hold a run that a new one would replace.
 RUN_MARKS = (CONFIG, METRICS, BEST, LAST)
 

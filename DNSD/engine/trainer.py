@@ -24,7 +24,7 @@ from DNSD.engine.optimizer import build_optimizer, renamed
 from DNSD.engine.evaluation import evaluate
 from DNSD.engine.meters import Stopwatch, TrainingMeter, log_epoch, log_point, open_dashboard
 from DNSD.engine.ranks import Ranks, check_shards, weights_digest
-from DNSD.engine.run_folder import BEST, CONFIG, LAST
+from DNSD.engine.run_folder import BEST, CONFIG, KEPT, LAST
 from DNSD.errors import DNSDError, InputError, TrainingStopped, one_line
 
 # Steps between reads of the device's results (losses, correct counts): the progress bar is refreshed then, a
@@ -88,10 +88,12 @@ class StepSchedule:
 
 class Trainer:
     """Trains a model on a run's data as its config says, writing its checkpoints into run_dir (rank 0 alone);
-    state: a checkpoint's, to continue from (branched: as a new run with its own schedule and best epoch)."""
+    state: a checkpoint's, to continue from (branched: as a new run with its own schedule and best epoch);
+    environment: the seal of this session's manifest entry, which each epoch's record names."""
 
-    def __init__(self, config, run_dir, data, model, state=None, ranks=Ranks(), branched=False):
+    def __init__(self, config, run_dir, data, model, state=None, ranks=Ranks(), branched=False, environment=None):
         self.config, self.run_dir, self.data, self.model, self.ranks = config, run_dir, data, model, ranks
+        self.environment = environment
         check_shards(len(data.train), config.train.batch_size, ranks.world_size)
         self.optimizer, self.scheduler = build_optimizer(config.train, model)
         amp = config.train.amp
@@ -151,12 +153,12 @@ class Trainer:
     def path(self, name):
         return os.path.join(self.run_dir, name)
 
-    def train(self):
-        """Train until the last epoch, or until a signal asks to stop."""
+    def train(self, until=None):
+        """Train until epoch `until` (default: the last) is done, or until a signal asks to stop."""
         log = open_dashboard(self.run_dir, self.history, self.points) if self.ranks.writes else \
             contextlib.nullcontext()
         with stop_requests() as requests, log as writer:
-            while self.epochs_done < self.config.train.epochs:
+            while self.epochs_done < (until or self.config.train.epochs):
                 stopped = self.train_epoch(requests, writer)
                 if not stopped:
                     self.end_epoch(writer)
@@ -286,6 +288,10 @@ class Trainer:
             test_error = self.error_on(self.data.test) if self.config.run.test_every_epoch else None
         record = self.meter.record(epoch, val_error, self.optimizer.get_lr(), stopwatch.lap(),
                                    test_error if self.config.run.test_every_epoch else None)
+        # The weights as the epoch's checkpoints hold them, for dnsd audit: one read from the device an epoch.
+        record["weights_sha256"] = weights_digest(self.model)
+        if self.environment:
+            record["environment_sha256"] = self.environment
         self.scheduler.step()
         # With run.eval_every_steps, the best is chosen among the points alone.
         improved = not self.config.run.eval_every_steps and self.improves(val_error)
@@ -297,6 +303,8 @@ class Trainer:
             self.save(BEST)
         if epoch % self.config.run.checkpoint_every == 0 or epoch == self.config.train.epochs:
             self.save(LAST)
+        if self.config.run.keep_every and epoch % self.config.run.keep_every == 0:
+            self.save(KEPT.format(epoch))
         if self.ranks.writes:
             log_epoch(writer, self.run_dir, record, improved, self.config.train.epochs)
 
@@ -310,7 +318,8 @@ class Trainer:
         if broken:
             self.diverged(f"{broken} of the model's and the optimiser's tensors became non-finite (NaN or infinite)")
         save_checkpoint(self.path(name), state)
-        self.saved[name] = (self.epochs_done, self.step)
+        if name in (LAST, BEST):  # what a divergence's message offers to go on from
+            self.saved[name] = (self.epochs_done, self.step)
 
     def diverged(self, what):
         """Stop a run whose numbers are no longer finite, naming what is kept and how to go on at a lower rate."""
