@@ -6,6 +6,7 @@ import os
 EXIT_TRAINING_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_SOME_FAILED = 3  # --mode predict: some images could not be read; the others were predicted
+EXIT_AUDIT_FAILED = 4  # dnsd audit: a re-trained epoch differs where it must not, or a file of the run was altered
 EXIT_RUN_IN_USE = 75  # sysexits' EX_TEMPFAIL: another process holds the run folder; a sweep's worker moves on
 EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug in DNSD, not the user's mistake
 
@@ -40,6 +41,13 @@ class SomeImagesFailed(DNSDError):
     """--mode predict could not read some images (each named on its own line) and predicted the others."""
 
     exit_code = EXIT_SOME_FAILED
+
+
+class AuditFailed(DNSDError):
+    """dnsd audit found what a reviewer must not accept (each finding on its own line before this one)."""
+
+    exit_code = EXIT_AUDIT_FAILED
+    label = "audit failed"
 
 
 # What to do about the file-system faults a command can meet, by errno.

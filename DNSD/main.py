@@ -31,6 +31,7 @@ MODES = {  # mode: (the module that implements it, what it does)
     "export": ("DNSD.export", "write a checkpoint for ONNX Runtime and Paddle Inference, checked against it"),
     "plot": ("DNSD.plot", "draw runs' curves, the paper's Figure 3, or a sweep's Figure 8"),
     "summary": ("DNSD.summary", "tabulate runs as the paper's table: test error mean ± std over seeds"),
+    "audit": ("DNSD.audit", "re-train an epoch of a run and check its weights against the run's record"),
     "info": ("DNSD.info", "say what DNSD runs on and check its device deeply, or --compare two runs"),
 }
 
@@ -85,10 +86,14 @@ def unknown_flags(mode, parser, extra):
     if flag is None:
         return f"unexpected arguments: {' '.join(extra)}"
     owners = [other for other in MODES if other != mode and flag in mode_parser(other)[0]._option_string_actions]
-    if owners:
-        return f"{flag} is a flag of {' and '.join('dnsd ' + o for o in owners)}, not of dnsd {mode}"
-    close = difflib.get_close_matches(flag, parser._option_string_actions, n=1)
-    return f"dnsd {mode} has no flag {flag}" + (f"; did you mean {close[0]}?" if close else "")
+    owned = f"{flag} is a flag of {' and '.join('dnsd ' + o for o in owners)}"
+    # A near-perfect spelling of this mode's own flag (--epoch for --epochs) is more likely meant than another mode's.
+    typo = difflib.get_close_matches(flag, parser._option_string_actions, n=1, cutoff=0.9)
+    if owners and not typo:
+        return f"{owned}, not of dnsd {mode}"
+    close = typo or difflib.get_close_matches(flag, parser._option_string_actions, n=1)
+    return f"dnsd {mode} has no flag {flag}" + (f"; did you mean {close[0]}?" if close else "") + (
+        f" ({owned})" if owners else "")
 
 
 def parse(argv):

@@ -6,11 +6,13 @@ evaluation throughput and peak memory. Medians and spreads over repeats, after w
     python scripts/benchmark.py --compare-cpu-settings       # each CPU setting in its own process
     python scripts/benchmark.py --sections svhn              # reading SVHN: peak memory and time, official sizes
     python scripts/benchmark.py --sections inference --depth 110   # each engine on an exported model
+    python scripts/benchmark.py --sections audit --data-file cifar-10-mini.tar.gz   # dnsd audit against an epoch
 """
 import argparse
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -48,12 +50,16 @@ def parse_args(argv=None):
     parser.add_argument("--prefetch", type=int, default=2, help="batches the loader prepares ahead (default 2)")
     parser.add_argument("--sections", default="train,data,eval",
                         help="comma-separated subset of train, data, eval, host, svhn, inference (default: "
-                             "train,data,eval); inference: an exported model's images per second with each engine "
+                             "train,data,eval); audit: a real run of --depth on --data-file keeping every checkpoint, "
+                             "the time of dnsd audit of its last epoch against the run's epoch, and the per-epoch "
+                             "weight digest's share of an epoch; inference: an exported model's images per second with each engine "
                              "(dygraph, Paddle Inference with and without oneDNN, ONNX Runtime), each but dygraph in a "
                              "process of its own, same model, batch and threads; "
                              "host: the host's cost of a ResNet-110 step, on 2 images of 8x8 pixels on the CPU; svhn: "
                              "the peak memory and time of reading SVHN and splitting it as a run does, from synthetic "
                              "files of the official sizes")
+    parser.add_argument("--data-file", help="audit section: the CIFAR-10 archive of the run it trains and audits")
+    parser.add_argument("--val-size", type=int, default=500, help="audit section: validation images (default 500)")
     parser.add_argument("--svhn-scale", type=float, default=1.0,
                         help="svhn section: the synthetic files' share of the official sizes (73,257 train, 531,131 "
                              "extra, 26,032 test images; default 1: 1.9 GB of files in a temporary folder)")
@@ -404,6 +410,46 @@ def measure_svhn_reading(args):
     return result
 
 
+def time_audit(args, epochs=2):
+    """A run of ResNet-depth on args.data_file that keeps every checkpoint, then dnsd audit of its last epoch, each
+    in a process of its own; the weight digest that every epoch records, timed on the run's model."""
+    from DNSD.engine.checkpoint import load_checkpoint, restore_model
+    from DNSD.engine.ranks import weights_digest
+
+    if not args.data_file or not os.path.isfile(args.data_file):
+        sys.exit("benchmark: the audit section trains on a CIFAR-10 archive: give it with --data-file")
+    dnsd = [sys.executable, "-m", "DNSD"]
+    settings = ["--device", args.device, "--cpu-threads", str(args.cpu_threads)]
+    with tempfile.TemporaryDirectory() as folder:
+        run_dir = os.path.join(folder, "run")
+        subprocess.run([*dnsd, "train", "--data-file", args.data_file, "--val-size", str(args.val_size), "--depth",
+                        str(args.depth), "--batch-size", str(args.batch_size), "--epochs", str(epochs),
+                        "--keep-every", "1", "--output-dir", run_dir, *settings], check=True, capture_output=True)
+        records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+        audits = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            output = subprocess.run([*dnsd, "audit", run_dir, "--epoch", str(epochs), *settings], check=True,
+                                    capture_output=True, text=True).stdout
+            wall = time.perf_counter() - started
+            retrained = float(re.search(r"re-trained in ([0-9.]+) s", output).group(1))
+            audits.append({"wall_seconds": wall, "retrained_epoch_seconds": retrained})
+            print(f"audit: epoch re-trained in {retrained:.1f} s (the run's: {records[-1]['epoch_seconds']:.1f} s), "
+                  f"the command {wall:.1f} s", file=sys.stderr, flush=True)
+        path = os.path.join(run_dir, "last.pdckpt")
+        model = restore_model(load_checkpoint(path), path)
+    digests = []
+    for _ in range(args.repeats * 5):
+        started = time.perf_counter()
+        weights_digest(model)
+        digests.append(time.perf_counter() - started)
+    epoch = statistics.median(record["epoch_seconds"] for record in records)
+    return {"run_epoch_seconds": [record["epoch_seconds"] for record in records], "audits": audits,
+            "retrained_epoch_seconds": summarise([audit["retrained_epoch_seconds"] for audit in audits]),
+            "audit_wall_seconds": summarise([audit["wall_seconds"] for audit in audits]),
+            "digest_seconds": summarise(digests), "digest_share_of_epoch": statistics.median(digests) / epoch}
+
+
 def peak_memory_mib():
     if paddle.device.get_device().startswith("gpu"):
         return {"gpu_peak_allocated_mib": paddle.device.cuda.max_memory_allocated() / 2**20,
@@ -503,6 +549,8 @@ def main(argv=None):
             results["svhn_reading"] = measure_svhn_reading(args)
         if "inference" in sections:
             results["inference_images_per_second"] = time_inference(args)
+        if "audit" in sections:
+            results["audit"] = time_audit(args)
     text = json.dumps(results, indent=2)
     if args.output != os.devnull:
         with open(args.output, "w") as stream:
