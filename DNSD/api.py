@@ -1,13 +1,15 @@
 """DNSD from Python: a config, a model, a trained checkpoint, its evaluation and its predictions, a call each (see
 DNSD/__init__)."""
-from DNSD.config import apply_values, build_config, load_yaml, set_value
+from DNSD.config import apply_values, build_config, hub_entry, load_yaml, set_value
 from DNSD.schema import Config
 from DNSD.datasets import num_classes
 from DNSD.engine.engines import ExportedModel, TrainedModel, open_model
 from DNSD.engine.reports import checkpoint_report
+from DNSD.errors import InputError
 from DNSD.models import build_model as build_network
 
-__all__ = ["load_config", "build_model", "load_checkpoint", "load_model", "evaluate", "TrainedModel", "ExportedModel"]
+__all__ = ["load_config", "build_model", "load_checkpoint", "load_model", "evaluate", "hub_model", "TrainedModel",
+           "ExportedModel"]
 
 
 def load_config(path=None, overrides=None):
@@ -45,3 +47,21 @@ def evaluate(checkpoint_path, split="test", data_file=None):
     """Evaluate a checkpoint on the test (or validation) split as `--mode eval` does, writing the same report beside
     it; returns {"error", "accuracy", "per_class_accuracy", "images", ...}, errors in percent."""
     return checkpoint_report(checkpoint_path, split, {"data.data_file": data_file} if data_file else {})
+
+
+def hub_model(config_name, checkpoint=None):
+    """paddle.hub's entry config_name (hubconf.py): the network of that shipped config, freshly initialised, or the
+    network of checkpoint in evaluation mode (its .classes and .normalize feed it as TrainedModel.predict does); a
+    checkpoint of another model is refused."""
+    config = load_config(config_name)
+    if checkpoint is None:
+        return build_model(config)
+    trained = load_checkpoint(checkpoint)
+    if trained.config.to_dict()["model"] != config.to_dict()["model"] or \
+            trained.config.data.dataset != config.data.dataset:
+        entry = hub_entry(trained.config.to_dict()["model"], trained.config.data.dataset)
+        instead = f"load it with the entry {entry!r}" if entry else "load it with DNSD.load_checkpoint"
+        raise InputError(f"{checkpoint} holds a {trained.model.name()} of {trained.config.data.dataset}, not the "
+                         f"model of {config_name}; {instead}")
+    trained.model.classes, trained.model.normalize = trained.classes, trained.normalize
+    return trained.model

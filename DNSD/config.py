@@ -211,6 +211,20 @@ def config_from_dict(nested, where=""):
     return build_config(apply_values({}, nested, where))
 
 
+def hub_configs():
+    """The shipped configs of one model each (not a sweep's), as paddle.hub offers them (hubconf.py)."""
+    return [name for name in shipped_configs() if SWEEP_SECTION not in load_yaml(name)]
+
+
+def hub_entry(model, dataset):
+    """The first shipped config that trains this model section ({key: value}) on this data set, or None."""
+    for name in hub_configs():
+        config = config_from_dict(load_yaml(name))
+        if config.to_dict()["model"] == model and config.data.dataset == dataset:
+            return name
+    return None
+
+
 def add_config_flags(parser, which=lambda key, f: True):
     """--config, -o and one flag per config field that `which(key, field)` admits, grouped by section; unset flags
     stay out of the namespace so that they do not hide the YAML file."""

@@ -32,6 +32,7 @@ MODES = {  # mode: (the module that implements it, what it does)
     "plot": ("DNSD.plot", "draw runs' curves, the paper's Figure 3, or a sweep's Figure 8"),
     "summary": ("DNSD.summary", "tabulate runs as the paper's table: test error mean ± std over seeds"),
     "audit": ("DNSD.audit", "re-train an epoch of a run and check its weights against the run's record"),
+    "card": ("DNSD.card", "write a run's (or a seeds or sweep folder's) MODEL_CARD.md"),
     "info": ("DNSD.info", "say what DNSD runs on and check its device deeply, or --compare two runs"),
 }
 

@@ -1,0 +1,126 @@
+"""A model card (MODEL_CARD.md) for a run, a --seeds folder or a sweep's folder: the model and recipe, the data, the
+test error beside the paper's, the curves, the environment, each checkpoint's sha256, how to load and audit it.
+Plain Markdown, as a Git host renders it."""
+import os
+
+from DNSD.config import config_from_dict, hub_entry, load_yaml
+from DNSD.engine.figures import draw_curves, write_figure
+from DNSD.engine.manifest import read_manifest
+from DNSD.engine.run_folder import CONFIG, MODEL_CARD, check_writable, find_runs, read_summary
+from DNSD.engine.tables import number, summarise
+from DNSD.errors import InputError
+from DNSD.files import file_digest, write_text
+from DNSD.models import model_title
+
+FIGURE = "MODEL_CARD-curves.png"
+DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
+# The paper's test errors (%), Table 1, by (data set, depth, p_L) of its linearly decaying ResNets: p_L 1 is the
+# constant-depth baseline.
+PUBLISHED = {("cifar10", 110, 1.0): 6.41, ("cifar10", 110, 0.5): 5.25, ("cifar10", 1202, 0.5): 4.91,
+             ("cifar100", 110, 1.0): 27.22, ("cifar100", 110, 0.5): 24.58,
+             ("svhn", 152, 1.0): 1.80, ("svhn", 152, 0.5): 1.75}
+PAPER_EPOCHS = {"cifar10": 500, "cifar100": 500, "svhn": 50}
+
+
+def published(config):
+    """The paper's test error for this model, and the words that qualify it; (None, why not) where it has none."""
+    model, dataset = config.model, config.data.dataset
+    key = (dataset, model.depth, model.survival_last)
+    if model.arch != "resnet" or model.survival_mode != "linear" or key not in PUBLISHED:
+        return None, "the paper has no number for this model"
+    if config.train.epochs != PAPER_EPOCHS[dataset]:
+        return PUBLISHED[key], f"after {PAPER_EPOCHS[dataset]} epochs; this recipe trains {config.train.epochs}: " \
+                               "not comparable"
+    return PUBLISHED[key], "the paper's Table 1"
+
+
+def describe_recipe(config):
+    model, train = config.model, config.train
+    depth = "constant depth" if model.survival_last == 1 else \
+        f"stochastic depth ({model.survival_mode} survival probabilities down to p_L = {model.survival_last:g})"
+    drops = ", ".join(str(round(fraction * train.epochs)) for fraction in train.lr_decay_at)
+    return (f"A {model_title(model)} with {depth}, trained on {DATASETS[config.data.dataset]} with {config.data.val_size:,} "
+            f"training images held out for validation, for {train.epochs} epochs of {'Nesterov ' * train.nesterov}SGD "
+            f"(batch {train.batch_size}, learning rate {train.lr:g}, times {train.lr_decay_factor:g} from epochs "
+            f"{drops}, momentum {train.momentum:g}, weight decay {train.weight_decay:g}); the checkpoint kept is the "
+            "one with the lowest validation error, and the test error is that checkpoint's.")
+
+
+def describe_environment(entry):
+    cpu, device = entry["device"]["cpu"], entry["device"]
+    where = ", ".join(f"{gpu['name']} (compute capability {gpu['compute_capability']})" for gpu in
+                      device.get("gpus") or []) if device["kind"] == "gpu" else \
+        f"CPU {cpu['model']} ({', '.join(cpu['instruction_sets']) or 'no SIMD listed'}), " \
+        f"{entry['settings']['cpu_threads']} thread(s)"
+    commit = entry["dnsd"]["commit"]
+    source = f" (commit {commit[:12]}{', with uncommitted changes' * bool(entry['dnsd']['uncommitted_changes'])})" \
+        if commit else ""
+    return [f"DNSD {entry['dnsd']['version']}{source}", f"{entry['paddle']['build']}, Python "
+            f"{entry['python']['version']}, numpy {entry['numpy']}", f"{where}; data-parallel processes: "
+            f"{entry['settings']['world_size']}"]
+
+
+def result_rows(folder):
+    lines = ["| configuration | runs finished | test error (%) | min | max | best val error (%) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in summarise([folder]):
+        error = number(row["test_error_mean"])
+        if row["test_error_std"] is not None:
+            error += f" ± {number(row['test_error_std'])}"
+        lines.append(f"| {row['configuration']} | {row['finished']} of {row['runs']} | {error} | "
+                     f"{number(row['test_error_min'])} | {number(row['test_error_max'])} | "
+                     f"{number(row['best_val_error_mean'])} |")
+    return lines
+
+
+def checkpoint_rows(folder, runs):
+    lines = ["| file | bytes | sha256 |", "| --- | --- | --- |"]
+    for run in runs:
+        for name in sorted(name for name in os.listdir(run) if name.endswith(".pdckpt")):
+            path = os.path.join(run, name)
+            lines.append(f"| `{os.path.relpath(path, folder)}` | {os.path.getsize(path):,} | "
+                         f"`{file_digest(path, 'sha256')}` |")
+    return lines
+
+
+def write_card(folder):
+    """Write folder/MODEL_CARD.md (and its curves figure) for the runs in folder; returns the card's path."""
+    runs = find_runs([folder])
+    check_writable(folder)
+    config_path = os.path.join(runs[0], CONFIG)
+    config = config_from_dict(load_yaml(config_path), where=f" in {config_path}")
+    finished = [run for run in runs if read_summary(run)]
+    if not finished:
+        raise InputError(f"{folder} holds no finished run (summary.json); write its card when training ends")
+    summary = read_summary(finished[0])
+    entries = read_manifest(finished[0])
+    error, why = published(config)
+    best = os.path.relpath(summary["checkpoint"] if os.path.isfile(summary["checkpoint"]) else
+                           os.path.join(finished[0], "best.pdckpt"), folder)
+    entry = hub_entry(config.to_dict()["model"], config.data.dataset)
+    load = f'model = paddle.hub.load("PATH/TO/DNSD", "{entry}", source="local", checkpoint="{best}")' if entry else \
+        f'model = DNSD.load_checkpoint("{best}").model'
+    data = summary["data"]
+    text = [f"# {model_title(config.model)} on {DATASETS[config.data.dataset]}, trained with DNSD", "",
+            describe_recipe(config), "", "## Results", "",
+            *result_rows(folder), "",
+            f"Published: {f'{error:.2f} %' if error is not None else 'none'} ({why}; Huang et al., *Deep Networks "
+            "with Stochastic Depth*, ECCV 2016).", "",
+            "## Data", "", f"`{os.path.basename(data['file'])}`, {data['bytes']:,} bytes, sha256 `{data['sha256']}`"
+            if data.get("sha256") else f"`{data.get('file')}`", "",
+            "## Training curves", "", f"![training loss, validation error and active blocks per epoch]({FIGURE})", "",
+            "## Environment", "",
+            *(f"- {line}" for line in (describe_environment(entries[-1]) if entries else
+                                       ["no environment.json: trained before DNSD 1.1.0 wrote one"])), "",
+            "## Checkpoints", "", *checkpoint_rows(folder, runs), "",
+            "## Loading", "", "From this folder, with DNSD's repository cloned (nothing is downloaded):", "",
+            "```python", "import paddle" if entry else "import DNSD", load, "```", "",
+            f"or `DNSD.load_checkpoint(\"{best}\").predict(images)` for uint8 images (N, 32, 32, 3); "
+            f"`dnsd eval --checkpoint {best}` tests it again.", "",
+            "## Auditing", "", f"From this folder, `dnsd audit {os.path.relpath(finished[0], folder)} --all` "
+            "re-trains every epoch whose start is kept and checks the weights bit for bit against the digests in "
+            "metrics.jsonl, an epoch's time each (DNSD's docs/reproducing.md).", ""]
+    write_figure(draw_curves(runs), os.path.join(folder, FIGURE))
+    path = os.path.join(folder, MODEL_CARD)
+    write_text(path, "\n".join(text))
+    return path

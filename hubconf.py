@@ -1,0 +1,22 @@
+"""paddle.hub's entries, one per shipped config, read from a clone of this repository (nothing is downloaded):
+
+    model = paddle.hub.load("path/to/DNSD", "resnet110_sd", source="local", checkpoint="runs/x/best.pdckpt")
+
+gives the checkpoint's network in evaluation mode; without checkpoint, the config's network, freshly initialised.
+"""
+import DNSD as _DNSD
+from DNSD.config import hub_configs as _hub_configs
+
+dependencies = ["paddle", "numpy", "yaml"]
+
+
+def _entry(name):
+    def entry(checkpoint=None):
+        return _DNSD.hub_model(name, checkpoint)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = f"The network of configs/{name}.yaml: fresh, or trained (checkpoint=PATH, in evaluation mode)."
+    return entry
+
+
+globals().update({_name: _entry(_name) for _name in _hub_configs()})

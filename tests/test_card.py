@@ -1,0 +1,92 @@
+"""The model card of a run or a seeds folder, and loading a checkpoint through paddle.hub from the repository."""
+import csv
+import hashlib
+import os
+import re
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+
+import DNSD
+from DNSD.engine.card import published
+from DNSD.api import load_config
+from DNSD.errors import InputError
+from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
+
+
+@pytest.fixture(scope="module")
+def seeds_folder(tiny_archive, tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("card") / "seeds")
+    result = dnsd("train", "--data-file", tiny_archive, "--output-dir", folder, *TINY_RUN, "--epochs", "1",
+                  "--seeds", "0-2")
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def test_the_card_of_a_seeds_folder_shows_the_summarys_mean_and_std_and_each_checkpoints_sha256(seeds_folder):
+    result = dnsd("card", seeds_folder)
+    assert result.returncode == 0, result.stderr
+    card = open(os.path.join(seeds_folder, "MODEL_CARD.md")).read()
+    assert dnsd("summary", "--runs", seeds_folder).returncode == 0
+    [row] = csv.DictReader(open(os.path.join(seeds_folder, "summary.csv")))
+    assert f"| {float(row['test_error_mean']):.2f} ± {float(row['test_error_std']):.2f} |" in card
+    assert "| 3 of 3 |" in card
+    for seed in range(3):
+        path = os.path.join(seeds_folder, f"seed-{seed}", "best.pdckpt")
+        assert f"| `seed-{seed}/best.pdckpt` | {os.path.getsize(path):,} | " \
+               f"`{hashlib.sha256(open(path, 'rb').read()).hexdigest()}` |" in card
+    figure = re.search(r"!\[[^]]*\]\(([^)]+)\)", card).group(1)
+    assert open(os.path.join(seeds_folder, figure), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "dnsd audit seed-0 --all" in card
+
+
+def test_a_card_needs_a_finished_run(tmp_path, tiny_archive):
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    open(os.path.join(run_dir, "config.yaml"), "w").write(load_config().to_yaml())
+    assert_one_line_error(dnsd("card", run_dir), "holds no finished run")
+    assert_one_line_error(dnsd("card", str(tmp_path / "none")), "holds no run")
+
+
+def test_the_papers_number_is_given_only_for_its_own_models_and_recipe():
+    assert published(load_config("resnet110_sd")) == (5.25, "the paper's Table 1")
+    assert published(load_config("resnet110_baseline"))[0] == 6.41
+    assert published(load_config("resnet152_sd_svhn"))[0] == 1.75
+    error, why = published(load_config("resnet110_sd", {"train.epochs": 10}))
+    assert error == 5.25 and "not comparable" in why
+    assert published(load_config("resnet110_sd", {"model.survival_mode": "uniform"}))[0] is None
+
+
+@pytest.fixture(scope="module")
+def resnet20_checkpoint(tiny_archive, tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("hub") / "run")
+    result = dnsd("train", "--config", "resnet20", "--data-file", tiny_archive, "--output-dir", run_dir, "--epochs",
+                  "1", "--batch-size", "64", "--val-size", "40")
+    assert result.returncode == 0, result.stderr
+    return os.path.join(run_dir, "best.pdckpt")
+
+
+def test_paddle_hub_loads_a_checkpoint_from_the_repository_with_load_checkpoints_probabilities(resnet20_checkpoint):
+    network = paddle.hub.load(ROOT, "resnet20", source="local", checkpoint=resnet20_checkpoint)
+    assert not network.training
+    images = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    with paddle.no_grad():
+        inputs = paddle.to_tensor(network.normalize(images.transpose(0, 3, 1, 2)))
+        probabilities = paddle.nn.functional.softmax(network(inputs), axis=1).numpy()
+    np.testing.assert_allclose(probabilities, DNSD.load_checkpoint(resnet20_checkpoint).predict(images), atol=1e-6)
+    assert list(network.classes) == list(DNSD.load_checkpoint(resnet20_checkpoint).classes)
+
+
+def test_every_shipped_config_but_a_sweep_is_a_hub_entry_and_another_models_checkpoint_is_refused(
+        resnet20_checkpoint):
+    shipped = sorted(name[:-5] for name in os.listdir(os.path.join(ROOT, "configs"))
+                     if "sweep" not in yaml.safe_load(open(os.path.join(ROOT, "configs", name))))
+    assert sorted(paddle.hub.list(ROOT, source="local")) == shipped
+    fresh = paddle.hub.load(ROOT, "resnet32", source="local")
+    assert sum(1 for name, _ in fresh.named_parameters() if name.endswith("residual.0.weight")) == (32 - 2) // 2
+    with pytest.raises(InputError, match="not the model of resnet110_sd; load it with the entry") as refused:
+        paddle.hub.load(ROOT, "resnet110_sd", source="local", checkpoint=resnet20_checkpoint)
+    entry = re.search(r"the entry '(\w+)'", str(refused.value)).group(1)
+    assert load_config(entry).model.depth == 20
