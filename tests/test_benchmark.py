@@ -61,3 +61,14 @@ def test_the_svhn_section_reads_synthetic_files_in_a_process_of_its_own(tmp_path
     assert (reading["train_images"], reading["val_images"], reading["test_images"]) == (147 + 1062 - 30, 30, 100)
     assert reading["dtype"] == "uint8" and reading["train_mib"] == pytest.approx((147 + 1062 - 30) * 3072 / 2**20)
     assert reading["peak_rss_mib"] > reading["train_mib"] and "svhn: read 1,309 images" in result.stderr
+
+
+def test_the_audit_section_times_a_passing_audit_against_the_runs_epoch(tmp_path, tiny_archive):
+    output = tmp_path / "results.json"
+    result = benchmark("--sections", "audit", "--data-file", tiny_archive, "--depth", "8", "--batch-size", "32",
+                       "--val-size", "40", "--repeats", "1", "--device", "cpu", "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    audit = json.loads(output.read_text())["audit"]
+    assert len(audit["run_epoch_seconds"]) == 2 and len(audit["audits"]) == 1
+    assert audit["retrained_epoch_seconds"]["median"] > 0 and audit["digest_seconds"]["median"] > 0
+    assert benchmark("--sections", "audit", "--output", str(output)).returncode != 0  # no archive, no audit
