@@ -110,6 +110,21 @@ def trainer_step(trainer, images, labels, batch_size):
     return step
 
 
+def time_gradient_magnitudes(args, calls=50):
+    """Seconds a training step spends on the gradient magnitudes it records (the paper's Figure 7): the reductions of
+    the watched tensors' gradients, which train_step runs after the backward pass, timed on a real step's tensors."""
+    step, trainer, _ = training_step(args, 0.5)
+    for _ in range(max(1, args.warmup)):
+        step()
+    samples = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        for _ in range(calls):
+            paddle.stack([parameter.grad.abs().mean() for _, parameter in trainer.watched]).numpy()
+        samples.append((time.perf_counter() - started) / calls)
+    return {**summarise(samples), "tensors": [name for name, _ in trainer.watched]}
+
+
 def time_training_steps(args):
     """Seconds per step at constant depth and with stochastic depth; their repeats alternate, so that a drift in
     the machine's speed affects both alike."""
@@ -536,6 +551,9 @@ def main(argv=None):
                 "images_per_second_constant": args.batch_size / constant["median"],
             }
             results["memory"] = peak_memory_mib()
+            gradients = time_gradient_magnitudes(args)
+            results["gradient_magnitudes_seconds"] = gradients
+            results["gradient_magnitudes_share_of_step"] = gradients["median"] / stochastic["median"]
         if "data" in sections:
             images = synthetic_images(max(10000, args.batch_size * args.data_batches))
             ours, common = time_dnsd_pipeline(args, images), time_transforms_pipeline(args, images)

@@ -121,13 +121,15 @@ def test_a_training_step_reads_nothing_back_from_the_device_until_read_steps(dro
 def test_read_steps_adds_each_step_as_it_was_and_catches_a_non_finite_loss():
     trainer = tiny_trainer()
     trainer.step = 2
-    trainer.unread = [(paddle.to_tensor([6.0, 3.0]), np.array([1.0, 0.0, 1.0]), 4, 0.5),
-                      (paddle.to_tensor([2.0, 1.0]), np.array([1.0, 1.0, 1.0]), 4, 0.5)]
+    gradients = [0.25] * len(trainer.watched)  # each watched tensor's mean |gradient| in the step
+    trainer.unread = [(paddle.to_tensor([6.0, 3.0, *gradients]), np.array([1.0, 0.0, 1.0]), 4, 0.5),
+                      (paddle.to_tensor([2.0, 1.0, *gradients]), np.array([1.0, 1.0, 1.0]), 4, 0.5)]
     trainer.read_steps()
     assert (trainer.meter.loss_sum, trainer.meter.correct, trainer.meter.active_blocks) == (8.0, 4, 5.0)
+    assert trainer.meter.gradients == {name: 0.5 for name, _ in trainer.watched}
     trainer.step = 4
-    trainer.unread = [(paddle.to_tensor([1.0, 1.0]), np.ones(3), 4, 0.1),
-                      (paddle.to_tensor([float("nan"), 0.0]), np.ones(3), 4, 0.1)]
+    trainer.unread = [(paddle.to_tensor([1.0, 1.0, *gradients]), np.ones(3), 4, 0.1),
+                      (paddle.to_tensor([float("nan"), 0.0, *gradients]), np.ones(3), 4, 0.1)]
     with pytest.raises(TrainingStopped, match="the training loss became nan at epoch 1, step 4"):
         trainer.read_steps()
 

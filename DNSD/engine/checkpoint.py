@@ -86,8 +86,10 @@ def check_resume_state(state, model, path, steps_per_epoch):
             not 0 <= best["epoch"] <= state["epochs_done"] + 1:
         raise InputError(f"{path}: its points, best result or scheduler state are not what a DNSD run saves; it was "
                          "not written by DNSD, or was altered: use another checkpoint")
+    gradients = totals.get("gradients", {}) if isinstance(totals, dict) else None  # absent before DNSD 1.1.0
     if type(state.get("step")) is not int or not 0 <= state["step"] <= steps_per_epoch or \
-            not _is_record(totals, TOTALS) or sorted(totals) != sorted(TOTALS) or \
+            not _is_record(totals, TOTALS) or sorted(set(totals) - {"gradients"}) != sorted(TOTALS) or \
+            not isinstance(gradients, dict) or not all(type(value) is float for value in gradients.values()) or \
             not isinstance(history, list) or len(history) != state["epochs_done"] or \
             not all(isinstance(record, dict) for record in history) or not isinstance(state.get("optimizer"), dict):
         raise InputError(f"{path}: its step, totals, history or optimiser state are not what a DNSD run saves; it "

@@ -1,11 +1,13 @@
 """The figures of DNSD as PNG, PDF or SVG files: the curves of runs, read from their metrics.jsonl (training loss,
 validation error and active blocks), the paper's Figure 3 (the test error against the epoch of each configuration,
-the mean over its runs as a line and their spread as a band), and an evaluation's confusion matrix as a heat map."""
+the mean over its runs as a line and their spread as a band), Figure 7 (gradient magnitudes), Figure 8 (a sweep's
+test error against p_L, and over two keys as a heat map) and an evaluation's confusion matrix as a heat map."""
 import os
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from DNSD.engine.run_folder import group_runs, read_records, read_summary
@@ -162,6 +164,89 @@ def draw_sweep(folder, x, baseline=None, x_label=None):
     return figure
 
 
+FIGURE7_TENSOR = "stem.weight"  # the paper's "first convolutional layer"
+
+
+def gradient_curve(folder, tensor):
+    """The mean absolute gradient of tensor at each epoch of a run, and the epochs from which its learning rate
+    changed."""
+    records = read_records(folder, ["lr"])
+    if any("gradients" not in record for record in records):
+        raise InputError(f"{folder} has no gradient magnitudes in metrics.jsonl (trained before DNSD 1.1.0); train "
+                         "it again, e.g. dnsd train --config figure7_cifar10")
+    if tensor not in records[0]["gradients"]:
+        raise InputError(f"{folder} records no gradient of {tensor}; name one with --tensor: "
+                         f"{', '.join(records[0]['gradients'])}")
+    drops = [record["epoch"] for previous, record in zip(records, records[1:]) if record["lr"] != previous["lr"]]
+    return [record["gradients"][tensor] for record in records], drops
+
+
+def draw_gradients(run_dirs, tensor=FIGURE7_TENSOR):
+    """The paper's Figure 7: the mean absolute gradient of a tensor (the first convolution's weights) per epoch, one
+    line per configuration (the mean of its runs, their range as a band), the learning-rate drops dotted."""
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axis = figure.subplots()
+    drops = set()
+    for index, group in enumerate(group_runs(run_dirs)):
+        curves = [gradient_curve(folder, tensor) for folder in group["folders"]]
+        drops.update(drop for _, run_drops in curves for drop in run_drops)
+        length = min(len(curve) for curve, _ in curves)  # runs still training are drawn as far as all have come
+        values = np.array([curve[:length] for curve, _ in curves])
+        epochs, color = np.arange(1, length + 1), f"C{index % 10}"
+        axis.plot(epochs, values.mean(axis=0), color=color, marker="o" if length == 1 else None,
+                  label=f"{configuration_label(group)}")
+        if len(curves) > 1:
+            axis.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=color, alpha=0.2, linewidth=0)
+    for number, drop in enumerate(sorted(drops)):
+        axis.axvline(drop, color="0.4", linestyle=":", linewidth=1, label="learning rate divided" if not number else None)
+    axis.set(title=f"mean |gradient| of {tensor} per epoch (mean over runs, band: lowest to highest)",
+             xlabel="epoch", ylabel=f"mean |gradient| of {tensor}", yscale="log")
+    style_axes(axis)
+    figure.legend(loc="outside lower center", title=LEGEND_TITLE, fontsize="small", title_fontsize="small",
+                  frameon=False)
+    return figure
+
+
+def sweep_grid(folder, x, y):
+    """(x values, y values, {(x value, y value): grid row}) of a sweep of exactly the two keys x and y."""
+    rows = sweep_rows(folder) if sweep_folders([folder]) else []
+    swept = list(rows[0]["swept"]) if rows else []
+    if sorted(swept) != sorted({x, y}) or x == y:
+        what = f"it sweeps {', '.join(swept)}" if swept else "it is not a sweep"
+        raise InputError(f"--figure heatmap draws a sweep of two keys, {x} and {y} (choose them with --x and --y); "
+                         f"{folder}: {what}; a sweep of two keys: dnsd train --config figure8_heatmap_cifar10")
+    cells = {(row["swept"][x], row["swept"][y]): row for row in rows}
+    return sorted({a for a, _ in cells}), sorted({b for _, b in cells}), cells
+
+
+def draw_heatmap(folder, x="survival_last", y="depth"):
+    """The paper's Figure 8, right: the mean test error of each cell of a two-key sweep, labelled with its number of
+    finished seeds; a cell with no finished run is hatched and says so."""
+    xs, ys, cells = sweep_grid(folder, x, y)
+    errors = np.array([[cells[(a, b)]["test_error_mean"] if (a, b) in cells and cells[(a, b)]["finished"] else np.nan
+                        for a in xs] for b in ys], dtype=float)
+    figure = Figure(figsize=(1.1 * len(xs) + 3, 0.8 * len(ys) + 2), layout="constrained")
+    axis = figure.subplots()
+    axis.set_facecolor("0.92")
+    image = axis.imshow(np.ma.masked_invalid(errors), cmap="viridis_r", aspect="auto", origin="lower")
+    for row, b in enumerate(ys):
+        for column, a in enumerate(xs):
+            cell = cells.get((a, b))
+            if cell is None or not cell["finished"]:
+                axis.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, hatch="//", color="0.6"))
+                axis.text(column, row, "not finished", ha="center", va="center", fontsize="x-small", color="0.3")
+            else:
+                red, green, blue, _ = image.cmap(image.norm(errors[row, column]))
+                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # the label in the colour that reads on it
+                axis.text(column, row, f"{errors[row, column]:.2f}\nn={cell['finished']} of {cell['runs']}",
+                          ha="center", va="center", fontsize="small", color="white" if dark else "black")
+    axis.set_xticks(range(len(xs)), [f"{a:g}" if isinstance(a, float) else str(a) for a in xs])
+    axis.set_yticks(range(len(ys)), [f"{b:g}" if isinstance(b, float) else str(b) for b in ys])
+    axis.set(xlabel=x, ylabel=y, title="test error (%), mean over finished seeds")
+    figure.colorbar(image, ax=axis, label="test error (%)")
+    return figure
+
+
 def draw_confusion(result):
     """An evaluation's confusion matrix as a heat map, each row (a true class) as fractions of its images, with the
     class names on both axes and, for up to 20 classes, the count in each cell."""
@@ -210,9 +295,16 @@ def write_figure(figure, path):
     return path
 
 
-def plot_runs(run_dirs, path, figure_name="curves", x=None):
-    """Draw the figure of the runs (a sweep's folder for "survival" and "sweep") and write it to path."""
+def plot_runs(run_dirs, path, figure_name="curves", x=None, y=None, tensor=FIGURE7_TENSOR):
+    """Draw the figure of the runs (a sweep's folder for "survival", "sweep" and "heatmap") and write it to path."""
     check_figure_path(path)
+    if figure_name == "gradients":
+        return write_figure(draw_gradients(run_dirs, tensor), path)
+    if figure_name == "heatmap":
+        if len(run_dirs) != 1:
+            raise InputError("--figure heatmap draws one sweep: pass its folder with --runs")
+        return write_figure(draw_heatmap(run_dirs[0], (x or "survival_last").split(".")[-1],
+                                         (y or "depth").split(".")[-1]), path)
     if figure_name in ("survival", "sweep"):
         if len(run_dirs) != 1 or not sweep_folders(run_dirs):
             raise InputError(f"--figure {figure_name} draws one sweep: pass its folder (the one holding {SWEEP}) "

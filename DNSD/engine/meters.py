@@ -6,7 +6,7 @@ be reopened to add to it, so a resumed run and a finished one write the whole lo
 points.jsonl, the finished one with its hyperparameters and final metrics for VisualDL's hyperparameter view."""
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from tqdm import tqdm
 from visualdl import LogWriter
@@ -25,8 +25,11 @@ class TrainingMeter:
     steps: int = 0
     seen: int = 0
     seconds: float = 0.0  # wall time of the steps, waiting for data included: what images per second should mean
+    gradients: dict = field(default_factory=dict)  # per watched tensor, the sum over steps of its mean |gradient|
 
-    def add(self, loss_sum, correct, active_blocks, images, seconds):
+    def add(self, loss_sum, correct, active_blocks, images, seconds, gradients=None):
+        for name, value in (gradients or {}).items():
+            self.gradients[name] = self.gradients.get(name, 0.0) + float(value)
         self.loss_sum += float(loss_sum)
         self.correct += int(correct)
         self.active_blocks += float(active_blocks)
@@ -48,6 +51,8 @@ class TrainingMeter:
         record = {"epoch": epoch, "train_loss": self.loss, "train_error": 100.0 - 100.0 * self.correct / self.seen,
                   "mean_active_blocks": self.active_blocks / self.steps, "val_error": val_error, "lr": lr,
                   "epoch_seconds": self.seconds + seconds_after, "images_per_second": self.images_per_second}
+        if self.gradients:
+            record["gradients"] = {name: total / self.steps for name, total in self.gradients.items()}
         return record if test_error is None else {**record, "test_error": test_error}
 
     def state(self):
@@ -74,6 +79,8 @@ def _log_epoch_scalars(writer, record):
     for key, value in record.items():
         if key != "epoch" and isinstance(value, (int, float)):  # not the digests
             writer.add_scalar(tag=key, value=value, step=record["epoch"])
+    for name, value in record.get("gradients", {}).items():
+        writer.add_scalar(tag=f"gradients/{name}", value=value, step=record["epoch"])
 
 
 def _log_point_scalars(writer, point):

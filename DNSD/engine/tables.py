@@ -127,9 +127,32 @@ def markdown(rows, compared=None, sweeps=None):
     for folder in sweeps or ():
         recorded = read_sweep(folder)
         lines.append(f"\nSweep {folder}: {progress(sweep_runs(folder, recorded['grid'], recorded['seeds']))}")
+        lines += grid_table(folder)
     if compared:
         lines.append(f"\n{compared}")
     return "\n".join(lines) + "\n"
+
+
+def grid_table(folder):
+    """A sweep of two keys as a grid of mean test errors: a row per value of its first key, a column per value of the
+    second, each cell with its finished runs; [] for any other sweep."""
+    rows = sweep_rows(folder)
+    keys = list(rows[0]["swept"]) if rows else []
+    if len(keys) != 2:
+        return []
+    first, second = keys
+    columns = list(dict.fromkeys(row["swept"][second] for row in rows))
+    cells = {(row["swept"][first], row["swept"][second]): row for row in rows}
+    lines = [f"\n| {first} \\ {second} | " + " | ".join(map(str, columns)) + " |",
+             "| --- |" + " --- |" * len(columns)]
+    for value in dict.fromkeys(row["swept"][first] for row in rows):
+        row_cells = []
+        for column in columns:
+            cell = cells[(value, column)]
+            error = number(cell["test_error_mean"]) or "unfinished"
+            row_cells.append(f"{error} ({cell['finished']} of {cell['runs']})")
+        lines.append(f"| {value} | " + " | ".join(row_cells) + " |")
+    return lines
 
 
 def csv_text(rows):

@@ -112,6 +112,9 @@ class Trainer:
         self.unread = []  # (loss and correct count on the device, block activity, images, seconds) of unread steps
         self.history, self.best = [], {"epoch": 0, "val_error": math.inf}
         self.points = []  # with run.eval_every_steps: the validation and test error measured every so many steps
+        # The tensors whose mean absolute gradient each step adds to the epoch's record (the paper's Figure 7).
+        self.watched = [(f"{label}.{name}", parameter) for label, layer in model.first_convolutions().items()
+                        for name, parameter in layer.named_parameters()]
         self.saved = {}  # the checkpoints in the run folder: (epochs done, step) of what each holds
         if state is not None:
             self.restore(state, branched)
@@ -218,6 +221,11 @@ class Trainer:
         loss = loss_sum * (self.ranks.world_size / batch_size)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         if self.scaler:
+            self.scaler.unscale_(self.optimizer)  # the gradients as the loss gives them, for the magnitudes
+        # Before the optimiser adds weight decay; a block the step dropped has a zero gradient.
+        with paddle.no_grad():
+            magnitudes = [parameter.grad.abs().mean() for _, parameter in self.watched]
+        if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
@@ -225,20 +233,20 @@ class Trainer:
         self.optimizer.clear_grad(set_to_zero=True)
         self.step += 1
         correct = (logits.argmax(axis=1) == labels).astype("float32").sum()
-        self.unread.append((paddle.stack([loss_sum.detach().astype("float32"), correct]), activity, batch_size,
-                            elapsed()))
+        self.unread.append((paddle.stack([loss_sum.detach().astype("float32"), correct, *magnitudes]), activity,
+                            batch_size, elapsed()))
 
     def read_steps(self, stop_requested=False):
         """Fetch the unread steps' losses and counts in one go and sum them over the ranks in one all-reduce, with
         each step's block activity (which the ranks must agree on) and any stop request; returns that request."""
-        steps = self.unread
-        values = paddle.stack([value for value, *_ in steps]).numpy() if steps else np.zeros((0, 2))
+        steps, watched = self.unread, len(self.watched)
+        values = paddle.stack([value for value, *_ in steps]).numpy() if steps else np.zeros((0, 2 + watched))
         activity = np.array([step_activity for _, step_activity, _, _ in steps]).reshape(len(steps), -1)
         rows = np.concatenate([values.astype(np.float64), activity], axis=1)
         summed = self.ranks.sum(np.concatenate([[stop_requested], rows.ravel()]))
         summed, stopped = summed[1:].reshape(rows.shape), bool(summed[0])
         first_step = self.step - len(steps) + 1
-        if not np.array_equal(summed[:, 2:], activity * self.ranks.world_size):
+        if not np.array_equal(summed[:, 2 + watched:], activity * self.ranks.world_size):
             raise DNSDError(f"the data-parallel ranks drew different gates at epoch {self.epochs_done + 1}, between "
                             f"steps {first_step} and {self.step}; they must derive them from the same run.seed")
         self.unread = []
@@ -246,7 +254,10 @@ class Trainer:
             if not math.isfinite(row[0] / batch_size):
                 self.step = first_step + index  # the step that diverged, for the message
                 self.diverged(f"the training loss became {row[0] / batch_size}")
-            self.meter.add(row[0], row[1], step_activity.sum(), batch_size, seconds)
+            # Every rank holds the same all-reduced gradients: their sum over the ranks counts them world_size times.
+            magnitudes = {name: value / self.ranks.world_size
+                          for (name, _), value in zip(self.watched, row[2:2 + watched])}
+            self.meter.add(row[0], row[1], step_activity.sum(), batch_size, seconds, magnitudes)
         return stopped
 
     def error_on(self, split):

@@ -29,6 +29,11 @@ class Network(nn.Layer):
         `part`; returns each block's activity in the step (0 to 1), the same on every rank, or an empty array."""
         return np.zeros(0)
 
+    def first_convolutions(self):
+        """{label: layer} of the convolutions whose gradients training records each epoch (the paper's Figure 7):
+        here the network's first, "stem"; a network with stages adds the first of each."""
+        return {"stem": next(layer for layer in self.sublayers() if isinstance(layer, nn.Conv2D))}
+
     def folded(self):
         """The same function with its training-time parametrisation folded into plain layers, for inference."""
         return self

@@ -115,6 +115,11 @@ class CifarResNet(Network):
         return (f"ResNet-{self.depth} ({self.num_blocks} blocks, expected active "
                 f"{self.stochastic_depth.probabilities.sum():.2f})")
 
+    def first_convolutions(self):
+        per_stage = self.num_blocks // len(STAGE_WIDTHS)
+        stages = {f"stage{stage + 1}": self.blocks[stage * per_stage].residual[0] for stage in range(len(STAGE_WIDTHS))}
+        return {"stem": self.stem[0], **stages}
+
     def begin_step(self, seed, epoch, step, batch_size, part=slice(None)):
         return self.stochastic_depth.begin_step(generator(seed, "gates", epoch, step), batch_size, part)
 
