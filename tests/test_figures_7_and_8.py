@@ -159,3 +159,16 @@ def test_a_heat_map_needs_a_sweep_of_two_keys(two_by_two, two_configurations, ti
     open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": str(one_key)}),
                {"model.survival_last": [0.5, 1.0]}, [0])
     assert_one_line_error(dnsd("plot", "--runs", str(one_key), *plot), "it sweeps survival_last")
+
+
+@pytest.mark.parametrize("name, grid", [
+    ("figure7_cifar10", {"model.survival_last": [1.0, 0.5]}),
+    ("figure8_heatmap_cifar10", {"model.depth": [110, 302, 602, 1202],
+                                 "model.survival_last": [round(0.1 * k, 1) for k in range(1, 11)]})])
+def test_the_figure_configs_sweep_the_papers_grid_over_its_recipe(name, grid):
+    import yaml
+
+    printed = yaml.safe_load(dnsd("train", "--config", name, "--print-config").stdout)
+    recipe = yaml.safe_load(dnsd("train", "--config", "resnet110_sd", "--print-config").stdout)
+    assert {key: value for key, value in printed.items() if key != "sweep"} == recipe
+    assert printed["sweep"] == grid
