@@ -20,7 +20,7 @@ from DNSD.engine.manifest import (describe_environment, entry_for, flatten, mani
 from DNSD.engine.ranks import host_weights, weights_digest
 from DNSD.engine.run_folder import BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, SEEDS, for_checkpoint, read_records
 from DNSD.engine.trainer import Trainer
-from DNSD.errors import AuditFailed, InputError, TrainingStopped
+from DNSD.errors import AuditFailed, InputError, TrainingStopped, one_line
 from DNSD.files import read_json
 from DNSD.models import build_model
 
@@ -169,7 +169,8 @@ def retrain(run, planned, device):
         try:
             trainer.train(until=planned.epoch)
         except TrainingStopped as stopped:
-            raise TrainingStopped(f"the audit stopped ({stopped}); nothing in {run.folder} was changed",
+            what = one_line(stopped).split(";")[0].split(": saved")[0]  # not the temporary folder's resume command
+            raise TrainingStopped(f"the audit's re-training stopped: {what}; nothing in {run.folder} was changed",
                                   stopped.exit_code, stopped.label) from None
         return host_weights(trainer.model), trainer.history[-1], data.identity
 
@@ -183,9 +184,11 @@ def first_difference(weights, reference):
 
 
 def relative_difference(array, reference):
+    if not reference.size:
+        return 0.0
     reference = reference.astype(np.float64)
-    scale = max(float(np.abs(reference).max()), np.finfo(np.float32).tiny) if reference.size else 1.0
-    return float(np.abs(array.astype(np.float64) - reference).max()) / scale if reference.size else 0.0
+    scale = max(float(np.abs(reference).max()), np.finfo(np.float32).tiny)
+    return float(np.abs(array.astype(np.float64) - reference).max()) / scale
 
 
 def group_differences(weights, reference):

@@ -46,7 +46,7 @@ def describe_recipe(config):
             "one with the lowest validation error, and the test error is that checkpoint's.")
 
 
-def describe_environment(entry):
+def environment_lines(entry):
     cpu, device = entry["device"]["cpu"], entry["device"]
     where = ", ".join(f"{gpu['name']} (compute capability {gpu['compute_capability']})" for gpu in
                       device.get("gpus") or []) if device["kind"] == "gpu" else \
@@ -110,7 +110,7 @@ def write_card(folder):
             if data.get("sha256") else f"`{data.get('file')}`", "",
             "## Training curves", "", f"![training loss, validation error and active blocks per epoch]({FIGURE})", "",
             "## Environment", "",
-            *(f"- {line}" for line in (describe_environment(entries[-1]) if entries else
+            *(f"- {line}" for line in (environment_lines(entries[-1]) if entries else
                                        ["no environment.json: trained before DNSD 1.1.0 wrote one"])), "",
             "## Checkpoints", "", *checkpoint_rows(folder, runs), "",
             "## Loading", "", "From this folder, with DNSD's repository cloned (nothing is downloaded):", "",
