@@ -114,6 +114,10 @@ def test_an_edited_manifest_is_named_and_a_resealed_one_does_not_match_the_recor
     manifest["entries"][0]["sha256"] = seal(manifest["entries"][0])
     json.dump(manifest, open(path, "w"))
     assert_one_line_error(dnsd("audit", run_dir), "environment.json has no entry for the session that trained")
+    del manifest["entries"][0]["settings"]
+    manifest["entries"][0]["sha256"] = seal(manifest["entries"][0])
+    json.dump(manifest, open(path, "w"))
+    assert_one_line_error(dnsd("audit", run_dir), "entry 1 is not a DNSD manifest entry")
 
 
 def test_a_run_without_digests_or_without_the_epoch_asked_is_refused(mini_run, tmp_path):

@@ -29,6 +29,11 @@ VARIABLES = ("MKL_DEBUG_CPU_TYPE", "MKL_CBWR", "MKL_NUM_THREADS", "OMP_NUM_THREA
              "FLAGS_cudnn_deterministic", "FLAGS_cudnn_exhaustive_search", "FLAGS_use_mkldnn",
              "FLAGS_embedding_deterministic", "PADDLE_TRAINERS_NUM")
 GIT_SECONDS = 10
+# What readers of an entry rely on: its parts, and the fields each must have.
+PARTS = {"dnsd": ("version", "commit", "uncommitted_changes"), "python": ("version",),
+         "paddle": ("version", "commit", "build", "cuda", "cudnn"), "device": ("kind", "cpu"),
+         "settings": ("paddle_flags", "cpu_threads", "deterministic", "world_size", "environment"),
+         "data": ("file", "sha256"), "packages": ()}
 
 
 def git_state(folder):
@@ -108,10 +113,23 @@ def read_manifest(run_dir):
     if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
         raise InputError(f"{path} is damaged (not a DNSD manifest); restore it from a copy of the run folder")
     for number, entry in enumerate(entries, 1):
+        if not well_formed(entry):
+            raise InputError(f"{path}: entry {number} is not a DNSD manifest entry (a part or field is missing); "
+                             "restore the file from a copy of the run folder")
         if entry.get("sha256") != seal(entry):
             raise InputError(f"{path}: entry {number} was altered after it was written (its content does not match "
                              "its sha256); restore the file from a copy of the run folder")
     return entries
+
+
+def well_formed(entry):
+    """Whether an entry has every part and field its readers use (a sealed but crafted one may not)."""
+    parts_present = all(isinstance(entry.get(part), dict) and all(field in entry[part] for field in fields)
+                        for part, fields in PARTS.items())
+    return parts_present and isinstance(entry.get("numpy"), str) and isinstance(entry.get("command"), list) and \
+        entry["device"]["kind"] in ("cpu", "gpu") and isinstance(entry["device"]["cpu"], dict) and \
+        isinstance(entry["device"]["cpu"].get("instruction_sets"), list) and \
+        isinstance(entry["settings"]["environment"], dict)
 
 
 def append_manifest(run_dir, entry):
