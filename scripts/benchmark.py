@@ -49,12 +49,13 @@ def parse_args(argv=None):
                         help="MKL's AVX2 code on the CPU (default auto: on for AMD processors, DNSD's default)")
     parser.add_argument("--prefetch", type=int, default=2, help="batches the loader prepares ahead (default 2)")
     parser.add_argument("--sections", default="train,data,eval",
-                        help="comma-separated subset of train, data, eval, host, svhn, inference (default: "
-                             "train,data,eval); audit: a real run of --depth on --data-file keeping every checkpoint, "
-                             "the time of dnsd audit of its last epoch against the run's epoch, and the per-epoch "
-                             "weight digest's share of an epoch; inference: an exported model's images per second with each engine "
-                             "(dygraph, Paddle Inference with and without oneDNN, ONNX Runtime), each but dygraph in a "
-                             "process of its own, same model, batch and threads; "
+                        help="comma-separated subset of train, data, eval, host, svhn, inference, audit (default: "
+                             "train,data,eval); train also times the gradient magnitudes a step records; audit: a real "
+                             "run of --depth on --data-file keeping every checkpoint, the time of dnsd audit of its "
+                             "last epoch against the run's epoch, and the per-epoch weight digest's share of an epoch; "
+                             "inference: an exported model's images per second with each engine (dygraph, Paddle "
+                             "Inference with and without oneDNN, ONNX Runtime), each but dygraph in a process of its "
+                             "own, same model, batch and threads; "
                              "host: the host's cost of a ResNet-110 step, on 2 images of 8x8 pixels on the CPU; svhn: "
                              "the peak memory and time of reading SVHN and splitting it as a run does, from synthetic "
                              "files of the official sizes")

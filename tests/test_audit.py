@@ -80,7 +80,7 @@ def test_a_changed_weight_byte_in_a_resealed_checkpoint_is_named_with_its_tensor
     flip_byte(os.path.join(run_dir, "epoch-2.pdckpt"), tensor)
     result = dnsd("audit", run_dir, "--epoch", "2")
     assert result.returncode == 4
-    assert f"epoch-2.pdckpt was altered after it was written" in result.stdout
+    assert "epoch-2.pdckpt was altered after it was written" in result.stdout
     assert f"tensor {tensor} differs" in result.stdout
     assert "epoch 2: bit-identical" in result.stdout  # the run's own record is confirmed by the re-training
 

@@ -61,7 +61,8 @@ def test_compare_of_two_seeds_names_the_seed_first(tiny_archive, tmp_path):
 def test_compare_orders_the_data_before_the_software_and_the_hardware(tiny_archive, tmp_path):
     first, second = str(tmp_path / "a"), str(tmp_path / "b")
     assert dnsd("train", "--data-file", tiny_archive, "--output-dir", first, *ONE_EPOCH).returncode == 0
-    assert dnsd("train", "--data-file", tiny_archive, "--output-dir", second, *ONE_EPOCH, "--lr", "0.05").returncode == 0
+    assert dnsd("train", "--data-file", tiny_archive, "--output-dir", second, *ONE_EPOCH,
+                "--lr", "0.05").returncode == 0
     path = os.path.join(second, "environment.json")
     written = json.load(open(path))
     forged = written["entries"][0]

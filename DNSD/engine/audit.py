@@ -18,7 +18,8 @@ from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.manifest import (describe_environment, entry_for, flatten, manifest_differences, numerics,
                                   read_manifest)
 from DNSD.engine.ranks import host_weights, weights_digest
-from DNSD.engine.run_folder import BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, SEEDS, for_checkpoint, read_records
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, SEEDS, for_checkpoint,
+                                    read_records)
 from DNSD.engine.trainer import Trainer
 from DNSD.errors import AuditFailed, InputError, TrainingStopped, one_line
 from DNSD.files import read_json

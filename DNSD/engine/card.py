@@ -39,11 +39,13 @@ def describe_recipe(config):
     depth = "constant depth" if model.survival_last == 1 else \
         f"stochastic depth ({model.survival_mode} survival probabilities down to p_L = {model.survival_last:g})"
     drops = ", ".join(str(round(fraction * train.epochs)) for fraction in train.lr_decay_at)
-    return (f"A {model_title(model)} with {depth}, trained on {DATASETS[config.data.dataset]} with {config.data.val_size:,} "
-            f"training images held out for validation, for {train.epochs} epochs of {'Nesterov ' * train.nesterov}SGD "
-            f"(batch {train.batch_size}, learning rate {train.lr:g}, times {train.lr_decay_factor:g} from epochs "
-            f"{drops}, momentum {train.momentum:g}, weight decay {train.weight_decay:g}); the checkpoint kept is the "
-            "one with the lowest validation error, and the test error is that checkpoint's.")
+    optimiser = f"{'Nesterov ' * train.nesterov}SGD (batch {train.batch_size}, learning rate {train.lr:g}, times " \
+                f"{train.lr_decay_factor:g} from epochs {drops}, momentum {train.momentum:g}, weight decay " \
+                f"{train.weight_decay:g})"
+    return (f"A {model_title(model)} with {depth}, trained on {DATASETS[config.data.dataset]} with "
+            f"{config.data.val_size:,} training images held out for validation, for {train.epochs} epochs of "
+            f"{optimiser}; the checkpoint kept is the one with the lowest validation error, and the test error is "
+            "that checkpoint's.")
 
 
 def environment_lines(entry):

@@ -198,7 +198,8 @@ def draw_gradients(run_dirs, tensor=FIGURE7_TENSOR):
         if len(curves) > 1:
             axis.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=color, alpha=0.2, linewidth=0)
     for number, drop in enumerate(sorted(drops)):
-        axis.axvline(drop, color="0.4", linestyle=":", linewidth=1, label="learning rate divided" if not number else None)
+        axis.axvline(drop, color="0.4", linestyle=":", linewidth=1,
+                     label="learning rate divided" if not number else None)
     axis.set(title=f"mean |gradient| of {tensor} per epoch (mean over runs, band: lowest to highest)",
              xlabel="epoch", ylabel=f"mean |gradient| of {tensor}", yscale="log")
     style_axes(axis)
