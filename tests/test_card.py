@@ -90,3 +90,14 @@ def test_every_shipped_config_but_a_sweep_is_a_hub_entry_and_another_models_chec
         paddle.hub.load(ROOT, "resnet110_sd", source="local", checkpoint=resnet20_checkpoint)
     entry = re.search(r"the entry '(\w+)'", str(refused.value)).group(1)
     assert load_config(entry).model.depth == 20
+
+
+def test_the_card_of_a_sweep_names_what_is_swept_and_has_a_row_per_point(tiny_archive, tmp_path):
+    folder = str(tmp_path / "sweep")
+    assert dnsd("train", "--data-file", tiny_archive, "--output-dir", folder, *TINY_RUN, "--epochs", "1",
+                "--sweep", "survival_last=0.5,1").returncode == 0
+    assert dnsd("card", folder).returncode == 0
+    card = open(os.path.join(folder, "MODEL_CARD.md")).read()
+    assert card.startswith("# A sweep of model.survival_last on CIFAR-10")
+    assert "Swept: model.survival_last over 0.5, 1.0; each point with seeds 0." in card
+    assert "| survival_last=0.5 | 1 of 1 |" in card and "| survival_last=1.0 | 1 of 1 |" in card

@@ -6,7 +6,9 @@ import os
 from DNSD.config import config_from_dict, hub_entry, load_yaml
 from DNSD.engine.figures import draw_curves, write_figure
 from DNSD.engine.manifest import read_manifest
+from DNSD.engine.optimizer import decay_epochs
 from DNSD.engine.run_folder import CONFIG, MODEL_CARD, check_writable, find_runs, read_summary
+from DNSD.engine.sweep import read_sweep, sweep_folders
 from DNSD.engine.tables import number, summarise
 from DNSD.errors import InputError
 from DNSD.files import file_digest, write_text
@@ -34,16 +36,22 @@ def published(config):
     return PUBLISHED[key], "the paper's Table 1"
 
 
-def describe_recipe(config):
+def describe_recipe(config, swept=()):
+    """The model and recipe in a paragraph; swept: the keys a sweep sets per point, named as such."""
     model, train = config.model, config.train
     depth = "constant depth" if model.survival_last == 1 else \
         f"stochastic depth ({model.survival_mode} survival probabilities down to p_L = {model.survival_last:g})"
-    drops = ", ".join(str(round(fraction * train.epochs)) for fraction in train.lr_decay_at)
+    if "model.survival_last" in swept or "model.survival_mode" in swept:
+        depth = "stochastic depth (the swept survival rule and p_L; p_L = 1 is constant depth)"
+    network = f"{model_title(model).split('-')[0]} of each swept depth" if "model.depth" in swept else \
+        model_title(model)
+    drops = ", ".join(str(epoch + 1) for epoch in decay_epochs(train))
     optimiser = f"{'Nesterov ' * train.nesterov}SGD (batch {train.batch_size}, learning rate {train.lr:g}, times " \
                 f"{train.lr_decay_factor:g} from epochs {drops}, momentum {train.momentum:g}, weight decay " \
                 f"{train.weight_decay:g})"
-    return (f"A {model_title(model)} with {depth}, trained on {DATASETS[config.data.dataset]} with "
-            f"{config.data.val_size:,} training images held out for validation, for {train.epochs} epochs of "
+    return (f"A {network} with {depth}, trained on {DATASETS[config.data.dataset]} with "
+            f"{config.data.val_size:,} training images held out for validation, for {train.epochs} "
+            f"epoch{'s' * (train.epochs != 1)} of "
             f"{optimiser}; the checkpoint kept is the one with the lowest validation error, and the test error is "
             "that checkpoint's.")
 
@@ -89,22 +97,28 @@ def write_card(folder):
     """Write folder/MODEL_CARD.md (and its curves figure) for the runs in folder; returns the card's path."""
     runs = find_runs([folder])
     check_writable(folder)
+    sweep = read_sweep(folder) if sweep_folders([folder]) else None
     config_path = os.path.join(runs[0], CONFIG)
-    config = config_from_dict(load_yaml(config_path), where=f" in {config_path}")
+    config = config_from_dict(sweep["config"] if sweep else load_yaml(config_path), where=f" in {config_path}")
     finished = [run for run in runs if read_summary(run)]
     if not finished:
         raise InputError(f"{folder} holds no finished run (summary.json); write its card when training ends")
     summary = read_summary(finished[0])
     entries = read_manifest(finished[0])
-    error, why = published(config)
+    error, why = (None, "a sweep: the paper's numbers are each of one configuration") if sweep else \
+        published(config)
     best = os.path.relpath(summary["checkpoint"] if os.path.isfile(summary["checkpoint"]) else
                            os.path.join(finished[0], "best.pdckpt"), folder)
     entry = hub_entry(config.to_dict()["model"], config.data.dataset)
     load = f'model = paddle.hub.load("PATH/TO/DNSD", "{entry}", source="local", checkpoint="{best}")' if entry else \
         f'model = DNSD.load_checkpoint("{best}").model'
     data = summary["data"]
-    text = [f"# {model_title(config.model)} on {DATASETS[config.data.dataset]}, trained with DNSD", "",
-            describe_recipe(config), "", "## Results", "",
+    swept = "; ".join(f"{key} over {', '.join(map(str, values))}" for key, values in sweep["grid"].items()) \
+        if sweep else ""
+    title = f"A sweep of {', '.join(sweep['grid'])}" if sweep else model_title(config.model)
+    text = [f"# {title} on {DATASETS[config.data.dataset]}, trained with DNSD", "", describe_recipe(config, sweep["grid"] if sweep else ())
+            + (f" Swept: {swept}; each point with seeds {', '.join(map(str, sweep['seeds']))}." if sweep else ""),
+            "", "## Results", "",
             *result_rows(folder), "",
             f"Published: {f'{error:.2f} %' if error is not None else 'none'} ({why}; Huang et al., *Deep Networks "
             "with Stochastic Depth*, ECCV 2016).", "",
