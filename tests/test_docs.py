@@ -71,3 +71,16 @@ def test_the_fidelity_page_names_only_tests_and_code_that_exist():
 def test_no_page_or_config_names_a_path_outside_the_repository():
     for path in PAGES + glob.glob(os.path.join(ROOT, "configs", "*.yaml")) + [os.path.join(ROOT, "run.sh")]:
         assert "../shared" not in open(path).read(), path
+
+
+def test_the_citation_file_cites_the_paper_and_the_software_at_its_version():
+    import yaml
+
+    import DNSD
+
+    citation = yaml.safe_load(open(os.path.join(ROOT, "CITATION.cff")))
+    assert citation["cff-version"] and citation["version"] == DNSD.__version__
+    paper = citation["preferred-citation"]
+    assert paper["title"] == "Deep Networks with Stochastic Depth" and paper["year"] == 2016
+    assert [author["family-names"] for author in paper["authors"]] == ["Huang", "Sun", "Liu", "Sedra", "Weinberger"]
+    assert {"type": "other", "value": "arXiv:1603.09382"} in paper["identifiers"]
