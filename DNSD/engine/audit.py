@@ -20,6 +20,7 @@ from DNSD.engine.manifest import (describe_environment, entry_for, flatten, mani
 from DNSD.engine.ranks import host_weights, weights_digest
 from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, SEEDS, for_checkpoint,
                                     read_records)
+from DNSD.engine.sweep import sweep_folders
 from DNSD.engine.trainer import Trainer
 from DNSD.errors import AuditFailed, InputError, TrainingStopped, one_line
 from DNSD.files import read_json
@@ -36,9 +37,16 @@ class AuditedRun:
     manifest: list  # environment.json's entries, or None for a run trained before DNSD wrote one
     kept: dict  # epoch: the paths of the checkpoints that hold the model at that epoch's end
     branched_at: int  # the epochs a branch's source trained (branch.json), or None
+    states: dict = dataclasses.field(default_factory=dict)  # the checkpoints read so far, by path
 
     def path(self, name):
         return os.path.join(self.folder, name)
+
+    def checkpoint(self, path):
+        """A checkpoint's state, read (and its digest checked) once however often it is asked for."""
+        if path not in self.states:
+            self.states[path] = load_checkpoint(path)
+        return self.states[path]
 
 
 @dataclasses.dataclass
@@ -55,7 +63,7 @@ class Plan:
 def open_run(folder, stated):
     """The run in folder with its records, manifest and kept checkpoints; InputError for anything else."""
     if not os.path.isfile(os.path.join(folder, CONFIG)):
-        several = os.path.isfile(os.path.join(folder, SEEDS)) or os.path.isfile(os.path.join(folder, "sweep.json"))
+        several = os.path.isfile(os.path.join(folder, SEEDS)) or bool(sweep_folders([folder]))
         raise InputError(f"{folder} holds several runs; audit one of them, e.g. {os.path.join(folder, 'seed-0')}"
                          if several else f"{folder} holds no run ({CONFIG}); pass the output folder of a training run")
     path = os.path.join(folder, CONFIG)
@@ -79,7 +87,7 @@ def open_run(folder, stated):
             run.kept.setdefault(int(found.group(1)), []).append(run.path(name))
     for name in (LAST, BEST):
         if os.path.isfile(run.path(name)):
-            state = load_checkpoint(run.path(name))
+            state = run.checkpoint(run.path(name))
             if state.get("step") == 0:  # saved at an epoch's end, not within one
                 run.kept.setdefault(state["epochs_done"], []).append(run.path(name))
     return run
@@ -126,14 +134,14 @@ def plan(run, epoch):
     start = None
     if epoch > 1 or run.branched_at is not None:
         path = run.kept[epoch - 1][0]
-        state = load_checkpoint(path)
+        state = run.checkpoint(path)
         if weights_digest(state["model"]) != sealed_record(run, path, state, epoch - 1)["weights_sha256"]:
             raise InputError(f"{path} was altered after it was written: its weights do not match the digest of "
                              f"epoch {epoch - 1} sealed with them; restore it from a copy, or audit another epoch")
         start = (path, state)
     ends, altered = [], []
     for path in run.kept.get(epoch, []):
-        state = load_checkpoint(path)
+        state = run.checkpoint(path)
         ends.append((path, state))
         if weights_digest(state["model"]) != sealed_record(run, path, state, epoch)["weights_sha256"]:
             altered.append(path)

@@ -47,6 +47,7 @@ def sweep_rows(folder):
     for point in points(recorded["grid"]):
         row = configuration_row(point_name(point), [run_folder(folder, point, seed) for seed in recorded["seeds"]])
         row["swept"] = {key.split(".", 1)[1]: value for key, value in point.items()}
+        row["sweep"] = folder
         rows.append(row)
     return rows
 
@@ -127,16 +128,15 @@ def markdown(rows, compared=None, sweeps=None):
     for folder in sweeps or ():
         recorded = read_sweep(folder)
         lines.append(f"\nSweep {folder}: {progress(sweep_runs(folder, recorded['grid'], recorded['seeds']))}")
-        lines += grid_table(folder)
+        lines += grid_table([row for row in rows if row.get("sweep") == folder])
     if compared:
         lines.append(f"\n{compared}")
     return "\n".join(lines) + "\n"
 
 
-def grid_table(folder):
-    """A sweep of two keys as a grid of mean test errors: a row per value of its first key, a column per value of the
-    second, each cell with its finished runs; [] for any other sweep."""
-    rows = sweep_rows(folder)
+def grid_table(rows):
+    """A sweep of two keys (its rows) as a grid of mean test errors: a row per value of its first key, a column per
+    value of the second, each cell with its finished runs; [] for any other sweep."""
     keys = list(rows[0]["swept"]) if rows else []
     if len(keys) != 2:
         return []
