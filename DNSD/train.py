@@ -1,26 +1,23 @@
 """`--mode train`: a new run, the continuation of one (--resume), or a branch of one (--resume --branch), each ending
 with the test error of its best-validation checkpoint, as the paper reports."""
-import copy
 import os
 
 import paddle
 import yaml
 
-from DNSD.config import SWEEP_SECTION, add_config_flags, build_config, config_from_dict, explicit_values, stated_values
+from DNSD.config import SWEEP_SECTION, add_config_flags, build_config, explicit_values, stated_values
 from DNSD.datasets import load_splits
 from DNSD.engine.checkpoint import check_resume_state, check_same_data, load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.ranks import Ranks, join_ranks
 from DNSD.engine.meters import hyperparameters, write_final_dashboard
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SEEDS, SUMMARY, data_file_digest,
-                                    default_run_dir, experiment, for_branch, for_checkpoint, holds_run, read_points,
-                                    read_records, read_seeds, refuse_existing_run, remove, remove_temporaries,
-                                    write_records, written_files)
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SUMMARY, default_run_dir, for_branch,
+                                    for_checkpoint, read_points, read_records, refuse_existing_run, remove,
+                                    remove_temporaries, sweep_folders, write_records, written_files)
 from DNSD.engine.locks import run_lock
 from DNSD.engine.manifest import append_manifest, describe_environment
 from DNSD.engine.launchers import launch
-from DNSD.engine.sweep import open_sweep, read_grid, sweep_folders, worker_overrides
-from DNSD.engine.tables import write_summary
+from DNSD.engine.sweep import open_sweep, parse_seeds, read_grid, resume_sweep, worker_overrides
 from DNSD.engine.workers import work
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
@@ -87,10 +84,8 @@ def file_version(path):
 
 
 def resume(target, stated, branch_dir=None):
-    """Continue a run (each seed of a multi-seed folder) from its last checkpoint or the one named; with
-    branch_dir, a new run there from that checkpoint with the stated changes, the source left as it is."""
-    if os.path.isfile(os.path.join(target, SEEDS)) and not branch_dir:
-        return resume_seeds(target, stated)
+    """Continue a run from its last checkpoint or the one named; with branch_dir, a new run there from that
+    checkpoint with the stated changes, the source left as it is."""
     path = resume_source(target)
     run_dir = branch_dir or os.path.dirname(path) or "."
     written = file_version(path)
@@ -174,86 +169,6 @@ def finish(run_dir, data, config, ranks=Ranks()):
     return summary
 
 
-MAX_SEEDS = 1000  # runs one command may train; each is hours on a GPU
-
-
-def parse_seeds(text):
-    """The seeds of --seeds: a list (0,1,2) or a range (0-3), or both (0-2,7); at most MAX_SEEDS, each a valid
-    run.seed, checked before any training."""
-    ranges = []
-    for part in text.split(","):
-        first, _, last = part.strip().partition("-")
-        try:
-            ranges.append((int(first), int(last or first)))
-        except ValueError:
-            raise InputError(f"--seeds {text}: expected seeds as 0,1,2 or a range 0-3") from None
-    if sum(max(0, last - first + 1) for first, last in ranges) > MAX_SEEDS:
-        raise InputError(f"--seeds {text}: more than {MAX_SEEDS} seeds in one command; name fewer")
-    seeds = [seed for first, last in ranges for seed in range(first, last + 1)]
-    if not seeds or len(set(seeds)) != len(seeds) or not all(0 <= seed < 2**32 for seed in seeds):
-        raise InputError(f"--seeds {text}: expected distinct seeds in [0, 2^32), e.g. 0,1,2 or 0-3")
-    return seeds
-
-
-def train_seeds(config, seeds):
-    """One run per seed into OUTPUT_DIR/seed-K, one after another, each resumable on its own; then the summary of
-    them all. The folder's seeds.json lists the seeds and their config, so that --resume OUTPUT_DIR goes on with
-    the unfinished ones; commands that train other seeds of the same config into it (one per GPU) add theirs."""
-    folder = config.run.output_dir
-    path = os.path.join(folder, SEEDS)
-    if config.data.data_file:  # a relative path would name another file when the folder is resumed from elsewhere
-        config.data.data_file = os.path.abspath(config.data.data_file)
-    shared = config.to_dict()
-    listed = seeds
-    if holds_run(folder):
-        raise InputError(f"{folder} holds a run of its own ({holds_run(folder)}); choose another --output-dir for "
-                         "the seeds' folder")
-    digest = data_file_digest(config)
-    with run_lock(folder):  # two commands adding their seeds at once must not lose one
-        if os.path.isfile(path):
-            recorded = read_seeds(folder)
-            if experiment(recorded["config"]) != experiment(shared):
-                raise InputError(f"{folder} holds seeds of another config ({path}); choose another --output-dir")
-            check_seeds_data(folder, recorded, config, digest)
-            listed = sorted(set(recorded["seeds"]) | set(seeds))
-        write_json(path, {"seeds": listed, "config": shared, "data_sha256": digest})
-    return train_each_seed(folder, config_from_dict(shared), seeds)
-
-
-def check_seeds_data(folder, recorded, config, digest):
-    """Every seed of a folder trains on one archive: the one its seeds.json names by sha256."""
-    if recorded.get("data_sha256") and digest and digest != recorded["data_sha256"]:
-        raise InputError(f"{config.data.data_file} is not the archive the seeds of {folder} train on (sha256 "
-                         f"{recorded['data_sha256'][:12]}...); pass that archive with --data-file")
-
-
-def resume_seeds(folder, stated):
-    recorded = read_seeds(folder)
-    config = for_checkpoint(config_from_dict(recorded["config"], where=f" in {folder}/{SEEDS}"),
-                            {**stated, "run.output_dir": folder}, "--resume")
-    check_seeds_data(folder, recorded, config, data_file_digest(config))
-    per_seed = {key: value for key, value in stated.items() if key != "run.output_dir"}
-    return train_each_seed(folder, config, recorded["seeds"], per_seed)
-
-
-def train_each_seed(folder, config, seeds, stated=None):
-    """Train each seed's run, or continue it from its last checkpoint, or leave it if it is finished."""
-    for seed in seeds:
-        run_dir = os.path.join(folder, f"seed-{seed}")
-        if os.path.isfile(os.path.join(run_dir, SUMMARY)):
-            print(f"DNSD: seed {seed} is finished ({run_dir})")
-        elif os.path.isfile(os.path.join(run_dir, LAST)):
-            resume(run_dir, stated or {})
-        else:
-            # A seed never started, or stopped before its first checkpoint: (re)started.
-            seed_config = copy.deepcopy(config)
-            seed_config.run.seed, seed_config.run.output_dir, seed_config.run.overwrite = seed, run_dir, True
-            train(seed_config)
-    table, path = write_summary([folder], os.path.join(folder, "summary.md"))
-    print(f"{table}written to {path}")
-    return table
-
-
 def add_arguments(parser):
     parser.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR (default: --output-dir) from its last.pdckpt, or from the "
@@ -262,8 +177,8 @@ def add_arguments(parser):
                         help="with --resume: start a new run in NEW_DIR from that checkpoint, with changed training "
                              "keys (e.g. -o train.lr=0.01), the source run left as it is")
     parser.add_argument("--seeds", metavar="SEEDS",
-                        help="one run per seed (0,1,2 or 0-3) into OUTPUT_DIR/seed-K, then their summary; --resume "
-                             "OUTPUT_DIR continues the unfinished ones")
+                        help="one run per seed (0,1,2 or 0-3), a sweep without a grid: into OUTPUT_DIR/seed-K, then "
+                             "their summary; --resume OUTPUT_DIR continues the unfinished ones")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_sweep_arguments(parser)
     add_config_flags(parser)
@@ -302,14 +217,15 @@ def execute(args):
     if args.branch is not None and args.resume is None:
         raise InputError("--branch NEW_DIR starts from a checkpoint: give it with --resume RUN_DIR (or a .pdckpt)")
     if args.seeds is not None and args.resume is not None:
-        raise InputError("--resume OUTPUT_DIR continues the seeds its seeds.json lists; leave out --seeds")
+        raise InputError("--resume OUTPUT_DIR continues the seeds its sweep lists; leave out --seeds")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     stated = stated_values(args.config, args, args.override)
     config = build_config(stated)
     explicit = explicit_values(args, args.override)
     grid = read_grid(args.config, args.sweep, explicit)
-    if (args.launcher or args.workers is not None) and not (grid or args.resume is not None):
-        raise InputError("--launcher and --workers start a sweep's workers: give the grid with --sweep KEY=V1,V2")
+    if (args.launcher or args.workers is not None) and not (grid or seeds or args.resume is not None):
+        raise InputError("--launcher and --workers start a sweep's workers: give the grid with --sweep KEY=V1,V2 "
+                         "or the seeds with --seeds")
     if args.workers is not None and not args.launcher:
         raise InputError("--workers N starts workers through --launcher local or slurm; without it, this command is "
                          "one worker (start it N times)")
@@ -327,10 +243,11 @@ def execute(args):
             raise InputError("--resume needs the run's folder: --resume RUN_DIR (its start line named it)")
         target = args.resume or config.run.output_dir
         if sweep_folders([target]) and args.branch is None:
+            resume_sweep(target, {key: value for key, value in stated.items() if key != "run.output_dir"})
             work_on_sweep(target, args, explicit)
         else:
             resume(target, stated, args.branch)
-    elif grid:
+    elif grid or seeds is not None:
         if config.run.output_dir is None:
             config.run.output_dir = default_run_dir(args.config, explicit, config, numbered=False)
         open_sweep(config, grid, seeds or [config.run.seed])
@@ -338,7 +255,4 @@ def execute(args):
     else:
         if config.run.output_dir is None:
             config.run.output_dir = default_run_dir(args.config, explicit, config)
-        if seeds is not None:
-            train_seeds(config, seeds)
-        else:
-            train(config)
+        train(config)

@@ -93,7 +93,7 @@ def test_plot_summary_and_eval_take_every_kind_of_folder(trained_run, seeds_fold
     assert evaluated.returncode == 0, evaluated.stderr
     assert evaluated.stderr.strip() == (f"DNSD: --checkpoint {run_dir} is a run folder: using its best checkpoint, "
                                         f"{run_dir}/best.pdckpt")
-    assert_one_line_error(dnsd("eval", "--checkpoint", seeds_folder), "holds one run per seed", "seed-0")
+    assert_one_line_error(dnsd("eval", "--checkpoint", seeds_folder), "holds a sweep's runs", "seed-0")
 
 
 def test_the_per_class_figures_are_labelled_accuracies(trained_run, tiny_archive):

@@ -18,9 +18,8 @@ from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.manifest import (describe_environment, entry_for, flatten, manifest_differences, numerics,
                                   read_manifest)
 from DNSD.engine.ranks import host_weights, weights_digest
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, SEEDS, for_checkpoint,
-                                    read_records)
-from DNSD.engine.sweep import sweep_folders
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, for_checkpoint,
+                                    read_records, sweep_folders)
 from DNSD.engine.trainer import Trainer
 from DNSD.errors import AuditFailed, InputError, TrainingStopped, one_line
 from DNSD.files import read_json
@@ -63,7 +62,7 @@ class Plan:
 def open_run(folder, stated):
     """The run in folder with its records, manifest and kept checkpoints; InputError for anything else."""
     if not os.path.isfile(os.path.join(folder, CONFIG)):
-        several = os.path.isfile(os.path.join(folder, SEEDS)) or bool(sweep_folders([folder]))
+        several = bool(sweep_folders([folder]))
         raise InputError(f"{folder} holds several runs; audit one of them, e.g. {os.path.join(folder, 'seed-0')}"
                          if several else f"{folder} holds no run ({CONFIG}); pass the output folder of a training run")
     path = os.path.join(folder, CONFIG)

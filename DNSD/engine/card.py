@@ -7,8 +7,8 @@ from DNSD.config import config_from_dict, hub_entry, load_yaml
 from DNSD.engine.figures import draw_curves, write_figure
 from DNSD.engine.manifest import read_manifest
 from DNSD.engine.optimizer import decay_epochs
-from DNSD.engine.run_folder import CONFIG, MODEL_CARD, check_writable, find_runs, read_summary
-from DNSD.engine.sweep import read_sweep, sweep_folders
+from DNSD.engine.run_folder import CONFIG, MODEL_CARD, check_writable, find_runs, read_summary, sweep_folders
+from DNSD.engine.sweep import read_sweep
 from DNSD.engine.tables import number, summarise
 from DNSD.errors import InputError
 from DNSD.files import file_digest, write_text

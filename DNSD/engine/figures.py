@@ -10,8 +10,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from DNSD.engine.run_folder import group_runs, read_records, read_summary
-from DNSD.engine.sweep import SWEEP, sweep_folders
+from DNSD.engine.run_folder import SWEEP, group_runs, read_records, read_summary, sweep_folders
 from DNSD.engine.tables import sweep_rows
 from DNSD.errors import InputError
 from DNSD.files import atomic_write

@@ -1,6 +1,7 @@
 """The rules of a run folder: what DNSD writes there, what a new run may replace, how runs group into
 configurations, and what a resume or a branch may change (one live run per folder: locks.py)."""
 import fnmatch
+import glob
 import json
 import os
 import shutil
@@ -18,7 +19,8 @@ METRICS = "metrics.jsonl"  # one JSON record per finished epoch
 POINTS = "points.jsonl"  # with run.eval_every_steps: one record per measured point (validation and test error)
 SUMMARY = "summary.json"
 BRANCH = "branch.json"
-SEEDS = "seeds.json"  # in a multi-seed folder: the seeds and the config of its runs seed-K/
+SWEEP = "sweep.json"  # in a sweep's folder: the grid, seeds and config of its runs POINT/seed-K/ (sweep.py)
+OLD_SEEDS = "seeds.json"  # DNSD 1.1's --seeds folders, read as sweeps without a grid
 ERROR_LOG = "error.log"
 MANIFEST = "environment.json"  # what produced each session of the run (manifest.py)
 MODEL_CARD = "MODEL_CARD.md"  # dnsd card
@@ -64,7 +66,7 @@ def default_run_dir(config_file, flags, config, parent="runs", numbered=True):
             parts.append(f"{key.split('.', 1)[1]}={text}".replace(os.sep, "_"))
     base = os.path.join(parent, "-".join(parts))
     folder, number = base, 1
-    while numbered and (holds_run(folder) or os.path.isfile(os.path.join(folder, SEEDS))):
+    while numbered and (holds_run(folder) or sweep_folders([folder])):
         number += 1
         folder = f"{base}-{number}"
     return folder
@@ -78,10 +80,17 @@ def checkpoint_in(path):
     if os.path.isfile(best):
         print(f"DNSD: --checkpoint {path} is a run folder: using its best checkpoint, {best}", file=sys.stderr)
         return best
-    if os.path.isfile(os.path.join(path, SEEDS)):
-        raise InputError(f"{path} holds one run per seed; name one of them, e.g. --checkpoint "
-                         f"{os.path.join(path, 'seed-0')}")
+    if sweep_folders([path]):
+        runs = sorted(glob.glob(os.path.join(glob.escape(path), "**", "seed-*"), recursive=True))
+        example = f", e.g. --checkpoint {runs[0]}" if runs else ""
+        raise InputError(f"{path} holds a sweep's runs, one per grid point and seed; name one of them{example}")
     raise InputError(f"{path} holds no {BEST}: pass the folder of a run that has finished an epoch, or a .pdckpt file")
+
+
+def sweep_folders(folders):
+    """The folders of those given that hold a sweep (a folder of --seeds is one without a grid)."""
+    return [folder for folder in folders
+            if any(os.path.isfile(os.path.join(folder, name)) for name in (SWEEP, OLD_SEEDS))]
 
 
 def refuse_existing_run(run_dir, overwrite):
@@ -157,7 +166,7 @@ def read_records(run_dir, fields, name=METRICS):
 
 
 def find_runs(folders):
-    """The run folders named, a folder of runs (a --seeds folder, or runs/ itself, at any depth) standing for the runs
+    """The run folders named, a folder of runs (a sweep's folder, or runs/ itself, at any depth) standing for the runs
     in it."""
     runs = []
     for folder in folders:
@@ -175,8 +184,8 @@ def find_runs(folders):
 
 def group_runs(folders):
     """The runs of the folders grouped by configuration (config.experiment: all but the seed and what does not change
-    the result), in the order given: [{"name", "names": [folder names], "folders": [run folders]}]. A multi-seed
-    folder's run (seed-K) is named after that folder."""
+    the result), in the order given: [{"name", "names": [folder names], "folders": [run folders]}]. A run named
+    seed-K is named after the folder that holds it."""
     groups = {}
     for folder in find_runs(folders):
         path = os.path.join(folder, CONFIG)
@@ -192,18 +201,6 @@ def group_runs(folders):
     for group in groups.values():
         group["name"] = " / ".join(dict.fromkeys(group["names"]))
     return list(groups.values())
-
-
-def read_seeds(folder):
-    """The seeds and the config a --seeds folder's seeds.json lists."""
-    path = os.path.join(folder, SEEDS)
-    recorded = read_json(path)
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict) or \
-            not isinstance(recorded.get("seeds"), list) or not all(type(seed) is int for seed in recorded["seeds"]) \
-            or not isinstance(recorded.get("data_sha256"), (str, type(None))):
-        raise InputError(f"{path} is damaged (not the seeds and config of a --seeds folder); restore it, or train "
-                         "the seeds into a new folder")
-    return recorded
 
 
 def read_summary(folder):

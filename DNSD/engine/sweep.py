@@ -1,19 +1,21 @@
 """A sweep: the runs of a grid of config values times seeds, each an ordinary run in OUTPUT_DIR/POINT/seed-K, and
-sweep.json, the grid and the config they share. A later command with a larger grid of the same config adds points."""
+sweep.json, the grid and the config they share. A later command with a larger grid of the same config adds points;
+--seeds alone is a sweep without a grid, its runs in OUTPUT_DIR/seed-K."""
 import itertools
 import os
 from typing import List
 
-from DNSD.config import SWEEP_SECTION, build_config, load_yaml, parse_value, set_value
+from DNSD.config import SWEEP_SECTION, build_config, config_from_dict, load_yaml, parse_value, set_value
 from DNSD.engine.locks import held, run_lock
-from DNSD.engine.run_folder import LAST, SEEDS, SUMMARY, data_file_digest, experiment, flat_config, holds_run
+from DNSD.engine.run_folder import (LAST, OLD_SEEDS, SUMMARY, SWEEP, data_file_digest, experiment, flat_config,
+                                    for_checkpoint, holds_run)
 from DNSD.errors import InputError
 from DNSD.files import read_json, write_json, write_text
 from DNSD.schema import fields_by_key
 
-SWEEP = "sweep.json"
 BASE_CONFIG = "sweep.yaml"  # the config every run starts from, before its point's values and its seed
 MAX_RUNS = 10_000  # runs one sweep may hold; each is hours on a GPU
+MAX_SEEDS = 1000  # seeds one command may name
 
 # Keys that cannot vary within a sweep, and why.
 FIXED = {"data.dataset": "every run of a sweep trains on one data set; start one sweep per data set",
@@ -77,6 +79,24 @@ def read_grid(config_file, specs, explicit):
     return grid
 
 
+def parse_seeds(text):
+    """The seeds of --seeds: a list (0,1,2) or a range (0-3), or both (0-2,7); at most MAX_SEEDS, each a valid
+    run.seed, checked before any training."""
+    ranges = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            ranges.append((int(first), int(last or first)))
+        except ValueError:
+            raise InputError(f"--seeds {text}: expected seeds as 0,1,2 or a range 0-3") from None
+    if sum(max(0, last - first + 1) for first, last in ranges) > MAX_SEEDS:
+        raise InputError(f"--seeds {text}: more than {MAX_SEEDS} seeds in one command; name fewer")
+    seeds = [seed for first, last in ranges for seed in range(first, last + 1)]
+    if not seeds or len(set(seeds)) != len(seeds) or not all(0 <= seed < 2**32 for seed in seeds):
+        raise InputError(f"--seeds {text}: expected distinct seeds in [0, 2^32), e.g. 0,1,2 or 0-3")
+    return seeds
+
+
 def worker_overrides(explicit):
     """The -o values a worker passes to the runs it trains: what this command set of where and how they compute."""
     return [(key, format_value(value)) for key, value in explicit.items()
@@ -117,11 +137,6 @@ def run_folder(folder, point, seed):
     return os.path.join(folder, point_name(point), f"seed-{seed}")
 
 
-def sweep_folders(folders):
-    """The folders of those given that hold a sweep."""
-    return [folder for folder in folders if os.path.isfile(os.path.join(folder, SWEEP))]
-
-
 def run_state(run_dir, claimed=False):
     """finished, held (a live process trains it), stopped (it has a checkpoint to resume) or new; claimed: this
     process holds the run's lock."""
@@ -141,6 +156,8 @@ def progress(runs):
 def read_sweep(folder):
     """What a sweep folder's sweep.json records: {"grid", "seeds", "config", "data_sha256"}."""
     path = os.path.join(folder, SWEEP)
+    if not os.path.isfile(path) and os.path.isfile(os.path.join(folder, OLD_SEEDS)):
+        return read_old_seeds(folder)
     recorded = read_json(path)
     if not isinstance(recorded, dict) or not isinstance(recorded.get("grid"), dict) or \
             not isinstance(recorded.get("config"), dict) or not isinstance(recorded.get("seeds"), list) or \
@@ -160,11 +177,12 @@ def open_sweep(config, grid, seeds):
     if config.data.data_file:  # the workers may start elsewhere: the archive is named by its full path
         config.data.data_file = os.path.abspath(config.data.data_file)
     shared, digest = config.to_dict(), data_file_digest(config)
-    if holds_run(folder) or os.path.isfile(os.path.join(folder, SEEDS)):
-        raise InputError(f"{folder} holds a run or a --seeds folder; choose another --output-dir for the sweep")
+    if holds_run(folder):
+        raise InputError(f"{folder} holds a run of its own ({holds_run(folder)}); choose another --output-dir for "
+                         "the sweep")
     with run_lock(folder, wait=True):  # workers started at once take turns; none loses another's points
         recorded = {"grid": grid, "seeds": seeds, "config": shared, "data_sha256": digest}
-        if os.path.isfile(os.path.join(folder, SWEEP)):
+        if any(os.path.isfile(os.path.join(folder, name)) for name in (SWEEP, OLD_SEEDS)):
             recorded = merged(folder, read_sweep(folder), recorded)
         count = len(points(recorded["grid"])) * len(recorded["seeds"])
         if count > MAX_RUNS:
@@ -182,10 +200,43 @@ def merged(folder, recorded, new):
     if list(recorded["grid"]) != list(new["grid"]):
         raise InputError(f"{folder} sweeps {', '.join(recorded['grid'])}; this command sweeps "
                          f"{', '.join(new['grid'])}; sweep the same keys, or choose another --output-dir")
-    if recorded["data_sha256"] and new["data_sha256"] and recorded["data_sha256"] != new["data_sha256"]:
-        raise InputError(f"{new['config']['data']['data_file']} is not the archive the sweep in {folder} trains on "
-                         f"(sha256 {recorded['data_sha256'][:12]}...); pass that archive with --data-file")
+    check_archive(folder, recorded, new["config"]["data"]["data_file"], new["data_sha256"])
     grid = {key: values + [value for value in new["grid"][key] if value not in values]
             for key, values in recorded["grid"].items()}
     seeds = recorded["seeds"] + [seed for seed in new["seeds"] if seed not in recorded["seeds"]]
     return {**recorded, "grid": grid, "seeds": seeds}
+
+
+def check_archive(folder, recorded, data_file, digest):
+    """Every run of a sweep trains on one archive: the one its sweep.json names by sha256."""
+    if recorded["data_sha256"] and digest and digest != recorded["data_sha256"]:
+        raise InputError(f"{data_file} is not the archive the sweep in {folder} trains on (sha256 "
+                         f"{recorded['data_sha256'][:12]}...); pass that archive with --data-file")
+
+
+def resume_sweep(folder, stated):
+    """The sweep in folder, to go on with: a stated value that would change what its runs compute is refused, as a
+    run's resume refuses it, and so is another archive; a folder of DNSD 1.1's --seeds is recorded as a sweep."""
+    with run_lock(folder, wait=True):
+        recorded = read_sweep(folder)
+        config = for_checkpoint(config_from_dict(recorded["config"], where=f" in {folder}"),
+                                {**stated, "run.output_dir": folder}, "--resume")
+        check_archive(folder, recorded, config.data.data_file, data_file_digest(config))
+        if not os.path.isfile(os.path.join(folder, SWEEP)):
+            write_json(os.path.join(folder, SWEEP), recorded)
+            write_text(os.path.join(folder, BASE_CONFIG), config_from_dict(recorded["config"]).to_yaml())
+    return recorded
+
+
+def read_old_seeds(folder):
+    """A folder of DNSD 1.1's --seeds (seeds.json: the seeds, the config of its runs seed-K/, the archive's sha256),
+    as a sweep without a grid."""
+    path = os.path.join(folder, OLD_SEEDS)
+    recorded = read_json(path)
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict) or \
+            not isinstance(recorded.get("seeds"), list) or not all(type(seed) is int for seed in recorded["seeds"]) \
+            or not isinstance(recorded.get("data_sha256"), (str, type(None))):
+        raise InputError(f"{path} is damaged (not the seeds and config of a --seeds folder); restore it, or train "
+                         "the seeds into a new folder")
+    return {"grid": {}, "seeds": recorded["seeds"], "config": recorded["config"],
+            "data_sha256": recorded["data_sha256"]}

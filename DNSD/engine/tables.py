@@ -9,8 +9,8 @@ import statistics
 
 from scipy import stats
 
-from DNSD.engine.run_folder import METRICS, find_runs, group_runs, read_records, read_summary
-from DNSD.engine.sweep import point_name, points, progress, read_sweep, run_folder, sweep_folders, sweep_runs
+from DNSD.engine.run_folder import METRICS, find_runs, group_runs, read_records, read_summary, sweep_folders
+from DNSD.engine.sweep import point_name, points, progress, read_sweep, run_folder, sweep_runs
 from DNSD.errors import InputError
 from DNSD.files import write_text
 
@@ -45,7 +45,8 @@ def sweep_rows(folder):
     recorded = read_sweep(folder)
     rows = []
     for point in points(recorded["grid"]):
-        row = configuration_row(point_name(point), [run_folder(folder, point, seed) for seed in recorded["seeds"]])
+        runs = [run_folder(folder, point, seed) for seed in recorded["seeds"]]
+        row = configuration_row(point_name(point) or os.path.basename(os.path.normpath(folder)), runs)
         row["swept"] = {key.split(".", 1)[1]: value for key, value in point.items()}
         row["sweep"] = folder
         rows.append(row)
