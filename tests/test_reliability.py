@@ -24,7 +24,7 @@ from DNSD.config import build_config
 from DNSD.errors import EXIT_RUN_IN_USE, TrainingStopped
 from DNSD.engine.locks import lock
 from DNSD.engine.trainer import Trainer
-from DNSD.train import train
+from DNSD.engine.run import start
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
 
 ONE_EPOCH = [*TINY_RUN[:4], "--epochs", "1", *TINY_RUN[6:]]
@@ -140,7 +140,7 @@ def test_non_finite_batch_norm_statistics_are_never_saved_and_the_branch_command
 
     monkeypatch.setattr(Trainer, "train_step", poisoning_step)
     with pytest.raises(TrainingStopped) as stopped:
-        train(tiny_config(tiny_archive, run_dir))
+        start(tiny_config(tiny_archive, run_dir))
     message = str(stopped.value)
     assert "became non-finite (NaN or infinite) by the end of epoch 2" in message
     assert f"kept {run_dir}/best.pdckpt (epoch 1) and {run_dir}/last.pdckpt (epoch 1)" in message

@@ -16,7 +16,7 @@ from helpers import ROOT
 from DNSD.engine.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.config import build_config
 from DNSD.errors import TrainingStopped
-from DNSD.train import train
+from DNSD.engine.run import start
 from helpers import assert_one_line_error, dnsd
 
 RUN = ["--depth", "8", "--epochs", "6", "--batch-size", "32", "--val-size", "40", "--checkpoint-every-steps", "1"]
@@ -160,7 +160,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_best_checkpoint(tiny_arc
 
     monkeypatch.setattr(paddle.nn.functional, "cross_entropy", diverging)
     with pytest.raises(TrainingStopped) as stopped:
-        train(tiny_config(tiny_archive, run_dir, epochs=3))
+        start(tiny_config(tiny_archive, run_dir, epochs=3))
     assert stopped.value.exit_code == 1
     assert "nan at epoch 2, step 3" in str(stopped.value)
     assert f"kept {run_dir}/best.pdckpt (epoch 1) and {run_dir}/last.pdckpt (epoch 1)" in str(stopped.value)

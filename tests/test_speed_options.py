@@ -8,7 +8,7 @@ import pytest
 from DNSD.engine.checkpoint_file import read_checkpoint
 from DNSD.config import build_config
 from DNSD.engine.device import configure_cpu, device_flags, is_amd_with_avx2
-from DNSD.train import train
+from DNSD.engine.run import start
 
 
 def tiny_config(tiny_archive, run_dir, **values):
@@ -31,7 +31,7 @@ def test_mixed_precision_is_wired_into_every_training_step(tiny_archive, tmp_pat
 
     monkeypatch.setattr(paddle.amp, "auto_cast", spy)
     run_dir = str(tmp_path / amp)
-    train(tiny_config(tiny_archive, run_dir, **{"train.amp": amp}))
+    start(tiny_config(tiny_archive, run_dir, **{"train.amp": amp}))
     # 160 training images in batches of 32: a context per step; none at all when AMP is off.
     assert len(calls) == (5 if enabled else 0)
     assert all(enable for enable, _ in calls)
@@ -44,7 +44,7 @@ def test_prefetching_changes_nothing_but_speed(tiny_archive, tmp_path):
     weights = []
     for prefetch in (0, 3):
         run_dir = str(tmp_path / f"prefetch{prefetch}")
-        train(tiny_config(tiny_archive, run_dir, **{"data.prefetch": prefetch, "train.epochs": 2}))
+        start(tiny_config(tiny_archive, run_dir, **{"data.prefetch": prefetch, "train.epochs": 2}))
         weights.append(read_checkpoint(os.path.join(run_dir, "last.pdckpt"))["model"])
     for name in weights[0]:
         assert np.array_equal(np.asarray(weights[0][name]), np.asarray(weights[1][name])), name

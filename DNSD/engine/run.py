@@ -1,0 +1,165 @@
+"""A run's life, top to bottom: the device, the ranks, the data, the lock, the folder, the trainer, and the finish:
+the test error of the best-validation checkpoint, as the paper reports. A run starts new, continues (resume) or
+starts from another run's checkpoint with changed training keys (branch)."""
+import os
+
+import paddle
+
+from DNSD.datasets import load_splits
+from DNSD.engine.checkpoint import check_resume_state, check_same_data, load_checkpoint, restore_model
+from DNSD.engine.device import describe_device, select_run_device
+from DNSD.engine.locks import run_lock
+from DNSD.engine.manifest import append_manifest, describe_environment
+from DNSD.engine.meters import hyperparameters, write_final_dashboard
+from DNSD.engine.ranks import Ranks, join_ranks
+from DNSD.engine.reports import format_report, write_report
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SUMMARY, for_branch, for_checkpoint,
+                                    read_points, read_records, refuse_existing_run, remove, remove_temporaries,
+                                    write_records, written_files)
+from DNSD.engine.trainer import Trainer, this_command
+from DNSD.errors import InputError
+from DNSD.files import write_json, write_text
+from DNSD.models import build_model
+
+
+def where_it_runs(device, ranks):
+    """The device, Paddle's build and, in a data-parallel run, the number of processes, for the start line."""
+    described = describe_device(device)
+    return described if ranks.world_size == 1 else f"{ranks.world_size} data-parallel processes, each on {described}"
+
+
+def start(config):
+    """Start a new run as config says; returns its summary (best epoch, validation and test error)."""
+    run_dir = config.run.output_dir
+    # First the device: a machine whose GPU Paddle cannot use is refused before anything is written.
+    device = select_run_device(config.run)
+    ranks = join_ranks()
+    # The data before the lock: a bad archive leaves no trace, not even a new folder.
+    data = load_splits(config)
+    # A relative data_file would name another file from another folder: the run keeps the resolved path.
+    config.data.data_file = data.identity["file"] if config.data.data_file else None
+    with run_lock(run_dir, take=ranks.writes):
+        refuse_existing_run(run_dir, config.run.overwrite)
+        # Every rank has checked the run folder before rank 0 changes it.
+        ranks.barrier()
+        environment = None
+        if ranks.writes:
+            remove(written_files(run_dir))
+            write_text(os.path.join(run_dir, CONFIG), config.to_yaml())
+            environment = append_manifest(run_dir, describe_environment(device, config.run, data.identity,
+                                                                        ranks.world_size))
+        paddle.seed(config.run.seed)
+        model = build_model(config.model, data.num_classes)
+        if ranks.writes:
+            print(f"DNSD: {model.name()}, {len(data.train):,} train / {len(data.val):,} val / "
+                  f"{len(data.test):,} test images, {config.train.epochs} epochs on {where_it_runs(device, ranks)}; "
+                  f"run folder {run_dir}")
+        Trainer(config, run_dir, data, model, ranks=ranks, environment=environment).train()
+        return finish(run_dir, data, config, ranks)
+
+
+def resume_source(target):
+    """The checkpoint --resume continues from: RUN_DIR/last.pdckpt, or the .pdckpt file named."""
+    if target.endswith(".pdckpt"):
+        return target
+    path = os.path.join(target, LAST)
+    if os.path.isfile(path):
+        return path
+    again = f"start it again with: {this_command()} --config {os.path.join(target, CONFIG)} --overwrite"
+    if os.path.isfile(os.path.join(target, BEST)):
+        raise InputError(f"{target} holds no {LAST}, but a {BEST}: continue from it with: {this_command()} "
+                         f"--resume {os.path.join(target, BEST)}, or {again}")
+    if os.path.isfile(os.path.join(target, CONFIG)):
+        raise InputError(f"{target} holds no checkpoint: the run stopped before its first one; {again}")
+    raise InputError(f"{target} holds no run to resume (no {LAST}); pass the output folder of a training run")
+
+
+def file_version(path):
+    status = os.stat(path) if os.path.isfile(path) else None
+    return status and (status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def resume(target, stated, branch_dir=None):
+    """Continue a run from its last checkpoint or the one named; with branch_dir, a new run there from that
+    checkpoint with the stated changes, the source left as it is."""
+    path = resume_source(target)
+    run_dir = branch_dir or os.path.dirname(path) or "."
+    written = file_version(path)
+    state = load_checkpoint(path)
+    if branch_dir:
+        config, changes = for_branch(state["config"], {**stated, "run.output_dir": branch_dir})
+    else:
+        config = for_checkpoint(state["config"], {**stated, "run.output_dir": run_dir}, "--resume")
+    device = select_run_device(config.run)
+    ranks = join_ranks()
+    data = load_splits(config, state["normalizer"])
+    check_same_data(state, data, path)
+    with run_lock(run_dir, take=ranks.writes):
+        if file_version(path) != written:  # the run that held the folder saved again before it ended
+            state = load_checkpoint(path)
+        if branch_dir:
+            refuse_existing_run(branch_dir, config.run.overwrite)
+        model = restore_model(state, path)
+        check_resume_state(state, model, path, -(-len(data.train) // config.train.batch_size))
+        trainer = Trainer(config, run_dir, data, model, state, ranks, branched=bool(branch_dir))
+        if ranks.writes:
+            if branch_dir:
+                remove(written_files(branch_dir))
+                write_text(trainer.path(CONFIG), config.to_yaml())
+                write_json(trainer.path(BRANCH), {"from": os.path.abspath(path), "epochs_done": state[
+                    "epochs_done"], "step": state["step"], "changes": changes})
+            else:
+                remove_temporaries(run_dir)
+            trainer.environment = append_manifest(run_dir, describe_environment(device, config.run, data.identity,
+                                                                                ranks.world_size))
+            # Lines written after the checkpoint belong to work that is about to be redone.
+            write_records(run_dir, trainer.history)
+            if config.run.eval_every_steps:  # a point measured after the checkpoint is measured again
+                write_records(run_dir, trainer.points, POINTS)
+            what = f"branching {path} into {run_dir}" if branch_dir else f"resuming {run_dir}"
+            print(f"DNSD: {what} at epoch {trainer.epochs_done + 1}, step {trainer.step}, on "
+                  f"{where_it_runs(device, ranks)}")
+        trainer.train()
+        return finish(run_dir, data, config, ranks)
+
+
+def last_test_error(run_dir, best_state, best_result, data, config):
+    """The test error at the last epoch (the paper reports the best-validation one; the last one shows what picking
+    it gained): the best checkpoint's when it is the last epoch's, else last.pdckpt's, evaluated as best.pdckpt is."""
+    if best_state["epochs_done"] == config.train.epochs:  # a finished run's last.pdckpt is its last epoch's
+        return best_result["error"]
+    path = os.path.join(run_dir, LAST)
+    state = load_checkpoint(path)
+    return write_report(restore_model(state, path), state, path, data, "test", config.train.batch_size)["error"]
+
+
+def finish(run_dir, data, config, ranks=Ranks()):
+    """Test the best-validation checkpoint, as the paper reports, and write the run's summary (rank 0 alone)."""
+    if not ranks.writes:
+        return None
+    best_path = os.path.join(run_dir, BEST)
+    state = load_checkpoint(best_path)
+    model = restore_model(state, best_path)
+    result = write_report(model, state, best_path, data, "test", config.train.batch_size)
+    best_val_error = state["best"]["val_error"]
+    records, points = read_records(run_dir, ["val_error"]), read_points(run_dir)
+    summary = {"best_epoch": state["best"]["epoch"], "best_val_error": best_val_error,
+               "test_error": result["error"], "last_test_error": last_test_error(run_dir, state, result, data, config),
+               "checkpoint": os.path.abspath(best_path), "data": data.identity,
+               "best_on_tie": config.run.best_on_tie,
+               # Every epoch that reached the lowest validation error: the earliest and the latest are the two rules.
+               "tied_best_epochs": [record["epoch"] for record in records if record["val_error"] == best_val_error]}
+    if points:  # run.eval_every_steps: the best is a point, and the ties are points
+        summary["best_iteration"] = state["best"]["iteration"]
+        summary["tied_best_epochs"] = sorted({point["epoch"] for point in points
+                                              if point["val_error"] == best_val_error})
+        summary["tied_best_iterations"] = [point["iteration"] for point in points
+                                           if point["val_error"] == best_val_error]
+    write_json(os.path.join(run_dir, SUMMARY), summary)
+    write_final_dashboard(run_dir, records, points, hyperparameters(config.to_dict()), summary)
+    print(format_report(result, "test", result["report"]))
+    where = f"step {summary['best_iteration']} (epoch {summary['best_epoch']})" if points else \
+        f"epoch {summary['best_epoch']}"
+    print(f"best {where}: val error {summary['best_val_error']:.2f} %, "
+          f"test error {summary['test_error']:.2f} %  ({best_path})")
+    return summary
