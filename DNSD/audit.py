@@ -1,6 +1,7 @@
 """`dnsd audit RUN_DIR`: re-train an epoch of a run from its kept checkpoint, in a temporary folder, and check that
 the weights are the ones the run recorded (engine/audit.py); the run folder is only read."""
-from DNSD.config import add_config_flags, data_and_device_keys, stated_values
+from DNSD.changes import data_and_device_keys
+from DNSD.config import add_config_flags, stated_values
 from DNSD.engine.audit import audit
 
 

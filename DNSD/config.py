@@ -252,17 +252,10 @@ def add_config_flags(parser, which=lambda key, f: True):
                                          metavar=f.name.upper(), help=help_text)
 
 
-DEVICE_KEYS = ("run.device", "run.deterministic", "run.cudnn_exhaustive_search", "run.cpu_threads")
-
-
-def device_keys(key, f):
-    """The keys of where a model computes: what --mode predict, export and info take."""
-    return key in DEVICE_KEYS
-
-
-def data_and_device_keys(key, f):
-    """The keys an evaluation of a checkpoint may set: the data file and where it computes."""
-    return key == "data.data_file" or key in DEVICE_KEYS
+def flat_config(config):
+    """A Config, or its {section: {key: value}} dict, as {"section.key": value}."""
+    nested = config if isinstance(config, dict) else config.to_dict()
+    return {f"{section}.{key}": value for section, entries in nested.items() for key, value in entries.items()}
 
 
 def explicit_values(args, overrides):

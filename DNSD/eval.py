@@ -1,6 +1,7 @@
 """`dnsd eval`: a checkpoint's error and per-class accuracy on the test (or validation) split, and its report
 (engine/reports.py)."""
-from DNSD.config import add_config_flags, data_and_device_keys, stated_values
+from DNSD.changes import data_and_device_keys
+from DNSD.config import add_config_flags, stated_values
 from DNSD.engine.figures import check_figure_path, draw_confusion, write_figure
 from DNSD.engine.engines import ENGINES
 from DNSD.engine.reports import checkpoint_report, format_report, model_report

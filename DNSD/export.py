@@ -1,6 +1,7 @@
 """`--mode export`: a checkpoint as an inference model, for Paddle Inference and for ONNX Runtime
 (engine/exporting.py)."""
-from DNSD.config import add_config_flags, device_keys, stated_values
+from DNSD.changes import device_keys
+from DNSD.config import add_config_flags, stated_values
 from DNSD.engine.exporting import FORMATS, export_checkpoint
 from DNSD.engine.run_folder import checkpoint_in
 

@@ -4,7 +4,8 @@ scripts/setup_env.sh checks a GPU install. `--compare RUN_A RUN_B`: what differs
 import os
 import sys
 
-from DNSD.config import add_config_flags, build_config, device_keys, stated_values
+from DNSD.changes import device_keys
+from DNSD.config import add_config_flags, build_config, stated_values
 from DNSD.engine.device import describe_device, environment_report, select_run_device
 from DNSD.engine.device_check import check_device
 from DNSD.engine.manifest import run_differences

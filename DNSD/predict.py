@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 
-from DNSD.config import add_config_flags, device_keys, stated_values
+from DNSD.changes import device_keys
+from DNSD.config import add_config_flags, stated_values
 from DNSD.engine.engines import ENGINES, open_model
 from DNSD.engine.run_folder import check_writable, checkpoint_in
 from DNSD.errors import InputError, SomeImagesFailed, one_line

@@ -11,16 +11,27 @@ import yaml
 from DNSD.architectures import ARCHITECTURES, architectures_reading
 
 
-def option(default, help, *, choices=None, check=None, may_change=False, datasets=None):
+# When a key may change, declared with each key (changes.py alone reads these):
+FIXED = "fixed"  # what a run computes from its first step: a resume, a branch and an evaluation keep it
+TRAINING = "training"  # how training goes on: a branch may change it, a resume keeps it
+SETTING = "setting"  # where a run lives, how it saves and reports: may change on any resume or evaluation
+DEVICE = "device"  # a setting of where a model computes, which every command that computes takes
+CHANGES = (FIXED, TRAINING, SETTING, DEVICE)
+
+
+def option(default, help, *, choices=None, check=None, changes=FIXED, sweep=None, per_run=False, datasets=None):
     """A config field with its help text.
 
     choices: the allowed values; check: (predicate, description of the allowed values);
-    may_change: the field may differ from a checkpoint's when evaluating or resuming it, because it does not change
-    what is computed (where the data or the run lives, the device, how often to save);
+    changes: when the key may change (FIXED, TRAINING, SETTING, DEVICE above); sweep: why it cannot vary within a
+    sweep, where it cannot for a reason of its own; per_run: each run of a sweep has its own value, which the
+    sweep sets and which does not make two runs different configurations;
     datasets: the data.dataset values that use the field; with any other, it must keep its default (which
     architectures use a model key, architectures.py says).
     """
-    metadata = {"help": help, "choices": choices, "check": check, "may_change": may_change, "datasets": datasets}
+    assert changes in CHANGES, changes
+    metadata = {"help": help, "choices": choices, "check": check, "changes": changes, "sweep": sweep,
+                "per_run": per_run, "datasets": datasets}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -36,13 +47,14 @@ NORMALIZATIONS = ("pixel", "channel")
 @dataclass
 class DataConfig:
     dataset: str = option("cifar10", "data set: CIFAR-10, CIFAR-100 with its 100 fine labels, or SVHN",
-                          choices=("cifar10", "cifar100", "svhn"))
+                          choices=("cifar10", "cifar100", "svhn"),
+                          sweep="every run of a sweep trains on one data set; start one sweep per data set")
     data_file: Optional[str] = option(
         None,
         "path to the data set's archive in the official layout (cifar-10-python.tar.gz, cifar-100-python.tar.gz), "
         "or for SVHN the folder of train_32x32.mat, test_32x32.mat and extra_32x32.mat; unset: Paddle's dataset "
         "cache, downloaded once and md5-checked",
-        may_change=True,
+        changes=SETTING, sweep="every run of a sweep trains on one archive",
     )
     val_size: int = option(5000, "training images held out for validation (the paper: 5,000 of 50,000 for CIFAR; "
                                  "for SVHN 6,000, each class equally, two thirds from train and one third from extra)",
@@ -58,12 +70,13 @@ class DataConfig:
         "channel: per-channel mean and std",
         choices=NORMALIZATIONS,
     )
-    augment: bool = option(True, "shift by up to 4 pixels with zero fill and flip horizontally (training only)")
+    augment: bool = option(True, "shift by up to 4 pixels with zero fill and flip horizontally (training only)",
+                           changes=TRAINING)
     prefetch: int = option(2, "training batches prepared ahead by a thread while the current step runs; 0: prepare "
                               "each batch when it is needed", check=(lambda v: 0 <= v <= 64, "an integer from 0 to 64"),
-                           may_change=True)
+                           changes=SETTING)
     pin_memory: bool = option(True, "on a GPU, put batches in page-locked memory so that copies to the device run "
-                                    "asynchronously", may_change=True)
+                                    "asynchronously", changes=SETTING)
 
 
 SURVIVAL_MODES = ("linear", "uniform")
@@ -110,54 +123,59 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = option(500, "training epochs", check=(lambda v: 1 <= v <= 100_000, "an integer from 1 to 100,000"))
+    epochs: int = option(500, "training epochs", check=(lambda v: 1 <= v <= 100_000, "an integer from 1 to 100,000"),
+                         changes=TRAINING)
     batch_size: int = option(128, "mini-batch size (also used for evaluation)",
-                             check=(lambda v: 1 <= v <= 65_536, "an integer from 1 to 65,536"))
-    lr: float = option(0.1, "initial learning rate", check=(lambda v: v > 0, "a number > 0"))
+                             check=(lambda v: 1 <= v <= 65_536, "an integer from 1 to 65,536"), changes=TRAINING)
+    lr: float = option(0.1, "initial learning rate", check=(lambda v: v > 0, "a number > 0"), changes=TRAINING)
     lr_decay_at: List[float] = option(
         [0.5, 0.75],
         "fractions of the epochs from which the learning rate is multiplied by lr_decay_factor "
         "(0.5, 0.75 of 500: epochs 250 and 375)",
         check=(_ordered_fractions, "one or more increasing fractions in (0, 1], e.g. 0.5,0.75"),
+        changes=TRAINING, sweep="it takes a list",
     )
     lr_decay_factor: float = option(0.1, "factor applied to the learning rate at each lr_decay_at",
-                                    check=(lambda v: 0 < v < 1, "a number in (0, 1)"))
-    momentum: float = option(0.9, "SGD momentum", check=(lambda v: 0 <= v < 1, "a number in [0, 1)"))
-    nesterov: bool = option(True, "Nesterov momentum")
+                                    check=(lambda v: 0 < v < 1, "a number in (0, 1)"), changes=TRAINING)
+    momentum: float = option(0.9, "SGD momentum", check=(lambda v: 0 <= v < 1, "a number in [0, 1)"),
+                             changes=TRAINING)
+    nesterov: bool = option(True, "Nesterov momentum", changes=TRAINING)
     weight_decay: float = option(1e-4, "L2 weight decay, applied to every parameter as in the authors' optimiser",
-                                 check=(lambda v: v >= 0, "a number >= 0"))
+                                 check=(lambda v: v >= 0, "a number >= 0"), changes=TRAINING)
     amp: str = option("off", "automatic mixed precision on the GPU: float16 (with dynamic loss scaling) or bfloat16",
-                      choices=("off", "float16", "bfloat16"))
+                      choices=("off", "float16", "bfloat16"), changes=TRAINING)
 
 
 @dataclass
 class RunConfig:
     seed: int = option(0, "the one seed of every random choice: split, shuffling, augmentation, gates, initialisation",
-                       check=(lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"))
+                       check=(lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"), per_run=True,
+                       sweep="the seeds are the sweep's --seeds")
     output_dir: Optional[str] = option(
         None, "folder of the run: config, metrics, logs, checkpoints; unset: runs/CONFIG-MODEL, plus each flag that "
               "changes the model or the recipe (runs/quick-ResNet-8-epochs=3), or that name numbered (-2, -3, ...) "
-              "where it holds a run", may_change=True)
+              "where it holds a run", changes=SETTING, per_run=True, sweep="the sweep names its runs' folders")
     device: str = option("auto", "auto: the GPU when Paddle sees one, else the CPU", choices=("auto", "cpu", "gpu"),
-                         may_change=True)
+                         changes=DEVICE)
     deterministic: bool = option(False, "ask cuDNN for deterministic kernels on the GPU (slower); CPU runs are "
-                                        "deterministic anyway", may_change=True)
+                                        "deterministic anyway", changes=DEVICE)
     cudnn_exhaustive_search: bool = option(False, "let cuDNN time every convolution algorithm and keep the fastest "
-                                                  "(GPU only)", may_change=True)
+                                                  "(GPU only)", changes=DEVICE)
     cpu_threads: int = option(1, "CPU threads for Paddle; 0: every core this process may use (a second thread was "
                                  "as often slower as faster on this project's 2-vCPU machines: BENCHMARKS.md)",
-                              check=(lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"), may_change=True)
+                              check=(lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"), changes=DEVICE)
     checkpoint_every: int = option(1, "epochs between resumable checkpoints (last.pdckpt); the last epoch always saves",
-                                   check=(lambda v: v >= 1, "an integer >= 1"), may_change=True)
+                                   check=(lambda v: v >= 1, "an integer >= 1"), changes=SETTING)
     keep_every: int = option(0, "also keep the checkpoint of every this many epochs, as epoch-K.pdckpt, for dnsd audit "
                                 "to re-train epoch K+1 from; 0: keep only last.pdckpt and best.pdckpt",
-                             check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
+                             check=(lambda v: v >= 0, "an integer >= 0"), changes=SETTING)
     checkpoint_every_steps: int = option(0, "also save last.pdckpt every this many steps; 0: only at epoch ends",
-                                         check=(lambda v: v >= 0, "an integer >= 0"), may_change=True)
-    overwrite: bool = option(False, "replace a run already in output_dir instead of refusing", may_change=True)
+                                         check=(lambda v: v >= 0, "an integer >= 0"), changes=SETTING)
+    overwrite: bool = option(False, "replace a run already in output_dir instead of refusing", changes=SETTING,
+                             per_run=True)
     test_every_epoch: bool = option(
         True, "also measure the test error at each epoch's end, as the authors' code does, for the paper's Figure 3 "
-              "(dnsd plot --figure test-error); it never chooses the checkpoint", may_change=True)
+              "(dnsd plot --figure test-error); it never chooses the checkpoint", changes=SETTING)
     eval_every_steps: int = option(
         0, "also measure the validation and test error every this many steps (the authors' 200 for SVHN), and keep "
            "as best.pdckpt the point with the lowest validation error; 0: validate at epoch ends only",

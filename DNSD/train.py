@@ -1,5 +1,5 @@
-"""`--mode train`: a new run, the continuation of one (--resume), or a branch of one (--resume --branch), each ending
-with the test error of its best-validation checkpoint, as the paper reports."""
+"""`--mode train`: its flags, and the path they choose: a new run, the continuation of one (--resume) or a branch of
+one (--resume --branch), all in engine/run.py; or a worker of a sweep, which --seeds without a grid is too."""
 import yaml
 
 from DNSD.config import SWEEP_SECTION, add_config_flags, build_config, explicit_values, stated_values

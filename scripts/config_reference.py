@@ -7,6 +7,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from DNSD.changes import may_branch, setting, sweep_refusal  # noqa: E402
 from DNSD.schema import Config, config_fields, describe, flag_name, format_default, scope  # noqa: E402
 
 PAGE = os.path.join(ROOT, "docs", "configuration.md")
@@ -17,7 +18,8 @@ Generated from `DNSD/schema.py` by `python scripts/config_reference.py`; a test 
 Every key is set, lowest precedence first, by its default (the paper's recipe), a YAML file (`--config FILE` or the
 name of a shipped config), its flag, or `-o section.key=value`. `dnsd train --help` lists the same keys; `dnsd train
 --print-config` prints the resolved config. Keys marked *may change* may differ from a checkpoint's when it is
-evaluated or resumed, because they do not change what is computed.
+evaluated or resumed, because they do not change what is computed; keys marked *branch may change* may change in a
+`--branch` (how training goes on), the others never; keys marked *not swept* cannot vary within a sweep.
 """
 
 
@@ -33,8 +35,13 @@ def reference():
             applies = scope(name, f)
             if applies:
                 notes.append(f"only with {applies[0]} {', '.join(applies[1])}")
-            if f.metadata["may_change"]:
+            key = f"{name}.{f.name}"
+            if setting(key):
                 notes.append("may change")
+            elif may_branch(key):
+                notes.append("branch may change")
+            if sweep_refusal(key) and not setting(key):
+                notes.append(f"not swept: {sweep_refusal(key)}")
             meaning = f.metadata["help"] + (f" ({'; '.join(notes)})" if notes else "")
             lines.append(f"| `{name}.{f.name}` | `{flag_name(f)}` | `{format_default(f)}` | {describe(f) or ''} | "
                          f"{meaning.replace('|', '/')} |")

@@ -11,6 +11,7 @@ import tempfile
 import numpy as np
 import paddle
 
+from DNSD.changes import for_checkpoint
 from DNSD.config import config_from_dict, load_yaml
 from DNSD.datasets import load_splits
 from DNSD.engine.checkpoint import check_resume_state, check_same_data, load_checkpoint, restore_model
@@ -18,8 +19,8 @@ from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.manifest import (describe_environment, entry_for, flatten, manifest_differences, numerics,
                                   read_manifest)
 from DNSD.engine.ranks import host_weights, weights_digest
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, for_checkpoint,
-                                    read_records, sweep_folders)
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, read_records,
+                                    sweep_folders)
 from DNSD.engine.trainer import Trainer
 from DNSD.errors import AuditFailed, InputError, TrainingStopped, one_line
 from DNSD.files import read_json

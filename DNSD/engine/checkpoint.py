@@ -3,7 +3,7 @@ then the network with its weights (the file format is checkpoint_file.py's)."""
 import numpy as np
 
 from DNSD.config import config_from_dict
-from DNSD.engine.run_folder import for_checkpoint
+from DNSD.changes import for_checkpoint
 from DNSD.datasets import num_classes
 from DNSD.engine.checkpoint_file import read_checkpoint
 from DNSD.errors import InputError

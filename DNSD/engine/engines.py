@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from DNSD.changes import setting
 from DNSD.config import build_config
 from DNSD.errors import InputError, one_line
 from DNSD.files import file_digest, read_json, write_json
-from DNSD.schema import Config, fields_by_key
+from DNSD.schema import Config
 from DNSD.untrusted import regular_file
 
 # Fastest first on this project's CPUs (BENCHMARKS.md, inference): the default is the first that runs the model.
@@ -171,7 +172,7 @@ def open_model(checkpoint=None, path=None, engine=None, stated=None, purpose="dn
         model.eval()
         return TrainedModel(model, config, tuple(state["classes"]), Normalizer.from_state(state["normalizer"]),
                             state["epochs_done"])
-    fixed = [key for key in stated if not fields_by_key()[key][0].metadata["may_change"]]
+    fixed = [key for key in stated if not setting(key)]
     if fixed:
         raise InputError(f"{fixed[0]}: an exported model is fixed; only where it runs may be chosen (--device), "
                          "leave the other config keys out")

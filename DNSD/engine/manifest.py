@@ -13,13 +13,13 @@ import numpy as np
 import paddle
 
 from DNSD import __version__
+from DNSD.changes import setting
 from DNSD.invocation import typed
 from DNSD.engine.device import describe_cpu, device_flags, paddle_build, system_gpus, thread_count
-from DNSD.config import config_from_dict, load_yaml
-from DNSD.engine.run_folder import CONFIG, MANIFEST, flat_config
+from DNSD.config import config_from_dict, flat_config, load_yaml
+from DNSD.engine.run_folder import CONFIG, MANIFEST
 from DNSD.errors import InputError
 from DNSD.files import read_json, write_json
-from DNSD.schema import fields_by_key
 
 FORMAT = "dnsd-environment/1"
 # The only environment variables a manifest records: those that change what Paddle, MKL or cuDNN compute. Nothing
@@ -195,7 +195,7 @@ def run_differences(first, second):
     rows = {"recipe": [], "data": [], "settings": []}
     for key in configs[0]:
         if configs[0][key] != configs[1][key]:
-            kind = "recipe" if not fields_by_key()[key][0].metadata["may_change"] else \
+            kind = "recipe" if not setting(key) else \
                 "data" if key.startswith("data.") else "settings"
             rows[kind].append((kind, key, configs[0][key], configs[1][key]))
     entries = [read_manifest(folder) for folder in (first, second)]

@@ -5,6 +5,7 @@ import os
 
 import paddle
 
+from DNSD.changes import for_branch, for_checkpoint
 from DNSD.datasets import load_splits
 from DNSD.engine.checkpoint import check_resume_state, check_same_data, load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
@@ -13,9 +14,8 @@ from DNSD.engine.manifest import append_manifest, describe_environment
 from DNSD.engine.meters import hyperparameters, write_final_dashboard
 from DNSD.engine.ranks import Ranks, join_ranks
 from DNSD.engine.reports import format_report, write_report
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SUMMARY, for_branch, for_checkpoint,
-                                    read_points, read_records, refuse_existing_run, remove, remove_temporaries,
-                                    write_records, written_files)
+from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SUMMARY, read_points, read_records,
+                                    refuse_existing_run, remove, remove_temporaries, write_records, written_files)
 from DNSD.engine.trainer import Trainer, this_command
 from DNSD.errors import InputError
 from DNSD.files import write_json, write_text

@@ -8,8 +8,8 @@ import shutil
 import sys
 import tempfile
 
-from DNSD.config import build_config, config_from_dict, load_yaml
-from DNSD.schema import fields_by_key
+from DNSD.changes import experiment, setting
+from DNSD.config import config_from_dict, load_yaml
 from DNSD.errors import InputError
 from DNSD.files import TEMPORARY_PREFIX, file_digest, read_json, write_text
 
@@ -61,7 +61,7 @@ def default_run_dir(config_file, flags, config, parent="runs", numbered=True):
     name = os.path.basename(config_file or "resnet110_sd")
     parts = [name[: -len(".yaml")] if name.endswith(".yaml") else name, model_title(config.model)]
     for key, value in flags.items():
-        if key not in TITLED and not fields_by_key()[key][0].metadata["may_change"]:
+        if key not in TITLED and not setting(key):
             text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
             parts.append(f"{key.split('.', 1)[1]}={text}".replace(os.sep, "_"))
     base = os.path.join(parent, "-".join(parts))
@@ -214,54 +214,7 @@ def read_summary(folder):
     return summary
 
 
-# What a resumed or branched run may change of the run in the folder, and what makes runs repeats of one another.
-
-def for_checkpoint(config, stated, purpose):
-    """A checkpoint's config with the stated values applied; a stated value that would change what was trained is
-    refused, naming the key."""
-    current = flat_config(config)
-    for key, value in stated.items():
-        if value != current[key] and not fields_by_key()[key][0].metadata["may_change"]:
-            branch = " or continue in a new folder with --branch NEW_DIR" if purpose == "--resume" and \
-                _branch_may_change(key) else ""
-            raise InputError(f"{key} is {current[key]!r} in the checkpoint; {purpose} cannot change it to {value!r} "
-                             f"(leave it out{branch})")
-    return build_config({**current, **stated})
-
-
-def _branch_may_change(key):
-    """A branch continues the same model on the same data: it may change how training goes on, nothing else."""
-    return key.startswith("train.") or key == "data.augment" or fields_by_key()[key][0].metadata["may_change"]
-
-
-def for_branch(config, stated):
-    """A checkpoint's config with the stated changes of a branch, and those changes as {key: {"from", "to"}}; a
-    change to the model or the data is refused, naming the key."""
-    current = flat_config(config)
-    changes = {}
-    for key, value in stated.items():
-        if value != current[key] and key != "run.output_dir":
-            if not _branch_may_change(key):
-                raise InputError(f"{key} is {current[key]!r} in the checkpoint; a branch continues the same model on "
-                                 f"the same data and cannot change it to {value!r} (leave it out)")
-            changes[key] = {"from": current[key], "to": value}
-    return build_config({**current, **stated}), changes
-
-
-def experiment(nested):
-    """What a {section: {key: value}} config computes, as {"section.key": value}: everything but the seed and the keys
-    that may change without changing the result (where the run lives, the device, the checkpoint intervals). Runs
-    with equal experiments are repeats of one configuration."""
-    return {f"{section}.{key}": value for section, entries in nested.items() for key, value in entries.items()
-            if f"{section}.{key}" != "run.seed" and not fields_by_key()[f"{section}.{key}"][0].metadata["may_change"]}
-
-
 def data_file_digest(config):
     """The sha256 of the archive file a config names; None for the data set's own cache, or a folder (SVHN)."""
     path = config.data.data_file
     return file_digest(path, "sha256") if path and os.path.isfile(path) else None
-
-
-def flat_config(config):
-    return {f"{section}.{key}": value for section, entries in config.to_dict().items()
-            for key, value in entries.items()}

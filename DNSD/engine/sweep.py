@@ -3,12 +3,11 @@ sweep.json, the grid and the config they share. A later command with a larger gr
 --seeds alone is a sweep without a grid, its runs in OUTPUT_DIR/seed-K."""
 import itertools
 import os
-from typing import List
 
-from DNSD.config import SWEEP_SECTION, build_config, config_from_dict, load_yaml, parse_value, set_value
+from DNSD.changes import experiment, for_checkpoint, passed_on, sweep_refusal
+from DNSD.config import SWEEP_SECTION, build_config, config_from_dict, flat_config, load_yaml, parse_value, set_value
 from DNSD.engine.locks import held, run_lock
-from DNSD.engine.run_folder import (LAST, OLD_SEEDS, SUMMARY, SWEEP, data_file_digest, experiment, flat_config,
-                                    for_checkpoint, holds_run)
+from DNSD.engine.run_folder import LAST, OLD_SEEDS, SUMMARY, SWEEP, data_file_digest, holds_run
 from DNSD.errors import InputError
 from DNSD.files import read_json, write_json, write_text
 from DNSD.schema import fields_by_key
@@ -17,13 +16,6 @@ BASE_CONFIG = "sweep.yaml"  # the config every run starts from, before its point
 MAX_RUNS = 10_000  # runs one sweep may hold; each is hours on a GPU
 MAX_SEEDS = 1000  # seeds one command may name
 
-# Keys that cannot vary within a sweep, and why.
-FIXED = {"data.dataset": "every run of a sweep trains on one data set; start one sweep per data set",
-         "data.data_file": "every run of a sweep trains on one archive",
-         "run.seed": "the seeds are the sweep's --seeds",
-         "run.output_dir": "the sweep names its runs' folders"}
-
-
 def sweep_key(name):
     """The section.key a --sweep or sweep: entry names, as section.key or as the key alone."""
     known = fields_by_key()
@@ -31,9 +23,7 @@ def sweep_key(name):
     if len(matches) != 1:
         raise InputError(f"--sweep {name}: no such config key; name one as section.key, e.g. model.survival_last")
     key = matches[0]
-    f, kind = known[key]
-    reason = FIXED.get(key) or ("it does not change what a run computes" if f.metadata["may_change"] else None) or \
-        ("it takes a list" if kind == List[float] else None)
+    reason = sweep_refusal(key)
     if reason:
         raise InputError(f"--sweep {key}: this key cannot vary within a sweep ({reason})")
     return key
@@ -100,7 +90,7 @@ def parse_seeds(text):
 def worker_overrides(explicit):
     """The -o values a worker passes to the runs it trains: what this command set of where and how they compute."""
     return [(key, format_value(value)) for key, value in explicit.items()
-            if fields_by_key()[key][0].metadata["may_change"] and key not in ("run.output_dir", "run.overwrite")]
+            if passed_on(key)]
 
 
 def add_values(grid, key, values, where):
@@ -220,7 +210,7 @@ def resume_sweep(folder, stated):
     with run_lock(folder, wait=True):
         recorded = read_sweep(folder)
         config = for_checkpoint(config_from_dict(recorded["config"], where=f" in {folder}"),
-                                {**stated, "run.output_dir": folder}, "--resume")
+                                {**stated, "run.output_dir": folder}, "--resume", f"the sweep in {folder}")
         check_archive(folder, recorded, config.data.data_file, data_file_digest(config))
         if not os.path.isfile(os.path.join(folder, SWEEP)):
             write_json(os.path.join(folder, SWEEP), recorded)
