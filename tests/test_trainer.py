@@ -92,7 +92,7 @@ def test_branching_follows_the_new_schedule_from_where_the_source_stood(depth):
     branch.restore(state, branched=True)
     # lr 0.01, decayed once epoch 2 reaches 50 % and again once epoch 3 reaches 75 % of 4: epoch 3 trains at 1e-4.
     assert branch.optimizer.get_lr() == pytest.approx(0.0001)
-    assert branch.best == {"epoch": 0, "val_error": math.inf} and branch.saved == {}
+    assert branch.best_checkpoint.best == {"epoch": 0, "val_error": math.inf} and branch.saved == {}
 
 
 READS = ("numpy", "item", "tolist", "__float__", "__int__", "__bool__", "__index__", "__array__")
@@ -178,7 +178,7 @@ def test_a_tie_for_the_lowest_validation_error_follows_the_chosen_rule(rule, bes
     for _ in range(3):
         trainer.meter.add(4.0, 1, 0.0, 4, 0.1)
         trainer.end_epoch(writer)
-    assert trainer.best == {"epoch": best, "val_error": 40.0}
+    assert trainer.best_checkpoint.best == {"epoch": best, "val_error": 40.0}
     assert read_checkpoint(str(tmp_path / "best.pdckpt"))["epochs_done"] == best
 
 
@@ -200,7 +200,7 @@ def test_the_test_error_of_each_epoch_is_recorded_and_never_chooses_the_checkpoi
         trainer.meter.add(4.0, 1, 0.0, 4, 0.1)
         trainer.end_epoch(writer)
     assert [record.get("test_error") for record in trainer.history] == ([30.0, 20.0] if measured else [None, None])
-    assert trainer.best == {"epoch": 1, "val_error": 40.0}
+    assert trainer.best_checkpoint.best == {"epoch": 1, "val_error": 40.0}
 
 
 def test_the_step_schedule_reads_saves_and_measures_when_due():

@@ -21,8 +21,8 @@ from DNSD.engine.manifest import (describe_environment, entry_for, flatten, mani
 from DNSD.engine.ranks import host_weights, weights_digest
 from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, read_records,
                                     sweep_folders)
-from DNSD.engine.trainer import Trainer
-from DNSD.errors import AuditFailed, InputError, TrainingStopped, one_line
+from DNSD.engine.trainer import Diverged, Interrupted, Trainer
+from DNSD.errors import AuditFailed, InputError, TrainingStopped
 from DNSD.files import read_json
 from DNSD.models import build_model
 
@@ -177,10 +177,9 @@ def retrain(run, planned, device):
               f"{path or f'the initialisation of seed {config.run.seed}'} on {describe_device(device)}", flush=True)
         try:
             trainer.train(until=planned.epoch)
-        except TrainingStopped as stopped:
-            what = one_line(stopped).split(";")[0].split(": saved")[0]  # not the temporary folder's resume command
-            raise TrainingStopped(f"the audit's re-training stopped: {what}; nothing in {run.folder} was changed",
-                                  stopped.exit_code, stopped.label) from None
+        except (Diverged, Interrupted) as stopped:
+            raise TrainingStopped(f"the audit's re-training stopped: {stopped.what}; nothing in {run.folder} was "
+                                  "changed", stopped.exit_code, stopped.label) from None
         return host_weights(trainer.model), trainer.history[-1], data.identity
 
 

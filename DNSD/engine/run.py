@@ -2,11 +2,13 @@
 the test error of the best-validation checkpoint, as the paper reports. A run starts new, continues (resume) or
 starts from another run's checkpoint with changed training keys (branch)."""
 import os
+import sys
 
 import paddle
 
 from DNSD.changes import for_branch, for_checkpoint
 from DNSD.datasets import load_splits
+from DNSD.engine.best import ties
 from DNSD.engine.checkpoint import check_resume_state, check_same_data, load_checkpoint, restore_model
 from DNSD.engine.device import describe_device, select_run_device
 from DNSD.engine.locks import run_lock
@@ -16,10 +18,15 @@ from DNSD.engine.ranks import Ranks, join_ranks
 from DNSD.engine.reports import format_report, write_report
 from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SUMMARY, read_points, read_records,
                                     refuse_existing_run, remove, remove_temporaries, write_records, written_files)
-from DNSD.engine.trainer import Trainer, this_command
-from DNSD.errors import InputError
+from DNSD.engine.trainer import Diverged, Interrupted, Trainer
+from DNSD.errors import InputError, TrainingStopped
 from DNSD.files import write_json, write_text
 from DNSD.models import build_model
+
+
+def this_command():
+    """How the user starts DNSD again: the running interpreter (a virtual environment's, which has Paddle)."""
+    return f"{sys.executable} -m DNSD"
 
 
 def where_it_runs(device, ranks):
@@ -54,7 +61,7 @@ def start(config):
             print(f"DNSD: {model.name()}, {len(data.train):,} train / {len(data.val):,} val / "
                   f"{len(data.test):,} test images, {config.train.epochs} epochs on {where_it_runs(device, ranks)}; "
                   f"run folder {run_dir}")
-        Trainer(config, run_dir, data, model, ranks=ranks, environment=environment).train()
+        train(Trainer(config, run_dir, data, model, ranks=ranks, environment=environment))
         return finish(run_dir, data, config, ranks)
 
 
@@ -119,8 +126,34 @@ def resume(target, stated, branch_dir=None):
             what = f"branching {path} into {run_dir}" if branch_dir else f"resuming {run_dir}"
             print(f"DNSD: {what} at epoch {trainer.epochs_done + 1}, step {trainer.step}, on "
                   f"{where_it_runs(device, ranks)}")
-        trainer.train()
+        train(trainer)
         return finish(run_dir, data, config, ranks)
+
+
+def train(trainer):
+    """Train to the last epoch; a stop says how to go on from what the run folder kept (the trainer knows no
+    command)."""
+    try:
+        trainer.train()
+    except Diverged as stopped:
+        raise TrainingStopped(f"{stopped.what}; training stopped, {lower_rate(trainer, stopped.kept)}") from None
+    except Interrupted as stopped:
+        again = this_command() if trainer.ranks.world_size == 1 else "the same paddle.distributed.launch command and"
+        raise TrainingStopped(f"{stopped}; continue with: {again} --resume {trainer.run_dir}", stopped.exit_code,
+                              stopped.label) from None
+
+
+def lower_rate(trainer, kept):
+    """How to go on at a tenth of the learning rate: from the kept checkpoints in a branch, or from the start."""
+    lower = f"{trainer.config.train.lr * 0.1:g}"
+    if not kept:
+        return (f"no checkpoint had been written; to start again with a lower learning rate: {this_command()} "
+                f"--config {trainer.path(CONFIG)} --overwrite -o train.lr={lower}")
+    listed = " and ".join(f"{trainer.path(name)} (epoch {epochs + (step > 0)}{f', step {step}' if step else ''})"
+                          for name, (epochs, step) in sorted(kept.items()))
+    source = trainer.path(LAST if LAST in kept else BEST)
+    return (f"kept {listed}; to go on with a lower learning rate: {this_command()} --resume {source} --branch "
+            f"{trainer.run_dir}-lr{lower} -o train.lr={lower}")
 
 
 def last_test_error(run_dir, best_state, best_result, data, config):
@@ -141,20 +174,11 @@ def finish(run_dir, data, config, ranks=Ranks()):
     state = load_checkpoint(best_path)
     model = restore_model(state, best_path)
     result = write_report(model, state, best_path, data, "test", config.train.batch_size)
-    best_val_error = state["best"]["val_error"]
     records, points = read_records(run_dir, ["val_error"]), read_points(run_dir)
-    summary = {"best_epoch": state["best"]["epoch"], "best_val_error": best_val_error,
+    summary = {"best_epoch": state["best"]["epoch"], "best_val_error": state["best"]["val_error"],
                "test_error": result["error"], "last_test_error": last_test_error(run_dir, state, result, data, config),
                "checkpoint": os.path.abspath(best_path), "data": data.identity,
-               "best_on_tie": config.run.best_on_tie,
-               # Every epoch that reached the lowest validation error: the earliest and the latest are the two rules.
-               "tied_best_epochs": [record["epoch"] for record in records if record["val_error"] == best_val_error]}
-    if points:  # run.eval_every_steps: the best is a point, and the ties are points
-        summary["best_iteration"] = state["best"]["iteration"]
-        summary["tied_best_epochs"] = sorted({point["epoch"] for point in points
-                                              if point["val_error"] == best_val_error})
-        summary["tied_best_iterations"] = [point["iteration"] for point in points
-                                           if point["val_error"] == best_val_error]
+               "best_on_tie": config.run.best_on_tie, **ties(state["best"], records, points)}
     write_json(os.path.join(run_dir, SUMMARY), summary)
     write_final_dashboard(run_dir, records, points, hyperparameters(config.to_dict()), summary)
     print(format_report(result, "test", result["report"]))

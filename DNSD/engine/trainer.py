@@ -11,7 +11,6 @@ import dataclasses
 import math
 import os
 import signal
-import sys
 
 import numpy as np
 import paddle
@@ -19,12 +18,13 @@ import paddle.nn.functional as F
 from tqdm import tqdm
 
 from DNSD.datasets.pipeline import TrainingBatches, prefetched
+from DNSD.engine.best import BestCheckpoint
 from DNSD.engine.checkpoint_file import save_checkpoint
 from DNSD.engine.optimizer import build_optimizer, renamed
 from DNSD.engine.evaluation import evaluate
 from DNSD.engine.meters import Stopwatch, TrainingMeter, log_epoch, log_point, open_dashboard
 from DNSD.engine.ranks import Ranks, check_shards, weights_digest
-from DNSD.engine.run_folder import BEST, CONFIG, KEPT, LAST
+from DNSD.engine.run_folder import BEST, KEPT, LAST
 from DNSD.errors import DNSDError, InputError, TrainingStopped, one_line
 
 # Steps between reads of the device's results (losses, correct counts): the progress bar is refreshed then, a
@@ -33,9 +33,21 @@ from DNSD.errors import DNSDError, InputError, TrainingStopped, one_line
 READ_EVERY = 20
 
 
-def this_command():
-    """How the user starts DNSD again: the running interpreter (a virtual environment's, which has Paddle)."""
-    return f"{sys.executable} -m DNSD"
+class Diverged(TrainingStopped):
+    """Training stopped on a number that is no longer finite; kept: {checkpoint name: (epochs done, step)} of the
+    checkpoints in the run folder to go on from."""
+
+    def __init__(self, what, kept):
+        super().__init__(f"{what}; training stopped")
+        self.what, self.kept = what, kept
+
+
+class Interrupted(TrainingStopped):
+    """A signal stopped training after it saved where it stood."""
+
+    def __init__(self, what, signum, saved):
+        super().__init__(f"{what}: saved {saved}", exit_code=128 + signum, label="stopped")
+        self.what, self.saved = what, saved
 
 
 @contextlib.contextmanager
@@ -110,7 +122,8 @@ class Trainer:
         # Where the run stands: epochs finished, batches of the next one done, and its running totals.
         self.epochs_done, self.step, self.meter = 0, 0, TrainingMeter()
         self.unread = []  # (loss and correct count on the device, block activity, images, seconds) of unread steps
-        self.history, self.best = [], {"epoch": 0, "val_error": math.inf}
+        self.history = []
+        self.best_checkpoint = BestCheckpoint(config.run.best_on_tie, bool(config.run.eval_every_steps))
         self.points = []  # with run.eval_every_steps: the validation and test error measured every so many steps
         # The tensors whose mean absolute gradient each step adds to the epoch's record (the paper's Figure 7).
         self.watched = [(f"{label}.{name}", parameter) for label, layer in model.first_convolutions().items()
@@ -135,12 +148,10 @@ class Trainer:
             # A branch follows its own config's schedule from here, and picks its best among its own epochs.
             self.scheduler.step(self.epochs_done)
         else:
-            self.best = state["best"]
+            self.best_checkpoint.best = dict(state["best"])
             self.saved[LAST] = (self.epochs_done, self.step)
-            if self.best["epoch"]:
-                # A point's best.pdckpt holds the model within its epoch.
-                self.saved[BEST] = (self.best["epoch"] - 1, self.best["step"]) if "step" in self.best else \
-                    (self.best["epoch"], 0)
+            if self.best_checkpoint.position():
+                self.saved[BEST] = self.best_checkpoint.position()
 
     def state(self):
         """Everything a checkpoint needs to evaluate this model or to continue this run exactly."""
@@ -150,7 +161,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "epochs_done": self.epochs_done, "step": self.step, "totals": self.meter.state(),
-                "history": self.history, "points": self.points, "best": self.best, "data": self.data.identity,
+                "history": self.history, "points": self.points, "best": self.best_checkpoint.best, "data": self.data.identity,
                 "paddle_version": paddle.__version__}
 
     def path(self, name):
@@ -265,11 +276,6 @@ class Trainer:
         return evaluate(self.model, split, self.data.normalizer, self.config.train.batch_size, self.data.classes,
                         self.ranks)["error"]
 
-    def improves(self, val_error):
-        """Whether a validation error beats the best so far, ties going by run.best_on_tie."""
-        return val_error < self.best["val_error"] or (
-            val_error == self.best["val_error"] and self.config.run.best_on_tie == "latest")
-
     def measure_point(self, writer, iteration):
         """The validation and test error at this step (run.eval_every_steps, the authors' protocol for SVHN): a point
         with a new lowest validation error is saved as best.pdckpt, with the model as it is within its epoch."""
@@ -279,9 +285,8 @@ class Trainer:
         point = {"epoch": self.epochs_done + 1, "step": self.step, "iteration": iteration, "val_error": val_error,
                  "test_error": test_error}
         self.points.append(point)
-        improved = self.improves(val_error)
+        improved = self.best_checkpoint.at_point(point)
         if improved:
-            self.best = {key: point[key] for key in ("epoch", "step", "iteration", "val_error")}
             self.save(BEST)
         if self.ranks.writes:
             log_point(writer, self.run_dir, point, improved)
@@ -304,10 +309,7 @@ class Trainer:
         if self.environment:
             record["environment_sha256"] = self.environment
         self.scheduler.step()
-        # With run.eval_every_steps, the best is chosen among the points alone.
-        improved = not self.config.run.eval_every_steps and self.improves(val_error)
-        if improved:
-            self.best = {"epoch": epoch, "val_error": val_error}
+        improved = self.best_checkpoint.at_epoch_end(epoch, val_error)
         self.history.append(record)
         self.epochs_done, self.step, self.meter = epoch, 0, TrainingMeter()
         if improved:
@@ -333,28 +335,16 @@ class Trainer:
             self.saved[name] = (self.epochs_done, self.step)
 
     def diverged(self, what):
-        """Stop a run whose numbers are no longer finite, naming what is kept and how to go on at a lower rate."""
+        """Stop a run whose numbers are no longer finite, with what it kept to go on from at a lower rate."""
         when = (f"at epoch {self.epochs_done + 1}, step {self.step}" if self.step
                 else f"by the end of epoch {self.epochs_done}")
-        lower = f"{self.config.train.lr * 0.1:g}"
-        if not self.saved:
-            raise TrainingStopped(f"{what} {when}; training stopped, no checkpoint had been written; to start again "
-                                  f"with a lower learning rate: {this_command()} --config {self.path(CONFIG)} "
-                                  f"--overwrite -o train.lr={lower}")
-        kept = " and ".join(f"{self.path(name)} (epoch {epochs + (step > 0)}{f', step {step}' if step else ''})"
-                            for name, (epochs, step) in sorted(self.saved.items()))
-        source = self.path(LAST if LAST in self.saved else BEST)
-        raise TrainingStopped(f"{what} {when}; training stopped, kept {kept}; to go on with a lower learning "
-                              f"rate: {this_command()} --resume {source} --branch {self.run_dir}-lr{lower} "
-                              f"-o train.lr={lower}")
+        raise Diverged(f"{what} {when}", dict(self.saved))
 
     def stop(self, requests):
-        """Save where the run stands and end it as the signal asked, saying how to continue."""
+        """Save where the run stands and end it as the signal asked."""
         self.save(LAST)
         # The other ranks wait for the checkpoint: the launcher ends every rank once one has exited.
         self.ranks.barrier()
         signum = requests[0] if requests else signal.SIGTERM
-        again = this_command() if self.ranks.world_size == 1 else "the same paddle.distributed.launch command and"
-        raise TrainingStopped(f"{signal.Signals(signum).name} at epoch {self.epochs_done + 1}, step {self.step}: saved "
-                              f"{self.path(LAST)}; continue with: {again} --resume {self.run_dir}",
-                              exit_code=128 + signum, label="stopped")
+        raise Interrupted(f"{signal.Signals(signum).name} at epoch {self.epochs_done + 1}, step {self.step}", signum,
+                          self.path(LAST))
