@@ -19,7 +19,7 @@ API = ("load_config", "build_model", "load_checkpoint", "load_model", "evaluate"
 
 def __getattr__(name):
     if name in API:
-        from DNSD.console import quiet_libraries
+        from DNSD.system.console import quiet_libraries
 
         with quiet_libraries():
             from DNSD import api

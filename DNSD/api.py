@@ -1,12 +1,12 @@
 """DNSD from Python: a config, a model, a trained checkpoint, its evaluation and its predictions, a call each (see
 DNSD/__init__)."""
 from DNSD.config import apply_values, build_config, hub_entry, load_yaml, set_value
-from DNSD.schema import Config
 from DNSD.datasets import num_classes
-from DNSD.engine.engines import ExportedModel, TrainedModel, open_model
-from DNSD.engine.reports import checkpoint_report
 from DNSD.errors import InputError
+from DNSD.inference.runtimes import ExportedModel, TrainedModel, open_model
 from DNSD.models import build_model as build_network
+from DNSD.reporting.reports import checkpoint_report
+from DNSD.schema import Config
 
 __all__ = ["load_config", "build_model", "load_checkpoint", "load_model", "evaluate", "hub_model", "TrainedModel",
            "ExportedModel"]

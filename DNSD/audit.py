@@ -1,8 +1,8 @@
 """`dnsd audit RUN_DIR`: re-train an epoch of a run from its kept checkpoint, in a temporary folder, and check that
-the weights are the ones the run recorded (engine/audit.py); the run folder is only read."""
+the weights are the ones the run recorded (reporting/audit.py); the run folder is only read."""
 from DNSD.changes import data_and_device_keys
 from DNSD.config import add_config_flags, stated_values
-from DNSD.engine.audit import audit
+from DNSD.reporting.audit import audit
 
 
 def add_arguments(parser):

@@ -1,6 +1,6 @@
 """`dnsd card FOLDER`: MODEL_CARD.md beside a run, a --seeds folder or a sweep's folder, with its curves figure
-(engine/card.py)."""
-from DNSD.engine.card import write_card
+(reporting/card.py)."""
+from DNSD.reporting.card import write_card
 
 
 def add_arguments(parser):

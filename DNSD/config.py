@@ -9,8 +9,8 @@ from typing import List, Optional
 
 import yaml
 
-from DNSD.errors import InputError
 from DNSD.architectures import ARCHITECTURES
+from DNSD.errors import InputError
 from DNSD.schema import (Config, config_fields, default, describe, fields_by_key, flag_name, format_default, scope,
                          sections)
 from DNSD.untrusted import regular_file
@@ -18,7 +18,7 @@ from DNSD.untrusted import regular_file
 
 MAX_INT = 10**10  # no key needs more: seeds stay below 2^32, and larger numbers only overflow what uses them
 MAX_TEXT = 4096  # the longest value a flag, -o or a YAML key may give
-SWEEP_SECTION = "sweep"  # a config file's grid of values for dnsd train (engine/sweep.py), not config keys
+SWEEP_SECTION = "sweep"  # a config file's grid of values for dnsd train (sweeps/grid.py), not config keys
 
 
 def _convert(value, kind, key):

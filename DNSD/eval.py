@@ -1,12 +1,12 @@
 """`dnsd eval`: a checkpoint's error and per-class accuracy on the test (or validation) split, and its report
-(engine/reports.py)."""
+(reporting/reports.py)."""
 from DNSD.changes import data_and_device_keys
 from DNSD.config import add_config_flags, stated_values
-from DNSD.engine.figures import check_figure_path, draw_confusion, write_figure
-from DNSD.engine.engines import ENGINES
-from DNSD.engine.reports import checkpoint_report, format_report, model_report
-from DNSD.engine.run_folder import checkpoint_in
 from DNSD.errors import InputError
+from DNSD.inference.runtimes import ENGINES
+from DNSD.reporting.figures import check_figure_path, draw_confusion, write_figure
+from DNSD.reporting.reports import checkpoint_report, format_report, model_report
+from DNSD.runs.folder import checkpoint_in
 
 
 def add_arguments(parser):

@@ -1,9 +1,9 @@
 """`--mode export`: a checkpoint as an inference model, for Paddle Inference and for ONNX Runtime
-(engine/exporting.py)."""
+(inference/export.py)."""
 from DNSD.changes import device_keys
 from DNSD.config import add_config_flags, stated_values
-from DNSD.engine.exporting import FORMATS, export_checkpoint
-from DNSD.engine.run_folder import checkpoint_in
+from DNSD.inference.export import FORMATS, export_checkpoint
+from DNSD.runs.folder import checkpoint_in
 
 
 def add_arguments(parser):

@@ -6,11 +6,11 @@ import sys
 
 from DNSD.changes import device_keys
 from DNSD.config import add_config_flags, build_config, stated_values
-from DNSD.engine.device import describe_device, environment_report, select_run_device
-from DNSD.engine.device_check import check_device
-from DNSD.engine.manifest import run_differences
-from DNSD.engine.run_folder import CONFIG
 from DNSD.errors import InputError
+from DNSD.runs.folder import CONFIG
+from DNSD.runs.manifest import run_differences
+from DNSD.system.device import describe_device, environment_report, select_run_device
+from DNSD.system.device_check import check_device
 
 
 def add_arguments(parser):

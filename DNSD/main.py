@@ -19,9 +19,9 @@ if __package__ in (None, ""):
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from DNSD import __version__, invocation
-from DNSD.console import quiet_libraries
-from DNSD.engine.run_folder import ERROR_LOG
 from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError, describe_os_error, one_line
+from DNSD.runs.folder import ERROR_LOG
+from DNSD.system.console import quiet_libraries
 
 EXIT_INTERRUPTED = 130
 MODES = {  # mode: (the module that implements it, what it does)

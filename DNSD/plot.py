@@ -1,6 +1,6 @@
 """`dnsd plot`: the curves of runs, the paper's Figure 3 or Figure 7, or a sweep's Figure 8 (either panel), as a PNG,
-PDF or SVG file (engine/figures.py)."""
-from DNSD.engine.figures import FIGURE7_TENSOR, plot_runs
+PDF or SVG file (reporting/figures.py)."""
+from DNSD.reporting.figures import FIGURE7_TENSOR, plot_runs
 
 
 def add_arguments(parser):

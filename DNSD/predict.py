@@ -11,10 +11,10 @@ import numpy as np
 
 from DNSD.changes import device_keys
 from DNSD.config import add_config_flags, stated_values
-from DNSD.engine.engines import ENGINES, open_model
-from DNSD.engine.run_folder import check_writable, checkpoint_in
 from DNSD.errors import InputError, SomeImagesFailed, one_line
 from DNSD.files import write_text
+from DNSD.inference.runtimes import ENGINES, open_model
+from DNSD.runs.folder import check_writable, checkpoint_in
 from DNSD.untrusted import file_or_folder
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")

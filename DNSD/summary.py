@@ -1,5 +1,5 @@
-"""`dnsd summary`: runs tabulated as the paper's table, mean ± std over seeds, and --compare (engine/tables.py)."""
-from DNSD.engine.tables import write_summary
+"""`dnsd summary`: runs tabulated as the paper's table, mean ± std over seeds, and --compare (reporting/tables.py)."""
+from DNSD.reporting.tables import write_summary
 
 
 def add_arguments(parser):

@@ -1,14 +1,14 @@
 """`--mode train`: its flags, and the path they choose: a new run, the continuation of one (--resume) or a branch of
-one (--resume --branch), all in engine/run.py; or a worker of a sweep, which --seeds without a grid is too."""
+one (--resume --branch), all in training/run.py; or a worker of a sweep, which --seeds without a grid is too."""
 import yaml
 
 from DNSD.config import SWEEP_SECTION, add_config_flags, build_config, explicit_values, stated_values
-from DNSD.engine.launchers import launch
-from DNSD.engine.run import resume, start
-from DNSD.engine.run_folder import default_run_dir, sweep_folders
-from DNSD.engine.sweep import open_sweep, parse_seeds, read_grid, resume_sweep, worker_overrides
-from DNSD.engine.workers import work
 from DNSD.errors import InputError
+from DNSD.runs.folder import default_run_dir, sweep_folders
+from DNSD.sweeps.grid import open_sweep, parse_seeds, read_grid, resume_sweep, worker_overrides
+from DNSD.sweeps.launchers import launch
+from DNSD.sweeps.workers import work
+from DNSD.training.run import resume, start
 
 
 def add_arguments(parser):

@@ -26,12 +26,12 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from DNSD.config import build_config  # noqa: E402
-from DNSD.schema import ModelConfig  # noqa: E402
 from DNSD.datasets import Splits  # noqa: E402
 from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches, prefetched  # noqa: E402
-from DNSD.engine.device import select_device, thread_count  # noqa: E402
-from DNSD.engine.trainer import READ_EVERY, Trainer  # noqa: E402
 from DNSD.models import build_model  # noqa: E402
+from DNSD.schema import ModelConfig  # noqa: E402
+from DNSD.system.device import select_device, thread_count  # noqa: E402
+from DNSD.training.loop import READ_EVERY, Trainer  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -276,7 +276,7 @@ def images_per_second(run, args, count):
 
 def time_engine(args, gpu):
     """In a process of its own (the inference section): one engine on the exported model; prints JSON."""
-    from DNSD.engine.engines import RUNNERS
+    from DNSD.inference.runtimes import RUNNERS
 
     name, onednn, folder = args.time_engine
     runner = RUNNERS[name](os.path.join(folder, "model"), thread_count(args.cpu_threads), gpu, json.loads(onednn))
@@ -288,8 +288,8 @@ def time_engine(args, gpu):
 def time_inference(args):
     """dygraph (a checkpoint's evaluation path), Paddle Inference with and without oneDNN, and ONNX Runtime on one
     exported ResNet, same batch and threads; an engine that crashes is reported as such."""
-    from DNSD.engine.evaluation import probabilities
-    from DNSD.engine.exporting import InferenceModel, to_onnx
+    from DNSD.training.evaluation import probabilities
+    from DNSD.inference.export import InferenceModel, to_onnx
 
     paddle.seed(0)
     model = build_model(ModelConfig(depth=args.depth), num_classes=10)
@@ -387,9 +387,9 @@ def time_transforms_pipeline(args, images):
 SVHN_SIZES = {"train": 73257, "extra": 531131, "test": 26032}
 SVHN_READ = """
 import json, resource, sys, time
-from DNSD.schema import DataConfig
 from DNSD.datasets import load_data
 from DNSD.randomness import generator
+from DNSD.schema import DataConfig
 started = time.perf_counter()
 data = load_data(DataConfig(dataset="svhn", data_file=sys.argv[1], val_size=int(sys.argv[2]), augment=False),
                  generator(0, "split"))
@@ -429,8 +429,8 @@ def measure_svhn_reading(args):
 def time_audit(args, epochs=2):
     """A run of ResNet-depth on args.data_file that keeps every checkpoint, then dnsd audit of its last epoch, each
     in a process of its own; the weight digest that every epoch records, timed on the run's model."""
-    from DNSD.engine.checkpoint import load_checkpoint, restore_model
-    from DNSD.engine.ranks import weights_digest
+    from DNSD.runs.checkpoint import read_state, restore_model
+    from DNSD.training.ranks import weights_digest
 
     if not args.data_file or not os.path.isfile(args.data_file):
         sys.exit("benchmark: the audit section trains on a CIFAR-10 archive: give it with --data-file")
@@ -453,7 +453,7 @@ def time_audit(args, epochs=2):
             print(f"audit: epoch re-trained in {retrained:.1f} s (the run's: {records[-1]['epoch_seconds']:.1f} s), "
                   f"the command {wall:.1f} s", file=sys.stderr, flush=True)
         path = os.path.join(run_dir, "last.pdckpt")
-        model = restore_model(load_checkpoint(path), path)
+        model = restore_model(read_state(path), path)
     digests = []
     for _ in range(args.repeats * 5):
         started = time.perf_counter()

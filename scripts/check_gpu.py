@@ -20,9 +20,9 @@ import paddle  # noqa: E402
 
 from benchmark import training_step  # noqa: E402
 from cifar_archive import synthetic_batches, write_archive  # noqa: E402
-from DNSD.engine.checkpoint import load_checkpoint, restore_model  # noqa: E402
-from DNSD.engine.device import select_device  # noqa: E402
-from DNSD.engine.ranks import weights_digest  # noqa: E402
+from DNSD.runs.checkpoint import read_state, restore_model  # noqa: E402
+from DNSD.system.device import select_device  # noqa: E402
+from DNSD.training.ranks import weights_digest  # noqa: E402
 
 
 class Failed(Exception):
@@ -43,7 +43,7 @@ def succeeded(result):
 
 def digest(run_dir):
     path = os.path.join(run_dir, "last.pdckpt")
-    return weights_digest(restore_model(load_checkpoint(path), path))
+    return weights_digest(restore_model(read_state(path), path))
 
 
 def check_info(context):

@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from DNSD.errors import one_line  # noqa: E402  (DNSD's modules that setup uses need no more than the standard library)
-from DNSD.nvidia_smi import driver_cuda, read_gpus, command_output  # noqa: E402
+from DNSD.system.nvidia_smi import driver_cuda, read_gpus, command_output  # noqa: E402
 PADDLE_INDEX = "https://www.paddlepaddle.org.cn/packages/stable"
 
 Build = collections.namedtuple("Build", "tag cuda min_driver capabilities requirement")

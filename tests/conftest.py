@@ -8,7 +8,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cifar_archive import synthetic_batches, write_archive  # noqa: E402
 from helpers import MINI_ARCHIVE, TINY_RUN, dnsd  # noqa: E402
-from DNSD.engine.device import configure_cpu  # noqa: E402
+from DNSD.system.device import configure_cpu  # noqa: E402
 
 # The CPU settings of a run, before any test computes: MKL reads MKL_DEBUG_CPU_TYPE at its first call, so a test
 # that computed first would leave this process on another code path than a training process, and other bits.

@@ -8,9 +8,9 @@ import tempfile
 import numpy as np
 import pytest
 
-from DNSD.engine.audit import Plan, judge
-from DNSD.engine.checkpoint_file import read_checkpoint, save_checkpoint
-from DNSD.engine.manifest import seal
+from DNSD.reporting.audit import Plan, judge
+from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
+from DNSD.runs.manifest import seal
 from helpers import MINI_ARCHIVE, TINY_RUN, assert_one_line_error, dnsd
 
 MINI_RUN = ["--depth", "8", "--epochs", "2", "--batch-size", "50", "--val-size", "100", "--train-images", "400",

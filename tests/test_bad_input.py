@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
-from DNSD.engine.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.models.resnet import CifarResNet
+from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 from helpers import TINY_RUN, assert_one_line_error, dnsd
 
 

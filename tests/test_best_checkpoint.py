@@ -1,9 +1,9 @@
-"""The paper's protocol for the reported checkpoint (DNSD/engine/best.py): the lowest validation error, ties by
+"""The paper's protocol for the reported checkpoint (DNSD/training/best.py): the lowest validation error, ties by
 run.best_on_tie, and with run.eval_every_steps the evaluation points alone (the authors' every 200 iterations on
 SVHN)."""
 import pytest
 
-from DNSD.engine.best import BestCheckpoint, ties
+from DNSD.training.best import BestCheckpoint, ties
 
 
 @pytest.mark.parametrize("rule, chosen", [("earliest", [True, False, False, False]),

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 import DNSD
-from DNSD.engine.card import published
 from DNSD.api import load_config
 from DNSD.errors import InputError
+from DNSD.reporting.card import published
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
 
 

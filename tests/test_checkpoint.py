@@ -1,11 +1,11 @@
-"""The checkpoint file (DNSD/engine/checkpoint_file.py): what goes in comes out, bit for bit, nothing else loads."""
+"""The checkpoint file (DNSD/runs/checkpoint_file.py): what goes in comes out, bit for bit, nothing else loads."""
 import zipfile
 
 import numpy as np
 import pytest
 
-from DNSD.engine.checkpoint_file import FORMAT, read_checkpoint, save_checkpoint
 from DNSD.errors import InputError
+from DNSD.runs.checkpoint_file import FORMAT, read_checkpoint, save_checkpoint
 
 
 def test_plain_data_and_arrays_round_trip_exactly(tmp_path):

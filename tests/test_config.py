@@ -6,10 +6,10 @@ import yaml
 
 from helpers import ROOT
 from DNSD.config import build_config, config_from_dict, stated_values
-from DNSD.schema import Config, config_fields, flag_name
 from DNSD.errors import InputError
-from DNSD.engine.run_folder import default_run_dir
 from DNSD.main import mode_parser
+from DNSD.runs.folder import default_run_dir
+from DNSD.schema import Config, config_fields, flag_name
 
 CONFIGS = os.path.join(ROOT, "configs")
 

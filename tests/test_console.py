@@ -39,7 +39,7 @@ def test_every_mode_on_a_new_home_folder_prints_only_dnsds_lines(tiny_archive, t
 
 
 def test_the_root_logger_is_left_as_python_leaves_it_unless_verbose():
-    code = ("import logging, sys\nfrom DNSD.console import quiet_libraries\nroot = logging.getLogger()\n"
+    code = ("import logging, sys\nfrom DNSD.system.console import quiet_libraries\nroot = logging.getLogger()\n"
             "before = (list(root.handlers), root.level)\nwith quiet_libraries(sys.argv[1] == 'verbose'):\n"
             "    import paddle\nprint((list(root.handlers), root.level) == before)")
     quiet = subprocess.run([sys.executable, "-c", code, "quiet"], cwd=ROOT, capture_output=True, text=True)

@@ -8,13 +8,13 @@ import paddle
 import pytest
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
-from DNSD.engine.checkpoint_file import read_checkpoint, save_checkpoint
-from DNSD.schema import DataConfig
 from DNSD.datasets import Splits, load_data
 from DNSD.datasets.cifar import locate_archive, read_archive
 from DNSD.datasets.pipeline import (Dataset, Normalizer, TrainingBatches, augment, batches, prefetched,
                                     split_train_val)
 from DNSD.errors import InputError
+from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
+from DNSD.schema import DataConfig
 
 
 def test_archive_is_read_in_the_official_layout(tmp_path):

@@ -5,7 +5,7 @@ import os
 import paddle
 import pytest
 
-from DNSD.engine.device import describe_device, system_gpus
+from DNSD.system.device import describe_device, system_gpus
 from helpers import TINY_RUN, assert_one_line_error, dnsd, environment, fake_nvidia_smi
 
 

@@ -3,8 +3,8 @@ part named in one line with its fix, and the GPU's parts chosen by what the GPU 
 import paddle
 import pytest
 
-from DNSD.engine import device_check
 from DNSD.errors import InputError
+from DNSD.system import device_check
 from helpers import dnsd
 
 

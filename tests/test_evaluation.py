@@ -1,10 +1,10 @@
-"""Evaluation (DNSD/engine/evaluation.py): error, accuracy and per-class accuracy against a count by hand."""
+"""Evaluation (DNSD/training/evaluation.py): error, accuracy and per-class accuracy against a count by hand."""
 import numpy as np
 import paddle
 import pytest
 
 from DNSD.datasets.pipeline import Dataset, Normalizer
-from DNSD.engine.evaluation import evaluate
+from DNSD.training.evaluation import evaluate
 
 
 class Fixed(paddle.nn.Layer):

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import paddle
 
-from DNSD.engine.checkpoint import load_checkpoint, restore_model
 from DNSD.datasets.cifar import read_archive
 from DNSD.datasets.pipeline import Normalizer
+from DNSD.runs.checkpoint import read_state, restore_model
 from helpers import assert_one_line_error, dnsd
 
 
@@ -18,7 +18,7 @@ def test_exported_model_gives_the_probabilities_of_the_eval_path(trained_run, ti
     assert result.returncode == 0, result.stderr
     assert prefix in result.stdout
     _, test, _ = read_archive(tiny_archive)
-    state = load_checkpoint(checkpoint)
+    state = read_state(checkpoint)
     model = restore_model(state, checkpoint)
     model.eval()
     logits = model(paddle.to_tensor(Normalizer.from_state(state["normalizer"])(test.images)))

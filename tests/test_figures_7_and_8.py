@@ -12,11 +12,11 @@ import pytest
 from DNSD.config import build_config
 from DNSD.datasets import Splits
 from DNSD.datasets.pipeline import Dataset, Normalizer
-from DNSD.engine.figures import draw_gradients, draw_heatmap
-from DNSD.engine.meters import TrainingMeter
-from DNSD.engine.sweep import open_sweep, read_sweep, sweep_runs
-from DNSD.engine.trainer import Trainer
 from DNSD.models import build_model
+from DNSD.reporting.figures import draw_gradients, draw_heatmap
+from DNSD.sweeps.grid import open_sweep, read_sweep, sweep_runs
+from DNSD.training.loop import Trainer
+from DNSD.training.meters import TrainingMeter
 from helpers import TINY_RUN, assert_one_line_error, dnsd
 
 WATCHED = ["stem.weight", "stage1.weight", "stage2.weight", "stage3.weight"]

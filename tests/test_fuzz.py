@@ -164,7 +164,7 @@ def crafted_state(state, rng):
 
 
 def test_crafted_checkpoints_within_a_memory_cap(originals, trained_run, tmp_path, capsys):
-    from DNSD.engine.checkpoint_file import read_checkpoint, save_checkpoint
+    from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 
     rng = random.Random(14)
     state = read_checkpoint(os.path.join(trained_run[0], "best.pdckpt"))

@@ -5,7 +5,7 @@ import os
 
 import paddle
 
-from DNSD.engine.manifest import seal
+from DNSD.runs.manifest import seal
 from helpers import TINY_RUN, assert_one_line_error, dnsd, environment
 
 ONE_EPOCH = [*TINY_RUN, "--epochs", "1"]

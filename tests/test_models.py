@@ -10,15 +10,15 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 
-from DNSD.config import config_from_dict, load_yaml
-from DNSD.schema import ModelConfig
-from DNSD.datasets.pipeline import Normalizer
-from DNSD.engine.checkpoint import load_checkpoint, restore_model
 from DNSD.architectures import ARCHITECTURES
+from DNSD.config import config_from_dict, load_yaml
+from DNSD.datasets.pipeline import Normalizer
 from DNSD.models import NETWORKS, build_model
 from DNSD.models.diracnet import DiracNet, dirac_delta, ncrelu
 from DNSD.models.stochastic_depth import StochasticDepth, sample_gates
 from DNSD.models.vanillanet import VanillaNet
+from DNSD.runs.checkpoint import read_state, restore_model
+from DNSD.schema import ModelConfig
 from helpers import ROOT, dnsd
 from test_resnet import expected_parameter_count
 
@@ -62,7 +62,7 @@ def test_every_architecture_trains_evaluates_and_exports(name, tiny_archive, tmp
     assert json.load(open(f"{prefix}-info.json"))["folded"] == (name != "resnet, per-sample drop path")
     exported = paddle.jit.load(prefix)  # as a user of Paddle alone loads it
     exported.eval()
-    state = load_checkpoint(last)
+    state = read_state(last)
     model = restore_model(state, last)
     model.eval()
     pixels = np.random.default_rng(1).integers(0, 256, (3, 3, 32, 32)).astype("uint8")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from DNSD.datasets.cifar import read_archive
-from DNSD.engine.engines import ExportedModel, open_model
-from DNSD.engine import exporting
+from DNSD.inference import export as exporting
+from DNSD.inference.runtimes import ExportedModel, open_model
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
 from test_predict import write_png
 

@@ -93,7 +93,7 @@ def test_another_format_is_refused(trained_run, tmp_path):
 
 
 def test_a_one_epoch_run_has_markers_and_axes_read_plainly(trained_run, tmp_path):
-    from DNSD.engine.figures import draw_curves
+    from DNSD.reporting.figures import draw_curves
 
     one_epoch = tmp_path / "one"
     one_epoch.mkdir()
@@ -122,7 +122,7 @@ def test_figure_3_draws_the_mean_test_error_of_each_configuration_and_the_seeds_
 
     import numpy as np
 
-    from DNSD.engine.figures import draw_test_error
+    from DNSD.reporting.figures import draw_test_error
 
     (axis,) = drawn(draw_test_error([trained_run[0], second_seed_run, constant_depth_run]))
     seeds = [[json.loads(line)["test_error"] for line in open(os.path.join(run, "metrics.jsonl"))]

@@ -1,4 +1,4 @@
-"""Data-parallel runs (DNSD/engine/ranks.py, and the trainer under paddle.distributed): real two-process runs on
+"""Data-parallel runs (DNSD/training/ranks.py, and the trainer under paddle.distributed): real two-process runs on
 the CPU (gloo backend), and the sharding that lets the ranks together compute what one process would."""
 import glob
 import json
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from cifar_archive import synthetic_batches, write_archive
-from DNSD.engine.checkpoint import load_checkpoint, restore_model
 from DNSD.datasets import Splits
 from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches
-from DNSD.engine.ranks import Ranks, check_shards, weights_digest
 from DNSD.errors import InputError
+from DNSD.runs.checkpoint import read_state, restore_model
+from DNSD.training.ranks import Ranks, check_shards, weights_digest
 from helpers import ROOT
 
 SEED = 3
@@ -44,7 +44,7 @@ def two_rank_run(tmp_path_factory, tiny_archive):
 def test_both_ranks_end_with_the_weights_rank_0_saved(two_rank_run):
     run_dir, logs = two_rank_run
     path = os.path.join(run_dir, "last.pdckpt")
-    saved = weights_digest(restore_model(load_checkpoint(path), path))
+    saved = weights_digest(restore_model(read_state(path), path))
     for rank, log in enumerate(logs):
         assert re.findall(r"rank (\d) of 2 ends with weights sha256 (\w+)", log) == [(str(rank), saved)]
 

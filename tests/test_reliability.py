@@ -19,12 +19,12 @@ import yaml
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive, write_cifar100_archive
 from DNSD import main as cli
-from DNSD.engine.checkpoint_file import read_checkpoint
 from DNSD.config import build_config
 from DNSD.errors import EXIT_RUN_IN_USE, TrainingStopped
-from DNSD.engine.locks import lock
-from DNSD.engine.trainer import Trainer
-from DNSD.engine.run import start
+from DNSD.runs.checkpoint_file import read_checkpoint
+from DNSD.runs.locks import lock
+from DNSD.training.loop import Trainer
+from DNSD.training.run import start
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
 
 ONE_EPOCH = [*TINY_RUN[:4], "--epochs", "1", *TINY_RUN[6:]]
@@ -325,7 +325,7 @@ def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_the_run_resumes_
 def test_eval_into_a_read_only_run_folder_fails_before_evaluating(trained_run, tmp_path, capsys, monkeypatch):
     import tempfile
 
-    from DNSD.engine import reports as evaluation
+    from DNSD.reporting import reports as evaluation
 
     run_dir = copy_run(trained_run, tmp_path)
     before = snapshot(run_dir)
@@ -463,7 +463,7 @@ def test_a_cifar100_checkpoint_with_a_cifar10_archive_names_the_right_archive(ti
 
 def test_an_internal_error_is_one_line_with_its_own_code_and_a_log_in_the_run_folder(trained_run, tmp_path, capsys,
                                                                                      monkeypatch):
-    from DNSD.engine import reports as evaluation
+    from DNSD.reporting import reports as evaluation
 
     run_dir = copy_run(trained_run, tmp_path)
 

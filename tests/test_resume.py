@@ -13,10 +13,10 @@ import paddle
 import pytest
 
 from helpers import ROOT
-from DNSD.engine.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.config import build_config
 from DNSD.errors import TrainingStopped
-from DNSD.engine.run import start
+from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
+from DNSD.training.run import start
 from helpers import assert_one_line_error, dnsd
 
 RUN = ["--depth", "8", "--epochs", "6", "--batch-size", "32", "--val-size", "40", "--checkpoint-every-steps", "1"]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from cifar_archive import synthetic_batches, write_archive
-from DNSD.engine.checkpoint_file import read_checkpoint
 from DNSD.errors import InputError
-from DNSD.engine.sweep import parse_seeds
+from DNSD.runs.checkpoint_file import read_checkpoint
+from DNSD.sweeps.grid import parse_seeds
 from helpers import TINY_RUN, assert_one_line_error, dnsd
 
 ONE_EPOCH = [*TINY_RUN[:4], "--epochs", "1", *TINY_RUN[6:]]

@@ -5,10 +5,10 @@ import numpy as np
 import paddle
 import pytest
 
-from DNSD.engine.checkpoint_file import read_checkpoint
 from DNSD.config import build_config
-from DNSD.engine.device import configure_cpu, device_flags, is_amd_with_avx2
-from DNSD.engine.run import start
+from DNSD.runs.checkpoint_file import read_checkpoint
+from DNSD.system.device import configure_cpu, device_flags, is_amd_with_avx2
+from DNSD.training.run import start
 
 
 def tiny_config(tiny_archive, run_dir, **values):

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from DNSD.config import build_config
-from DNSD.engine.checkpoint_file import read_checkpoint
-from DNSD.engine.launchers import SweepTask
-from DNSD.engine.locks import held
-from DNSD.engine.sweep import open_sweep, parse_sweep, point_name, points, read_sweep, sweep_runs
 from DNSD.errors import InputError, TrainingStopped
+from DNSD.runs.checkpoint_file import read_checkpoint
+from DNSD.runs.locks import held
+from DNSD.sweeps.grid import open_sweep, parse_sweep, grid_point_name, grid_points, read_sweep, sweep_runs
+from DNSD.sweeps.launchers import SweepTask
 from helpers import ROOT, assert_one_line_error, dnsd
 
 # ResNet-8 on a few of the real images: a run is seconds, and its weights are a fingerprint of what it computed.
@@ -50,7 +50,7 @@ def start_worker(archive, folder, *extra, epochs=1):
 def test_the_grid_is_the_product_of_the_swept_values_and_names_each_point_by_them():
     grid = parse_sweep(["survival_last=0.5,1", "model.survival_mode=linear,uniform"])
     assert grid == {"model.survival_last": [0.5, 1.0], "model.survival_mode": ["linear", "uniform"]}
-    assert [point_name(point) for point in points(grid)] == [
+    assert [grid_point_name(point) for point in grid_points(grid)] == [
         "survival_last=0.5,survival_mode=linear", "survival_last=0.5,survival_mode=uniform",
         "survival_last=1.0,survival_mode=linear", "survival_last=1.0,survival_mode=uniform"]
     runs = sweep_runs("out", grid, [0, 1])
@@ -101,16 +101,17 @@ def test_three_workers_share_a_grid_each_run_trained_once_as_it_would_be_alone(m
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0, 0], outputs
     grid = read_sweep(str(folder))["grid"]
-    for point in points(grid):
-        run_dir = folder / point_name(point) / "seed-0"
+    for point in grid_points(grid):
+        run_dir = folder / grid_point_name(point) / "seed-0"
         # The start line each training process prints names its run folder: one start per run, in all workers.
         assert sum(output.count(f"run folder {run_dir}\n") for output in outputs) == 1, outputs
-        assert same_weights(weights(run_dir), alone(mini_archive, tmp_path / "alone" / point_name(point), point, 1))
+        again = alone(mini_archive, tmp_path / "alone" / grid_point_name(point), point, 1)
+        assert same_weights(weights(run_dir), again)
     rows = list(csv.DictReader(open(folder / "summary.csv")))
     assert [(row["survival_last"], row["survival_mode"]) for row in rows] == [
-        (str(point["model.survival_last"]), point["model.survival_mode"]) for point in points(grid)]
-    for row, point in zip(rows, points(grid)):
-        summary = json.load(open(folder / point_name(point) / "seed-0" / "summary.json"))
+        (str(point["model.survival_last"]), point["model.survival_mode"]) for point in grid_points(grid)]
+    for row, point in zip(rows, grid_points(grid)):
+        summary = json.load(open(folder / grid_point_name(point) / "seed-0" / "summary.json"))
         assert (row["finished"], float(row["test_error_mean"])) == ("1", summary["test_error"])
 
 
@@ -170,8 +171,8 @@ def test_two_local_workers_through_submitit_finish_the_sweep(tiny_archive, tmp_p
     logs = [open(os.path.join(path, name)).read() for path, _, names in os.walk(folder / "submitit")
             for name in names if name.endswith("_log.out")]
     assert len(logs) == 2
-    for point in points(read_sweep(str(folder))["grid"]):
-        run_dir = folder / point_name(point) / "seed-0"
+    for point in grid_points(read_sweep(str(folder))["grid"]):
+        run_dir = folder / grid_point_name(point) / "seed-0"
         assert os.path.isfile(run_dir / "summary.json")
         assert sum(log.count(f"run folder {run_dir}\n") for log in logs) == 1
 
@@ -200,7 +201,7 @@ def test_slurm_gets_one_job_array_of_workers_that_requeue(tiny_archive, tmp_path
 
 
 def test_figure_8_draws_the_runs_own_numbers(tiny_archive, tmp_path):
-    from DNSD.engine.figures import draw_sweep
+    from DNSD.reporting.figures import draw_sweep
 
     folder = tmp_path / "sweep"
     open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": str(folder)}),
@@ -232,7 +233,7 @@ def test_figure_8_draws_the_runs_own_numbers(tiny_archive, tmp_path):
 
 
 def test_the_summary_of_a_live_sweep_has_every_grid_point_and_says_what_is_left(tiny_archive, tmp_path):
-    from DNSD.engine.locks import lock
+    from DNSD.runs.locks import lock
 
     folder = str(tmp_path / "sweep")
     config = build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder})
@@ -268,7 +269,7 @@ def launcher_options(**given):
 
 
 def test_local_workers_default_to_one_per_visible_gpu_each_given_its_own(tiny_archive, tmp_path, monkeypatch):
-    from DNSD.engine import launchers
+    from DNSD.sweeps import launchers
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
     assert launchers.visible_gpus() == [0, 2]
@@ -309,7 +310,7 @@ def test_local_workers_default_to_one_per_visible_gpu_each_given_its_own(tiny_ar
 
 
 def test_a_launcher_starts_nothing_for_a_finished_sweep_and_refuses_bad_counts(tiny_archive, tmp_path, capsys):
-    from DNSD.engine import launchers
+    from DNSD.sweeps import launchers
 
     folder = str(tmp_path / "sweep")
     open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder}),

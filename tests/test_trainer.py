@@ -1,4 +1,4 @@
-"""The training loop's pieces (DNSD/engine/trainer.py, meters.py): the schedule, the step, the bookkeeping, the
+"""The training loop's pieces (DNSD/training/loop.py, meters.py): the schedule, the step, the bookkeeping, the
 optimiser state a checkpoint keeps."""
 import contextlib
 import math
@@ -8,14 +8,14 @@ import paddle
 import pytest
 
 from DNSD.config import build_config
-from DNSD.schema import TrainConfig
 from DNSD.datasets import Splits
 from DNSD.datasets.pipeline import Dataset, Normalizer
-from DNSD.engine.meters import TrainingMeter
-from DNSD.engine.optimizer import build_optimizer, decay_epochs, renamed
-from DNSD.engine.trainer import Trainer, non_finite_tensors
 from DNSD.errors import TrainingStopped
 from DNSD.models import build_model
+from DNSD.schema import TrainConfig
+from DNSD.training.loop import Trainer, non_finite_tensors
+from DNSD.training.meters import TrainingMeter
+from DNSD.training.optimizer import build_optimizer, decay_epochs, renamed
 
 
 def test_decay_epochs_follow_the_authors_rule():
@@ -167,8 +167,8 @@ def test_the_merged_momentum_update_gives_the_same_weights():
 def test_a_tie_for_the_lowest_validation_error_follows_the_chosen_rule(rule, best, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from DNSD.engine import trainer as trainer_module
-    from DNSD.engine.checkpoint_file import read_checkpoint
+    from DNSD.training import loop as trainer_module
+    from DNSD.runs.checkpoint_file import read_checkpoint
 
     trainer = tiny_trainer(**{"run.best_on_tie": rule, "train.epochs": 3, "run.test_every_epoch": False})
     trainer.run_dir = str(tmp_path)
@@ -186,7 +186,7 @@ def test_a_tie_for_the_lowest_validation_error_follows_the_chosen_rule(rule, bes
 def test_the_test_error_of_each_epoch_is_recorded_and_never_chooses_the_checkpoint(measured, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from DNSD.engine import trainer as trainer_module
+    from DNSD.training import loop as trainer_module
 
     trainer = tiny_trainer(**{"train.epochs": 2, "run.test_every_epoch": measured})
     trainer.run_dir = str(tmp_path)
@@ -204,7 +204,7 @@ def test_the_test_error_of_each_epoch_is_recorded_and_never_chooses_the_checkpoi
 
 
 def test_the_step_schedule_reads_saves_and_measures_when_due():
-    from DNSD.engine.trainer import READ_EVERY, StepSchedule
+    from DNSD.training.loop import READ_EVERY, StepSchedule
 
     steps = 2 * READ_EVERY + 5
     plain = StepSchedule(epoch=1, epochs=3, steps=steps)

@@ -17,8 +17,8 @@ import pytest
 
 from cifar_archive import synthetic_batches, write_archive
 from DNSD.datasets.cifar import SOURCES, read_archive
-from DNSD.engine.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.errors import InputError
+from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
 from test_bad_input import altered_checkpoint
 
@@ -122,7 +122,7 @@ def test_a_resealed_checkpoint_with_impossible_contents_is_refused_naming_the_fi
 
 def test_a_checkpoint_nested_deeper_than_python_reads_is_refused(trained_run, tmp_path):
     path = altered_checkpoint(trained_run, tmp_path, lambda s: s.update(history=[]))
-    from DNSD.engine import checkpoint_file as checkpoint
+    from DNSD.runs import checkpoint_file as checkpoint
 
     members = checkpoint._members(read_checkpoint(path))
     deep = b'"history": ' + b"[" * 100_000 + b"]" * 100_000
@@ -266,7 +266,7 @@ def test_damaged_run_folder_files_are_one_line_each(trained_run, tmp_path):
 
 
 def test_compare_with_identical_errors_gives_the_exact_difference():
-    from DNSD.engine.tables import comparison
+    from DNSD.reporting.tables import comparison
 
     rows = [{"configuration": "a", "test_errors": [5.0, 5.0]}, {"configuration": "b", "test_errors": [6.0, 6.0]}]
     assert comparison(rows, "a", "b") == ("b - a: +1.00 points of test error, exactly: the runs of each row have the "
@@ -287,10 +287,10 @@ def test_a_summary_lists_a_seed_that_another_command_has_only_begun(trained_run,
 
 
 def test_a_resume_takes_a_checkpoint_after_an_epochs_last_step_and_refuses_a_step_beyond(trained_run):
-    from DNSD.engine.checkpoint import check_resume_state, load_checkpoint, restore_model
+    from DNSD.runs.checkpoint import check_resume_state, read_state, restore_model
 
     path = os.path.join(trained_run[0], "last.pdckpt")
-    state = load_checkpoint(path)
+    state = read_state(path)
     model = restore_model(state, path)
     state["epochs_done"], state["history"] = 1, state["history"][:1]  # saved within epoch 2, after its 5 steps
     state["step"] = 5

@@ -14,14 +14,14 @@ import paddle.nn.functional as F
 
 from DNSD.datasets import load_splits
 from DNSD.datasets.pipeline import Normalizer
-from DNSD.engine.checkpoint import open_checkpoint, restore_model
-from DNSD.engine.device import select_run_device
-from DNSD.engine.engines import (TOLERANCE, OnnxRuntime, PaddleInference, paddle_model_file, reference_images,
-                                 run_batches)
-from DNSD.engine.evaluation import probabilities
-from DNSD.engine.run_folder import check_writable
 from DNSD.errors import DNSDError, InputError, one_line
 from DNSD.files import TEMPORARY_PREFIX, file_digest, write_json
+from DNSD.inference.runtimes import (TOLERANCE, OnnxRuntime, PaddleInference, paddle_model_file, reference_images,
+                                     run_batches)
+from DNSD.runs.checkpoint import open_checkpoint, restore_model
+from DNSD.runs.folder import check_writable
+from DNSD.system.device import select_run_device
+from DNSD.training.evaluation import probabilities
 
 FORMATS = ("both", "onnx", "paddle")
 ONNX_OPSET = 13  # every operator of the networks has an ONNX Runtime kernel at 13, and TensorRT 8 reads it

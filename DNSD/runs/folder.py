@@ -16,7 +16,7 @@ from DNSD.files import TEMPORARY_PREFIX, file_digest, read_json, write_text
 # The files of a run folder.
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"  # one JSON record per finished epoch
-POINTS = "points.jsonl"  # with run.eval_every_steps: one record per measured point (validation and test error)
+EVALUATION_POINTS = "points.jsonl"  # with run.eval_every_steps: one record per evaluation point (validation, test)
 SUMMARY = "summary.json"
 BRANCH = "branch.json"
 SWEEP = "sweep.json"  # in a sweep's folder: the grid, seeds and config of its runs POINT/seed-K/ (sweep.py)
@@ -29,9 +29,9 @@ BEST = "best.pdckpt"  # the checkpoint of the epoch with the lowest validation e
 LAST = "last.pdckpt"  # the checkpoint a resume continues from
 KEPT = "epoch-{}.pdckpt"  # with run.keep_every: the checkpoint of an epoch, kept for dnsd audit
 # Everything DNSD writes into a run folder, as fnmatch patterns: --overwrite removes these and nothing else.
-WRITTEN = (CONFIG, METRICS, POINTS, SUMMARY, BRANCH, ERROR_LOG, VISUALDL, BEST, LAST, "best.*.json", "last.*.json",
-           "best-inference", "last-inference", f"{TEMPORARY_PREFIX}*", MANIFEST, MODEL_CARD, "MODEL_CARD-*.png",
-           KEPT.format("*"))
+WRITTEN = (CONFIG, METRICS, EVALUATION_POINTS, SUMMARY, BRANCH, ERROR_LOG, VISUALDL, BEST, LAST, "best.*.json",
+           "last.*.json", "best-inference", "last-inference", f"{TEMPORARY_PREFIX}*", MANIFEST, MODEL_CARD,
+           "MODEL_CARD-*.png", KEPT.format("*"))
 # What makes a folder hold a run that a new one would replace.
 RUN_MARKS = (CONFIG, METRICS, BEST, LAST)
 
@@ -135,18 +135,18 @@ def write_records(run_dir, records, name=METRICS):
     write_text(os.path.join(run_dir, name), "".join(json.dumps(record) + "\n" for record in records))
 
 
-def read_points(run_dir):
+def read_evaluation_points(run_dir):
     """The points of a run measured every run.eval_every_steps steps (none for other runs)."""
-    path = os.path.join(run_dir, POINTS)
+    path = os.path.join(run_dir, EVALUATION_POINTS)
     if not os.path.isfile(path) or not os.path.getsize(path):
         return []
-    return read_records(run_dir, ["iteration", "val_error", "test_error"], POINTS)
+    return read_records(run_dir, ["iteration", "val_error", "test_error"], EVALUATION_POINTS)
 
 
 def read_records(run_dir, fields, name=METRICS):
     """The epoch records of a run (finished or not) that metrics.jsonl holds (or the points of points.jsonl), each
     with at least these fields."""
-    path, kind = os.path.join(run_dir, name), "a point" if name == POINTS else "an epoch"
+    path, kind = os.path.join(run_dir, name), "a point" if name == EVALUATION_POINTS else "an epoch"
     if not os.path.isfile(path):
         raise InputError(f"{run_dir} holds no {name}; pass the output folder of a training run")
     records = []

@@ -14,12 +14,12 @@ import paddle
 
 from DNSD import __version__
 from DNSD.changes import setting
-from DNSD.invocation import typed
-from DNSD.engine.device import describe_cpu, device_flags, paddle_build, system_gpus, thread_count
 from DNSD.config import config_from_dict, flat_config, load_yaml
-from DNSD.engine.run_folder import CONFIG, MANIFEST
 from DNSD.errors import InputError
 from DNSD.files import read_json, write_json
+from DNSD.invocation import typed
+from DNSD.runs.folder import CONFIG, MANIFEST
+from DNSD.system.device import describe_cpu, device_flags, paddle_build, system_gpus, thread_count
 
 FORMAT = "dnsd-environment/1"
 # The only environment variables a manifest records: those that change what Paddle, MKL or cuDNN compute. Nothing

@@ -5,10 +5,10 @@ import shutil
 import signal
 import time
 
-from DNSD.engine.sweep import progress, read_sweep, run_state, sweep_runs
-from DNSD.engine.workers import Worker
 from DNSD.errors import InputError, TrainingStopped, one_line
-from DNSD.nvidia_smi import read_gpus
+from DNSD.sweeps.grid import progress, read_sweep, run_state, sweep_runs
+from DNSD.sweeps.workers import Worker
+from DNSD.system.nvidia_smi import read_gpus
 
 SUBMITIT_FOLDER = "submitit"  # in the sweep folder: submitit's scripts, pickles and each task's log
 LOCAL_TIME_LIMIT = 7 * 24 * 60  # minutes: submitit stops a local task at its limit (2 minutes by default)

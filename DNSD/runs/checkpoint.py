@@ -2,18 +2,18 @@
 then the network with its weights (the file format is checkpoint_file.py's)."""
 import numpy as np
 
-from DNSD.config import config_from_dict
 from DNSD.changes import for_checkpoint
+from DNSD.config import config_from_dict
 from DNSD.datasets import num_classes
-from DNSD.engine.checkpoint_file import read_checkpoint
 from DNSD.errors import InputError
 from DNSD.models import build_model
+from DNSD.runs.checkpoint_file import read_checkpoint
 
 REQUIRED = ("config", "num_classes", "classes", "normalizer", "model", "epochs_done")
 NORMALIZER_SHAPES = {"pixel": ((3, 32, 32), (1,)), "channel": ((3, 1, 1), (3, 1, 1))}
 
 
-def load_checkpoint(path):
+def read_state(path):
     """The state saved by save_checkpoint, with its config validated."""
     state = read_checkpoint(path)
     missing = [key for key in REQUIRED if key not in state]
@@ -131,5 +131,5 @@ def restore_model(state, path):
 def open_checkpoint(path, stated, purpose):
     """(state, config) of a checkpoint, validated; stated: values the user gave, which may change only what keeps the
     model the same (data file, device); purpose names the command in the message that refuses another."""
-    state = load_checkpoint(path)
+    state = read_state(path)
     return state, for_checkpoint(state["config"], stated or {}, purpose)

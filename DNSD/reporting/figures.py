@@ -10,10 +10,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from DNSD.engine.run_folder import SWEEP, group_runs, read_records, read_summary, sweep_folders
-from DNSD.engine.tables import sweep_rows
 from DNSD.errors import InputError
 from DNSD.files import atomic_write
+from DNSD.reporting.tables import sweep_rows
+from DNSD.runs.folder import SWEEP, group_runs, read_records, read_summary, sweep_folders
 
 FORMATS = ("png", "pdf", "svg")
 

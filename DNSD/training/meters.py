@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from tqdm import tqdm
 from visualdl import LogWriter
 
-from DNSD.engine.run_folder import POINTS, VISUALDL, append_record, remove
+from DNSD.runs.folder import EVALUATION_POINTS, VISUALDL, append_record, remove
 
 
 @dataclass
@@ -83,7 +83,7 @@ def _log_epoch_scalars(writer, record):
         writer.add_scalar(tag=f"gradients/{name}", value=value, step=record["epoch"])
 
 
-def _log_point_scalars(writer, point):
+def _log_evaluation_point_scalars(writer, point):
     for key in ("val_error", "test_error"):
         writer.add_scalar(tag=f"points/{key}", value=point[key], step=point["iteration"])
 
@@ -95,7 +95,7 @@ def open_dashboard(run_dir, records=(), points=()):
     for record in records:
         _log_epoch_scalars(writer, record)
     for point in points:
-        _log_point_scalars(writer, point)
+        _log_evaluation_point_scalars(writer, point)
     return writer
 
 
@@ -142,10 +142,10 @@ def log_epoch(writer, run_dir, record, improved, epochs):
           flush=True)
 
 
-def log_point(writer, run_dir, point, improved):
+def log_evaluation_point(writer, run_dir, point, improved):
     """Write a point's record (run.eval_every_steps) to points.jsonl and VisualDL, and its line to the console."""
-    append_record(run_dir, point, POINTS)
-    _log_point_scalars(writer, point)
+    append_record(run_dir, point, EVALUATION_POINTS)
+    _log_evaluation_point_scalars(writer, point)
     best = " (best)" if improved else ""
     tqdm.write(f"step {point['iteration']} (epoch {point['epoch']}, step {point['step']})  val error "
                f"{point['val_error']:.2f} %{best}  test error {point['test_error']:.2f} %")

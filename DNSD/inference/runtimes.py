@@ -135,7 +135,7 @@ class TrainedModel:
     def predict(self, images, batch_size=256):
         """The class probabilities, float32 of shape (N, len(classes)), of uint8 RGB images of shape (N, 32, 32, 3),
         the layout of numpy.asarray(PIL.Image.open(path)); normalised as the run's training images were."""
-        from DNSD.engine.evaluation import probabilities
+        from DNSD.training.evaluation import probabilities
 
         return probabilities(self.model, checked_images(images).transpose(0, 3, 1, 2), batch_size, self.normalize)
 
@@ -157,8 +157,8 @@ class ExportedModel:
 def open_model(checkpoint=None, path=None, engine=None, stated=None, purpose="dnsd predict"):
     """A checkpoint (run by Paddle's dygraph) or an exported model (by the engine asked for, or the fastest that
     runs it here), ready to predict; stated: the user's config values, of which only the device keys may differ."""
-    from DNSD.engine.checkpoint import open_checkpoint, restore_model
-    from DNSD.engine.device import select_run_device
+    from DNSD.runs.checkpoint import open_checkpoint, restore_model
+    from DNSD.system.device import select_run_device
     from DNSD.datasets.pipeline import Normalizer
 
     stated = stated or {}
@@ -249,7 +249,7 @@ def verdict(prefix, info, name, onednn, threads, gpu):
     remembered = remembered if isinstance(remembered, dict) else {}
     if key in remembered:
         return remembered[key]
-    command = [sys.executable, "-m", "DNSD.engine.engines", prefix, name, json.dumps(onednn), str(threads),
+    command = [sys.executable, "-m", "DNSD.inference.runtimes", prefix, name, json.dumps(onednn), str(threads),
                json.dumps(gpu)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_SECONDS)
@@ -287,7 +287,7 @@ def cpu_model():
 
 def try_engine(prefix, name, onednn, threads, gpu):
     """In the probing process: run the engine on the reference images; exit 1 where it disagrees."""
-    from DNSD.console import quiet_libraries
+    from DNSD.system.console import quiet_libraries
 
     with quiet_libraries():
         runner = RUNNERS[name](prefix, threads, gpu, onednn)

@@ -4,15 +4,15 @@ Plain Markdown, as a Git host renders it."""
 import os
 
 from DNSD.config import config_from_dict, hub_entry, load_yaml
-from DNSD.engine.figures import draw_curves, write_figure
-from DNSD.engine.manifest import read_manifest
-from DNSD.engine.optimizer import decay_epochs
-from DNSD.engine.run_folder import CONFIG, MODEL_CARD, check_writable, find_runs, read_summary, sweep_folders
-from DNSD.engine.sweep import read_sweep
-from DNSD.engine.tables import number, summarise
 from DNSD.errors import InputError
 from DNSD.files import file_digest, write_text
 from DNSD.models import model_title
+from DNSD.reporting.figures import draw_curves, write_figure
+from DNSD.reporting.tables import number, summarise
+from DNSD.runs.folder import CONFIG, MODEL_CARD, check_writable, find_runs, read_summary, sweep_folders
+from DNSD.runs.manifest import read_manifest
+from DNSD.sweeps.grid import read_sweep
+from DNSD.training.optimizer import decay_epochs
 
 FIGURE = "MODEL_CARD-curves.png"
 DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
@@ -116,7 +116,8 @@ def write_card(folder):
     swept = "; ".join(f"{key} over {', '.join(map(str, values))}" for key, values in sweep["grid"].items()) \
         if sweep else ""
     title = f"A sweep of {', '.join(sweep['grid'])}" if sweep else model_title(config.model)
-    text = [f"# {title} on {DATASETS[config.data.dataset]}, trained with DNSD", "", describe_recipe(config, sweep["grid"] if sweep else ())
+    recipe = describe_recipe(config, sweep["grid"] if sweep else ())
+    text = [f"# {title} on {DATASETS[config.data.dataset]}, trained with DNSD", "", recipe
             + (f" Swept: {swept}; each point with seeds {', '.join(map(str, sweep['seeds']))}." if sweep else ""),
             "", "## Results", "",
             *result_rows(folder), "",

@@ -4,7 +4,7 @@ import paddle
 import paddle.nn.functional as F
 
 from DNSD.datasets.pipeline import batches
-from DNSD.engine.ranks import Ranks
+from DNSD.training.ranks import Ranks
 
 TOP_K = 5  # the top-k error reported beside the top-1 error (ImageNet's and timm's k)
 

@@ -14,17 +14,15 @@ import paddle
 from DNSD.changes import for_checkpoint
 from DNSD.config import config_from_dict, load_yaml
 from DNSD.datasets import load_splits
-from DNSD.engine.checkpoint import check_resume_state, check_same_data, load_checkpoint, restore_model
-from DNSD.engine.device import describe_device, select_run_device
-from DNSD.engine.manifest import (describe_environment, entry_for, flatten, manifest_differences, numerics,
-                                  read_manifest)
-from DNSD.engine.ranks import host_weights, weights_digest
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, read_records,
-                                    sweep_folders)
-from DNSD.engine.trainer import Diverged, Interrupted, Trainer
 from DNSD.errors import AuditFailed, InputError, TrainingStopped
 from DNSD.files import read_json
 from DNSD.models import build_model
+from DNSD.runs.checkpoint import check_resume_state, check_same_data, read_state, restore_model
+from DNSD.runs.folder import BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, read_records, sweep_folders
+from DNSD.runs.manifest import describe_environment, entry_for, flatten, manifest_differences, numerics, read_manifest
+from DNSD.system.device import describe_device, select_run_device
+from DNSD.training.loop import Diverged, Interrupted, Trainer
+from DNSD.training.ranks import host_weights, weights_digest
 
 SHOWN_DIFFERENCES = 12  # manifest differences printed; the rest are counted
 
@@ -45,7 +43,7 @@ class AuditedRun:
     def checkpoint(self, path):
         """A checkpoint's state, read (and its digest checked) once however often it is asked for."""
         if path not in self.states:
-            self.states[path] = load_checkpoint(path)
+            self.states[path] = read_state(path)
         return self.states[path]
 
 

@@ -3,12 +3,12 @@ import os
 
 from DNSD.config import config_from_dict
 from DNSD.datasets import load_splits
-from DNSD.engine.checkpoint import open_checkpoint, restore_model
-from DNSD.engine.device import select_run_device
-from DNSD.engine.engines import open_model
-from DNSD.engine.evaluation import evaluate, evaluate_scores
-from DNSD.engine.run_folder import check_writable
 from DNSD.files import write_json
+from DNSD.inference.runtimes import open_model
+from DNSD.runs.checkpoint import open_checkpoint, restore_model
+from DNSD.runs.folder import check_writable
+from DNSD.system.device import select_run_device
+from DNSD.training.evaluation import evaluate, evaluate_scores
 
 MAX_CLASSES_SHOWN = 20
 

@@ -6,10 +6,10 @@ import os
 
 from DNSD.changes import experiment, for_checkpoint, passed_on, sweep_refusal
 from DNSD.config import SWEEP_SECTION, build_config, config_from_dict, flat_config, load_yaml, parse_value, set_value
-from DNSD.engine.locks import held, run_lock
-from DNSD.engine.run_folder import LAST, OLD_SEEDS, SUMMARY, SWEEP, data_file_digest, holds_run
 from DNSD.errors import InputError
 from DNSD.files import read_json, write_json, write_text
+from DNSD.runs.folder import LAST, OLD_SEEDS, SUMMARY, SWEEP, data_file_digest, holds_run
+from DNSD.runs.locks import held, run_lock
 from DNSD.schema import fields_by_key
 
 BASE_CONFIG = "sweep.yaml"  # the config every run starts from, before its point's values and its seed
@@ -102,7 +102,7 @@ def add_values(grid, key, values, where):
         grid[key].append(converted[key])
 
 
-def points(grid):
+def grid_points(grid):
     """Every combination of the grid's values, as {section.key: value}, the first key varying slowest."""
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
@@ -112,7 +112,7 @@ def format_value(value):
     return "true" if value is True else "false" if value is False else str(value)
 
 
-def point_name(point):
+def grid_point_name(point):
     """The folder of a grid point: its values by key name, e.g. survival_last=0.5,survival_mode=uniform."""
     return ",".join(f"{key.split('.', 1)[1]}={format_value(value)}" for key, value in point.items())
 
@@ -120,11 +120,11 @@ def point_name(point):
 def sweep_runs(folder, grid, seeds):
     """[(point, seed, run folder)] in the order workers claim them: every point of one seed before the next seed,
     so that a sweep stopped halfway has whole curves."""
-    return [(point, seed, run_folder(folder, point, seed)) for seed in seeds for point in points(grid)]
+    return [(point, seed, run_folder(folder, point, seed)) for seed in seeds for point in grid_points(grid)]
 
 
 def run_folder(folder, point, seed):
-    return os.path.join(folder, point_name(point), f"seed-{seed}")
+    return os.path.join(folder, grid_point_name(point), f"seed-{seed}")
 
 
 def run_state(run_dir, claimed=False):
@@ -162,7 +162,7 @@ def open_sweep(config, grid, seeds):
     """Record a sweep in config.run.output_dir, or add this command's points and seeds to the one there; returns
     the sweep as recorded. Another config, other swept keys or another archive are refused."""
     folder = config.run.output_dir
-    for point in points(grid):  # each point's values together (a depth must suit the arch), before any trace
+    for point in grid_points(grid):  # each point's values together (a depth must suit the arch), before any trace
         build_config({**flat_config(config), **point})
     if config.data.data_file:  # the workers may start elsewhere: the archive is named by its full path
         config.data.data_file = os.path.abspath(config.data.data_file)
@@ -174,7 +174,7 @@ def open_sweep(config, grid, seeds):
         recorded = {"grid": grid, "seeds": seeds, "config": shared, "data_sha256": digest}
         if any(os.path.isfile(os.path.join(folder, name)) for name in (SWEEP, OLD_SEEDS)):
             recorded = merged(folder, read_sweep(folder), recorded)
-        count = len(points(recorded["grid"])) * len(recorded["seeds"])
+        count = len(grid_points(recorded["grid"])) * len(recorded["seeds"])
         if count > MAX_RUNS:
             raise InputError(f"the sweep would hold {count:,} runs, more than {MAX_RUNS:,}; sweep fewer values")
         write_json(os.path.join(folder, SWEEP), recorded)

@@ -15,7 +15,7 @@ import sys
 import paddle
 
 from DNSD.errors import InputError
-from DNSD.nvidia_smi import driver_cuda, read_gpus
+from DNSD.system.nvidia_smi import driver_cuda, read_gpus
 
 # CUDA_VISIBLE_DEVICES values that hide every GPU from a process: the user asked for none.
 HIDDEN = ("", "-1", "none", "nodevfiles")

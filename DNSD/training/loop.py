@@ -18,14 +18,14 @@ import paddle.nn.functional as F
 from tqdm import tqdm
 
 from DNSD.datasets.pipeline import TrainingBatches, prefetched
-from DNSD.engine.best import BestCheckpoint
-from DNSD.engine.checkpoint_file import save_checkpoint
-from DNSD.engine.optimizer import build_optimizer, renamed
-from DNSD.engine.evaluation import evaluate
-from DNSD.engine.meters import Stopwatch, TrainingMeter, log_epoch, log_point, open_dashboard
-from DNSD.engine.ranks import Ranks, check_shards, weights_digest
-from DNSD.engine.run_folder import BEST, KEPT, LAST
 from DNSD.errors import DNSDError, InputError, TrainingStopped, one_line
+from DNSD.runs.checkpoint_file import save_checkpoint
+from DNSD.runs.folder import BEST, KEPT, LAST
+from DNSD.training.best import BestCheckpoint
+from DNSD.training.evaluation import evaluate
+from DNSD.training.meters import Stopwatch, TrainingMeter, log_epoch, log_evaluation_point, open_dashboard
+from DNSD.training.optimizer import build_optimizer, renamed
+from DNSD.training.ranks import Ranks, check_shards, weights_digest
 
 # Steps between reads of the device's results (losses, correct counts): the progress bar is refreshed then, a
 # non-finite loss is caught then, and data-parallel ranks check that they agree then. Between two reads, no step
@@ -124,7 +124,8 @@ class Trainer:
         self.unread = []  # (loss and correct count on the device, block activity, images, seconds) of unread steps
         self.history = []
         self.best_checkpoint = BestCheckpoint(config.run.best_on_tie, bool(config.run.eval_every_steps))
-        self.points = []  # with run.eval_every_steps: the validation and test error measured every so many steps
+        # With run.eval_every_steps: the validation and test error measured every so many steps.
+        self.evaluation_points = []
         # The tensors whose mean absolute gradient each step adds to the epoch's record (the paper's Figure 7).
         self.watched = [(f"{label}.{name}", parameter) for label, layer in model.first_convolutions().items()
                         for name, parameter in layer.named_parameters()]
@@ -143,7 +144,7 @@ class Trainer:
                              f"({type(error).__name__}: {one_line(error, 150)}); use another checkpoint") from None
         self.epochs_done, self.step = state["epochs_done"], state["step"]
         self.meter, self.history = TrainingMeter(**state["totals"]), state["history"]
-        self.points = state.get("points", [])
+        self.evaluation_points = state.get("points", [])
         if branched:
             # A branch follows its own config's schedule from here, and picks its best among its own epochs.
             self.scheduler.step(self.epochs_done)
@@ -161,15 +162,15 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "epochs_done": self.epochs_done, "step": self.step, "totals": self.meter.state(),
-                "history": self.history, "points": self.points, "best": self.best_checkpoint.best, "data": self.data.identity,
-                "paddle_version": paddle.__version__}
+                "history": self.history, "points": self.evaluation_points, "best": self.best_checkpoint.best,
+                "data": self.data.identity, "paddle_version": paddle.__version__}
 
     def path(self, name):
         return os.path.join(self.run_dir, name)
 
     def train(self, until=None):
         """Train until epoch `until` (default: the last) is done, or until a signal asks to stop."""
-        log = open_dashboard(self.run_dir, self.history, self.points) if self.ranks.writes else \
+        log = open_dashboard(self.run_dir, self.history, self.evaluation_points) if self.ranks.writes else \
             contextlib.nullcontext()
         with stop_requests() as requests, log as writer:
             while self.epochs_done < (until or self.config.train.epochs):
@@ -216,7 +217,7 @@ class Trainer:
         progress.set_postfix(loss=f"{self.meter.loss:.3f}", img_s=f"{self.meter.images_per_second:.0f}")
         # Measured before stopping: a resumed run goes on from the next step and would never measure it.
         if due.measure:
-            self.measure_point(writer, due.iteration)
+            self.measure_evaluation_point(writer, due.iteration)
             stopwatch.lap()  # a point's time is not training time
         return stopped
 
@@ -276,7 +277,7 @@ class Trainer:
         return evaluate(self.model, split, self.data.normalizer, self.config.train.batch_size, self.data.classes,
                         self.ranks)["error"]
 
-    def measure_point(self, writer, iteration):
+    def measure_evaluation_point(self, writer, iteration):
         """The validation and test error at this step (run.eval_every_steps, the authors' protocol for SVHN): a point
         with a new lowest validation error is saved as best.pdckpt, with the model as it is within its epoch."""
         self.ranks.share_statistics(self.model)
@@ -284,17 +285,17 @@ class Trainer:
         self.model.train()
         point = {"epoch": self.epochs_done + 1, "step": self.step, "iteration": iteration, "val_error": val_error,
                  "test_error": test_error}
-        self.points.append(point)
+        self.evaluation_points.append(point)
         improved = self.best_checkpoint.at_point(point)
         if improved:
             self.save(BEST)
         if self.ranks.writes:
-            log_point(writer, self.run_dir, point, improved)
+            log_evaluation_point(writer, self.run_dir, point, improved)
 
     def end_epoch(self, writer):
         """Validate, keep the best and the last checkpoints, and log the epoch."""
         stopwatch = Stopwatch()
-        epoch, point = self.epochs_done + 1, self.points[-1] if self.points else {}
+        epoch, point = self.epochs_done + 1, self.evaluation_points[-1] if self.evaluation_points else {}
         if (point.get("epoch"), point.get("step")) == (epoch, self.step):
             # A point was measured after the epoch's last step: the same model, so the same errors.
             val_error, test_error = point["val_error"], point["test_error"]

@@ -8,20 +8,21 @@ import paddle
 
 from DNSD.changes import for_branch, for_checkpoint
 from DNSD.datasets import load_splits
-from DNSD.engine.best import ties
-from DNSD.engine.checkpoint import check_resume_state, check_same_data, load_checkpoint, restore_model
-from DNSD.engine.device import describe_device, select_run_device
-from DNSD.engine.locks import run_lock
-from DNSD.engine.manifest import append_manifest, describe_environment
-from DNSD.engine.meters import hyperparameters, write_final_dashboard
-from DNSD.engine.ranks import Ranks, join_ranks
-from DNSD.engine.reports import format_report, write_report
-from DNSD.engine.run_folder import (BEST, BRANCH, CONFIG, LAST, POINTS, SUMMARY, read_points, read_records,
-                                    refuse_existing_run, remove, remove_temporaries, write_records, written_files)
-from DNSD.engine.trainer import Diverged, Interrupted, Trainer
 from DNSD.errors import InputError, TrainingStopped
 from DNSD.files import write_json, write_text
 from DNSD.models import build_model
+from DNSD.reporting.reports import format_report, write_report
+from DNSD.runs.checkpoint import check_resume_state, check_same_data, read_state, restore_model
+from DNSD.runs.folder import (BEST, BRANCH, CONFIG, LAST, EVALUATION_POINTS, SUMMARY, read_evaluation_points,
+                              read_records, refuse_existing_run, remove, remove_temporaries, write_records,
+                              written_files)
+from DNSD.runs.locks import run_lock
+from DNSD.runs.manifest import append_manifest, describe_environment
+from DNSD.system.device import describe_device, select_run_device
+from DNSD.training.best import ties
+from DNSD.training.loop import Diverged, Interrupted, Trainer
+from DNSD.training.meters import hyperparameters, write_final_dashboard
+from DNSD.training.ranks import Ranks, join_ranks
 
 
 def this_command():
@@ -92,7 +93,7 @@ def resume(target, stated, branch_dir=None):
     path = resume_source(target)
     run_dir = branch_dir or os.path.dirname(path) or "."
     written = file_version(path)
-    state = load_checkpoint(path)
+    state = read_state(path)
     if branch_dir:
         config, changes = for_branch(state["config"], {**stated, "run.output_dir": branch_dir})
     else:
@@ -103,7 +104,7 @@ def resume(target, stated, branch_dir=None):
     check_same_data(state, data, path)
     with run_lock(run_dir, take=ranks.writes):
         if file_version(path) != written:  # the run that held the folder saved again before it ended
-            state = load_checkpoint(path)
+            state = read_state(path)
         if branch_dir:
             refuse_existing_run(branch_dir, config.run.overwrite)
         model = restore_model(state, path)
@@ -122,7 +123,7 @@ def resume(target, stated, branch_dir=None):
             # Lines written after the checkpoint belong to work that is about to be redone.
             write_records(run_dir, trainer.history)
             if config.run.eval_every_steps:  # a point measured after the checkpoint is measured again
-                write_records(run_dir, trainer.points, POINTS)
+                write_records(run_dir, trainer.evaluation_points, EVALUATION_POINTS)
             what = f"branching {path} into {run_dir}" if branch_dir else f"resuming {run_dir}"
             print(f"DNSD: {what} at epoch {trainer.epochs_done + 1}, step {trainer.step}, on "
                   f"{where_it_runs(device, ranks)}")
@@ -162,7 +163,7 @@ def last_test_error(run_dir, best_state, best_result, data, config):
     if best_state["epochs_done"] == config.train.epochs:  # a finished run's last.pdckpt is its last epoch's
         return best_result["error"]
     path = os.path.join(run_dir, LAST)
-    state = load_checkpoint(path)
+    state = read_state(path)
     return write_report(restore_model(state, path), state, path, data, "test", config.train.batch_size)["error"]
 
 
@@ -171,10 +172,10 @@ def finish(run_dir, data, config, ranks=Ranks()):
     if not ranks.writes:
         return None
     best_path = os.path.join(run_dir, BEST)
-    state = load_checkpoint(best_path)
+    state = read_state(best_path)
     model = restore_model(state, best_path)
     result = write_report(model, state, best_path, data, "test", config.train.batch_size)
-    records, points = read_records(run_dir, ["val_error"]), read_points(run_dir)
+    records, points = read_records(run_dir, ["val_error"]), read_evaluation_points(run_dir)
     summary = {"best_epoch": state["best"]["epoch"], "best_val_error": state["best"]["val_error"],
                "test_error": result["error"], "last_test_error": last_test_error(run_dir, state, result, data, config),
                "checkpoint": os.path.abspath(best_path), "data": data.identity,

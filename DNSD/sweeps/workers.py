@@ -7,11 +7,11 @@ import signal
 import subprocess
 import sys
 
-from DNSD.engine.locks import INHERITED_LOCK, claim
-from DNSD.engine.run_folder import holds_run
-from DNSD.engine.sweep import BASE_CONFIG, format_value, point_name, progress, read_sweep, run_state, sweep_runs
-from DNSD.engine.tables import write_summary
 from DNSD.errors import TrainingStopped
+from DNSD.reporting.tables import write_summary
+from DNSD.runs.folder import holds_run
+from DNSD.runs.locks import INHERITED_LOCK, claim
+from DNSD.sweeps.grid import BASE_CONFIG, format_value, grid_point_name, progress, read_sweep, run_state, sweep_runs
 
 PR_SET_PDEATHSIG = 1
 
@@ -56,7 +56,7 @@ class Worker:
         try:
             if run_state(run_dir, claimed=True) == "finished":
                 return None
-            print(f"DNSD sweep: {point_name(point)} seed {seed} ({progress(runs)})", flush=True)
+            print(f"DNSD sweep: {grid_point_name(point)} seed {seed} ({progress(runs)})", flush=True)
             self.child = subprocess.Popen(self.command(point, seed, run_dir), preexec_fn=as_training_process,
                                           pass_fds=(descriptor,), env={**os.environ, INHERITED_LOCK: str(descriptor)})
         finally:

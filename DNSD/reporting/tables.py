@@ -9,10 +9,10 @@ import statistics
 
 from scipy import stats
 
-from DNSD.engine.run_folder import METRICS, find_runs, group_runs, read_records, read_summary, sweep_folders
-from DNSD.engine.sweep import point_name, points, progress, read_sweep, run_folder, sweep_runs
 from DNSD.errors import InputError
 from DNSD.files import write_text
+from DNSD.runs.folder import METRICS, find_runs, group_runs, read_records, read_summary, sweep_folders
+from DNSD.sweeps.grid import grid_point_name, grid_points, progress, read_sweep, run_folder, sweep_runs
 
 COLUMNS = ("configuration", "runs", "finished", "test_error_mean", "test_error_std", "test_error_min",
            "test_error_max", "last_test_error_mean", "best_val_error_mean", "training_hours", "seconds_per_epoch",
@@ -44,9 +44,9 @@ def sweep_rows(folder):
     """A row per grid point, started or not, with its swept values in columns of their own."""
     recorded = read_sweep(folder)
     rows = []
-    for point in points(recorded["grid"]):
+    for point in grid_points(recorded["grid"]):
         runs = [run_folder(folder, point, seed) for seed in recorded["seeds"]]
-        row = configuration_row(point_name(point) or os.path.basename(os.path.normpath(folder)), runs)
+        row = configuration_row(grid_point_name(point) or os.path.basename(os.path.normpath(folder)), runs)
         row["swept"] = {key.split(".", 1)[1]: value for key, value in point.items()}
         row["sweep"] = folder
         rows.append(row)

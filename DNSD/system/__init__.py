@@ -1,0 +1,2 @@
+"""The machine: the device a run uses and its deep check, what nvidia-smi says, and the quieting of the
+libraries' console output."""
