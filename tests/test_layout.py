@@ -1,0 +1,59 @@
+"""The package's layout as docs/development.md draws it: rooms of at most 8 modules, each saying in two lines what it
+is for, the base importing none of them, and DNSD 1.1's seeds.json named only where old folders are read."""
+import ast
+import glob
+import os
+
+from helpers import ROOT
+
+PACKAGE = os.path.join(ROOT, "DNSD")
+ROOMS = sorted(os.path.basename(os.path.dirname(path)) for path in glob.glob(os.path.join(PACKAGE, "*", "__init__.py")))
+BASE = ("schema.py", "config.py", "changes.py", "architectures.py", "randomness.py", "invocation.py", "untrusted.py",
+        "files.py", "errors.py")
+
+
+def test_every_room_holds_at_most_8_modules_and_says_in_two_lines_what_it_is_for():
+    assert {"training", "runs", "sweeps", "inference", "reporting", "system", "models", "datasets"} <= set(ROOMS)
+    tree = open(os.path.join(ROOT, "docs", "development.md")).read()
+    for room in ROOMS:
+        modules = glob.glob(os.path.join(PACKAGE, room, "*.py"))
+        assert len(modules) <= 8, (room, len(modules))
+        if room in ("models", "datasets", "configs"):
+            continue
+        docstring = ast.get_docstring(ast.parse(open(os.path.join(PACKAGE, room, "__init__.py")).read()))
+        assert docstring and len(docstring.splitlines()) == 2, room
+        assert f"\n  {room}/ " in tree, f"docs/development.md's tree lacks {room}/"
+
+
+def imported_modules(path):
+    names = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_the_base_the_models_and_the_data_sets_import_no_room_and_no_command():
+    above = {f"DNSD.{room}" for room in ROOMS if room not in ("models", "datasets")}
+    commands = {f"DNSD.{os.path.basename(path)[:-3]}" for path in glob.glob(os.path.join(PACKAGE, "*.py"))
+                if os.path.basename(path) not in BASE and not path.endswith("__init__.py")}
+    below = [os.path.join(PACKAGE, name) for name in BASE] + glob.glob(os.path.join(PACKAGE, "models", "*.py")) + \
+        glob.glob(os.path.join(PACKAGE, "datasets", "*.py"))
+    for path in below:
+        for module in imported_modules(path):
+            assert not any(module == name or module.startswith(name + ".") for name in above | commands), \
+                (os.path.relpath(path, ROOT), module)
+
+
+def test_seeds_json_is_named_only_where_the_folders_of_dnsd_1_1_are_read():
+    naming = sorted(os.path.relpath(path, PACKAGE) for path in glob.glob(os.path.join(PACKAGE, "**", "*.py"),
+                                                                          recursive=True)
+                    if "seeds.json" in open(path).read())
+    assert naming == [os.path.join("runs", "folder.py"), os.path.join("sweeps", "grid.py")]
+    assert [line for line in open(os.path.join(PACKAGE, "runs", "folder.py")) if "seeds.json" in line] == [
+        'OLD_SEEDS = "seeds.json"  # DNSD 1.1\'s --seeds folders, read as sweeps without a grid\n']
+    grid = open(os.path.join(PACKAGE, "sweeps", "grid.py")).read()
+    [reader] = [node for node in ast.parse(grid).body if getattr(node, "name", None) == "read_old_seeds"]
+    assert "seeds.json" not in grid.replace(ast.get_source_segment(grid, reader), "")
