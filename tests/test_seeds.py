@@ -40,7 +40,7 @@ def test_a_multi_seed_run_is_its_seeds_alone_and_resumes_what_is_unfinished(tiny
     assert result.returncode == 0, result.stderr
     assert json.load(open(folder / "sweep.json"))["seeds"] == [0, 1]
     alone = tmp_path / "alone"
-    assert dnsd("--data-file", tiny_archive, "--output-dir", str(alone), *OLD_RUN, "--seed", "1").returncode == 0
+    assert dnsd("--data-file", tiny_archive, "--output-dir", str(alone), *ONE_EPOCH, "--seed", "1").returncode == 0
     ours, theirs = model_arrays(folder / "seed-1"), model_arrays(alone)
     assert all(np.array_equal(ours[name], theirs[name]) for name in theirs)
     assert "| sd | 2 |" in (folder / "summary.md").read_text() and "| sd | 2 |" in result.stdout
