@@ -161,18 +161,18 @@ def test_a_preempted_task_saves_its_run_and_the_requeued_task_resumes_it(mini_ar
     assert same_weights(weights(run_dir), expected)
 
 
-def test_two_local_workers_through_submitit_finish_the_sweep(tiny_archive, tmp_path):
+def test_two_local_workers_through_submitit_finish_the_seeds_of_a_sweep_without_a_grid(tiny_archive, tmp_path):
     pytest.importorskip("submitit")
     folder = tmp_path / "sweep"
     result = dnsd("--data-file", tiny_archive, *RUN[:2], "--val-size", "40", "--epochs", "1", "--output-dir",
-                  str(folder), "--sweep", "survival_last=0.5,1.0", "--launcher", "local", "--workers", "2")
+                  str(folder), "--seeds", "0,1", "--launcher", "local", "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert "2 local worker(s)" in result.stdout and "2 of 2 runs finished" in result.stdout
     logs = [open(os.path.join(path, name)).read() for path, _, names in os.walk(folder / "submitit")
             for name in names if name.endswith("_log.out")]
     assert len(logs) == 2
-    for point in grid_points(read_sweep(str(folder))["grid"]):
-        run_dir = folder / grid_point_name(point) / "seed-0"
+    for seed in read_sweep(str(folder))["seeds"]:
+        run_dir = folder / f"seed-{seed}"
         assert os.path.isfile(run_dir / "summary.json")
         assert sum(log.count(f"run folder {run_dir}\n") for log in logs) == 1
 
