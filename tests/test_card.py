@@ -29,6 +29,8 @@ def test_the_card_of_a_seeds_folder_shows_the_summarys_mean_and_std_and_each_che
     result = dnsd("card", seeds_folder)
     assert result.returncode == 0, result.stderr
     card = open(os.path.join(seeds_folder, "MODEL_CARD.md")).read()
+    # Seeds are a sweep without a grid: the card is of the one configuration they repeat, no grid named.
+    assert card.startswith("# ResNet-8 on CIFAR-10, trained with DNSD\n") and "Swept" not in card
     assert dnsd("summary", "--runs", seeds_folder).returncode == 0
     [row] = csv.DictReader(open(os.path.join(seeds_folder, "summary.csv")))
     assert f"| {float(row['test_error_mean']):.2f} ± {float(row['test_error_std']):.2f} |" in card

@@ -98,6 +98,7 @@ def write_card(folder):
     runs = find_runs([folder])
     check_writable(folder)
     sweep = read_sweep(folder) if sweep_folders([folder]) else None
+    grid = sweep["grid"] if sweep else {}  # a folder of seeds is a sweep without a grid: one configuration
     config_path = os.path.join(runs[0], CONFIG)
     config = config_from_dict(sweep["config"] if sweep else load_yaml(config_path), where=f" in {config_path}")
     finished = [run for run in runs if read_summary(run)]
@@ -105,7 +106,7 @@ def write_card(folder):
         raise InputError(f"{folder} holds no finished run (summary.json); write its card when training ends")
     summary = read_summary(finished[0])
     entries = read_manifest(finished[0])
-    error, why = (None, "a sweep: the paper's numbers are each of one configuration") if sweep else \
+    error, why = (None, "a sweep: the paper's numbers are each of one configuration") if grid else \
         published(config)
     best = os.path.relpath(summary["checkpoint"] if os.path.isfile(summary["checkpoint"]) else
                            os.path.join(finished[0], "best.pdckpt"), folder)
@@ -113,12 +114,10 @@ def write_card(folder):
     load = f'model = paddle.hub.load("PATH/TO/DNSD", "{entry}", source="local", checkpoint="{best}")' if entry else \
         f'model = DNSD.load_checkpoint("{best}").model'
     data = summary["data"]
-    swept = "; ".join(f"{key} over {', '.join(map(str, values))}" for key, values in sweep["grid"].items()) \
-        if sweep else ""
-    title = f"A sweep of {', '.join(sweep['grid'])}" if sweep else model_title(config.model)
-    recipe = describe_recipe(config, sweep["grid"] if sweep else ())
-    text = [f"# {title} on {DATASETS[config.data.dataset]}, trained with DNSD", "", recipe
-            + (f" Swept: {swept}; each point with seeds {', '.join(map(str, sweep['seeds']))}." if sweep else ""),
+    swept = "; ".join(f"{key} over {', '.join(map(str, values))}" for key, values in grid.items())
+    title = f"A sweep of {', '.join(grid)}" if grid else model_title(config.model)
+    text = [f"# {title} on {DATASETS[config.data.dataset]}, trained with DNSD", "", describe_recipe(config, grid)
+            + (f" Swept: {swept}; each point with seeds {', '.join(map(str, sweep['seeds']))}." if grid else ""),
             "", "## Results", "",
             *result_rows(folder), "",
             f"Published: {f'{error:.2f} %' if error is not None else 'none'} ({why}; Huang et al., *Deep Networks "
