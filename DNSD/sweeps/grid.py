@@ -16,6 +16,7 @@ BASE_CONFIG = "sweep.yaml"  # the config every run starts from, before its point
 MAX_RUNS = 10_000  # runs one sweep may hold; each is hours on a GPU
 MAX_SEEDS = 1000  # seeds one command may name
 
+
 def sweep_key(name):
     """The section.key a --sweep or sweep: entry names, as section.key or as the key alone."""
     known = fields_by_key()
@@ -89,8 +90,7 @@ def parse_seeds(text):
 
 def worker_overrides(explicit):
     """The -o values a worker passes to the runs it trains: what this command set of where and how they compute."""
-    return [(key, format_value(value)) for key, value in explicit.items()
-            if passed_on(key)]
+    return [(key, format_value(value)) for key, value in explicit.items() if passed_on(key)]
 
 
 def add_values(grid, key, values, where):
@@ -188,8 +188,9 @@ def merged(folder, recorded, new):
         raise InputError(f"{folder} holds a sweep of another config ({SWEEP}); use the same config and flags, or "
                          "choose another --output-dir")
     if list(recorded["grid"]) != list(new["grid"]):
-        raise InputError(f"{folder} sweeps {', '.join(recorded['grid'])}; this command sweeps "
-                         f"{', '.join(new['grid'])}; sweep the same keys, or choose another --output-dir")
+        swept = [", ".join(grid) or "no key (seeds alone)" for grid in (recorded["grid"], new["grid"])]
+        raise InputError(f"{folder} sweeps {swept[0]}; this command sweeps {swept[1]}; sweep the same keys, or "
+                         "choose another --output-dir")
     check_archive(folder, recorded, new["config"]["data"]["data_file"], new["data_sha256"])
     grid = {key: values + [value for value in new["grid"][key] if value not in values]
             for key, values in recorded["grid"].items()}
