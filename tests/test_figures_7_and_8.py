@@ -151,7 +151,7 @@ def test_the_summary_of_a_two_key_sweep_prints_its_grid(two_by_two):
 def test_a_heat_map_needs_a_sweep_of_two_keys(two_by_two, two_configurations, tiny_archive, tmp_path):
     folder, _ = two_by_two
     plot = ["--figure", "heatmap", "--plot-file", str(tmp_path / "h.png")]
-    assert_one_line_error(dnsd("plot", "--runs", two_configurations[0], *plot), "it is not a sweep",
+    assert_one_line_error(dnsd("plot", "--runs", two_configurations[0], *plot), "seeds alone",
                           "figure8_heatmap_cifar10")
     assert_one_line_error(dnsd("plot", "--runs", folder, *plot, "--y", "survival_mode"),
                           "survival_last and survival_mode", "it sweeps depth, survival_last")

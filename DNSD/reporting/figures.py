@@ -116,7 +116,7 @@ def sweep_lines(folder, x):
     {label: [(x value, [test errors of its finished runs])]}, in grid order."""
     rows = sweep_rows(folder)
     if not rows or x not in rows[0]["swept"]:
-        swept = ", ".join(rows[0]["swept"]) if rows and rows[0]["swept"] else "nothing"
+        swept = ", ".join(rows[0]["swept"]) if rows and rows[0]["swept"] else "no key"
         raise InputError(f"{folder} does not sweep {x} (it sweeps {swept}); name a swept key with --x")
     lines = {}
     for row in rows:
@@ -212,7 +212,8 @@ def sweep_grid(folder, x, y):
     rows = sweep_rows(folder) if sweep_folders([folder]) else []
     swept = list(rows[0]["swept"]) if rows else []
     if sorted(swept) != sorted({x, y}) or x == y:
-        what = f"it sweeps {', '.join(swept)}" if swept else "it sweeps nothing"
+        what = f"it sweeps {', '.join(swept)}" if swept else "it sweeps no key (seeds alone)" if rows else \
+            "it is not a sweep"
         raise InputError(f"--figure heatmap draws a sweep of two keys, {x} and {y} (choose them with --x and --y); "
                          f"{folder}: {what}; a sweep of two keys: dnsd train --config figure8_heatmap_cifar10")
     cells = {(row["swept"][x], row["swept"][y]): row for row in rows}
