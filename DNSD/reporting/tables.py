@@ -7,7 +7,6 @@ import math
 import os
 import statistics
 
-from scipy import stats
 
 from DNSD.errors import InputError
 from DNSD.files import write_text
@@ -76,6 +75,8 @@ def configuration_row(name, folders):
 
 def welch(a, b):
     """Mean of b minus mean of a, its confidence interval and p-value by Welch's t-test (unequal variances)."""
+    from scipy import stats  # 1.5 s to import: only a comparison pays it, not every training process
+
     variance_a, variance_b = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     error = math.sqrt(variance_a + variance_b)
     freedom = (variance_a + variance_b) ** 2 / (variance_a ** 2 / (len(a) - 1) + variance_b ** 2 / (len(b) - 1))
