@@ -30,6 +30,15 @@ def trained_run(tmp_path_factory, tiny_archive):
     return run_dir, result
 
 
+@pytest.fixture(scope="session")
+def seeds_folder(tmp_path_factory, tiny_archive):
+    """`--seeds 0,1` of a one-epoch ResNet-8 on the tiny archive into a folder named sd: a sweep without a grid."""
+    folder = str(tmp_path_factory.mktemp("seeds") / "sd")
+    result = dnsd("--data-file", tiny_archive, "--output-dir", folder, *TINY_RUN, "--epochs", "1", "--seeds", "0,1")
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
 @pytest.fixture
 def mini_archive():
     if not os.path.isfile(MINI_ARCHIVE):

@@ -53,13 +53,15 @@ def test_an_epochs_record_is_the_mean_over_its_steps():
 
 @pytest.fixture(scope="module")
 def two_configurations(tiny_archive, tmp_path_factory):
-    """Constant depth and stochastic depth, two epochs each with the learning rate divided after the first."""
+    """Constant depth and stochastic depth, seeds 0 and 1 of each in FOLDER/seed-K, two epochs each with the
+    learning rate divided after the first."""
     folders = []
     for survival in ("1", "0.5"):
         folder = str(tmp_path_factory.mktemp("figure7") / f"p{survival}")
-        result = dnsd("train", "--data-file", tiny_archive, "--output-dir", folder, *TINY_RUN, "--survival-last",
-                      survival, "--seeds", "0-1")
-        assert result.returncode == 0, result.stderr
+        for seed in (0, 1):
+            result = dnsd("train", "--data-file", tiny_archive, "--output-dir", os.path.join(folder, f"seed-{seed}"),
+                          *TINY_RUN, "--survival-last", survival, "--seed", str(seed))
+            assert result.returncode == 0, result.stderr
         folders.append(folder)
     return folders
 
@@ -151,7 +153,7 @@ def test_the_summary_of_a_two_key_sweep_prints_its_grid(two_by_two):
 def test_a_heat_map_needs_a_sweep_of_two_keys(two_by_two, two_configurations, tiny_archive, tmp_path):
     folder, _ = two_by_two
     plot = ["--figure", "heatmap", "--plot-file", str(tmp_path / "h.png")]
-    assert_one_line_error(dnsd("plot", "--runs", two_configurations[0], *plot), "seeds alone",
+    assert_one_line_error(dnsd("plot", "--runs", two_configurations[0], *plot), "it is not a sweep",
                           "figure8_heatmap_cifar10")
     assert_one_line_error(dnsd("plot", "--runs", folder, *plot, "--y", "survival_mode"),
                           "survival_last and survival_mode", "it sweeps depth, survival_last")

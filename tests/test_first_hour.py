@@ -68,14 +68,6 @@ def test_two_trainings_without_output_dir_get_their_own_folders(tiny_archive, tm
                        "runs/quick-ResNet-8-val_size=40-train_images=100-epochs=1-batch_size=32-seed=3"]
 
 
-@pytest.fixture(scope="module")
-def seeds_folder(tmp_path_factory, tiny_archive):
-    folder = str(tmp_path_factory.mktemp("seeds") / "sd")
-    result = dnsd("--data-file", tiny_archive, "--output-dir", folder, *TINY_RUN, "--epochs", "1", "--seeds", "0,1")
-    assert result.returncode == 0, result.stderr
-    return folder
-
-
 def test_plot_summary_and_eval_take_every_kind_of_folder(trained_run, seeds_folder, tiny_archive, tmp_path):
     run_dir = trained_run[0]
     parent = os.path.dirname(seeds_folder)
@@ -94,6 +86,8 @@ def test_plot_summary_and_eval_take_every_kind_of_folder(trained_run, seeds_fold
     assert evaluated.stderr.strip() == (f"DNSD: --checkpoint {run_dir} is a run folder: using its best checkpoint, "
                                         f"{run_dir}/best.pdckpt")
     assert_one_line_error(dnsd("eval", "--checkpoint", seeds_folder), "holds a sweep's runs", "seed-0")
+    heatmap = ["--figure", "heatmap", "--plot-file", str(tmp_path / "h.png")]
+    assert_one_line_error(dnsd("plot", "--runs", seeds_folder, *heatmap), "it sweeps no key (seeds alone)")
 
 
 def test_the_per_class_figures_are_labelled_accuracies(trained_run, tiny_archive):

@@ -46,11 +46,8 @@ def test_a_damaged_manifest_stops_a_resume_and_is_left_as_it_was(tiny_archive, t
     assert open(path).read() == '{"format": "dnsd-environment/1", "entries": 3}'
 
 
-def test_compare_of_two_seeds_names_the_seed_first(tiny_archive, tmp_path):
-    folder = str(tmp_path / "seeds")
-    assert dnsd("train", "--data-file", tiny_archive, "--output-dir", folder, *ONE_EPOCH,
-                "--seeds", "0-1").returncode == 0
-    result = dnsd("info", "--compare", os.path.join(folder, "seed-0"), os.path.join(folder, "seed-1"))
+def test_compare_of_two_seeds_names_the_seed_first(seeds_folder):
+    result = dnsd("info", "--compare", os.path.join(seeds_folder, "seed-0"), os.path.join(seeds_folder, "seed-1"))
     assert result.returncode == 0, result.stderr
     rows = result.stdout.splitlines()[1:]
     assert rows[0].split() == ["recipe", "run.seed:", "0", "->", "1"]

@@ -16,6 +16,7 @@ from DNSD.sweeps.grid import parse_seeds
 from helpers import TINY_RUN, assert_one_line_error, dnsd
 
 ONE_EPOCH = [*TINY_RUN[:4], "--epochs", "1", *TINY_RUN[6:]]
+SEEDS_RUN = [*TINY_RUN, "--epochs", "1"]  # the flags of the seeds_folder fixture
 
 
 @pytest.mark.parametrize("text, seeds", [("0,1,2", [0, 1, 2]), ("0-3", [0, 1, 2, 3]), ("0-2,7", [0, 1, 2, 7]),
@@ -34,33 +35,34 @@ def model_arrays(run_dir):
     return read_checkpoint(os.path.join(run_dir, "last.pdckpt"))["model"]
 
 
-def test_a_multi_seed_run_is_its_seeds_alone_and_resumes_what_is_unfinished(tiny_archive, tmp_path):
+def test_a_multi_seed_run_is_its_seeds_alone_and_resumes_what_is_unfinished(seeds_folder, tiny_archive, tmp_path):
     folder = tmp_path / "sd"
-    result = dnsd("--data-file", tiny_archive, "--output-dir", str(folder), *ONE_EPOCH, "--seeds", "0,1")
-    assert result.returncode == 0, result.stderr
+    shutil.copytree(seeds_folder, folder)
     assert json.load(open(folder / "sweep.json"))["seeds"] == [0, 1]
     alone = tmp_path / "alone"
-    assert dnsd("--data-file", tiny_archive, "--output-dir", str(alone), *ONE_EPOCH, "--seed", "1").returncode == 0
+    assert dnsd("--data-file", tiny_archive, "--output-dir", str(alone), *SEEDS_RUN, "--seed", "1").returncode == 0
     ours, theirs = model_arrays(folder / "seed-1"), model_arrays(alone)
     assert all(np.array_equal(ours[name], theirs[name]) for name in theirs)
-    assert "| sd | 2 |" in (folder / "summary.md").read_text() and "| sd | 2 |" in result.stdout
+    assert "| sd | 2 |" in (folder / "summary.md").read_text()
     shutil.rmtree(folder / "seed-1")  # as if the command had been stopped before seed 1
     finished = os.stat(folder / "seed-0" / "last.pdckpt").st_mtime_ns
     again = dnsd("--resume", str(folder))
     assert again.returncode == 0, again.stderr
     assert os.stat(folder / "seed-0" / "last.pdckpt").st_mtime_ns == finished
     assert all(np.array_equal(model_arrays(folder / "seed-1")[name], theirs[name]) for name in theirs)
+    assert "| sd | 2 |" in again.stdout
 
 
-def test_seeds_of_another_config_are_refused_in_the_same_folder(tiny_archive, tmp_path):
+def test_seeds_of_another_config_are_refused_in_the_same_folder(seeds_folder, tiny_archive, tmp_path):
     folder = tmp_path / "sd"
-    assert dnsd("--data-file", tiny_archive, "--output-dir", str(folder), *ONE_EPOCH, "--seeds", "0").returncode == 0
-    result = dnsd("--data-file", tiny_archive, "--output-dir", str(folder), *ONE_EPOCH, "--seeds", "1", "--lr", "0.5")
+    shutil.copytree(seeds_folder, folder)
+    result = dnsd("--data-file", tiny_archive, "--output-dir", str(folder), *SEEDS_RUN, "--seeds", "2", "--lr", "0.5")
     assert_one_line_error(result, "holds a sweep of another config")
     assert_one_line_error(dnsd("--resume", str(folder), "--seeds", "1"), "leave out --seeds")
     assert_one_line_error(dnsd("--resume", str(folder), "--lr", "0.5"), "train.lr is 0.1", "cannot change it")
-    result = dnsd("--data-file", tiny_archive, "--output-dir", str(folder / "seed-0"), *ONE_EPOCH, "--seeds", "1")
+    result = dnsd("--data-file", tiny_archive, "--output-dir", str(folder / "seed-0"), *SEEDS_RUN, "--seeds", "1")
     assert_one_line_error(result, "holds a run of its own")
+    assert json.load(open(folder / "sweep.json"))["seeds"] == [0, 1] and not (folder / "seed-2").exists()
 
 
 def test_the_sweep_keeps_the_archive_and_another_one_is_refused(tiny_archive, tmp_path):
