@@ -81,7 +81,7 @@ Due = collections.namedtuple("Due", "read save measure iteration")
 @dataclasses.dataclass
 class StepSchedule:
     """What is due after step `step` (1-based) of an epoch of `steps`: a read of the device's results, a
-    checkpoint, a point (every measure_every steps and at the run's last step)."""
+    checkpoint, an evaluation point (every measure_every steps and at the run's last step)."""
 
     epoch: int
     epochs: int
@@ -185,8 +185,8 @@ class Trainer:
                   f"{weights_digest(self.model)}", flush=True)
 
     def train_epoch(self, requests, writer):
-        """The remaining steps of the current epoch, measuring the points of run.eval_every_steps on the way; returns
-        whether a rank was asked to stop (after its step)."""
+        """The remaining steps of the current epoch, measuring the evaluation points of run.eval_every_steps on the
+        way; returns whether a rank was asked to stop (after its step)."""
         config, epoch = self.config, self.epochs_done + 1
         batches = TrainingBatches(self.data, config.train.batch_size, config.data.augment, config.run.seed, epoch,
                                   self.step, self.ranks.rank, self.ranks.world_size)
@@ -212,7 +212,8 @@ class Trainer:
         return False
 
     def read_and_measure(self, due, requests, writer, progress, stopwatch):
-        """Read the steps since the last read, and measure a point where one is due; returns whether to stop."""
+        """Read the steps since the last read, and measure an evaluation point where one is due; returns whether to
+        stop."""
         stopped = self.read_steps(bool(requests))
         progress.set_postfix(loss=f"{self.meter.loss:.3f}", img_s=f"{self.meter.images_per_second:.0f}")
         # Measured before stopping: a resumed run goes on from the next step and would never measure it.
