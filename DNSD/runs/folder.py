@@ -1,5 +1,5 @@
-"""The rules of a run folder: what DNSD writes there, what a new run may replace, how runs group into
-configurations, and what a resume or a branch may change (one live run per folder: locks.py)."""
+"""The rules of a run folder: what DNSD writes there, what a new run may replace, which folders hold a sweep's runs,
+and how runs group into configurations (one live run per folder: locks.py; what a resume may change: changes.py)."""
 import fnmatch
 import glob
 import json
