@@ -8,7 +8,7 @@ from DNSD.changes import experiment, for_checkpoint, passed_on, sweep_refusal
 from DNSD.config import SWEEP_SECTION, build_config, config_from_dict, flat_config, load_yaml, parse_value, set_value
 from DNSD.errors import InputError
 from DNSD.files import read_json, write_json, write_text
-from DNSD.runs.folder import LAST, OLD_SEEDS, SUMMARY, SWEEP, data_file_digest, holds_run
+from DNSD.runs.folder import LAST, OLD_SEEDS, SUMMARY, SWEEP, data_file_digest, holds_run, sweep_folders
 from DNSD.runs.locks import held, run_lock
 from DNSD.schema import fields_by_key
 
@@ -172,7 +172,7 @@ def open_sweep(config, grid, seeds):
                          "the sweep")
     with run_lock(folder, wait=True):  # workers started at once take turns; none loses another's points
         recorded = {"grid": grid, "seeds": seeds, "config": shared, "data_sha256": digest}
-        if any(os.path.isfile(os.path.join(folder, name)) for name in (SWEEP, OLD_SEEDS)):
+        if sweep_folders([folder]):
             recorded = merged(folder, read_sweep(folder), recorded)
         count = len(grid_points(recorded["grid"])) * len(recorded["seeds"])
         if count > MAX_RUNS:
