@@ -17,15 +17,16 @@ import zipfile
 import numpy as np
 import paddle
 
-from DNSD.errors import InputError
+from DNSD.errors import InputError, one_line
 from DNSD.files import atomic_write
 from DNSD.untrusted import NUMPY_ARRAYS, DataUnpickler
 
 FORMAT = "dnsd-checkpoint/2"
 PICKLED_FORMAT = "dnsd-checkpoint/1"  # paddle.save's pickle, before checkpoints carried a digest
-MAX_BYTES = 4 << 30  # ResNet-1202's checkpoint, the largest DNSD writes, is about 160 MB
+MAX_BYTES = 512 << 20  # ResNet-1202's checkpoint, the largest DNSD writes, is about 160 MB
 ARRAY_KINDS = "biuf"  # bool, signed and unsigned integers, floats: what tensors hold; never objects
 MAX_STATE_BYTES = 64 << 20  # state.json: the config and a few numbers per epoch
+HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def _encode(value, arrays):
@@ -118,13 +119,30 @@ def read_checkpoint(path):
         raise InputError(f"{damaged}: its content does not match its sha256, so it was altered or corrupted after "
                          "it was written; use another checkpoint of the run")
     try:
-        arrays = [np.lib.format.read_array(io.BytesIO(data), allow_pickle=False) for _, data in members[1:-1]]
+        arrays = [_read_array(data) for _, data in members[1:-1]]
         state = _decode(json.loads(members[0][1]), arrays)
     except (ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as error:
-        raise InputError(f"{damaged} ({type(error).__name__})") from None
-    if any(array.dtype.kind not in ARRAY_KINDS for array in arrays):
-        raise InputError(f"{damaged} (it holds arrays that are not numbers)")
+        raise InputError(f"{damaged} ({type(error).__name__}: {one_line(error, 120)})") from None
     return state
+
+
+def _read_array(data):
+    """A .npy member as an array, its header's shape and type checked against the bytes that follow before anything
+    is allocated: a header may declare any shape, and numpy would allocate it first."""
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    if version not in HEADERS:
+        raise ValueError(f".npy format {version}")
+    shape, fortran_order, dtype = HEADERS[version](stream)
+    if dtype.kind not in ARRAY_KINDS or dtype.hasobject:
+        raise ValueError("an array that is not numbers")
+    count = 1
+    for extent in shape:
+        count *= extent
+    if count * dtype.itemsize != len(data) - stream.tell():
+        raise ValueError(f"an array whose header declares shape {shape}, which its bytes do not hold")
+    array = np.frombuffer(data, dtype, count, stream.tell()).reshape(shape, order="F" if fortran_order else "C")
+    return array.copy()
 
 
 class _PaddlePickle(DataUnpickler):
