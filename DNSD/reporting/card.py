@@ -8,8 +8,9 @@ from DNSD.errors import InputError
 from DNSD.files import file_digest, write_text
 from DNSD.models import model_title
 from DNSD.reporting.figures import draw_curves, write_figure
+from DNSD.reporting.markdown import code, escaped
 from DNSD.reporting.tables import number, summarise
-from DNSD.runs.folder import CONFIG, MODEL_CARD, check_writable, find_runs, read_summary, sweep_folders
+from DNSD.runs.folder import BEST, CONFIG, MODEL_CARD, check_writable, find_runs, read_summary, sweep_folders
 from DNSD.runs.manifest import read_manifest
 from DNSD.sweeps.grid import read_sweep
 from DNSD.training.optimizer import decay_epochs
@@ -65,9 +66,9 @@ def environment_lines(entry):
     commit = entry["dnsd"]["commit"]
     source = f" (commit {commit[:12]}{', with uncommitted changes' * bool(entry['dnsd']['uncommitted_changes'])})" \
         if commit else ""
-    return [f"DNSD {entry['dnsd']['version']}{source}", f"{entry['paddle']['build']}, Python "
-            f"{entry['python']['version']}, numpy {entry['numpy']}", f"{where}; data-parallel processes: "
-            f"{entry['settings']['world_size']}"]
+    return [escaped(line) for line in (
+        f"DNSD {entry['dnsd']['version']}{source}", f"{entry['paddle']['build']}, Python {entry['python']['version']}, "
+        f"numpy {entry['numpy']}", f"{where}; data-parallel processes: {entry['settings']['world_size']}")]
 
 
 def result_rows(folder):
@@ -77,7 +78,7 @@ def result_rows(folder):
         error = number(row["test_error_mean"])
         if row["test_error_std"] is not None:
             error += f" ± {number(row['test_error_std'])}"
-        lines.append(f"| {row['configuration']} | {row['finished']} of {row['runs']} | {error} | "
+        lines.append(f"| {escaped(row['configuration'])} | {row['finished']} of {row['runs']} | {error} | "
                      f"{number(row['test_error_min'])} | {number(row['test_error_max'])} | "
                      f"{number(row['best_val_error_mean'])} |")
     return lines
@@ -88,7 +89,7 @@ def checkpoint_rows(folder, runs):
     for run in runs:
         for name in sorted(name for name in os.listdir(run) if name.endswith(".pdckpt")):
             path = os.path.join(run, name)
-            lines.append(f"| `{os.path.relpath(path, folder)}` | {os.path.getsize(path):,} | "
+            lines.append(f"| {code(os.path.relpath(path, folder), cell=True)} | {os.path.getsize(path):,} | "
                          f"`{file_digest(path, 'sha256')}` |")
     return lines
 
@@ -108,13 +109,13 @@ def write_card(folder):
     entries = read_manifest(finished[0])
     error, why = (None, "a sweep: the paper's numbers are each of one configuration") if grid else \
         published(config)
-    best = os.path.relpath(summary["checkpoint"] if os.path.isfile(summary["checkpoint"]) else
-                           os.path.join(finished[0], "best.pdckpt"), folder)
+    best = os.path.relpath(os.path.join(finished[0], BEST), folder)  # never a path a file names
     entry = hub_entry(config.to_dict()["model"], config.data.dataset)
-    load = f'model = paddle.hub.load("PATH/TO/DNSD", "{entry}", source="local", checkpoint="{best}")' if entry else \
-        f'model = DNSD.load_checkpoint("{best}").model'
+    # repr: a folder name's quotes and line breaks cannot end the string or the code block
+    load = f'model = paddle.hub.load("PATH/TO/DNSD", "{entry}", source="local", checkpoint={best!r})' if entry else \
+        f'model = DNSD.load_checkpoint({best!r}).model'
     data = summary["data"]
-    swept = "; ".join(f"{key} over {', '.join(map(str, values))}" for key, values in grid.items())
+    swept = escaped("; ".join(f"{key} over {', '.join(map(str, values))}" for key, values in grid.items()))
     title = f"A sweep of {', '.join(grid)}" if grid else model_title(config.model)
     text = [f"# {title} on {DATASETS[config.data.dataset]}, trained with DNSD", "", describe_recipe(config, grid)
             + (f" Swept: {swept}; each point with seeds {', '.join(map(str, sweep['seeds']))}." if grid else ""),
@@ -122,8 +123,8 @@ def write_card(folder):
             *result_rows(folder), "",
             f"Published: {f'{error:.2f} %' if error is not None else 'none'} ({why}; Huang et al., *Deep Networks "
             "with Stochastic Depth*, ECCV 2016).", "",
-            "## Data", "", f"`{os.path.basename(data['file'])}`, {data['bytes']:,} bytes, sha256 `{data['sha256']}`"
-            if data.get("sha256") else f"`{data.get('file')}`", "",
+            "## Data", "", f"{code(os.path.basename(data['file']))}, {data['bytes']:,} bytes, sha256 "
+            f"{code(data['sha256'])}" if data.get("sha256") else code(data.get("file")), "",
             "## Training curves", "", f"![training loss, validation error and active blocks per epoch]({FIGURE})", "",
             "## Environment", "",
             *(f"- {line}" for line in (environment_lines(entries[-1]) if entries else
@@ -131,9 +132,9 @@ def write_card(folder):
             "## Checkpoints", "", *checkpoint_rows(folder, runs), "",
             "## Loading", "", "From this folder, with DNSD's repository cloned (nothing is downloaded):", "",
             "```python", "import paddle" if entry else "import DNSD", load, "```", "",
-            f"or `DNSD.load_checkpoint(\"{best}\").predict(images)` for uint8 images (N, 32, 32, 3); "
-            f"`dnsd eval --checkpoint {best}` tests it again.", "",
-            "## Auditing", "", f"From this folder, `dnsd audit {os.path.relpath(finished[0], folder)} --all` "
+            f"or {code(f'DNSD.load_checkpoint({best!r}).predict(images)')} for uint8 images (N, 32, 32, 3); "
+            f"{code(f'dnsd eval --checkpoint {best}')} tests it again.", "",
+            "## Auditing", "", f"From this folder, {code(f'dnsd audit {os.path.relpath(finished[0], folder)} --all')} "
             "re-trains every epoch whose start is kept and checks the weights bit for bit against the digests in "
             "metrics.jsonl, an epoch's time each (DNSD's docs/reproducing.md).", ""]
     write_figure(draw_curves(runs), os.path.join(folder, FIGURE))

@@ -10,6 +10,7 @@ import statistics
 
 from DNSD.errors import InputError
 from DNSD.files import write_text
+from DNSD.reporting.markdown import escaped
 from DNSD.runs.folder import METRICS, find_runs, group_runs, read_records, read_summary, sweep_folders
 from DNSD.sweeps.grid import grid_point_name, grid_points, progress, read_sweep, run_folder, sweep_runs
 
@@ -100,12 +101,13 @@ def comparison(rows, first, second):
     if min(len(a["test_errors"]), len(b["test_errors"])) < 2:
         raise InputError(f"--compare needs at least 2 finished runs in each row; {a['configuration']} has "
                          f"{len(a['test_errors'])}, {b['configuration']} {len(b['test_errors'])}: run more seeds")
+    names = escaped(f"{b['configuration']} - {a['configuration']}")
     if statistics.variance(a["test_errors"]) == statistics.variance(b["test_errors"]) == 0:
         difference = statistics.mean(b["test_errors"]) - statistics.mean(a["test_errors"])
-        return (f"{b['configuration']} - {a['configuration']}: {difference:+.2f} points of test error, exactly: the "
+        return (f"{names}: {difference:+.2f} points of test error, exactly: the "
                 "runs of each row have the same test error, so there is no spread to give an interval")
     difference, (low, high), p_value = welch(a["test_errors"], b["test_errors"])
-    return (f"{b['configuration']} - {a['configuration']}: {difference:+.2f} points of test error, "
+    return (f"{names}: {difference:+.2f} points of test error, "
             f"{CONFIDENCE:.0%} confidence interval [{low:+.2f}, {high:+.2f}] (Welch's t-test, p = {p_value:.3f})")
 
 
@@ -120,16 +122,17 @@ def markdown(rows, compared=None, sweeps=None):
         spread = f" ± {row['test_error_std']:.2f}" if row["test_error_std"] is not None else ""
         error = f"{row['test_error_mean']:.2f}{spread}" if row["test_error_mean"] is not None else "unfinished"
         count = f"{row['finished']}" + (f" (+{row['runs'] - row['finished']} unfinished)" if row["unfinished"] else "")
-        lines.append(f"| {row['configuration']} | {count} | {error} | {number(row['test_error_min'])} | "
+        lines.append(f"| {escaped(row['configuration'])} | {count} | {error} | {number(row['test_error_min'])} | "
                      f"{number(row['test_error_max'])} | {number(row['last_test_error_mean'])} | "
                      f"{number(row['best_val_error_mean'])} | {number(row['training_hours'], 3)} | "
                      f"{number(row['seconds_per_epoch'], 1)} | {number(row['mean_active_blocks'])} |")
     unfinished = [folder for row in rows if not row["swept"] for folder in row["unfinished"]]  # a sweep: its progress
     if unfinished:
-        lines.append(f"\nUnfinished, not averaged: {', '.join(unfinished)}")
+        lines.append(f"\nUnfinished, not averaged: {escaped(', '.join(unfinished))}")
     for folder in sweeps or ():
         recorded = read_sweep(folder)
-        lines.append(f"\nSweep {folder}: {progress(sweep_runs(folder, recorded['grid'], recorded['seeds']))}")
+        runs = sweep_runs(folder, recorded["grid"], recorded["seeds"])
+        lines.append(f"\nSweep {escaped(folder)}: {progress(runs)}")
         lines += grid_table([row for row in rows if row.get("sweep") == folder])
     if compared:
         lines.append(f"\n{compared}")
@@ -145,7 +148,7 @@ def grid_table(rows):
     first, second = keys
     columns = list(dict.fromkeys(row["swept"][second] for row in rows))
     cells = {(row["swept"][first], row["swept"][second]): row for row in rows}
-    lines = [f"\n| {first} \\ {second} | " + " | ".join(map(str, columns)) + " |",
+    lines = [f"\n| {first} \\ {second} | " + " | ".join(map(escaped, columns)) + " |",
              "| --- |" + " --- |" * len(columns)]
     for value in dict.fromkeys(row["swept"][first] for row in rows):
         row_cells = []
@@ -153,7 +156,7 @@ def grid_table(rows):
             cell = cells[(value, column)]
             error = number(cell["test_error_mean"]) or "unfinished"
             row_cells.append(f"{error} ({cell['finished']} of {cell['runs']})")
-        lines.append(f"| {value} | " + " | ".join(row_cells) + " |")
+        lines.append(f"| {escaped(value)} | " + " | ".join(row_cells) + " |")
     return lines
 
 
