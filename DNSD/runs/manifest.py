@@ -19,6 +19,7 @@ from DNSD.errors import InputError
 from DNSD.files import read_json, write_json
 from DNSD.invocation import typed
 from DNSD.runs.folder import CONFIG, MANIFEST
+from DNSD.runs.shapes import TEXT, Optional, conforms, mapping_of
 from DNSD.system.device import describe_cpu, device_flags, paddle_build, system_gpus, thread_count
 
 FORMAT = "dnsd-environment/1"
@@ -29,11 +30,17 @@ VARIABLES = ("MKL_DEBUG_CPU_TYPE", "MKL_CBWR", "MKL_NUM_THREADS", "OMP_NUM_THREA
              "FLAGS_cudnn_deterministic", "FLAGS_cudnn_exhaustive_search", "FLAGS_use_mkldnn",
              "FLAGS_embedding_deterministic", "PADDLE_TRAINERS_NUM")
 GIT_SECONDS = 10
-# What readers of an entry rely on: its parts, and the fields each must have.
-PARTS = {"dnsd": ("version", "commit", "uncommitted_changes"), "python": ("version",),
-         "paddle": ("version", "commit", "build", "cuda", "cudnn"), "device": ("kind", "cpu"),
-         "settings": ("paddle_flags", "cpu_threads", "deterministic", "world_size", "environment"),
-         "data": ("file", "sha256"), "packages": ()}
+# What readers of an entry rely on: its parts, and the fields each must have, of these types (shapes.py).
+OPTIONAL_TEXT = Optional(TEXT)
+ENTRY = {"sha256": str, "command": [str], "numpy": str,
+         "dnsd": {"version": str, "commit": TEXT, "uncommitted_changes": (bool, type(None))},
+         "python": {"version": str}, "packages": {},
+         "paddle": {"version": str, "commit": TEXT, "build": str, "cuda": TEXT, "cudnn": TEXT},
+         "device": {"kind": str, "cpu": {"model": TEXT, "vendor": TEXT, "instruction_sets": [str]},
+                    "gpus": Optional([{"name": str, "compute_capability": str}]), "driver": OPTIONAL_TEXT},
+         "settings": {"paddle_flags": {}, "cpu_threads": (int, type(None)), "deterministic": bool,
+                      "world_size": int, "environment": {}},
+         "data": {"file": TEXT, "sha256": TEXT}}
 
 
 def git_state(folder):
@@ -123,13 +130,11 @@ def read_manifest(run_dir):
 
 
 def well_formed(entry):
-    """Whether an entry has every part and field its readers use (a sealed but crafted one may not)."""
-    parts_present = all(isinstance(entry.get(part), dict) and all(field in entry[part] for field in fields)
-                        for part, fields in PARTS.items())
-    return parts_present and isinstance(entry.get("numpy"), str) and isinstance(entry.get("command"), list) and \
-        entry["device"]["kind"] in ("cpu", "gpu") and isinstance(entry["device"]["cpu"], dict) and \
-        isinstance(entry["device"]["cpu"].get("instruction_sets"), list) and \
-        isinstance(entry["settings"]["environment"], dict)
+    """Whether an entry has every part and field its readers use, of the types they use (a sealed but crafted one
+    may not)."""
+    return conforms(entry, ENTRY) and entry["device"]["kind"] in ("cpu", "gpu") and \
+        mapping_of(entry["settings"]["environment"], str) and mapping_of(entry["packages"], str) and \
+        mapping_of(entry["settings"]["paddle_flags"], (bool, int, float, str))
 
 
 def append_manifest(run_dir, entry):
