@@ -10,6 +10,7 @@ from DNSD.errors import InputError
 from DNSD.files import read_json, write_json, write_text
 from DNSD.runs.folder import LAST, OLD_SEEDS, SUMMARY, SWEEP, data_file_digest, holds_run, sweep_folders
 from DNSD.runs.locks import held, run_lock
+from DNSD.runs.shapes import TEXT, conforms
 from DNSD.schema import fields_by_key
 
 BASE_CONFIG = "sweep.yaml"  # the config every run starts from, before its point's values and its seed
@@ -124,7 +125,12 @@ def sweep_runs(folder, grid, seeds):
 
 
 def run_folder(folder, point, seed):
-    return os.path.join(folder, grid_point_name(point), f"seed-{seed}")
+    """A run's folder in the sweep's, refused where a symbolic link on the way leads out of it."""
+    path = os.path.join(folder, grid_point_name(point), f"seed-{seed}")
+    if os.path.commonpath([os.path.realpath(folder), os.path.realpath(path)]) != os.path.realpath(folder):
+        raise InputError(f"{path} leads out of the sweep folder {folder} (a symbolic link); DNSD reads and writes a "
+                         "sweep's runs only inside it: replace the link by the folder")
+    return path
 
 
 def run_state(run_dir, claimed=False):
@@ -149,13 +155,47 @@ def read_sweep(folder):
     if not os.path.isfile(path) and os.path.isfile(os.path.join(folder, OLD_SEEDS)):
         return read_old_seeds(folder)
     recorded = read_json(path)
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("grid"), dict) or \
-            not isinstance(recorded.get("config"), dict) or not isinstance(recorded.get("seeds"), list) or \
-            not all(type(seed) is int for seed in recorded["seeds"]) or \
-            not all(isinstance(values, list) for values in recorded["grid"].values()):
-        raise InputError(f"{path} is damaged (not the grid and config of a sweep); restore it, or start the sweep "
-                         "in a new folder")
+    damaged = f"{path} is damaged (not the grid and config of a sweep); restore it, or start the sweep in a new folder"
+    if not conforms(recorded, {"grid": {}, "seeds": [int], "config": {}, "data_sha256": TEXT}):
+        raise InputError(damaged)
+    check_recorded(recorded, path)
     return recorded
+
+
+def check_recorded(recorded, path):
+    """A sweep file's grid and seeds, checked as a command's would be, in time linear in the file: keys of the
+    schema that may be swept, values the config accepts, each point a folder of the sweep, at most MAX_RUNS runs."""
+    grid, seeds = recorded["grid"], recorded["seeds"]
+    count = len(seeds)
+    for values in grid.values():
+        count *= len(values) if isinstance(values, list) else 0
+        if count > MAX_RUNS:
+            raise InputError(f"{path} names more than {MAX_RUNS:,} runs; it was not written by DNSD: restore it, or "
+                             "start the sweep in a new folder")
+    if not count or len(set(seeds)) != len(seeds) or not all(0 <= seed < 2**32 for seed in seeds):
+        raise InputError(f"{path}: its seeds or a key's values are empty, repeated or out of range; restore it")
+    for key, values in grid.items():
+        try:
+            if sweep_key(key) != key:
+                raise InputError(f"{key} is not a key's full name")
+            converted = {}
+            for index, value in enumerate(values):
+                set_value(converted, key, value)
+                values[index] = converted[key]
+                name = grid_point_name(converted)
+                if os.sep in name or (os.altsep and os.altsep in name) or "\0" in name:
+                    raise InputError(f"{name!r} is no folder name")
+            if len({format_value(value) for value in values}) != len(values):
+                raise InputError("a value is listed twice")
+        except InputError as error:
+            raise InputError(f"{path}: grid key {key!r}: {error}; restore the file, or start the sweep in a new "
+                             "folder") from None
+    flat = flat_config(config_from_dict(recorded["config"], where=f" in {path}"))
+    for point in grid_points(grid):  # at most MAX_RUNS: each point's values together, as open_sweep checks them
+        try:
+            build_config({**flat, **point})
+        except InputError as error:
+            raise InputError(f"{path}: grid point {grid_point_name(point)}: {error}; restore the file") from None
 
 
 def open_sweep(config, grid, seeds):
