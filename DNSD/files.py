@@ -22,7 +22,8 @@ FILE_MODE = _file_mode()
 def atomic_write(path, write):
     """Call write(temporary_path), flush the file to disk, then rename it onto path: a reader, or a run killed at
     any moment, sees the old file or the new one, never half of one. A path that is not a file (a device such as
-    /dev/stdout, a FIFO, a socket) is refused: the rename would replace it."""
+    /dev/stdout, a FIFO, a socket) or that is a symbolic link is refused: the rename would replace it."""
+    refuse_link(path)
     if os.path.exists(path) and not os.path.isfile(path):
         kind = "a folder" if os.path.isdir(path) else "not a regular file (a device, FIFO or socket)"
         raise InputError(f"{path} is {kind}; DNSD writes a new file in its place only where a file is: name one")
@@ -39,6 +40,21 @@ def atomic_write(path, write):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def refuse_link(path):
+    """InputError where path is a symbolic link: DNSD writes no file through one, nor replaces one."""
+    if os.path.islink(path):
+        raise InputError(f"{path} is a symbolic link; DNSD never writes through one: remove it, or copy in the "
+                         "file it points to")
+
+
+def append_line(path, line):
+    """Add a line to a file, never through a symbolic link (refused)."""
+    refuse_link(path)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+    with os.fdopen(descriptor, "a", encoding="utf-8", errors="backslashreplace") as stream:
+        stream.write(line)
 
 
 def write_text(path, text):

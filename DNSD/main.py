@@ -20,6 +20,7 @@ if __package__ in (None, ""):
 
 from DNSD import __version__, invocation
 from DNSD.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, DNSDError, describe_os_error, one_line
+from DNSD.files import append_line
 from DNSD.runs.folder import ERROR_LOG
 from DNSD.system.console import quiet_libraries
 
@@ -128,9 +129,8 @@ def report_internal_error(args, error):
     """The one line of an internal error; the traceback goes to a log file. Never raises: it is the last handler."""
     path = error_log_path(args)
     try:
-        with open(path, "a", encoding="utf-8", errors="backslashreplace") as stream:
-            stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} DNSD {__version__}: {' '.join(sys.argv)}\n")
-            stream.write(traceback.format_exc())
+        append_line(path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} DNSD {__version__}: {' '.join(sys.argv)}\n"
+                    f"{traceback.format_exc()}")
     except Exception:  # an unwritable or odd log path: the traceback goes to the console instead
         path = "the traceback below"
         with contextlib.suppress(Exception):

@@ -11,7 +11,8 @@ import tempfile
 from DNSD.changes import experiment, setting
 from DNSD.config import config_from_dict, load_yaml
 from DNSD.errors import InputError
-from DNSD.files import TEMPORARY_PREFIX, file_digest, read_json, write_text
+from DNSD.files import TEMPORARY_PREFIX, append_line, file_digest, read_json, write_text
+from DNSD.runs.shapes import NUMBER, TEXT, Optional, conforms, mapping_of
 
 # The files of a run folder.
 CONFIG = "config.yaml"
@@ -125,8 +126,7 @@ def check_writable(folder):
 
 def append_record(run_dir, record, name=METRICS):
     """Add an epoch's record to the run's metrics.jsonl (or a point's to points.jsonl)."""
-    with open(os.path.join(run_dir, name), "a") as stream:
-        stream.write(json.dumps(record) + "\n")
+    append_line(os.path.join(run_dir, name), json.dumps(record) + "\n")
 
 
 def write_records(run_dir, records, name=METRICS):
@@ -143,21 +143,41 @@ def read_evaluation_points(run_dir):
     return read_records(run_dir, ["iteration", "val_error", "test_error"], EVALUATION_POINTS)
 
 
+MAX_RECORD_BYTES = 1 << 20  # a record is its step losses, about 20 bytes a step: 100 kB for SVHN's 4,675 steps
+MAX_RECORDS_BYTES = 256 << 20  # a file of records: 3.5 MB for 500 CIFAR epochs
+MAX_RECORDS = 1 << 20  # lines of one metrics.jsonl or points.jsonl: a run of a million epochs or points is not DNSD's
+# What a record's fields hold where present (older runs lack some): a crafted line is refused, never a crash.
+RECORD = {"epoch": int, **{name: Optional(NUMBER) for name in (
+    "train_loss", "train_error", "mean_active_blocks", "val_error", "test_error", "lr", "epoch_seconds",
+    "images_per_second", "step", "iteration")}, "gradients": Optional({}), "step_losses": Optional([NUMBER]),
+    "weights_sha256": Optional(TEXT), "environment_sha256": Optional(TEXT)}
+
+
 def read_records(run_dir, fields, name=METRICS):
     """The epoch records of a run (finished or not) that metrics.jsonl holds (or the points of points.jsonl), each
-    with at least these fields."""
+    with at least these fields, each field of the shape RECORD gives it; lines are read with a cap."""
     path, kind = os.path.join(run_dir, name), "a point" if name == EVALUATION_POINTS else "an epoch"
     if not os.path.isfile(path):
         raise InputError(f"{run_dir} holds no {name}; pass the output folder of a training run")
+    if os.path.getsize(path) > MAX_RECORDS_BYTES:
+        raise InputError(f"{path} is {os.path.getsize(path):,} bytes, more than DNSD writes for any run; the file was "
+                         "edited or damaged")
     records = []
-    with open(path) as stream:
-        for number, line in enumerate(stream, 1):
+    with open(path, "rb") as stream:
+        for number in range(1, MAX_RECORDS + 2):
+            line = stream.readline(MAX_RECORD_BYTES + 1)
+            if not line:
+                break
+            if len(line) > MAX_RECORD_BYTES or number > MAX_RECORDS:
+                raise InputError(f"{path} line {number}: longer, or further down, than any record DNSD writes; the "
+                                 "file was edited or damaged")
             if line.strip():
                 try:
                     record = json.loads(line)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):
                     record = None
-                if not isinstance(record, dict) or not {"epoch", *fields} <= set(record):
+                if not conforms(record, RECORD) or not set(fields) <= set(record) or \
+                        not mapping_of(record.get("gradients", {}), NUMBER):
                     raise InputError(f"{path} line {number} is not {kind} record; the file was edited or damaged")
                 records.append(record)
     if not records:
@@ -203,13 +223,19 @@ def group_runs(folders):
     return list(groups.values())
 
 
+SUMMARY_SHAPE = {"test_error": NUMBER, "best_epoch": Optional(int), "best_val_error": NUMBER,
+                 "last_test_error": Optional(NUMBER), "checkpoint": Optional(str),
+                 "data": Optional({"file": TEXT, "bytes": Optional((int, type(None))), "sha256": Optional(TEXT)}),
+                 "tied_best_epochs": Optional([int])}
+
+
 def read_summary(folder):
     """A finished run's summary.json, or None while it trains."""
     path = os.path.join(folder, SUMMARY)
     if not os.path.isfile(path):
         return None
     summary = read_json(path)
-    if not isinstance(summary, dict) or not isinstance(summary.get("test_error"), (int, float)):
+    if not conforms(summary, SUMMARY_SHAPE):
         raise InputError(f"{path} is damaged (not a run summary); train the run again or remove the file")
     return summary
 

@@ -1,5 +1,6 @@
 """One live run per folder: a training, a resume or a branch holds an exclusive lock (flock) on RUN_DIR/.lock for as
-long as it runs; a second one on the same folder stops at once, naming the holder. The kernel drops the lock when its
+long as it runs; a second one on the same folder stops at once, naming the holder. A symbolic link where the lock or
+a file DNSD writes belongs is refused, so that nothing is written outside the folder. The kernel drops the lock when its
 process ends, however it ends, so a killed run never blocks the next. The lock file itself is never removed: a
 process that locked a removed file and one that locks its replacement would both believe they hold the folder. A
 sweep's worker takes the lock to claim a run and hands it to the training process it starts."""
@@ -10,7 +11,8 @@ import socket
 import time
 
 from DNSD.errors import InputError, RunInUse
-from DNSD.files import FILE_MODE
+from DNSD.files import FILE_MODE, refuse_link
+from DNSD.runs.folder import written_files
 
 LOCK = ".lock"
 
@@ -28,7 +30,8 @@ def lock(run_dir, wait=False):
         return _sign(descriptor)
     try:
         os.makedirs(run_dir, exist_ok=True)
-        descriptor = os.open(os.path.join(run_dir, LOCK), os.O_RDWR | os.O_CREAT, FILE_MODE)
+        refuse_link(os.path.join(run_dir, LOCK))
+        descriptor = os.open(os.path.join(run_dir, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
     except OSError as error:
         raise InputError(f"cannot write to output folder {run_dir} ({error.strerror}); choose another "
                          "--output-dir") from None
@@ -40,6 +43,12 @@ def lock(run_dir, wait=False):
             raise RunInUse(f"{run_dir} is in use by a running DNSD training ({holder}); wait for it to end or stop "
                            "it, or choose another --output-dir")
         time.sleep(0.05)
+    try:
+        for path in written_files(run_dir):
+            refuse_link(path)
+    except InputError:
+        os.close(descriptor)
+        raise
     return _sign(descriptor)
 
 
@@ -81,7 +90,7 @@ def _take(descriptor):
 def held(run_dir):
     """Whether a live process holds run_dir's lock (a process that died holds none)."""
     try:
-        descriptor = os.open(os.path.join(run_dir, LOCK), os.O_RDONLY)
+        descriptor = os.open(os.path.join(run_dir, LOCK), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
     try:
