@@ -1,8 +1,12 @@
 """--launcher: a sweep's workers started through submitit, as processes of this machine (local) or the tasks of one
 Slurm job array (slurm). A task stopped by its time limit or a preemption saves its run and is requeued to resume it."""
+import contextlib
+import io
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 from DNSD.errors import InputError, TrainingStopped, one_line
@@ -16,6 +20,7 @@ MAX_WORKERS = 10_000
 ARRAY_PARALLELISM = 256  # submitit's default: the tasks of the array that run at once
 NVIDIA_SMI_SECONDS = 30
 SAVE_SECONDS = 60  # what a training process gets to save and stop before the task is requeued
+SBATCH_SECONDS = 120  # sbatch answers in seconds; one that hangs (a stuck controller) is stopped
 
 
 class SweepTask:
@@ -76,8 +81,15 @@ def executor(kind, folder, options):
         chosen = submitit.LocalExecutor(logs)
         chosen.update_parameters(timeout_min=options.time_limit or LOCAL_TIME_LIMIT)
         return chosen
+    class TimedSlurmExecutor(submitit.SlurmExecutor):
+        """submitit's, with sbatch run under coreutils' timeout: DNSD calls no other Slurm command."""
+
+        def _make_submission_command(self, submission_file_path):
+            return ["timeout", "--kill-after=5", str(SBATCH_SECONDS), *super()._make_submission_command(
+                submission_file_path)]
+
     try:
-        chosen = submitit.SlurmExecutor(logs)
+        chosen = TimedSlurmExecutor(logs)
     except RuntimeError:
         raise InputError("--launcher slurm: srun is not on this machine's PATH; submit from a Slurm login node, or "
                          "use --launcher local") from None
@@ -104,6 +116,30 @@ def visible_gpus():
     return list(range(len(read_gpus(smi, NVIDIA_SMI_SECONDS)[1]))) if smi else []
 
 
+def submit_array(chosen, task, workers):
+    """The jobs of a Slurm array, or one line naming sbatch, its exit code and its first line of output."""
+    import submitit
+
+    said = io.StringIO()
+    slurm = sys.modules[type(chosen).__mro__[1].__module__]
+    # submitit submits an array through a new SlurmExecutor of its module's: for the call, the timed one
+    plain, slurm.SlurmExecutor = slurm.SlurmExecutor, type(chosen)
+    try:
+        with contextlib.redirect_stderr(said):  # submitit prints a failed sbatch's output; it goes in the line
+            return chosen.map_array(task, range(workers))
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as error:
+        failed = error.__cause__ if isinstance(error.__cause__, subprocess.CalledProcessError) else None
+        code = failed and failed.returncode
+        output = (failed and (failed.stderr or failed.output)) or said.getvalue() or str(error)
+        first = next((line.strip() for line in str(output).splitlines() if line.strip()), "no output")
+        what = f"did not answer within {SBATCH_SECONDS} s and was stopped" if code in (124, 137) else \
+            f"failed (exit {code})" if code else "printed no job id"
+        raise InputError(f"sbatch {what}: {one_line(first, 200)}; check the --sbatch options and the cluster, then "
+                         "start the same command again") from None
+    finally:
+        slurm.SlurmExecutor = plain
+
+
 def launch(kind, folder, passed, options):
     """Start the workers; local ones are waited for, Slurm's array is left to the queue."""
     recorded = read_sweep(folder)
@@ -122,7 +158,7 @@ def launch(kind, folder, passed, options):
         return
     chosen = executor(kind, folder, options)
     if kind == "slurm":
-        jobs = chosen.map_array(SweepTask(folder, passed), range(workers))
+        jobs = submit_array(chosen, SweepTask(folder, passed), workers)
         print(f"DNSD sweep: Slurm job array {jobs[0].job_id.split('_')[0]} of {workers} task(s) submitted for "
               f"{left} run(s) left; logs in {os.path.join(folder, SUBMITIT_FOLDER)}; progress: dnsd summary --runs "
               f"{folder}")
