@@ -30,7 +30,8 @@ def test_the_meter_sums_steps_and_makes_the_epoch_record():
     meter.add(loss_sum=4.0, correct=5, active_blocks=1.0, images=8, seconds=1.5)
     record = meter.record(epoch=4, val_error=40.0, lr=0.1, seconds_after=1.0)
     assert record == {"epoch": 4, "train_loss": 1.0, "train_error": 50.0, "mean_active_blocks": 1.5,
-                      "val_error": 40.0, "lr": 0.1, "epoch_seconds": 3.0, "images_per_second": 8.0}
+                      "val_error": 40.0, "lr": 0.1, "epoch_seconds": 3.0, "images_per_second": 8.0,
+                      "step_losses": [1.5, 0.5]}
     assert TrainingMeter(**meter.state()) == meter
 
 

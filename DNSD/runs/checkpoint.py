@@ -8,6 +8,7 @@ from DNSD.datasets import num_classes
 from DNSD.errors import InputError
 from DNSD.models import build_model
 from DNSD.runs.checkpoint_file import read_checkpoint
+from DNSD.runs.shapes import conforms
 
 REQUIRED = ("config", "num_classes", "classes", "normalizer", "model", "epochs_done")
 NORMALIZER_SHAPES = {"pixel": ((3, 32, 32), (1,)), "channel": ((3, 1, 1), (3, 1, 1))}
@@ -87,9 +88,11 @@ def check_resume_state(state, model, path, steps_per_epoch):
         raise InputError(f"{path}: its points, best result or scheduler state are not what a DNSD run saves; it was "
                          "not written by DNSD, or was altered: use another checkpoint")
     gradients = totals.get("gradients", {}) if isinstance(totals, dict) else None  # absent before DNSD 1.1.0
+    losses = totals.get("step_losses") if isinstance(totals, dict) else None  # absent before DNSD 1.3.0
     if type(state.get("step")) is not int or not 0 <= state["step"] <= steps_per_epoch or \
-            not _is_record(totals, TOTALS) or sorted(set(totals) - {"gradients"}) != sorted(TOTALS) or \
+            not _is_record(totals, TOTALS) or sorted(set(totals) - {"gradients", "step_losses"}) != sorted(TOTALS) or \
             not isinstance(gradients, dict) or not all(type(value) is float for value in gradients.values()) or \
+            losses is not None and (not conforms(losses, [(int, float)]) or len(losses) != totals["steps"]) or \
             not isinstance(history, list) or len(history) != state["epochs_done"] or \
             not all(isinstance(record, dict) for record in history) or not isinstance(state.get("optimizer"), dict):
         raise InputError(f"{path}: its step, totals, history or optimiser state are not what a DNSD run saves; it "

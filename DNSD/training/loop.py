@@ -168,13 +168,17 @@ class Trainer:
     def path(self, name):
         return os.path.join(self.run_dir, name)
 
-    def train(self, until=None):
-        """Train until epoch `until` (default: the last) is done, or until a signal asks to stop."""
+    def train(self, until=None, within=0):
+        """Train until epoch `until` (default: the last) is done, or until a signal asks to stop; within: stop after
+        that step of epoch `until` instead (dnsd audit re-trains to a checkpoint saved within an epoch)."""
         log = open_dashboard(self.run_dir, self.history, self.evaluation_points) if self.ranks.writes else \
             contextlib.nullcontext()
         with stop_requests() as requests, log as writer:
             while self.epochs_done < (until or self.config.train.epochs):
-                stopped = self.train_epoch(requests, writer)
+                last_step = within if within and self.epochs_done + 1 == until else None
+                stopped = self.train_epoch(requests, writer, last_step)
+                if last_step and not stopped:
+                    break
                 if not stopped:
                     self.end_epoch(writer)
                     stopped = bool(self.ranks.sum([len(requests)])[0])  # a signal during validation
@@ -184,9 +188,9 @@ class Trainer:
             print(f"DNSD: rank {self.ranks.rank} of {self.ranks.world_size} ends with weights sha256 "
                   f"{weights_digest(self.model)}", flush=True)
 
-    def train_epoch(self, requests, writer):
-        """The remaining steps of the current epoch, measuring the evaluation points of run.eval_every_steps on the
-        way; returns whether a rank was asked to stop (after its step)."""
+    def train_epoch(self, requests, writer, last_step=None):
+        """The remaining steps of the current epoch (up to last_step), measuring the evaluation points of
+        run.eval_every_steps on the way; returns whether a rank was asked to stop (after its step)."""
         config, epoch = self.config, self.epochs_done + 1
         batches = TrainingBatches(self.data, config.train.batch_size, config.data.augment, config.run.seed, epoch,
                                   self.step, self.ranks.rank, self.ranks.world_size)
@@ -209,6 +213,10 @@ class Trainer:
                 if due.save:
                     self.save(LAST)
                     stopwatch.lap()  # a checkpoint's time is not training time
+                if self.step == last_step:
+                    if self.unread:
+                        self.read_steps()
+                    break
         return False
 
     def read_and_measure(self, due, requests, writer, progress, stopwatch):
@@ -285,7 +293,9 @@ class Trainer:
         val_error, test_error = self.error_on(self.data.val), self.error_on(self.data.test)
         self.model.train()
         point = {"epoch": self.epochs_done + 1, "step": self.step, "iteration": iteration, "val_error": val_error,
-                 "test_error": test_error}
+                 "test_error": test_error, "weights_sha256": weights_digest(self.model)}
+        if self.environment:
+            point["environment_sha256"] = self.environment
         self.evaluation_points.append(point)
         improved = self.best_checkpoint.at_point(point)
         if improved:

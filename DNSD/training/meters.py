@@ -26,8 +26,11 @@ class TrainingMeter:
     seen: int = 0
     seconds: float = 0.0  # wall time of the steps, waiting for data included: what images per second should mean
     gradients: dict = field(default_factory=dict)  # per watched tensor, the sum over steps of its mean |gradient|
+    # The mean loss of each step: dnsd audit compares a re-trained epoch with these, step by step.
+    step_losses: list = field(default_factory=list)
 
     def add(self, loss_sum, correct, active_blocks, images, seconds, gradients=None):
+        self.step_losses.append(float(loss_sum) / images)
         for name, value in (gradients or {}).items():
             self.gradients[name] = self.gradients.get(name, 0.0) + float(value)
         self.loss_sum += float(loss_sum)
@@ -53,6 +56,7 @@ class TrainingMeter:
                   "epoch_seconds": self.seconds + seconds_after, "images_per_second": self.images_per_second}
         if self.gradients:
             record["gradients"] = {name: total / self.steps for name, total in self.gradients.items()}
+        record["step_losses"] = list(self.step_losses)
         return record if test_error is None else {**record, "test_error": test_error}
 
     def state(self):
