@@ -1,5 +1,7 @@
-"""`dnsd audit RUN_DIR`: re-train an epoch of a run from its kept checkpoint, in a temporary folder, and check that
-the weights are the ones the run recorded (reporting/audit.py); the run folder is only read."""
+"""`dnsd audit RUN_DIR`: re-train positions of a run from its kept checkpoints, in a temporary folder, and check
+that they follow from its recipe (reporting/audit.py); the run folder is only read."""
+import secrets
+
 from DNSD.changes import data_and_device_keys
 from DNSD.config import add_config_flags, stated_values
 from DNSD.reporting.audit import audit
@@ -9,11 +11,17 @@ def add_arguments(parser):
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the folder of a training run")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--epoch", type=int, metavar="K",
-                       help="the epoch to re-train (default: the last one whose start is kept: a checkpoint of epoch "
-                            "K-1, or the initialisation for epoch 1)")
-    which.add_argument("--all", action="store_true", help="every epoch whose start is kept, one after another")
+                       help="the epoch to re-train (default: where best.pdckpt was saved, else the last epoch whose "
+                            "start is kept: a checkpoint of epoch K-1, or the initialisation for epoch 1)")
+    which.add_argument("--all", action="store_true",
+                       help="every epoch whose start is kept, and best.pdckpt and last.pdckpt where saved within an "
+                            "epoch, one after another")
+    which.add_argument("--sample", type=int, metavar="N", help="N of the auditable epochs, drawn at random")
+    parser.add_argument("--sample-seed", type=int, metavar="S",
+                        help="the seed of --sample's draw, to repeat an audit (default: a new one, printed)")
     add_config_flags(parser, data_and_device_keys)
 
 
 def execute(args):
-    audit(args.run_dir, args.epoch, args.all, stated_values(args.config, args, args.override))
+    seed = args.sample_seed if args.sample_seed is not None else secrets.randbelow(2**32)
+    audit(args.run_dir, args.epoch, args.all, stated_values(args.config, args, args.override), args.sample, seed)

@@ -7,10 +7,15 @@ import tempfile
 
 import numpy as np
 import pytest
+import yaml
 
-from DNSD.reporting.audit import Plan, judge
+from DNSD.config import config_from_dict
+from DNSD.reporting.audit import Retrained
+from DNSD.reporting.verdicts import FAILED, UNVERIFIED, VERIFIED, across_builds
 from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.runs.manifest import seal
+from DNSD.training.optimizer import rate_at
+from DNSD.training.ranks import weights_digest
 from helpers import MINI_ARCHIVE, TINY_RUN, assert_one_line_error, dnsd
 
 MINI_RUN = ["--depth", "8", "--epochs", "2", "--batch-size", "50", "--val-size", "100", "--train-images", "400",
@@ -68,7 +73,7 @@ def test_an_audit_of_every_epoch_is_bit_identical_and_changes_nothing(mini_run, 
     before = snapshot(mini_run)
     result = dnsd("audit", mini_run, "--all")
     assert result.returncode == 0, result.stderr + result.stdout
-    assert "epoch 1: bit-identical" in result.stdout and "epoch 2: bit-identical" in result.stdout
+    assert "epoch 1: verified: bit-identical" in result.stdout and "epoch 2: verified: bit-identical" in result.stdout
     assert "from the initialisation of seed 0" in result.stdout  # epoch 1 needs no kept checkpoint
     assert snapshot(mini_run) == before
     assert os.listdir(tmp_path) == []  # the temporary folder is removed
@@ -82,7 +87,8 @@ def test_a_changed_weight_byte_in_a_resealed_checkpoint_is_named_with_its_tensor
     assert result.returncode == 4
     assert "epoch-2.pdckpt was altered after it was written" in result.stdout
     assert f"tensor {tensor} differs" in result.stdout
-    assert "epoch 2: bit-identical" in result.stdout  # the run's own record is confirmed by the re-training
+    # the run's own record is confirmed by the re-training; the file that differs from it fails the epoch
+    assert "epoch 2: failed: bit-identical to the run" in result.stdout
 
 
 def test_an_altered_start_checkpoint_is_refused_before_anything_is_trained(mini_run, tmp_path):
@@ -156,35 +162,174 @@ def test_only_every_nth_epoch_is_kept(tiny_archive, tmp_path):
     assert sorted(name for name in os.listdir(run_dir) if name.startswith("epoch-")) == ["epoch-2.pdckpt"]
 
 
-def weights(*values):
-    return {"stem.0.weight": np.array(values[:2], np.float32), "fc.weight": np.array(values[2:], np.float32)}
+def claim_device(run_dir):
+    """Make the run say a GPU trained it, as anyone can: a manifest entry re-sealed, and the records and every
+    checkpoint's history naming it."""
+    path = os.path.join(run_dir, "environment.json")
+    manifest = json.load(open(path))
+    entry = manifest["entries"][-1]
+    old = entry["sha256"]
+    entry["device"].update(kind="gpu", gpus=[{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}],
+                           driver="560.35.03")
+    entry["sha256"] = seal(entry)
+    json.dump(manifest, open(path, "w"))
+    rename_session(run_dir, old, entry["sha256"])
 
 
-def entry(paddle_version):
-    return {"paddle": {"version": paddle_version, "commit": "c", "cuda": None, "cudnn": None, "build": "CPU build"},
-            "numpy": "2", "device": {"kind": "cpu", "cpu": {"vendor": "V", "instruction_sets": ["avx2"]}},
-            "settings": {"cpu_threads": 1, "environment": {}, "paddle_flags": {}, "world_size": 1},
-            "dnsd": {}, "python": {}, "packages": {}, "data": {}, "sha256": "e"}
+def rename_session(run_dir, old, new):
+    lines = [{**line, "environment_sha256": new} if line.get("environment_sha256") == old else line
+             for line in records(run_dir)]
+    write_records(run_dir, lines)
+    for name in os.listdir(run_dir):
+        if name.endswith(".pdckpt"):
+            state = read_checkpoint(os.path.join(run_dir, name))
+            state["history"] = lines[:len(state["history"])]
+            save_checkpoint(os.path.join(run_dir, name), state)
 
 
-class FakeRun:
-    records = [{"epoch": 1, "val_error": 50.0, "weights_sha256": "0" * 64}]
+def write_records(run_dir, lines):
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as stream:
+        stream.writelines(json.dumps(line) + "\n" for line in lines)
 
 
-def test_a_difference_on_the_same_build_fails_naming_the_first_tensor():
-    recorded, retrained = weights(1, 2, 3, 4), weights(1, 2, 3, 4.5)
-    planned = Plan(1, None, [("epoch-1.pdckpt", {"model": recorded})], [], entry("3.3.1"))
-    lines, failed = judge(FakeRun(), planned, retrained, {"val_error": 51.0}, entry("3.3.1"))
-    assert failed
-    assert "same build and device kind" in lines[0] and "fc.weight" in lines[0] and "0.125" in lines[0]
+def forge_epoch(run_dir, epoch, tensor="fc.weight", change=0.05):
+    """Change a tensor of an epoch's weights and re-seal every file that names them."""
+    lines = records(run_dir)
+    state = read_checkpoint(os.path.join(run_dir, f"epoch-{epoch}.pdckpt"))
+    state["model"][tensor] = state["model"][tensor] + np.float32(change)
+    forged = state["model"]
+    lines[epoch - 1]["weights_sha256"] = weights_digest(forged)
+    write_records(run_dir, lines)
+    for name in os.listdir(run_dir):
+        if name.endswith(".pdckpt"):
+            other = read_checkpoint(os.path.join(run_dir, name))
+            other["history"] = lines[:len(other["history"])]
+            if other["epochs_done"] == epoch and not other.get("step"):
+                other["model"] = forged
+            save_checkpoint(os.path.join(run_dir, name), other)
 
 
-def test_another_build_reports_each_group_the_validation_errors_and_the_manifests_difference():
-    recorded, retrained = weights(1, 2, 3, 4), weights(1, 2.002, 3, 4.5)
-    planned = Plan(1, None, [("epoch-1.pdckpt", {"model": recorded})], [], entry("3.3.1"))
-    lines, failed = judge(FakeRun(), planned, retrained, {"val_error": 51.0}, entry("2.6.2"))
-    assert not failed
-    text = "\n".join(lines)
-    assert "another build or device" in text and "50.00 % in the run, 51.00 % re-trained" in text
-    assert "stem 0.001" in text and "fc 0.125" in text
-    assert "paddle.version: '3.3.1' in the run, '2.6.2' here" in text
+def claim_recipe(run_dir, section, key, value, reschedule=False):
+    """Make config.yaml and every checkpoint say section.key was value (reschedule: and the learning rate stood where
+    that config's schedule puts it)."""
+    path = os.path.join(run_dir, "config.yaml")
+    raw = yaml.safe_load(open(path))
+    raw[section][key] = value
+    yaml.safe_dump(raw, open(path, "w"))
+    for name in os.listdir(run_dir):
+        if name.endswith(".pdckpt"):
+            state = read_checkpoint(os.path.join(run_dir, name))
+            state["config"][section][key] = value
+            if reschedule:
+                state["scheduler"]["last_lr"] = rate_at(config_from_dict(state["config"]).train, state["epochs_done"])
+            save_checkpoint(os.path.join(run_dir, name), state)
+
+
+def audit_lines(result):
+    return result.stdout + result.stderr
+
+
+def test_a_forged_epoch_that_claims_another_device_fails_and_without_its_manifest_is_not_verified(mini_run, tmp_path):
+    run_dir = copy_of(mini_run, tmp_path)
+    forge_epoch(run_dir, 2)
+    assert dnsd("audit", run_dir, "--epoch", "2").returncode == 4  # same build: bit for bit
+    claim_device(run_dir)
+    result = dnsd("audit", run_dir, "--epoch", "2")
+    assert result.returncode == 4, audit_lines(result)
+    assert "inconsistent with its recipe" in result.stdout and "fc" in result.stdout
+    assert "device.kind: 'gpu' in the run, 'cpu' here" in result.stdout
+    os.remove(os.path.join(run_dir, "environment.json"))
+    assert_one_line_error(dnsd("audit", run_dir, "--epoch", "2"), "environment.json, which is missing")
+
+
+def test_an_honest_run_of_other_numerics_is_consistent_and_a_changed_recipe_is_not(tmp_path, mini_archive):
+    """A run trained with a 10 % higher learning rate or another seed, re-sealed to claim the recipe and a GPU,
+    fails; the same run honestly claimed (its own config, its own CPU) passes across numerics."""
+    run = ["--data-file", mini_archive, *MINI_RUN, "--epochs", "3", "-o", "train.lr_decay_at=1.0"]
+    folders = {}
+    for name, extra in (("honest", ["-o", "run.cpu_threads=2"]), ("lr", ["-o", "train.lr=0.11"]),
+                        ("seed", ["--seed", "1"])):
+        folders[name] = str(tmp_path / name)
+        result = dnsd("train", "--output-dir", folders[name], *run, *extra)
+        assert result.returncode == 0, result.stderr
+    honest = dnsd("audit", folders["honest"], "--epoch", "2", "-o", "run.cpu_threads=1")
+    assert honest.returncode == 0, audit_lines(honest)
+    if "bit-identical" in honest.stdout:
+        pytest.skip("two CPU threads compute the same bits as one on this machine: no run of other numerics to audit")
+    assert "consistent with its recipe across builds" in honest.stdout
+    claim_recipe(folders["lr"], "train", "lr", 0.1)
+    assert_one_line_error(dnsd("audit", folders["lr"], "--epoch", "2"), "holds the learning rate 0.011 after epoch 3",
+                          "schedule gives 0.01", code=4)
+    claim_recipe(folders["lr"], "train", "lr", 0.1, reschedule=True)
+    claim_recipe(folders["seed"], "run", "seed", 0)
+    for name in ("lr", "seed"):
+        claim_device(folders[name])
+        result = dnsd("audit", folders[name], "--epoch", "2")
+        assert result.returncode == 4, (name, audit_lines(result))
+        assert "inconsistent with its recipe" in result.stdout
+
+
+def test_a_config_changed_after_training_is_named(mini_run, tmp_path):
+    run_dir = copy_of(mini_run, tmp_path)
+    path = os.path.join(run_dir, "config.yaml")
+    raw = yaml.safe_load(open(path))
+    raw["run"]["seed"] = 7
+    yaml.safe_dump(raw, open(path, "w"))
+    assert_one_line_error(dnsd("audit", run_dir, "--epoch", "2"), "run.seed is 7", "altered", code=4)
+
+
+def test_checkpoints_saved_within_an_epoch_are_audited_and_listed(tiny_archive, tmp_path):
+    run_dir = str(tmp_path / "run")
+    result = dnsd("train", "--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN, "--keep-every", "1",
+                  "-o", "run.eval_every_steps=3")
+    assert result.returncode == 0, result.stderr
+    best = read_checkpoint(os.path.join(run_dir, "best.pdckpt"))
+    assert best["step"] > 0  # saved at an evaluation point within an epoch
+    audited = dnsd("audit", run_dir, "--all")
+    assert audited.returncode == 0, audit_lines(audited)
+    position = f"epoch {best['epochs_done'] + 1}, step {best['step']}: verified: bit-identical"
+    assert position in audited.stdout
+    assert "files verified:" in audited.stdout and os.path.join(run_dir, "best.pdckpt") in \
+        audited.stdout.split("files verified:")[1]
+    best["model"]["fc.weight"] = np.zeros_like(best["model"]["fc.weight"])
+    save_checkpoint(os.path.join(run_dir, "best.pdckpt"), best)
+    forged = dnsd("audit", run_dir)  # by default: best.pdckpt's position, what users load
+    assert forged.returncode == 4, audit_lines(forged)
+    assert "best.pdckpt was altered after it was written" in forged.stdout
+
+
+def test_a_sample_of_epochs_is_drawn_from_the_seed_it_prints(mini_run):
+    result = dnsd("audit", mini_run, "--sample", "1", "--sample-seed", "3")
+    assert result.returncode == 0, audit_lines(result)
+    assert "auditing 1 of 2 auditable epochs drawn with --sample-seed 3" in result.stdout
+    assert_one_line_error(dnsd("audit", mini_run, "--sample", "5"), "--sample 5", "2 auditable epochs")
+
+
+def retrained(weights, losses, start):
+    return Retrained(start, weights, losses, 1.0, {})
+
+
+def group(stem, fc):
+    return {"stem.0.weight": np.array(stem, np.float32), "fc.weight": np.array(fc, np.float32)}
+
+
+START = group([1.0, 1.0], [1.0, 1.0])
+FIRST = retrained(group([1.1, 0.9], [1.2, 0.8]), [2.0, 1.9, 1.8], START)
+SECOND = retrained(group([1.1001, 0.9001], [1.2002, 0.8002]), [2.0, 1.90001, 1.8002], START)
+
+
+def test_weights_within_the_measured_rounding_noise_are_consistent():
+    recorded = group([1.1001, 0.8999], [1.1999, 0.8001])
+    verdict = across_builds(recorded, [2.0, 1.90001, 1.7999], FIRST, SECOND)
+    assert verdict.outcome == VERIFIED, verdict.lines
+    assert [line.split(":")[0] for line in verdict.lines[1:]] == ["update sizes", "weights", "step losses"]
+
+
+def test_weights_or_losses_far_beyond_the_noise_are_inconsistent_and_named():
+    forged = group([1.1, 0.9], [1.25, 0.8])
+    verdict = across_builds(forged, None, FIRST, SECOND)
+    assert verdict.outcome == FAILED and "fc" in verdict.lines[0] and "weights are" in verdict.lines[0]
+    verdict = across_builds(None, [2.0, 1.95, 1.8], FIRST, SECOND)
+    assert verdict.outcome == FAILED and "step losses are" in verdict.lines[0] and "step 2" in verdict.lines[0]
+    assert across_builds(None, None, FIRST, SECOND).outcome == UNVERIFIED
+    assert across_builds(None, [2.0], FIRST, SECOND).outcome == UNVERIFIED  # another epoch's length: not compared

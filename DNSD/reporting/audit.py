@@ -1,30 +1,42 @@
-"""dnsd audit: re-train an epoch of a run from the checkpoint it started from, with the run's own config, in a
-temporary folder, and compare the weights with the digest the run recorded. Every file is checked against the
-others before anything is trained: a checkpoint's weights against the record sealed in it, that record against
-metrics.jsonl, the record's session against environment.json."""
+"""dnsd audit: re-train a position of a run (an epoch's end, or a checkpoint saved within an epoch) from the checkpoint
+it started from, with the run's own config, in a temporary folder, and compare it with what the run says it holds
+there (verdicts.py). Every file is checked against the others before anything is trained."""
 import copy
 import dataclasses
+import math
 import os
+import random
 import re
 import tempfile
 
 import numpy as np
 import paddle
 
-from DNSD.changes import for_checkpoint
-from DNSD.config import config_from_dict, load_yaml
+from DNSD.changes import for_checkpoint, setting
+from DNSD.config import config_from_dict, flat_config, load_yaml
 from DNSD.datasets import load_splits
-from DNSD.errors import AuditFailed, InputError, TrainingStopped
+from DNSD.errors import AuditFailed, DNSDError, InputError, TrainingStopped
 from DNSD.files import read_json
 from DNSD.models import build_model
+from DNSD.reporting.verdicts import (EXIT_CODES, FAILED, UNVERIFIED, VERIFIED, Verdict, across_builds,
+                                     first_difference)
 from DNSD.runs.checkpoint import check_resume_state, check_same_data, read_state, restore_model
-from DNSD.runs.folder import BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, read_records, sweep_folders
-from DNSD.runs.manifest import describe_environment, entry_for, flatten, manifest_differences, numerics, read_manifest
+from DNSD.runs.folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, read_evaluation_points,
+                              read_records, sweep_folders)
+from DNSD.runs.manifest import describe_environment, entry_for, manifest_differences, numerics, read_manifest
 from DNSD.system.device import describe_device, select_run_device
 from DNSD.training.loop import Diverged, Interrupted, Trainer
+from DNSD.training.optimizer import rate_at
 from DNSD.training.ranks import host_weights, weights_digest
 
 SHOWN_DIFFERENCES = 12  # manifest differences printed; the rest are counted
+
+
+class AuditUnverified(DNSDError):
+    """dnsd audit could not verify what it was asked to (each position's reason on its own line before this one)."""
+
+    exit_code = EXIT_CODES[UNVERIFIED]
+    label = "audit incomplete"
 
 
 @dataclasses.dataclass
@@ -32,8 +44,10 @@ class AuditedRun:
     folder: str
     config: object
     records: list  # metrics.jsonl, epoch K at index K - 1
+    points: list  # points.jsonl (run.eval_every_steps), or []
     manifest: list  # environment.json's entries, or None for a run trained before DNSD wrote one
     kept: dict  # epoch: the paths of the checkpoints that hold the model at that epoch's end
+    within: list  # (path, epoch, step) of best.pdckpt and last.pdckpt where saved within an epoch
     branched_at: int  # the epochs a branch's source trained (branch.json), or None
     states: dict = dataclasses.field(default_factory=dict)  # the checkpoints read so far, by path
 
@@ -41,25 +55,47 @@ class AuditedRun:
         return os.path.join(self.folder, name)
 
     def checkpoint(self, path):
-        """A checkpoint's state, read (and its digest checked) once however often it is asked for."""
+        """A checkpoint's state, read (its digest and its recipe checked) once however often it is asked for."""
         if path not in self.states:
-            self.states[path] = read_state(path)
+            state = read_state(path)
+            ours, sealed = recipe(self.config), recipe(state["config"])
+            changed = [key for key in ours if ours[key] != sealed.get(key)]
+            if changed and (self.branched_at is None or state["epochs_done"] > self.branched_at):
+                raise AuditFailed(f"{self.path(CONFIG)} says {changed[0]} is {ours[changed[0]]!r}, the config sealed "
+                                  f"in {path} {sealed.get(changed[0])!r}: the run's config was altered after it "
+                                  "trained")
+            rate, scheduler = rate_at(state["config"].train, state["epochs_done"]), state.get("scheduler") or {}
+            if not math.isclose(scheduler.get("last_lr", rate), rate, rel_tol=1e-9):
+                raise AuditFailed(f"{path} holds the learning rate {scheduler['last_lr']:.6g} after epoch "
+                                  f"{state['epochs_done']}, where its config's schedule gives {rate:.6g}: it was "
+                                  "altered after it was written")
+            self.states[path] = state
         return self.states[path]
 
 
 @dataclasses.dataclass
-class Plan:
-    """What one epoch's audit starts from and compares with, each file checked."""
+class Target:
+    """A position to re-train to, each file about it checked: the end of `epoch` (step 0) or `step` steps into it."""
 
     epoch: int
-    start: tuple  # (path, state) of the checkpoint of epoch - 1, or None: the seed's initialisation
-    ends: list  # (path, state) of the kept checkpoints of the epoch
-    altered: list  # the paths of ends whose weights do not match the record sealed in them
-    entry: dict  # the manifest entry of the session that trained the epoch, or None
+    step: int
+    start: tuple  # (path, state) of the checkpoint at the end of epoch - 1, or None: the seed's initialisation
+    files: list  # (path, state) of the checkpoints that hold the model at this position
+    altered: list  # the paths of files whose weights do not match the record of this position
+    record: dict  # metrics.jsonl's line of the epoch, or the evaluation point at the step, or None
+    entry: dict  # the manifest entry of the session that trained it, or None
+
+    def name(self):
+        return f"epoch {self.epoch}" + (f", step {self.step}" if self.step else "")
+
+
+def recipe(config):
+    """What a config computes, the seed included: {"section.key": value} of every key that is not a setting."""
+    return {key: value for key, value in flat_config(config).items() if not setting(key)}
 
 
 def open_run(folder, stated):
-    """The run in folder with its records, manifest and kept checkpoints; InputError for anything else."""
+    """The run in folder with its records, manifest and checkpoints; InputError for anything else."""
     if not os.path.isfile(os.path.join(folder, CONFIG)):
         several = bool(sweep_folders([folder]))
         raise InputError(f"{folder} holds several runs; audit one of them, e.g. {os.path.join(folder, 'seed-0')}"
@@ -78,7 +114,12 @@ def open_run(folder, stated):
     branch = read_json(os.path.join(folder, BRANCH)) if os.path.isfile(os.path.join(folder, BRANCH)) else None
     if branch is not None and not (isinstance(branch, dict) and type(branch.get("epochs_done")) is int):
         raise InputError(f"{os.path.join(folder, BRANCH)} is damaged; restore it from a copy of the run folder")
-    run = AuditedRun(folder, config, records, read_manifest(folder), {}, branch and branch["epochs_done"])
+    manifest = read_manifest(folder)
+    if manifest is None and any("environment_sha256" in record for record in records):
+        raise InputError(f"{os.path.join(folder, METRICS)} names sessions of {MANIFEST}, which is missing: nothing "
+                         "says what trained the run; restore the file from a copy of the run folder")
+    run = AuditedRun(folder, config, records, read_evaluation_points(folder), manifest, {}, [],
+                     branch and branch["epochs_done"])
     for name in os.listdir(folder):
         found = re.fullmatch(KEPT.format(r"([1-9][0-9]*)"), name)
         if found:
@@ -86,35 +127,58 @@ def open_run(folder, stated):
     for name in (LAST, BEST):
         if os.path.isfile(run.path(name)):
             state = run.checkpoint(run.path(name))
-            if state.get("step") == 0:  # saved at an epoch's end, not within one
+            if state.get("step"):
+                run.within.append((run.path(name), state["epochs_done"] + 1, state["step"]))
+            else:
                 run.kept.setdefault(state["epochs_done"], []).append(run.path(name))
     return run
 
 
-def auditable_epochs(run):
-    """The epochs whose start is at hand: epoch 1 from the seed (not in a branch), K + 1 from a kept checkpoint of K."""
-    starts = set(run.kept) | ({0} if run.branched_at is None else set())
+def starts(run, epoch):
+    """Whether the start of epoch is at hand: the seed's initialisation for epoch 1 (not in a branch), else a kept
+    checkpoint of the epoch before, trained by this run."""
     first = (run.branched_at or 0) + 1
-    return sorted(start + 1 for start in starts if first <= start + 1 <= len(run.records))
+    return epoch >= first and (epoch - 1 in run.kept or (epoch == 1 and run.branched_at is None))
 
 
-def choose_epochs(run, epoch, every):
-    allowed = auditable_epochs(run)
-    if every or epoch is None:
-        if not allowed:
-            raise InputError(f"{run.folder} keeps no checkpoint an epoch of its own starts from; train with "
-                             "--keep-every 1 to audit any epoch")
-        return allowed if every else allowed[-1:]
+def positions(run):
+    """Every position an audit can re-train: (epoch, 0) for each epoch recorded, (epoch, step) for each checkpoint
+    saved within an epoch, whose start is at hand."""
+    ends = [(epoch, 0) for epoch in range(1, len(run.records) + 1) if starts(run, epoch)]
+    return ends + sorted({(epoch, step) for _, epoch, step in run.within if starts(run, epoch)})
+
+
+def choose(run, epoch=None, every=False, sample=None, sample_seed=None):
+    """The positions asked for: --all, --epoch K, --sample N of the epochs, or by default the position of
+    best.pdckpt (what users load), else the last epoch whose start is kept."""
+    allowed = positions(run)
+    if not allowed:
+        raise InputError(f"{run.folder} keeps no checkpoint an epoch of its own starts from; train with "
+                         "--keep-every 1 to audit any epoch")
+    if every:
+        return allowed
+    if sample is not None:
+        ends = [position for position in allowed if not position[1]]
+        if not 1 <= sample <= len(ends):
+            raise InputError(f"--sample {sample}: {run.folder} has {len(ends)} auditable epochs; sample 1 to "
+                             f"{len(ends)}")
+        print(f"DNSD: auditing {sample} of {len(ends)} auditable epochs drawn with --sample-seed {sample_seed}")
+        return sorted(random.Random(sample_seed).sample(ends, sample))
+    if epoch is None:
+        best = [(found, step) for path, found, step in run.within if path == run.path(BEST)] + \
+            [(done, 0) for done, paths in run.kept.items() if run.path(BEST) in paths]
+        ends = [position for position in allowed if not position[1]]
+        return [position for position in best if position in allowed][:1] or ends[-1:] or allowed[-1:]
     if not 1 <= epoch <= len(run.records):
         raise InputError(f"--epoch {epoch}: {run.folder} has trained epochs 1 to {len(run.records)}")
     if run.branched_at is not None and epoch <= run.branched_at:
         raise InputError(f"epoch {epoch} was trained by the run this one branched from ({run.path(BRANCH)}): audit "
                          "it there")
-    if epoch not in allowed:
-        near = ", ".join(map(str, allowed[-5:])) or "none"
+    if (epoch, 0) not in allowed:
+        near = ", ".join(str(found) for found, step in allowed[-5:] if not step) or "none"
         raise InputError(f"--epoch {epoch}: {run.folder} keeps no checkpoint of epoch {epoch - 1} to start from "
                          f"(auditable epochs: {near}); train with --keep-every 1 to audit any epoch")
-    return [epoch]
+    return [(epoch, 0)]
 
 
 def sealed_record(run, path, state, epoch):
@@ -127,8 +191,9 @@ def sealed_record(run, path, state, epoch):
     return sealed
 
 
-def plan(run, epoch):
-    """Check every file the audit of epoch reads, before anything is trained."""
+def plan(run, position):
+    """Check every file the audit of a position reads, before anything is trained."""
+    epoch, step = position
     start = None
     if epoch > 1 or run.branched_at is not None:
         path = run.kept[epoch - 1][0]
@@ -137,141 +202,155 @@ def plan(run, epoch):
             raise InputError(f"{path} was altered after it was written: its weights do not match the digest of "
                              f"epoch {epoch - 1} sealed with them; restore it from a copy, or audit another epoch")
         start = (path, state)
-    ends, altered = [], []
-    for path in run.kept.get(epoch, []):
+    if step:
+        paths = [path for path, found, at in run.within if (found, at) == position]
+        record = next((point for point in run.points if (point["epoch"], point["step"]) == position), None)
+    else:
+        paths, record = run.kept.get(epoch, []), run.records[epoch - 1]
+    files, altered = [], []
+    for path in paths:
         state = run.checkpoint(path)
-        ends.append((path, state))
-        if weights_digest(state["model"]) != sealed_record(run, path, state, epoch)["weights_sha256"]:
+        files.append((path, state))
+        if step:
+            if epoch > 1:
+                sealed_record(run, path, state, epoch - 1)
+            digest = (record or {}).get("weights_sha256")
+            if digest is None:
+                continue  # last.pdckpt within an epoch: no record but itself; the re-training checks it
+        else:
+            digest = sealed_record(run, path, state, epoch)["weights_sha256"]
+        if weights_digest(state["model"]) != digest:
             altered.append(path)
-    digest = run.records[epoch - 1].get("environment_sha256")
-    entry = entry_for(run.manifest, digest)
+    session = (record or {}).get("environment_sha256") or (
+        run.records[epoch - 1].get("environment_sha256") if epoch <= len(run.records) else
+        run.manifest and run.manifest[-1]["sha256"])
+    entry = entry_for(run.manifest, session)
     if run.manifest is not None and entry is None:
         raise InputError(f"{run.path(MANIFEST)} has no entry for the session that trained epoch {epoch} "
-                         f"(sha256 {str(digest)[:12]}...): it was altered or replaced; restore it from a copy")
-    return Plan(epoch, start, ends, altered, entry)
+                         f"(sha256 {str(session)[:12]}...): it was altered or replaced; restore it from a copy")
+    return Target(epoch, step, start, files, altered, record, entry)
 
 
-def retrain(run, planned, device):
-    """The weights (by name) and the epoch's record after re-training it, in a temporary folder removed after."""
+@dataclasses.dataclass
+class Retrained:
+    start: dict  # the weights it started from, by name
+    weights: dict  # the weights it ended with
+    losses: list  # the epoch's step losses, or None (a position within an epoch)
+    seconds: float
+    identity: dict  # the data's
+
+
+def retrain(run, target, device, perturbed=False):
+    """The target re-trained from its start in a temporary folder, removed after; perturbed: from start weights
+    each moved by one unit in the last place, a difference of rounding alone, to measure how far rounding carries."""
     config = copy.deepcopy(run.config)
     config.run.keep_every = 0  # nothing of the temporary folder is kept
-    path, state = planned.start or (None, None)
-    data = load_splits(config, state and state["normalizer"])
+    path, state = target.start or (None, None)
+    state = copy.deepcopy(state)  # training changes the history and totals it starts from; a target is re-trained
+    data = load_splits(config, state and state["normalizer"])  # twice across builds
     if state:
         check_same_data(state, data, path)
-    elif planned.entry and planned.entry["data"]["sha256"] != data.identity["sha256"]:
+    elif target.entry and target.entry["data"]["sha256"] != data.identity["sha256"]:
         raise InputError(f"{data.identity['file']} is not the archive {run.folder} was trained on (sha256 "
-                         f"{planned.entry['data']['sha256'][:12]}...); pass that archive with --data-file")
+                         f"{target.entry['data']['sha256'][:12]}...); pass that archive with --data-file")
     with tempfile.TemporaryDirectory(prefix="dnsd-audit-") as folder:
         config.run.output_dir = folder
         if state:
             model = restore_model(state, path)
             check_resume_state(state, model, path, -(-len(data.train) // config.train.batch_size))
-            trainer = Trainer(config, folder, data, model, state)
         else:
             paddle.seed(config.run.seed)  # the initialisation, as a new run draws it
-            trainer = Trainer(config, folder, data, build_model(config.model, data.num_classes))
-        print(f"DNSD: auditing epoch {planned.epoch} of {run.folder}: re-training it from "
-              f"{path or f'the initialisation of seed {config.run.seed}'} on {describe_device(device)}", flush=True)
+            model = build_model(config.model, data.num_classes)
+        start = host_weights(model)
+        if perturbed:
+            model.set_state_dict({name: np.nextafter(array, np.inf) if array.dtype.kind == "f" else array
+                                  for name, array in start.items()})
+        trainer = Trainer(config, folder, data, model, state)
+        how = ", its weights moved by one unit in the last place to measure the rounding noise" if perturbed else ""
+        print(f"DNSD: auditing {target.name()} of {run.folder}: re-training it from "
+              f"{path or f'the initialisation of seed {config.run.seed}'} on {describe_device(device)}{how}",
+              flush=True)
         try:
-            trainer.train(until=planned.epoch)
+            trainer.train(until=target.epoch, within=target.step)
         except (Diverged, Interrupted) as stopped:
             raise TrainingStopped(f"the audit's re-training stopped: {stopped.what}; nothing in {run.folder} was "
                                   "changed", stopped.exit_code, stopped.label) from None
-        return host_weights(trainer.model), trainer.history[-1], data.identity
+        ended = trainer.history[-1] if not target.step else {"epoch_seconds": trainer.meter.seconds}
+        return Retrained(start, host_weights(trainer.model), ended.get("step_losses"), ended["epoch_seconds"],
+                         data.identity)
 
 
-def first_difference(weights, reference):
-    """(name, largest relative difference) of the first tensor in which two sets of weights differ, or None."""
-    for name, array in weights.items():
-        if array.tobytes() != reference[name].tobytes():
-            return name, relative_difference(array, reference[name])
-    return None
+def bit_identical(target, weights):
+    """Whether the re-trained weights are the ones the run records at the target."""
+    if target.step:
+        intact = [state for path, state in target.files if path not in target.altered]
+        return bool(intact) and first_difference(weights, intact[0]["model"]) is None
+    return weights_digest(weights) == target.record["weights_sha256"]
 
 
-def relative_difference(array, reference):
-    if not reference.size:
-        return 0.0
-    reference = reference.astype(np.float64)
-    scale = max(float(np.abs(reference).max()), np.finfo(np.float32).tiny)
-    return float(np.abs(array.astype(np.float64) - reference).max()) / scale
-
-
-def group_differences(weights, reference):
-    """{group: largest relative difference} per top-level part of the network (stem, blocks, fc, ...)."""
-    groups = {}
-    for name, array in weights.items():
-        group = name.split(".")[0]
-        groups[group] = max(groups.get(group, 0.0), relative_difference(array, reference[name]))
-    return groups
-
-
-def numerics_differences(entry, current):
-    """What decides a step's bits and differs between the run's session and this one, in a few words."""
-    ours, theirs = flatten(numerics(entry)), flatten(numerics(current))
-    return "; ".join(f"{key} {ours.get(key)} in the run, {theirs.get(key)} here" for key in ours
-                     if ours.get(key) != theirs.get(key))
-
-
-def judge(run, planned, weights, record, current):
-    """The verdict's lines for one epoch and whether it fails the audit."""
-    epoch, recorded = planned.epoch, run.records[planned.epoch - 1]
-    digest = weights_digest(weights)
-    intact = [(path, state) for path, state in planned.ends if path not in planned.altered]
-    comparable = planned.entry is not None and numerics(planned.entry) == numerics(current)
-    lines, failed = [], False
-    for path, state in planned.ends:
-        if path in planned.altered:
-            found = first_difference(weights, state["model"]) if digest == recorded["weights_sha256"] else None
-            tensor = f": tensor {found[0]} differs from the re-trained epoch, which matches {METRICS}" if found else ""
-            lines.append(f"{path} was altered after it was written (its weights do not match the digest sealed with "
-                         f"them){tensor}")
-            failed = True
-    if digest == recorded["weights_sha256"]:
-        also = f" and {', '.join(path for path, _ in intact)} hold" if intact else ""
-        lines.insert(0, f"epoch {epoch}: bit-identical to the run: weights sha256 {digest[:16]}..., as {METRICS} "
-                        f"records{also}; val error {record['val_error']:.2f} %; re-trained in "
-                        f"{record['epoch_seconds']:.1f} s, {recorded['epoch_seconds']:.1f} s in the run")
-        if planned.entry is not None and not comparable:
-            lines.insert(1, f"across another build or device: {numerics_differences(planned.entry, current)}")
-        return lines, failed
+def judge(run, target, first, device, current):
+    """The verdict on a target re-trained once, re-training it a second time from perturbed weights where the run's
+    build or device differs from this one's."""
+    intact = [(path, state) for path, state in target.files if path not in target.altered]
+    identical = bit_identical(target, first.weights)
+    altered = []
+    for path, state in target.files:
+        if path in target.altered:
+            found = identical and first_difference(first.weights, state["model"])
+            tensor = f": tensor {found[0]} differs from the re-trained weights, which match the record" if found else ""
+            altered.append(f"{path} was altered after it was written (its weights do not match the record of "
+                           f"{target.name()}){tensor}")
+    if identical:
+        held = ", ".join(path for path, _ in intact)
+        recorded = f"as {METRICS} records" + (f" and {held} hold" if held else "") if not target.step else \
+            f"as {held} holds"
+        where = f"; re-trained in {first.seconds:.1f} s, {target.record['epoch_seconds']:.1f} s in the run" \
+            if not target.step else ""
+        line = f"bit-identical to the run: weights sha256 {weights_digest(first.weights)[:16]}..., {recorded}{where}"
+        return Verdict(FAILED if altered else VERIFIED, [line, *altered])
     reference = intact[0] if intact else None
-    found = first_difference(weights, reference[1]["model"]) if reference else None
-    where = (f"first tensor that differs: {found[0]} (largest relative difference {found[1]:.3g}, against "
-             f"{reference[0]})" if found else
-             f"no checkpoint of epoch {epoch} is kept to name the tensor (run.keep_every)")
-    errors = f"val error {recorded['val_error']:.2f} % in the run, {record['val_error']:.2f} % re-trained"
-    if comparable:
-        lines.insert(0, f"epoch {epoch}: differs from the run's weights on the same build and device kind; "
-                        f"{where}; {errors}")
-        return lines, True
-    why = "the run has no manifest" if planned.entry is None else "another build or device"
-    lines.insert(0, f"epoch {epoch}: not bit-identical ({why}: bit-identity is not expected); {errors}")
-    if reference:
-        groups = group_differences(weights, reference[1]["model"])
-        lines.append("largest relative difference per tensor group, against " + reference[0] + ": " +
-                     ", ".join(f"{group} {value:.3g}" for group, value in groups.items()))
-    if planned.entry is not None:
-        differences = [item for item in manifest_differences(planned.entry, current) if item[0] != "command"]
-        lines += [f"  {kind} {key}: {first!r} in the run, {second!r} here"
-                  for kind, key, first, second in differences[:SHOWN_DIFFERENCES]]
+    if target.entry is not None and numerics(target.entry) == numerics(current):
+        found = first_difference(first.weights, reference[1]["model"]) if reference else None
+        where = f"first tensor that differs: {found[0]} (largest relative difference {found[1]:.3g}, against " \
+                f"{reference[0]})" if found else f"no checkpoint of {target.name()} is kept to name the tensor"
+        return Verdict(FAILED, [f"differs from the run on the same build and device kind; {where}", *altered])
+    second = retrain(run, target, device, perturbed=True)
+    verdict = across_builds(reference and reference[1]["model"], (target.record or {}).get("step_losses"),
+                            first, second)
+    if target.entry is not None:
+        differences = [item for item in manifest_differences(target.entry, current) if item[0] != "command"]
+        verdict.lines += [f"  {kind} {key}: {mine!r} in the run, {theirs!r} here"
+                          for kind, key, mine, theirs in differences[:SHOWN_DIFFERENCES]]
         if len(differences) > SHOWN_DIFFERENCES:
-            lines.append(f"  (+{len(differences) - SHOWN_DIFFERENCES} more differences: dnsd info --compare)")
-    return lines, failed
+            verdict.lines.append(f"  (+{len(differences) - SHOWN_DIFFERENCES} more differences: dnsd info --compare)")
+    else:
+        verdict.lines.append("  the run has no manifest: what trained it is unknown")
+    if altered:
+        verdict.outcome, verdict.lines = FAILED, [*verdict.lines, *altered]
+    return verdict
 
 
-def audit(folder, epoch=None, every=False, stated=None):
-    """Audit the chosen epochs of the run in folder; raises AuditFailed where one must not pass."""
+def audit(folder, epoch=None, every=False, stated=None, sample=None, sample_seed=None):
+    """Audit the chosen positions of the run in folder; raises AuditFailed (exit 4) where one does not follow from
+    the run's recipe or a file was altered, AuditUnverified (exit 2) where one could not be verified."""
     run = open_run(folder, stated or {})
-    plans = [plan(run, chosen) for chosen in choose_epochs(run, epoch, every)]
+    targets = [plan(run, position) for position in choose(run, epoch, every, sample, sample_seed)]
     device = select_run_device(run.config.run)
-    failures, current = 0, None
-    for planned in plans:
-        weights, record, identity = retrain(run, planned, device)
-        current = current or describe_environment(device, run.config.run, identity, 1)
-        lines, failed = judge(run, planned, weights, record, current)
-        print("audit: " + "\n  ".join(lines), flush=True)
-        failures += failed
-    if failures:
-        raise AuditFailed(f"{failures} of {len(plans)} audited epochs of {folder} failed (see above)")
-    print(f"audit: {len(plans)} of {len(plans)} epochs of {folder} passed")
+    verdicts, current = [], None
+    for target in targets:
+        first = retrain(run, target, device)
+        current = current or describe_environment(device, run.config.run, first.identity, 1)
+        verdict = judge(run, target, first, device, current)
+        print(f"audit: {target.name()}: {verdict.outcome}: " + "\n  ".join(verdict.lines), flush=True)
+        verdicts.append((target, verdict))
+    verified = [target for target, verdict in verdicts if verdict.outcome == VERIFIED]
+    files = sorted({path for target in verified for path, _ in target.files if path not in target.altered})
+    print(f"audit: {len(verified)} of {len(targets)} positions of {folder} verified: "
+          f"{', '.join(target.name() for target in verified) or 'none'}; files verified: {', '.join(files) or 'none'}")
+    outcomes = [verdict.outcome for _, verdict in verdicts]
+    if FAILED in outcomes:
+        raise AuditFailed(f"{outcomes.count(FAILED)} of {len(targets)} audited positions of {folder} failed (see "
+                          "above)")
+    if UNVERIFIED in outcomes:
+        raise AuditUnverified(f"{outcomes.count(UNVERIFIED)} of {len(targets)} audited positions of {folder} could "
+                              "not be verified (see above)")

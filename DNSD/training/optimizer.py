@@ -10,6 +10,19 @@ def decay_epochs(train_config):
     return [math.ceil(round(fraction * train_config.epochs, 9)) - 1 for fraction in train_config.lr_decay_at]
 
 
+def schedule(train_config):
+    """The learning rate per epoch: Paddle's step schedule, decayed at decay_epochs."""
+    rates = [train_config.lr * train_config.lr_decay_factor ** i for i in range(len(train_config.lr_decay_at) + 1)]
+    return paddle.optimizer.lr.PiecewiseDecay(decay_epochs(train_config), rates)
+
+
+def rate_at(train_config, epochs_done):
+    """The learning rate the schedule gives after epochs_done epochs, as a checkpoint's scheduler holds it."""
+    scheduler = schedule(train_config)
+    scheduler.last_epoch = epochs_done
+    return scheduler.get_lr()
+
+
 def build_optimizer(train_config, model, multi_tensor=True):
     """Nesterov SGD with L2 weight decay on every parameter, and the step schedule, both Paddle's own.
 
@@ -18,8 +31,7 @@ def build_optimizer(train_config, model, multi_tensor=True):
     it saves host time on the CPU too (about 0.3 ms of a ResNet-110 step, BENCHMARKS.md), and the CPU tests then
     exercise the update GPUs run.
     """
-    rates = [train_config.lr * train_config.lr_decay_factor ** i for i in range(len(train_config.lr_decay_at) + 1)]
-    scheduler = paddle.optimizer.lr.PiecewiseDecay(decay_epochs(train_config), rates)
+    scheduler = schedule(train_config)
     optimizer = paddle.optimizer.Momentum(scheduler, momentum=train_config.momentum, parameters=model.parameters(),
                                           use_nesterov=train_config.nesterov, weight_decay=train_config.weight_decay,
                                           use_multi_tensor=multi_tensor)
