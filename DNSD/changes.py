@@ -66,6 +66,12 @@ def experiment(nested):
             if not declared(key, "per_run") and not setting(key)}
 
 
+def recipe(config):
+    """What a config (or its {section: {key: value}} dict) computes, the seed included: {"section.key": value} of
+    every key that is not a setting."""
+    return {key: value for key, value in flat_config(config).items() if not setting(key)}
+
+
 def sweep_refusal(key):
     """Why a key cannot vary within a sweep, or None where it can."""
     return declared(key, "sweep") or ("it does not change what a run computes" if setting(key) else None)

@@ -6,7 +6,7 @@ import os
 EXIT_TRAINING_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_SOME_FAILED = 3  # --mode predict: some images could not be read; the others were predicted
-EXIT_AUDIT_FAILED = 4  # dnsd audit: a re-trained epoch differs where it must not, or a file of the run was altered
+EXIT_AUDIT_FAILED = 4  # dnsd audit: a re-trained position does not follow from the recipe, or a file was altered
 EXIT_RUN_IN_USE = 75  # sysexits' EX_TEMPFAIL: another process holds the run folder; a sweep's worker moves on
 EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug in DNSD, not the user's mistake
 
@@ -48,6 +48,12 @@ class AuditFailed(DNSDError):
 
     exit_code = EXIT_AUDIT_FAILED
     label = "audit failed"
+
+
+class AuditUnverified(InputError):
+    """dnsd audit could not verify what it was asked to (each position's reason on its own line before this one)."""
+
+    label = "audit incomplete"
 
 
 # What to do about the file-system faults a command can meet, by errno.

@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from DNSD.config import config_from_dict
-from DNSD.reporting.audit import Retrained
-from DNSD.reporting.verdicts import FAILED, UNVERIFIED, VERIFIED, across_builds
+from DNSD.reporting.verdicts import FAILED, UNVERIFIED, VERIFIED, Retrained, across_builds
 from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.runs.manifest import seal
 from DNSD.training.optimizer import rate_at

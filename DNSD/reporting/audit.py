@@ -12,13 +12,13 @@ import tempfile
 import numpy as np
 import paddle
 
-from DNSD.changes import for_checkpoint, setting
-from DNSD.config import config_from_dict, flat_config, load_yaml
+from DNSD.changes import for_checkpoint, recipe
+from DNSD.config import config_from_dict, load_yaml
 from DNSD.datasets import load_splits
-from DNSD.errors import AuditFailed, DNSDError, InputError, TrainingStopped
+from DNSD.errors import AuditFailed, AuditUnverified, InputError, TrainingStopped
 from DNSD.files import read_json
 from DNSD.models import build_model
-from DNSD.reporting.verdicts import (EXIT_CODES, FAILED, UNVERIFIED, VERIFIED, Verdict, across_builds,
+from DNSD.reporting.verdicts import (FAILED, UNVERIFIED, VERIFIED, Retrained, Verdict, across_builds,
                                      first_difference)
 from DNSD.runs.checkpoint import check_resume_state, check_same_data, read_state, restore_model
 from DNSD.runs.folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, read_evaluation_points,
@@ -30,13 +30,6 @@ from DNSD.training.optimizer import rate_at
 from DNSD.training.ranks import host_weights, weights_digest
 
 SHOWN_DIFFERENCES = 12  # manifest differences printed; the rest are counted
-
-
-class AuditUnverified(DNSDError):
-    """dnsd audit could not verify what it was asked to (each position's reason on its own line before this one)."""
-
-    exit_code = EXIT_CODES[UNVERIFIED]
-    label = "audit incomplete"
 
 
 @dataclasses.dataclass
@@ -89,11 +82,6 @@ class Target:
         return f"epoch {self.epoch}" + (f", step {self.step}" if self.step else "")
 
 
-def recipe(config):
-    """What a config computes, the seed included: {"section.key": value} of every key that is not a setting."""
-    return {key: value for key, value in flat_config(config).items() if not setting(key)}
-
-
 def open_run(folder, stated):
     """The run in folder with its records, manifest and checkpoints; InputError for anything else."""
     if not os.path.isfile(os.path.join(folder, CONFIG)):
@@ -112,7 +100,8 @@ def open_run(folder, stated):
                              "trained before DNSD recorded them (1.1.0), or the file was edited; nothing to audit "
                              "against")
     branch = read_json(os.path.join(folder, BRANCH)) if os.path.isfile(os.path.join(folder, BRANCH)) else None
-    if branch is not None and not (isinstance(branch, dict) and type(branch.get("epochs_done")) is int):
+    if branch is not None and not (isinstance(branch, dict) and type(branch.get("epochs_done")) is int and
+                                   0 <= branch["epochs_done"] <= len(records)):
         raise InputError(f"{os.path.join(folder, BRANCH)} is damaged; restore it from a copy of the run folder")
     manifest = read_manifest(folder)
     if manifest is None and any("environment_sha256" in record for record in records):
@@ -229,15 +218,6 @@ def plan(run, position):
         raise InputError(f"{run.path(MANIFEST)} has no entry for the session that trained epoch {epoch} "
                          f"(sha256 {str(session)[:12]}...): it was altered or replaced; restore it from a copy")
     return Target(epoch, step, start, files, altered, record, entry)
-
-
-@dataclasses.dataclass
-class Retrained:
-    start: dict  # the weights it started from, by name
-    weights: dict  # the weights it ended with
-    losses: list  # the epoch's step losses, or None (a position within an epoch)
-    seconds: float
-    identity: dict  # the data's
 
 
 def retrain(run, target, device, perturbed=False):

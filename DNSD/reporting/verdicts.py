@@ -6,13 +6,23 @@ import math
 import numpy as np
 
 VERIFIED, UNVERIFIED, FAILED = "verified", "cannot be verified", "failed"
-EXIT_CODES = {VERIFIED: 0, UNVERIFIED: 2, FAILED: 4}
 # How far beyond the measured rounding noise an honest run of other numerics may lie, per statistic: above the largest
 # ratio measured over honest cross-numerics runs, below what a 10 % learning-rate change gives (BENCHMARKS.md).
 TOLERANCES = {"step losses": 100.0, "update sizes": 10.0, "weights": 3.0}
 # Relative differences below these are not told apart from none: a step's loss is a float32 sum, and an update's
 # size over an epoch moves by about this much under rounding alone.
 LOSS_FLOOR, UPDATE_FLOOR = 1e-6, 1e-3
+
+
+@dataclasses.dataclass
+class Retrained:
+    """A position re-trained by the audit."""
+
+    start: dict  # the weights it started from, by name
+    weights: dict  # the weights it ended with
+    losses: list  # the epoch's step losses, or None (a position within an epoch)
+    seconds: float
+    identity: dict  # the data's
 
 
 @dataclasses.dataclass
