@@ -570,9 +570,14 @@ def main(argv=None):
             results["inference_images_per_second"] = time_inference(args)
         if "audit" in sections:
             results["audit"] = time_audit(args)
+    write_results(results, args.output)
+
+
+def write_results(results, output):
+    """Print the results as JSON, and write them to output (a results file) unless it is os.devnull."""
     text = json.dumps(results, indent=2)
-    if args.output != os.devnull:
-        with open(args.output, "w") as stream:
+    if output != os.devnull:
+        with open(output, "w") as stream:
             stream.write(text + "\n")
     print(text)
 

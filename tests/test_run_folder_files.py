@@ -33,6 +33,15 @@ def rewrite(path, change):
     json.dump(recorded, open(path, "w"))
 
 
+def measured(call, *args):
+    """(call's result, the peak of the memory Python allocated during it)."""
+    tracemalloc.start()
+    try:
+        return call(*args), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def victim(tmp_path):
     """A folder outside the sweep with a file in it, and its snapshot."""
     folder = tmp_path / "victim"
@@ -61,11 +70,9 @@ def test_a_grid_of_millions_of_runs_is_refused_at_once_in_little_memory(tiny_arc
     folder = sweep(tiny_archive, tmp_path / "sweep")
     rewrite(os.path.join(folder, "sweep.json"), lambda r: r.update(grid={
         "model.survival_last": [i / 4000 for i in range(1, 3001)], "train.lr": [i / 1000 for i in range(1, 3001)]}))
-    tracemalloc.start()
     started = time.perf_counter()
-    result = dnsd("train", "--resume", folder)
-    seconds, peak = time.perf_counter() - started, tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    result, peak = measured(dnsd, "train", "--resume", folder)
+    seconds = time.perf_counter() - started
     assert_one_line_error(result, "more than 10,000 runs")
     assert peak < 200 << 20 and seconds < 60, (peak, seconds)
     rewrite(os.path.join(folder, "sweep.json"), lambda r: r.update(grid={"train.lr": [0.1] * 110_000}))
@@ -97,10 +104,7 @@ def test_a_metrics_line_longer_than_any_record_is_refused_without_reading_it_who
     run_dir = copy_of(trained_run[0], tmp_path)
     with open(os.path.join(run_dir, "metrics.jsonl"), "a") as stream:
         stream.write('{"epoch": 3, "val_error": ' + "1" * (20 << 20) + "}\n")
-    tracemalloc.start()
-    result = dnsd("summary", "--runs", run_dir)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    result, peak = measured(dnsd, "summary", "--runs", run_dir)
     assert_one_line_error(result, "metrics.jsonl line 3", "longer")
     assert peak < 64 << 20, peak
 
@@ -145,10 +149,7 @@ def test_a_checkpoint_array_that_declares_a_huge_shape_is_refused_before_it_is_a
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         for name, data in members:
             archive.writestr(name, data)
-    tracemalloc.start()
-    result = dnsd("eval", "--checkpoint", path)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    result, peak = measured(dnsd, "eval", "--checkpoint", path)
     assert_one_line_error(result, "huge.pdckpt", "declares shape (100000, 100000)")
     assert peak < 256 << 20, peak
 
