@@ -32,7 +32,7 @@ MODES = {  # mode: (the module that implements it, what it does)
     "export": ("DNSD.export", "write a checkpoint for ONNX Runtime and Paddle Inference, checked against it"),
     "plot": ("DNSD.plot", "draw runs' curves, the paper's Figures 3 and 7, or a sweep's Figure 8 (both panels)"),
     "summary": ("DNSD.summary", "tabulate runs as the paper's table: test error mean ± std over seeds"),
-    "audit": ("DNSD.audit", "re-train an epoch of a run and check its weights against the run's record"),
+    "audit": ("DNSD.audit", "re-train an epoch of a run and verify it against the run's record"),
     "card": ("DNSD.card", "write a run's (or a seeds or sweep folder's) MODEL_CARD.md"),
     "info": ("DNSD.info", "say what DNSD runs on and check its device deeply, or --compare two runs"),
 }

@@ -95,7 +95,7 @@ def test_an_altered_start_checkpoint_is_refused_before_anything_is_trained(mini_
     flip_byte(os.path.join(run_dir, "epoch-1.pdckpt"), "fc.weight", 3)
     before = snapshot(run_dir)
     result = dnsd("audit", run_dir, "--epoch", "2")
-    assert_one_line_error(result, "epoch-1.pdckpt was altered after it was written")
+    assert_one_line_error(result, "epoch-1.pdckpt was altered after it was written", code=4)
     assert "auditing" not in result.stdout
     assert snapshot(run_dir) == before
 
@@ -106,7 +106,7 @@ def test_an_edited_metrics_line_is_named(mini_run, tmp_path):
     lines[0]["val_error"] -= 10
     with open(os.path.join(run_dir, "metrics.jsonl"), "w") as stream:
         stream.writelines(json.dumps(line) + "\n" for line in lines)
-    assert_one_line_error(dnsd("audit", run_dir, "--epoch", "2"), "metrics.jsonl line 1", "altered")
+    assert_one_line_error(dnsd("audit", run_dir, "--epoch", "2"), "metrics.jsonl line 1", "altered", code=4)
 
 
 def test_an_edited_manifest_is_named_and_a_resealed_one_does_not_match_the_records(mini_run, tmp_path):

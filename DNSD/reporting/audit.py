@@ -175,7 +175,7 @@ def sealed_record(run, path, state, epoch):
     history = state.get("history")
     sealed = history[epoch - 1] if isinstance(history, list) and len(history) >= epoch else None
     if sealed != run.records[epoch - 1]:
-        raise InputError(f"{run.path(METRICS)} line {epoch} and the record sealed in {path} disagree: one of them "
+        raise AuditFailed(f"{run.path(METRICS)} line {epoch} and the record sealed in {path} disagree: one of them "
                          "was altered after it was written; restore the run folder from a copy")
     return sealed
 
@@ -188,7 +188,7 @@ def plan(run, position):
         path = run.kept[epoch - 1][0]
         state = run.checkpoint(path)
         if weights_digest(state["model"]) != sealed_record(run, path, state, epoch - 1)["weights_sha256"]:
-            raise InputError(f"{path} was altered after it was written: its weights do not match the digest of "
+            raise AuditFailed(f"{path} was altered after it was written: its weights do not match the digest of "
                              f"epoch {epoch - 1} sealed with them; restore it from a copy, or audit another epoch")
         start = (path, state)
     if step:

@@ -135,8 +135,10 @@ def write_card(folder):
             f"or {code(f'DNSD.load_checkpoint({best!r}).predict(images)')} for uint8 images (N, 32, 32, 3); "
             f"{code(f'dnsd eval --checkpoint {best}')} tests it again.", "",
             "## Auditing", "", f"From this folder, {code(f'dnsd audit {os.path.relpath(finished[0], folder)} --all')} "
-            "re-trains every epoch whose start is kept and checks the weights bit for bit against the digests in "
-            "metrics.jsonl, an epoch's time each (DNSD's docs/reproducing.md).", ""]
+            "re-trains every epoch and checkpoint whose start is kept and verifies each against the run's record "
+            "(bit for bit on the run's build, within the measured rounding noise on another; DNSD's "
+            "docs/reproducing.md). The checksums above say which files these are; none is verified until audited.",
+            ""]
     write_figure(draw_curves(runs), os.path.join(folder, FIGURE))
     path = os.path.join(folder, MODEL_CARD)
     write_text(path, "\n".join(text))
