@@ -100,6 +100,15 @@ def test_a_symlink_where_a_run_writes_is_refused_and_its_target_left_as_it_was(t
     assert target.read_text() == "precious\n"
 
 
+def test_an_export_into_a_linked_folder_of_a_run_is_refused(trained_run, tmp_path):
+    run_dir = copy_of(trained_run[0], tmp_path)
+    target, before = victim(tmp_path)
+    os.symlink(target, os.path.join(run_dir, "best-inference"))
+    assert_one_line_error(dnsd("export", "--checkpoint", os.path.join(run_dir, "best.pdckpt")),
+                          "best-inference is a symbolic link")
+    assert snapshot(str(target)) == before
+
+
 def test_a_metrics_line_longer_than_any_record_is_refused_without_reading_it_whole(trained_run, tmp_path):
     run_dir = copy_of(trained_run[0], tmp_path)
     with open(os.path.join(run_dir, "metrics.jsonl"), "a") as stream:

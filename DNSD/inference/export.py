@@ -15,7 +15,7 @@ import paddle.nn.functional as F
 from DNSD.datasets import load_splits
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.errors import DNSDError, InputError, one_line
-from DNSD.files import TEMPORARY_PREFIX, file_digest, write_json
+from DNSD.files import TEMPORARY_PREFIX, file_digest, refuse_link, write_json
 from DNSD.inference.runtimes import (TOLERANCE, OnnxRuntime, PaddleInference, paddle_model_file, reference_images,
                                      run_batches)
 from DNSD.runs.checkpoint import open_checkpoint, restore_model
@@ -127,7 +127,9 @@ def export_checkpoint(checkpoint_path, prefix=None, stated=None, form="both"):
     select_run_device(config.run)
     model = restore_model(state, checkpoint_path)
     model.eval()
-    prefix = prefix or export_path(checkpoint_path)
+    if prefix is None:  # inside the run folder, which may come from elsewhere: never through a link out of it
+        prefix = export_path(checkpoint_path)
+        refuse_link(os.path.dirname(prefix))
     check_writable(os.path.dirname(os.path.abspath(prefix)))
     network = model.folded()
     normalizer = Normalizer.from_state(state["normalizer"])
