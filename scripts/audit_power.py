@@ -19,10 +19,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmark import write_results  # noqa: E402
 from DNSD.config import config_from_dict, load_yaml  # noqa: E402
 from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint  # noqa: E402
+from DNSD.training.optimizer import rate_at  # noqa: E402
 
-# ResNet-20 (by default on 4,000 images: 32 steps an epoch at batch 128) with the learning rate 0.1 for epochs 1
-# and 2.
-RUN = ["--config", "quick", "--epochs", "3", "-o", "train.lr_decay_at=1.0", "--keep-every", "1"]
+# ResNet-20 (by default on 4,000 images: 32 steps an epoch at batch 128) with the learning rate 0.1 up to the audited
+# epoch, trained one epoch beyond it.
+RUN = ["--config", "quick", "-o", "train.lr_decay_at=1.0", "--keep-every", "1"]
 HONEST = {"2 CPU threads": ({}, ["-o", "run.cpu_threads=2"]), "MKL code path 4": ({"MKL_DEBUG_CPU_TYPE": "4"}, []),
           "MKL code path 2": ({"MKL_DEBUG_CPU_TYPE": "2"}, [])}
 # Trained with MKL code path 4, so that the audit runs across numerics; then claimed to be the default recipe.
@@ -35,7 +36,8 @@ CLAIMED = {"train.lr": 0.1, "train.weight_decay": 1e-4, "model.survival_last": 0
 
 def train(python, run_dir, args, env, extra):
     subprocess.run([python, "-m", "DNSD", "train", "--data-file", args.data_file, "--output-dir", run_dir, *RUN,
-                    "--train-images", str(args.train_images), "--val-size", str(args.val_size), *extra],
+                    "--epochs", str(args.epoch + 1), "--train-images", str(args.train_images), "--val-size",
+                    str(args.val_size), *extra],
                    check=True, capture_output=True, env={**os.environ, **env})
 
 
@@ -52,35 +54,35 @@ def claim(run_dir, key, value):
             state = read_checkpoint(os.path.join(run_dir, file))
             state["config"][section][name] = value
             if key == "train.lr":  # the rate the schedule stands at, as the claimed recipe would have it
-                state["scheduler"]["last_lr"] = value * 0.1 ** (state["scheduler"]["last_epoch"] >= 2)
+                state["scheduler"]["last_lr"] = rate_at(config_from_dict(state["config"]).train, state["epochs_done"])
             save_checkpoint(os.path.join(run_dir, file), state)
 
 
-def forge_weights(run_dir):
-    """Epoch 2's fc weight + 0.05 in every checkpoint of epoch 2, and its digests re-sealed everywhere."""
+def forge_weights(run_dir, epoch):
+    """The fc weight + 0.05 in every checkpoint of the epoch, and its digests re-sealed everywhere."""
     from DNSD.training.ranks import weights_digest
 
     records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    path = os.path.join(run_dir, "epoch-2.pdckpt")
+    path = os.path.join(run_dir, f"epoch-{epoch}.pdckpt")
     state = read_checkpoint(path)
     state["model"]["fc.weight"] = state["model"]["fc.weight"] + 0.05
-    records[1]["weights_sha256"] = weights_digest(state["model"])
+    records[epoch - 1]["weights_sha256"] = weights_digest(state["model"])
     for file in os.listdir(run_dir):
         if file.endswith(".pdckpt"):
             other = read_checkpoint(os.path.join(run_dir, file))
-            if len(other["history"]) >= 2:
-                other["history"][1] = records[1]
-            if other["epochs_done"] == 2:
+            if len(other["history"]) >= epoch:
+                other["history"][epoch - 1] = records[epoch - 1]
+            if other["epochs_done"] == epoch:
                 other["model"] = state["model"]
             save_checkpoint(os.path.join(run_dir, file), other)
     with open(os.path.join(run_dir, "metrics.jsonl"), "w") as stream:
         stream.writelines(json.dumps(record) + "\n" for record in records)
 
 
-def audit(run_dir, data_file):
+def audit(run_dir, args):
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "DNSD", "audit", run_dir, "--epoch", "2", "--data-file",
-                             data_file], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "DNSD", "audit", run_dir, "--epoch", str(args.epoch), "--data-file",
+                             args.data_file], capture_output=True, text=True)
     found = dict(re.findall(r"^  (step losses|update sizes|weights): ([0-9.e+-]+)x", result.stdout, re.MULTILINE))
     return {"exit": result.returncode, "seconds": time.perf_counter() - started,
             **{statistic: float(ratio) for statistic, ratio in found.items()},
@@ -95,8 +97,10 @@ def main():
                         help="training images (default 4,000; 0: every image but the validation ones, 352 steps an "
                              "epoch on CIFAR-10)")
     parser.add_argument("--val-size", type=int, default=500, help="validation images (default 500)")
+    parser.add_argument("--epoch", type=int, choices=(1, 2), default=2,
+                        help="the epoch audited: 2 from the run's epoch-1 checkpoint (default), or 1 from the seed")
     parser.add_argument("--other-python", help="a Python with another Paddle, for an honest run of another build")
-    parser.add_argument("--only", help="a substring of the cases to run")
+    parser.add_argument("--only", help="the cases to run: substrings of their names, separated by |")
     parser.add_argument("--output", default=os.devnull, help="the results file (JSON)")
     args = parser.parse_args()
     cases = {name: (sys.executable, env, extra, None) for name, (env, extra) in HONEST.items()}
@@ -106,20 +110,21 @@ def main():
         cases[f"Paddle {version}"] = (args.other_python, {}, [], None)
     cases.update({name: (sys.executable, {"MKL_DEBUG_CPU_TYPE": "4"}, ["-o", f"{key}={value}"], key)
                   for name, (key, value) in CHANGED.items()})
-    cases["fc weight + 0.05 at epoch 2, re-sealed"] = (sys.executable, {"MKL_DEBUG_CPU_TYPE": "4"}, [], "forged")
+    forged = (sys.executable, {"MKL_DEBUG_CPU_TYPE": "4"}, [], "forged")
+    cases[f"fc weight + 0.05 at epoch {args.epoch}, re-sealed"] = forged
     results = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]), "run": RUN,
-               "train_images": args.train_images, "val_size": args.val_size, "cases": {}}
+               "train_images": args.train_images, "val_size": args.val_size, "epoch": args.epoch, "cases": {}}
     for name, (python, env, extra, change) in cases.items():
-        if args.only and args.only not in name:
+        if args.only and not any(part in name for part in args.only.split("|")):
             continue
         with tempfile.TemporaryDirectory() as folder:
             run_dir = os.path.join(folder, "run")
             train(python, run_dir, args, env, extra)
             if change == "forged":
-                forge_weights(run_dir)
+                forge_weights(run_dir, args.epoch)
             elif change:
                 claim(run_dir, change, CLAIMED[change])
-            results["cases"][name] = {"honest": change is None, **audit(run_dir, args.data_file)}
+            results["cases"][name] = {"honest": change is None, **audit(run_dir, args)}
         print(f"{name}: {results['cases'][name]}", file=sys.stderr, flush=True)
     write_results(results, args.output)
 
