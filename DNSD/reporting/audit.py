@@ -226,8 +226,9 @@ def retrain(run, target, device, perturbed=False):
     config = copy.deepcopy(run.config)
     config.run.keep_every = 0  # nothing of the temporary folder is kept
     path, state = target.start or (None, None)
-    state = copy.deepcopy(state)  # training changes the history and totals it starts from; a target is re-trained
-    data = load_splits(config, state and state["normalizer"])  # twice across builds
+    # Training changes the history and totals it starts from, and a target is re-trained twice across builds.
+    state = copy.deepcopy(state)
+    data = load_splits(config, state and state["normalizer"])
     if state:
         check_same_data(state, data, path)
     elif target.entry and target.entry["data"]["sha256"] != data.identity["sha256"]:

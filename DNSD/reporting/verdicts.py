@@ -1,5 +1,6 @@
 """What an audit concludes from a re-trained position of a run: bit-identical, or (another build or device)
-consistent with the recipe within the rounding noise measured by re-training it a second time under other numerics."""
+consistent with the recipe within the rounding noise measured by re-training it a second time from weights moved by
+one unit in the last place."""
 import dataclasses
 import math
 
@@ -9,9 +10,9 @@ VERIFIED, UNVERIFIED, FAILED = "verified", "cannot be verified", "failed"
 # How far beyond the measured rounding noise an honest run of other numerics may lie, per statistic: above the largest
 # ratio measured over honest cross-numerics runs, below what a 10 % learning-rate change gives (BENCHMARKS.md).
 TOLERANCES = {"step losses": 100.0, "update sizes": 10.0, "weights": 3.0}
-# Relative differences below these are not told apart from none: a step's loss is a float32 sum, and an update's
-# size over an epoch moves by about this much under rounding alone.
-LOSS_FLOOR, UPDATE_FLOOR = 1e-6, 1e-3
+# Relative differences below these are not told apart from none: a step's loss is a float32 sum and a weight a float32,
+# and an update's size over an epoch moves by about this much under rounding alone.
+NOISE_FLOOR, UPDATE_FLOOR = 1e-6, 1e-3
 
 
 @dataclasses.dataclass
@@ -70,7 +71,7 @@ def weight_ratios(recorded, first, second):
     """{group: the recorded weights' largest relative difference from the first re-training, in units of the second
     re-training's}."""
     distance, noise = group_differences(recorded, first.weights), group_differences(second.weights, first.weights)
-    return {group: distance[group] / max(noise[group], LOSS_FLOOR) for group in distance}
+    return {group: distance[group] / max(noise[group], NOISE_FLOOR) for group in distance}
 
 
 def update_ratios(recorded, first, second):
@@ -92,7 +93,7 @@ def loss_ratio(recorded, first, second):
     differences start at the last digit and grow, a changed recipe differs from the first update on."""
     worst, where, envelope = 0.0, 1, 0.0
     for step, (mine, theirs, noisy) in enumerate(zip(recorded, first, second), 1):
-        envelope = max(envelope, abs(noisy - theirs), LOSS_FLOOR * abs(theirs))
+        envelope = max(envelope, abs(noisy - theirs), NOISE_FLOOR * abs(theirs))
         ratio = abs(mine - theirs) / envelope
         if ratio > worst:
             worst, where = ratio, step
@@ -106,8 +107,9 @@ def across_builds(recorded_weights, recorded_losses, first, second):
     if recorded_weights is not None:
         for statistic, ratios in (("update sizes", update_ratios(recorded_weights, first, second)),
                                   ("weights", weight_ratios(recorded_weights, first, second))):
-            group = max(ratios, key=ratios.get)
-            found[statistic] = (ratios[group], group)
+            if ratios:
+                group = max(ratios, key=ratios.get)
+                found[statistic] = (ratios[group], group)
     if recorded_losses and first.losses and len(recorded_losses) == len(first.losses):
         ratio, step = loss_ratio(recorded_losses, first.losses, second.losses)
         found["step losses"] = (ratio, f"step {step}")
