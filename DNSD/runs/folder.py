@@ -160,8 +160,8 @@ def read_records(run_dir, fields, name=METRICS):
     if not os.path.isfile(path):
         raise InputError(f"{run_dir} holds no {name}; pass the output folder of a training run")
     if os.path.getsize(path) > MAX_RECORDS_BYTES:
-        raise InputError(f"{path} is {os.path.getsize(path):,} bytes, more than DNSD writes for any run; the file was "
-                         "edited or damaged")
+        raise InputError(f"{path} is {os.path.getsize(path):,} bytes, over the {MAX_RECORDS_BYTES >> 20} MiB DNSD "
+                         "reads of it; the file was edited or damaged")
     records = []
     with open(path, "rb") as stream:
         for number in range(1, MAX_RECORDS + 2):
