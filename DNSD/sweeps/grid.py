@@ -95,11 +95,13 @@ def worker_overrides(explicit):
 
 
 def add_values(grid, key, values, where):
-    converted = {}
+    """Add values to grid[key], each converted and checked as the config's key; a repeated one is refused."""
+    converted, seen = {}, {format_value(value) for value in grid.setdefault(key, [])}
     for value in values:
         set_value(converted, key, value, f" ({where})")
-        if converted[key] in grid.setdefault(key, []):
+        if format_value(converted[key]) in seen:
             raise InputError(f"{where}: {converted[key]!r} is listed twice")
+        seen.add(format_value(converted[key]))
         grid[key].append(converted[key])
 
 
@@ -178,15 +180,13 @@ def check_recorded(recorded, path):
         try:
             if sweep_key(key) != key:
                 raise InputError(f"{key} is not a key's full name")
-            converted = {}
-            for index, value in enumerate(values):
-                set_value(converted, key, value)
-                values[index] = converted[key]
-                name = grid_point_name(converted)
+            checked = {}
+            add_values(checked, key, values, "its values")
+            grid[key] = checked[key]
+            for value in grid[key]:
+                name = grid_point_name({key: value})
                 if os.sep in name or (os.altsep and os.altsep in name) or "\0" in name:
                     raise InputError(f"{name!r} is no folder name")
-            if len({format_value(value) for value in values}) != len(values):
-                raise InputError("a value is listed twice")
         except InputError as error:
             raise InputError(f"{path}: grid key {key!r}: {error}; restore the file, or start the sweep in a new "
                              "folder") from None
