@@ -6,7 +6,8 @@ import os
 EXIT_TRAINING_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_SOME_FAILED = 3  # --mode predict: some images could not be read; the others were predicted
-EXIT_AUDIT_FAILED = 4  # dnsd audit: a re-trained position does not follow from the recipe, or a file was altered
+EXIT_AUDIT_FAILED = 4  # dnsd audit: a re-trained position does not follow from the recipe, or a file was altered;
+# dnsd info --check-numerics: other bits than the reference
 EXIT_RUN_IN_USE = 75  # sysexits' EX_TEMPFAIL: another process holds the run folder; a sweep's worker moves on
 EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: a bug in DNSD, not the user's mistake
 
@@ -48,6 +49,13 @@ class AuditFailed(DNSDError):
 
     exit_code = EXIT_AUDIT_FAILED
     label = "audit failed"
+
+
+class NumericsDiffer(DNSDError):
+    """dnsd info --check-numerics: this CPU computed other bits than the reference machines."""
+
+    exit_code = EXIT_AUDIT_FAILED
+    label = "numerics differ"
 
 
 class AuditUnverified(InputError):

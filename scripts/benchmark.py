@@ -31,6 +31,7 @@ from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches, prefetc
 from DNSD.models import build_model  # noqa: E402
 from DNSD.schema import ModelConfig  # noqa: E402
 from DNSD.system.device import select_device, thread_count  # noqa: E402
+from DNSD.system.numerics import PORTABLE_ENVIRONMENT, numerics_in_effect  # noqa: E402
 from DNSD.training.loop import READ_EVERY, Trainer  # noqa: E402
 
 
@@ -45,8 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="device (default auto)")
     parser.add_argument("--cpu-threads", type=int, default=1,
                         help="CPU threads for Paddle, 0: every core (default 1, DNSD's default)")
-    parser.add_argument("--mkl-avx2", choices=("auto", "on", "off"), default="auto",
-                        help="MKL's AVX2 code on the CPU (default auto: on for AMD processors, DNSD's default)")
+    parser.add_argument("--cpu-numerics", choices=("portable", "native"), default="portable",
+                        help="run.cpu_numerics (default portable, DNSD's default)")
     parser.add_argument("--prefetch", type=int, default=2, help="batches the loader prepares ahead (default 2)")
     parser.add_argument("--sections", default="train,data,eval",
                         help="comma-separated subset of train, data, eval, host, svhn, inference, audit (default: "
@@ -473,24 +474,24 @@ def peak_memory_mib():
     return {"host_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-CPU_SETTINGS = (  # (name, threads, MKL's AVX2 code, oneDNN)
-    ("Paddle's defaults", 1, "off", False),
-    ("every core", 0, "off", False),
-    ("MKL AVX2 code (DNSD's default)", 1, "on", False),
-    ("every core + MKL AVX2 code", 0, "on", False),
-    ("every core + MKL AVX2 code + oneDNN", 0, "on", True),
+CPU_SETTINGS = (  # (name, threads, CPU numerics, oneDNN)
+    ("portable numerics (DNSD's default)", 1, "portable", False),
+    ("native numerics", 1, "native", False),
+    ("every core + portable numerics", 0, "portable", False),
+    ("every core + native numerics", 0, "native", False),
+    ("every core + native numerics + oneDNN", 0, "native", True),
 )
 
 
 def compare_cpu_settings(args):
     """Training-step time under each CPU setting, each in a fresh process (MKL reads its settings once)."""
     rows = []
-    for name, threads, mkl_avx2, onednn in CPU_SETTINGS:
+    for name, threads, numerics, onednn in CPU_SETTINGS:
         command = [sys.executable, os.path.abspath(__file__), "--sections", "train", "--device", "cpu",
                    "--depth", str(args.depth), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--cpu-threads", str(threads),
-                   "--mkl-avx2", mkl_avx2, "--output", os.devnull]
-        environment = {key: value for key, value in os.environ.items() if key != "MKL_DEBUG_CPU_TYPE"}
+                   "--cpu-numerics", numerics, "--output", os.devnull]
+        environment = {key: value for key, value in os.environ.items() if key not in PORTABLE_ENVIRONMENT}
         environment["FLAGS_use_mkldnn"] = "1" if onednn else "0"
         output = subprocess.run(command, capture_output=True, text=True, check=True, env=environment).stdout
         train = json.loads(output[output.index("{"):])["train"]
@@ -531,11 +532,9 @@ def main(argv=None):
     if args.compare_cpu_settings:
         results["cpu_settings"] = compare_cpu_settings(args)
     else:
-        mkl_avx2 = {"auto": None, "on": True, "off": False}[args.mkl_avx2]
-        results["device"] = select_device(args.device, cpu_threads=args.cpu_threads, mkl_avx2=mkl_avx2)
+        results["device"] = select_device(args.device, cpu_threads=args.cpu_threads, cpu_numerics=args.cpu_numerics)
         if results["device"] == "cpu":
-            results["cpu_settings"] = {"threads": thread_count(args.cpu_threads),
-                                       "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE"),
+            results["cpu_settings"] = {"threads": thread_count(args.cpu_threads), **numerics_in_effect(),
                                        "onednn": paddle.get_flags(["FLAGS_use_mkldnn"])["FLAGS_use_mkldnn"]}
         if args.profile:
             profile_training_steps(args)

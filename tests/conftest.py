@@ -1,17 +1,27 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
-import pytest
+# The suite never writes into the user's home (Paddle's dataset cache, VisualDL's folder, DNSD's engine verdicts):
+# a home of its own, set before Paddle is imported, which reads it then.
+os.environ["HOME"] = tempfile.mkdtemp(prefix="dnsd-tests-home-")
+os.environ.pop("XDG_CACHE_HOME", None)
+atexit.register(shutil.rmtree, os.environ["HOME"], True)
+
+import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cifar_archive import synthetic_batches, write_archive  # noqa: E402
-from helpers import MINI_ARCHIVE, TINY_RUN, dnsd  # noqa: E402
+from helpers import TINY_RUN, dnsd, real_archive  # noqa: E402
+from DNSD.models.batch_norm import use_portable_batch_norm  # noqa: E402
 from DNSD.system.device import configure_cpu  # noqa: E402
 
-# The CPU settings of a run, before any test computes: MKL reads MKL_DEBUG_CPU_TYPE at its first call, so a test
-# that computed first would leave this process on another code path than a training process, and other bits.
+# The CPU settings of a run, before any test computes: MKL reads MKL_DEBUG_CPU_TYPE and MKL_CBWR at its first call, so
+# a test that computed first would leave this process on another code path than a training process, and other bits.
 configure_cpu()
 
 
@@ -41,16 +51,13 @@ def seeds_folder(tmp_path_factory, tiny_archive):
 
 @pytest.fixture
 def mini_archive():
-    if not os.path.isfile(MINI_ARCHIVE):
-        pytest.skip(f"the real CIFAR-10 subset is not at {os.path.normpath(MINI_ARCHIVE)} (shared/ is not beside "
-                    "the repository)")
-    return MINI_ARCHIVE
+    return real_archive()
 
 
 @pytest.fixture(autouse=True)
 def isolated():
     """What a CLI call run in this process (helpers.dnsd) could leave for the next test: the environment, the working
-    folder, Paddle's device and its CPU threads."""
+    folder, Paddle's device, its CPU threads and the CPU numerics."""
     environ, cwd = dict(os.environ), os.getcwd()
     yield
     os.chdir(cwd)
@@ -61,3 +68,4 @@ def isolated():
 
         paddle.set_device("cpu")
         paddle.base.core.set_num_threads(1)
+    use_portable_batch_norm(True)  # a call with --cpu-numerics native turned it off

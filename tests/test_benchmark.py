@@ -17,7 +17,7 @@ def test_help_documents_every_option():
     result = benchmark("--help")
     assert result.returncode == 0
     for option in ("--depth", "--batch-size", "--steps", "--warmup", "--repeats", "--device", "--cpu-threads",
-                   "--mkl-avx2", "--prefetch", "--compare-cpu-settings", "--profile", "--output", "--svhn-scale"):
+                   "--cpu-numerics", "--prefetch", "--compare-cpu-settings", "--profile", "--output", "--svhn-scale"):
         assert option in result.stdout
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from DNSD.config import build_config
 from DNSD.runs.checkpoint_file import read_checkpoint
-from DNSD.system.device import configure_cpu, device_flags, is_amd_with_avx2
+from DNSD.system.device import configure_cpu, device_flags
 from DNSD.training.run import start
 
 
@@ -59,21 +59,6 @@ def test_gpu_flags_for_determinism_and_exhaustive_search():
     assert device_flags("cpu", True, True) == {}
 
 
-def test_amd_processors_with_avx2_are_recognised(tmp_path):
-    amd, intel = tmp_path / "amd", tmp_path / "intel"
-    amd.write_text("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n")
-    intel.write_text("vendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx avx2 fma\n")
-    assert is_amd_with_avx2(str(amd)) and not is_amd_with_avx2(str(intel))
-    assert not is_amd_with_avx2(str(tmp_path / "missing"))
-
-
-def test_cpu_settings_take_a_thread_count_or_every_core_and_keep_a_users_mkl_choice(monkeypatch):
-    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
-    settings = configure_cpu(0, mkl_avx2=True)
-    assert settings["threads"] == len(os.sched_getaffinity(0))
-    assert os.environ["MKL_DEBUG_CPU_TYPE"] == "5"
-    monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", "2")
-    assert configure_cpu(1, mkl_avx2=True) == {"threads": 1, "mkl_debug_cpu_type": "2"}
-    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE")
-    configure_cpu(0, mkl_avx2=False)
-    assert "MKL_DEBUG_CPU_TYPE" not in os.environ
+def test_cpu_settings_take_a_thread_count_or_every_core():
+    assert configure_cpu(0)["threads"] == len(os.sched_getaffinity(0))
+    assert configure_cpu(1)["threads"] == 1

@@ -13,6 +13,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from DNSD.architectures import check_depth
+from DNSD.models.batch_norm import BatchNorm2D
 from DNSD.models.network import Network, conv_with, fold_batch_norm
 
 GROUP_WIDTHS = (16, 32, 64)
@@ -58,7 +59,7 @@ class DiracBlock(nn.Layer):
     def __init__(self, in_channels, out_channels):
         super().__init__()
         self.conv = DiracConv(2 * in_channels, out_channels)
-        self.bn = nn.BatchNorm2D(out_channels)
+        self.bn = BatchNorm2D(out_channels)
 
     def forward(self, x):
         return self.bn(self.conv(ncrelu(x)))
@@ -87,7 +88,7 @@ class DiracNet(Network):
         widths = [base * width for base in GROUP_WIDTHS]
         self.stem = nn.Sequential(
             nn.Conv2D(3, widths[0], 3, padding=1, bias_attr=False, weight_attr=nn.initializer.KaimingNormal()),
-            nn.BatchNorm2D(widths[0]), nn.ReLU())
+            BatchNorm2D(widths[0]), nn.ReLU())
         blocks_per_group = 2 * ((depth - 4) // 6)
         channels, groups = widths[0], []
         for group_width in widths:

@@ -6,6 +6,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from DNSD.architectures import check_depth
+from DNSD.models.batch_norm import BatchNorm2D, batch_norm
 from DNSD.models.network import Network
 from DNSD.models.stochastic_depth import StochasticDepth
 from DNSD.randomness import generator
@@ -25,8 +26,8 @@ class BasicBlock(nn.Layer):
     def __init__(self, in_channels, out_channels, stride, stochastic_depth, index, downsample="average"):
         super().__init__()
         self.residual = nn.Sequential(
-            conv3x3(in_channels, out_channels, stride), nn.BatchNorm2D(out_channels), nn.ReLU(),
-            conv3x3(out_channels, out_channels), nn.BatchNorm2D(out_channels),
+            conv3x3(in_channels, out_channels, stride), BatchNorm2D(out_channels), nn.ReLU(),
+            conv3x3(out_channels, out_channels), BatchNorm2D(out_channels),
         )
         self.stride = stride
         self.extra_channels = out_channels - in_channels
@@ -49,15 +50,8 @@ class BasicBlock(nn.Layer):
         parameters and statistics. Each layer call costs host time beyond its operator (hooks, and a warning per
         batch norm in training), which on a GPU is time the device waits for; see BENCHMARKS.md."""
         conv1, bn1, _, conv2, bn2 = self.residual
-        x = F.relu(self.batch_norm(F.conv2d(x, conv1.weight, stride=self.stride, padding=1), bn1))
-        return self.batch_norm(F.conv2d(x, conv2.weight, padding=1), bn2)
-
-    @staticmethod
-    def batch_norm(x, layer):
-        # What nn.BatchNorm2D.forward calls, with the layer's own mode, statistics, momentum and epsilon (the same
-        # private attributes in Paddle 2.6 and 3.x; a test compares the two ways bit for bit).
-        return F.batch_norm(x, layer._mean, layer._variance, layer.weight, layer.bias, training=layer.training,
-                            momentum=layer._momentum, epsilon=layer._epsilon)
+        x = F.relu(batch_norm(F.conv2d(x, conv1.weight, stride=self.stride, padding=1), bn1))
+        return batch_norm(F.conv2d(x, conv2.weight, padding=1), bn2)
 
     def forward(self, x):
         return F.relu(self.stochastic_depth(self.index, self.shortcut(x), self.branch, x, self.training))
@@ -75,7 +69,7 @@ class CifarResNet(Network):
         blocks_per_stage = (depth - 2) // 6
         self.stochastic_depth = StochasticDepth(3 * blocks_per_stage, survival_last, survival_mode, drop_mode,
                                                 residual_scaling)
-        self.stem = nn.Sequential(conv3x3(3, STAGE_WIDTHS[0]), nn.BatchNorm2D(STAGE_WIDTHS[0]), nn.ReLU())
+        self.stem = nn.Sequential(conv3x3(3, STAGE_WIDTHS[0]), BatchNorm2D(STAGE_WIDTHS[0]), nn.ReLU())
         blocks = []
         in_channels = STAGE_WIDTHS[0]
         for stage, width in enumerate(STAGE_WIDTHS):

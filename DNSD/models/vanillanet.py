@@ -14,6 +14,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from DNSD.architectures import check_depth
+from DNSD.models.batch_norm import BatchNorm2D
 from DNSD.models.network import Network, conv_with, fold_batch_norm
 
 BASE_WIDTH = 32
@@ -25,7 +26,7 @@ def conv_bn(in_channels, out_channels, kernel_size):
     return nn.Sequential(nn.Conv2D(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
                                    weight_attr=nn.initializer.TruncatedNormal(std=0.02),
                                    bias_attr=nn.initializer.Constant(0.0)),
-                         nn.BatchNorm2D(out_channels, epsilon=1e-6))
+                         BatchNorm2D(out_channels, epsilon=1e-6))
 
 
 def folded_conv_bn(layer):
@@ -59,7 +60,7 @@ class SeriesActivation(nn.Layer):
         size = 2 * ACTIVATION_REACH + 1
         self.weight = self.create_parameter([channels, 1, size, size],
                                             default_initializer=nn.initializer.TruncatedNormal(std=0.02))
-        self.bn = nn.BatchNorm2D(channels, epsilon=1e-6)
+        self.bn = BatchNorm2D(channels, epsilon=1e-6)
 
     def forward(self, x):
         return self.bn(F.conv2d(F.relu(x), self.weight, padding=ACTIVATION_REACH, groups=self.weight.shape[0]))

@@ -21,6 +21,7 @@ from DNSD.invocation import typed
 from DNSD.runs.folder import CONFIG, MANIFEST
 from DNSD.runs.shapes import TEXT, Optional, conforms, mapping_of
 from DNSD.system.device import describe_cpu, device_flags, paddle_build, system_gpus, thread_count
+from DNSD.system.numerics import PORTABLE_ENVIRONMENT, numerics_in_effect
 
 FORMAT = "dnsd-environment/1"
 # The only environment variables a manifest records: those that change what Paddle, MKL or cuDNN compute. Nothing
@@ -97,6 +98,7 @@ def describe_environment(device, run, data_identity, world_size):
         "device": hardware,
         "settings": {"paddle_flags": device_flags(device, run.deterministic, run.cudnn_exhaustive_search),
                      "cpu_threads": thread_count(run.cpu_threads) if device == "cpu" else None,
+                     "cpu_numerics": numerics_in_effect()["cpu_numerics"] if device == "cpu" else None,
                      "deterministic": run.deterministic, "world_size": world_size,
                      "environment": {name: os.environ[name] for name in VARIABLES if name in os.environ}},
         "data": data_identity,
@@ -155,10 +157,14 @@ def numerics(entry):
     """What decides the bits a step computes: Paddle's build, numpy, the device kind and its settings. Two sessions
     with equal numerics must train an epoch to bit-identical weights."""
     device, settings = entry["device"], entry["settings"]
-    hardware = ({"gpus": device.get("gpus")} if device["kind"] == "gpu" else
-                {"vendor": device["cpu"]["vendor"], "instruction_sets": device["cpu"]["instruction_sets"],
-                 "cpu_threads": settings["cpu_threads"],
-                 "MKL_DEBUG_CPU_TYPE": settings["environment"].get("MKL_DEBUG_CPU_TYPE")})
+    if device["kind"] == "gpu":
+        hardware = {"gpus": device.get("gpus")}
+    elif settings.get("cpu_numerics") == "portable":  # the same bits on any CPU with AVX2, of any thread count
+        hardware = {"cpu_numerics": "portable"}
+    else:
+        hardware = {"vendor": device["cpu"]["vendor"], "instruction_sets": device["cpu"]["instruction_sets"],
+                    "cpu_threads": settings["cpu_threads"], "cpu_numerics": settings.get("cpu_numerics"),
+                    **{name: settings["environment"].get(name) for name in PORTABLE_ENVIRONMENT}}
     return {"paddle": {key: entry["paddle"][key] for key in ("version", "commit", "cuda", "cudnn")},
             "numpy": entry["numpy"], "device": device["kind"], **hardware,
             "paddle_flags": settings["paddle_flags"], "world_size": settings["world_size"]}

@@ -8,20 +8,21 @@ is the way to use its CPU on purpose.
 import importlib.metadata
 import os
 import platform
-import re
 import shutil
 import sys
 
 import paddle
 
 from DNSD.errors import InputError
+from DNSD.system.numerics import configure_numerics, cpuinfo_fields
 from DNSD.system.nvidia_smi import driver_cuda, read_gpus
 
 # CUDA_VISIBLE_DEVICES values that hide every GPU from a process: the user asked for none.
 HIDDEN = ("", "-1", "none", "nodevfiles")
 NVIDIA_SMI_SECONDS = 20  # a hung driver must not hang the start of a run
 FIX = "install the Paddle build for this machine with bash scripts/setup_env.sh (docs/installing.md)"
-PACKAGES = ("numpy", "PyYAML", "tqdm", "visualdl", "matplotlib", "scipy")
+PACKAGES = ("numpy", "PyYAML", "tqdm", "visualdl", "matplotlib", "scipy", "paddle2onnx", "onnx", "onnxruntime",
+            "Pillow")
 # The instruction sets MKL and oneDNN choose their kernels by, of those /proc/cpuinfo lists.
 INSTRUCTION_SETS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
                     "amx_bf16", "amx_tile")
@@ -67,7 +68,8 @@ def _first_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def select_device(name="auto", deterministic=False, cudnn_exhaustive_search=False, cpu_threads=1, mkl_avx2=None):
+def select_device(name="auto", deterministic=False, cudnn_exhaustive_search=False, cpu_threads=1,
+                  cpu_numerics="portable"):
     """Set Paddle's device: the GPU when asked for or, with auto, when Paddle can use one; the CPU with auto only
     where this process sees no GPU at all. Returns 'gpu' or 'cpu'."""
     problem = None if name == "cpu" else paddle_gpu_problem()
@@ -84,7 +86,7 @@ def select_device(name="auto", deterministic=False, cudnn_exhaustive_search=Fals
         _start_gpu()
     else:
         paddle.set_device("cpu")
-        configure_cpu(cpu_threads, mkl_avx2)
+        configure_cpu(cpu_threads, cpu_numerics)
     flags = device_flags(device, deterministic, cudnn_exhaustive_search)
     if flags:
         paddle.set_flags(flags)
@@ -103,7 +105,8 @@ def _start_gpu():
 
 def select_run_device(run):
     """select_device with the settings of a run's config (its `run` section)."""
-    return select_device(run.device, run.deterministic, run.cudnn_exhaustive_search, run.cpu_threads)
+    return select_device(run.device, run.deterministic, run.cudnn_exhaustive_search, run.cpu_threads,
+                         run.cpu_numerics)
 
 
 def describe_device(device):
@@ -124,20 +127,13 @@ def device_flags(device, deterministic, cudnn_exhaustive_search):
     return flags
 
 
-def configure_cpu(threads=1, mkl_avx2=None):
-    """Paddle's CPU threads (0: every core), and MKL's AVX2 code on AMD processors (None: when the CPU is one).
-
-    Paddle's CPU wheels do convolutions with MKL 2019, which runs a generic slow path on AMD processors;
-    MKL_DEBUG_CPU_TYPE=5 makes that MKL use its AVX2 kernels, about twice as fast (BENCHMARKS.md). An
-    MKL_DEBUG_CPU_TYPE already in the environment is left as it is.
-    """
-    if mkl_avx2 is None:
-        mkl_avx2 = is_amd_with_avx2()
-    if mkl_avx2:
-        os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+def configure_cpu(threads=1, numerics="portable"):
+    """Paddle's CPU threads (0: every core) and the CPU numerics (system/numerics.py); returns both, for the
+    manifest. MKL reads its settings once, at its first call: this runs before any computation."""
+    in_effect = configure_numerics(numerics)
     threads = thread_count(threads)
     paddle.base.core.set_num_threads(threads)
-    return {"threads": threads, "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE")}
+    return {"threads": threads, **in_effect}
 
 
 def thread_count(threads):
@@ -145,31 +141,13 @@ def thread_count(threads):
     return threads or len(os.sched_getaffinity(0))
 
 
-def _cpuinfo(path="/proc/cpuinfo"):
-    try:
-        with open(path) as stream:
-            return stream.read()
-    except OSError:
-        return ""
-
-
 def describe_cpu():
     """The processor: its model, vendor, which of INSTRUCTION_SETS it has, and the cores this process may use."""
-    text = _cpuinfo()
-
-    def field(name):
-        found = re.search(rf"^{name}\s*:\s*(.+)$", text, re.MULTILINE)
-        return found.group(1).strip() if found else None
-
-    flags = set((field("flags") or "").split())
-    return {"model": field("model name") or platform.processor(), "vendor": field("vendor_id"),
+    fields = cpuinfo_fields()
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name") or platform.processor(), "vendor": fields.get("vendor_id"),
             "instruction_sets": [name for name in INSTRUCTION_SETS if name in flags],
             "cores_usable": len(os.sched_getaffinity(0))}
-
-
-def is_amd_with_avx2(cpuinfo="/proc/cpuinfo"):
-    text = _cpuinfo(cpuinfo)
-    return "AuthenticAMD" in text and " avx2" in text
 
 
 def environment_report():

@@ -28,6 +28,11 @@ def evaluate_scores(scores, labels, classes):
     return measures(ranked, labels, classes, len(labels))
 
 
+def percent(count, total):
+    """count / total in percent, in one division: 142 of 1,000 is 14.2, where 100 - 85.8 is 14.200000000000003."""
+    return float(100.0 * int(count) / int(total))
+
+
 def measures(ranked, labels, classes, images, ranks=Ranks()):
     """The measures of the k best classes of each image (ranked, best first) summed over the ranks."""
     confusion = np.zeros((len(classes), len(classes)), np.int64)
@@ -36,13 +41,13 @@ def measures(ranked, labels, classes, images, ranks=Ranks()):
     summed = ranks.sum(np.concatenate([confusion.ravel(), [in_top_k]]))
     confusion, in_top_k = summed[:-1].reshape(confusion.shape).astype(np.int64), summed[-1]
     per_class_total, per_class_correct = confusion.sum(axis=1), np.diag(confusion)
-    accuracy = 100.0 * per_class_correct.sum() / images
+    correct = int(per_class_correct.sum())
     return {
         "images": int(images),
-        "error": float(100.0 - accuracy),
-        "accuracy": float(accuracy),
-        "top5_error": float(100.0 - 100.0 * in_top_k / images),
-        "per_class_accuracy": {name: float(100.0 * hit / total) if total else None
+        "error": percent(images - correct, images),
+        "accuracy": percent(correct, images),
+        "top5_error": percent(images - in_top_k, images),
+        "per_class_accuracy": {name: percent(hit, total) if total else None
                                for name, hit, total in zip(classes, per_class_correct, per_class_total)},
         "confusion_matrix": confusion.tolist(),
     }

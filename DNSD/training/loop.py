@@ -23,7 +23,8 @@ from DNSD.runs.checkpoint_file import save_checkpoint
 from DNSD.runs.folder import BEST, KEPT, LAST
 from DNSD.training.best import BestCheckpoint
 from DNSD.training.evaluation import evaluate
-from DNSD.training.meters import Stopwatch, TrainingMeter, log_epoch, log_evaluation_point, open_dashboard
+from DNSD.training.meters import (Stopwatch, TrainingMeter, estimate_line, log_epoch, log_evaluation_point,
+                                  open_dashboard)
 from DNSD.training.optimizer import build_optimizer, renamed
 from DNSD.training.ranks import Ranks, check_shards, weights_digest
 
@@ -112,15 +113,12 @@ class Trainer:
         self.autocast = contextlib.nullcontext if amp == "off" else lambda: paddle.amp.auto_cast(dtype=amp)
         # float16 needs loss scaling to keep small gradients; bfloat16 has float32's range and does not.
         self.scaler = paddle.amp.GradScaler() if amp == "float16" else None
-        # Every parameter gets a zero gradient now, and clear_grad(set_to_zero=True) keeps it allocated: a block that a
-        # step drops is then still updated by weight decay and momentum, as in the authors' optimiser, from the first
-        # step of a run and of a resumed run alike.
-        (0 * sum(p.sum() for p in model.parameters() if not p.stop_gradient)).backward()
         # The blocks a step drops are the same on every rank, but they leave parameters without a gradient, which
         # the all-reduce must be told to expect.
         self.network = paddle.DataParallel(model, find_unused_parameters=True) if ranks.world_size > 1 else model
         # Where the run stands: epochs finished, batches of the next one done, and its running totals.
         self.epochs_done, self.step, self.meter = 0, 0, TrainingMeter()
+        self.estimated = False  # the console's estimate of the run's cost, said once a session
         self.unread = []  # (loss and correct count on the device, block activity, images, seconds) of unread steps
         self.history = []
         self.best_checkpoint = BestCheckpoint(config.run.best_on_tie, bool(config.run.eval_every_steps))
@@ -224,6 +222,9 @@ class Trainer:
         stop."""
         stopped = self.read_steps(bool(requests))
         progress.set_postfix(loss=f"{self.meter.loss:.3f}", img_s=f"{self.meter.images_per_second:.0f}")
+        if not self.estimated and self.ranks.writes:
+            tqdm.write(estimate_line(self.meter, len(self.data.train), self.config.train.epochs - self.epochs_done))
+            self.estimated = True
         # Measured before stopping: a resumed run goes on from the next step and would never measure it.
         if due.measure:
             self.measure_evaluation_point(writer, due.iteration)

@@ -4,6 +4,7 @@ in metrics.jsonl, VisualDL and the console.
 The VisualDL log is derived from the records: VisualDL shows one log file per folder (the newest), and a file cannot
 be reopened to add to it, so a resumed run and a finished one write the whole log again from metrics.jsonl and
 points.jsonl, the finished one with its hyperparameters and final metrics for VisualDL's hyperparameter view."""
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,7 @@ from tqdm import tqdm
 from visualdl import LogWriter
 
 from DNSD.runs.folder import EVALUATION_POINTS, VISUALDL, append_record, remove
+from DNSD.training.evaluation import percent
 
 
 @dataclass
@@ -51,7 +53,7 @@ class TrainingMeter:
     def record(self, epoch, val_error, lr, seconds_after, test_error=None):
         """The epoch's line of metrics.jsonl; seconds_after: time spent after the last step (validation and test);
         test_error: measured at the epoch's end (run.test_every_epoch), or None."""
-        record = {"epoch": epoch, "train_loss": self.loss, "train_error": 100.0 - 100.0 * self.correct / self.seen,
+        record = {"epoch": epoch, "train_loss": self.loss, "train_error": percent(self.seen - self.correct, self.seen),
                   "mean_active_blocks": self.active_blocks / self.steps, "val_error": val_error, "lr": lr,
                   "epoch_seconds": self.seconds + seconds_after, "images_per_second": self.images_per_second}
         if self.gradients:
@@ -153,3 +155,12 @@ def log_evaluation_point(writer, run_dir, point, improved):
     best = " (best)" if improved else ""
     tqdm.write(f"step {point['iteration']} (epoch {point['epoch']}, step {point['step']})  val error "
                f"{point['val_error']:.2f} %{best}  test error {point['test_error']:.2f} %")
+
+
+def estimate_line(meter, images_per_epoch, epochs_left):
+    """What the rest of a run costs on this device, from the speed of the epoch so far (meter): said once, early."""
+    seconds = (epochs_left * images_per_epoch - meter.seen) / meter.images_per_second
+    amount = next((f"{seconds / size:.1f} {unit}" for size, unit in ((86400, "days"), (3600, "hours"))
+                   if seconds >= 2 * size), f"{math.ceil(seconds / 60)} minutes")
+    return (f"DNSD: at {meter.images_per_second:.0f} images/s on this device, the {epochs_left} epochs left take "
+            f"about {amount} of training, besides evaluation")

@@ -24,7 +24,8 @@ def rate_at(train_config, epochs_done):
 
 
 def build_optimizer(train_config, model, multi_tensor=True):
-    """Nesterov SGD with L2 weight decay on every parameter, and the step schedule, both Paddle's own.
+    """Nesterov SGD with L2 weight decay on every parameter, and the step schedule, both Paddle's own; the model's
+    parameters get zero gradients, which clear_grad(set_to_zero=True) must keep.
 
     multi_tensor: Paddle's merged momentum update, a few kernels for all parameters instead of a kernel and a Python
     call each; it gives the same weights and the same optimiser state bit for bit (tested), so every device uses it:
@@ -35,6 +36,10 @@ def build_optimizer(train_config, model, multi_tensor=True):
     optimizer = paddle.optimizer.Momentum(scheduler, momentum=train_config.momentum, parameters=model.parameters(),
                                           use_nesterov=train_config.nesterov, weight_decay=train_config.weight_decay,
                                           use_multi_tensor=multi_tensor)
+    # Every parameter gets a zero gradient now, and clear_grad(set_to_zero=True) keeps it allocated: a block that a
+    # step drops is then still updated by weight decay and momentum, as in the authors' optimiser, from the first
+    # step of a run and of a resumed run alike.
+    (0 * sum(p.sum() for p in model.parameters() if not p.stop_gradient)).backward()
     return optimizer, scheduler
 
 

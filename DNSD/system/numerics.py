@@ -1,0 +1,56 @@
+"""CPU numerics (run.cpu_numerics): "portable" makes every x86-64 CPU with AVX2 and FMA compute the same bits for
+the same seed, whatever its vendor and number of cores; "native" lets MKL pick its fastest code for this CPU.
+
+Three things decide a CPU's bits (docs/reproducing.md): MKL's code path, which it picks by vendor and instruction set
+at its first call (MKL_DEBUG_CPU_TYPE=5 pins the AVX2 path on AMD, MKL_CBWR=AVX2 on Intel); how MKL splits a product
+among threads (MKL_CBWR's STRICT keeps one order for any thread count); and Paddle's batch norm, whose square root
+starts from the processor's own estimate (models/batch_norm.py computes it exactly instead).
+"""
+import os
+
+from DNSD.models.batch_norm import portable_batch_norm, use_portable_batch_norm
+
+PORTABLE_ENVIRONMENT = {"MKL_DEBUG_CPU_TYPE": "5", "MKL_CBWR": "AVX2,STRICT"}
+# Native numerics on AMD keep MKL_DEBUG_CPU_TYPE=5 too: MKL 2019 otherwise runs a generic path there, twice as slow.
+NATIVE_ENVIRONMENT_AMD = {"MKL_DEBUG_CPU_TYPE": "5"}
+REQUIRED_FLAGS = ("avx2", "fma")
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpuinfo_fields(path=CPUINFO):
+    """{field: value} of the first processor /proc/cpuinfo lists; {} where it cannot be read."""
+    try:
+        with open(path) as stream:
+            text = stream.read()
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def configure_numerics(numerics, cpuinfo=CPUINFO):
+    """Set MKL's environment for the numerics asked for (MKL variables already in the environment are kept) and
+    return numerics_in_effect."""
+    fields = cpuinfo_fields(cpuinfo)
+    capable = set(REQUIRED_FLAGS) <= set(fields.get("flags", "").split())
+    amd = fields.get("vendor_id") == "AuthenticAMD"
+    wanted = PORTABLE_ENVIRONMENT if numerics == "portable" else NATIVE_ENVIRONMENT_AMD if amd and capable else {}
+    for key, value in wanted.items():
+        os.environ.setdefault(key, value)
+    use_portable_batch_norm(numerics == "portable")
+    return numerics_in_effect(cpuinfo)
+
+
+def numerics_in_effect(cpuinfo=CPUINFO):
+    """What this process computes with, for the manifest: {"cpu_numerics": "portable", "native" or "custom" (portable
+    asked for, but the environment's own MKL variables, oneDNN or a CPU without AVX2 and FMA make it another), and
+    the MKL variables}."""
+    capable = set(REQUIRED_FLAGS) <= set(cpuinfo_fields(cpuinfo).get("flags", "").split())
+    in_effect = {key: os.environ.get(key) for key in PORTABLE_ENVIRONMENT}
+    # oneDNN's kernels are chosen by the CPU's instruction sets, as MKL's are.
+    pinned = in_effect == PORTABLE_ENVIRONMENT and os.environ.get("FLAGS_use_mkldnn", "0").lower() in ("0", "false")
+    kept = "native" if not portable_batch_norm() else "portable" if capable and pinned else "custom"
+    return {"cpu_numerics": kept, **in_effect}
