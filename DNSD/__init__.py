@@ -12,9 +12,9 @@ The command line is `dnsd` (or `python -m DNSD`); from Python, the common cases 
 
 The API is imported on first use, so that `import DNSD` and the command line's start stay quick.
 """
-__version__ = "1.3.0"
-API = ("load_config", "build_model", "load_checkpoint", "load_model", "evaluate", "hub_model", "TrainedModel",
-       "ExportedModel")
+__version__ = "1.4.0"
+API = ("load_config", "build_model", "load_checkpoint", "load_model", "evaluate", "hub_model", "hub_checkpoint",
+       "TrainedModel", "ExportedModel")
 
 
 def __getattr__(name):

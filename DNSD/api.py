@@ -1,6 +1,6 @@
 """DNSD from Python: a config, a model, a trained checkpoint, its evaluation and its predictions, a call each (see
 DNSD/__init__)."""
-from DNSD.config import apply_values, build_config, hub_entry, load_yaml, set_value
+from DNSD.config import HUB_ANY_CHECKPOINT, apply_values, build_config, hub_entry, load_yaml, set_value
 from DNSD.datasets import num_classes
 from DNSD.errors import InputError
 from DNSD.inference.runtimes import ExportedModel, TrainedModel, open_model
@@ -8,8 +8,8 @@ from DNSD.models import build_model as build_network
 from DNSD.reporting.reports import checkpoint_report
 from DNSD.schema import Config
 
-__all__ = ["load_config", "build_model", "load_checkpoint", "load_model", "evaluate", "hub_model", "TrainedModel",
-           "ExportedModel"]
+__all__ = ["load_config", "build_model", "load_checkpoint", "load_model", "evaluate", "hub_model", "hub_checkpoint",
+           "TrainedModel", "ExportedModel"]
 
 
 def load_config(path=None, overrides=None):
@@ -59,9 +59,18 @@ def hub_model(config_name, checkpoint=None):
     trained = load_checkpoint(checkpoint)
     if trained.config.to_dict()["model"] != config.to_dict()["model"] or \
             trained.config.data.dataset != config.data.dataset:
-        entry = hub_entry(trained.config.to_dict()["model"], trained.config.data.dataset)
-        instead = f"load it with the entry {entry!r}" if entry else "load it with DNSD.load_checkpoint"
+        entry = hub_entry(trained.config.to_dict()["model"], trained.config.data.dataset) or HUB_ANY_CHECKPOINT
         raise InputError(f"{checkpoint} holds a {trained.model.name()} of {trained.config.data.dataset}, not the "
-                         f"model of {config_name}; {instead}")
+                         f"model of {config_name}; load it with the entry {entry!r}")
+    return hub_network(trained)
+
+
+def hub_checkpoint(checkpoint):
+    """paddle.hub's entry from_checkpoint: the network of any DNSD checkpoint, whatever its config, in evaluation
+    mode with its .classes and .normalize."""
+    return hub_network(load_checkpoint(checkpoint))
+
+
+def hub_network(trained):
     trained.model.classes, trained.model.normalize = trained.classes, trained.normalize
     return trained.model

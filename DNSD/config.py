@@ -211,6 +211,9 @@ def config_from_dict(nested, where=""):
     return build_config(apply_values({}, nested, where))
 
 
+HUB_ANY_CHECKPOINT = "from_checkpoint"  # paddle.hub's entry for a checkpoint of any config (hubconf.py)
+
+
 def hub_configs():
     """The shipped configs of one model each (not a sweep's), as paddle.hub offers them (hubconf.py)."""
     return [name for name in shipped_configs() if SWEEP_SECTION not in load_yaml(name)]

@@ -87,6 +87,11 @@ class Normalizer:
         return cls(state["mean"], state["std"])
 
     def __call__(self, images):
+        """images (N, 3, H, W), the network's layout, as float32 input to it."""
+        if np.ndim(images) != 4 or np.shape(images)[1] != 3:
+            hint = ": pass images.transpose(0, 3, 1, 2)" if np.ndim(images) == 4 and np.shape(images)[3] == 3 else ""
+            raise ValueError(f"normalize takes images of shape (N, 3, H, W), the network's layout; got shape "
+                             f"{np.shape(images)}{hint}")
         normalised = np.subtract(images, self.mean, dtype=np.float32)
         normalised *= self.inverse_std
         return normalised

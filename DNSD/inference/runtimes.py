@@ -17,6 +17,7 @@ from DNSD.config import build_config
 from DNSD.errors import InputError, one_line
 from DNSD.files import file_digest, read_json, write_json
 from DNSD.schema import Config
+from DNSD.system.numerics import cpuinfo_fields
 from DNSD.untrusted import regular_file
 
 # Fastest first on this project's CPUs (BENCHMARKS.md, inference): the default is the first that runs the model.
@@ -115,8 +116,10 @@ def run_batches(runner, images, batch_size):
 def checked_images(images):
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-        raise ValueError(f"predict takes uint8 RGB images of shape (N, 32, 32, 3), got {images.dtype} of shape "
-                         f"{images.shape}")
+        hint = ": pass images.transpose(0, 2, 3, 1)" if images.shape[1:] == (3, 32, 32) else ""
+        raise ValueError(f"predict takes uint8 RGB images of shape (N, 32, 32, 3), the layout of image files "
+                         f"(normalize takes the network's, (N, 3, 32, 32)), got {images.dtype} of shape "
+                         f"{images.shape}{hint}")
     return images
 
 
@@ -222,8 +225,9 @@ def choose_runner(prefix, info, engine, onnx_only, threads, gpu):
                          f"{', '.join(candidates) or 'no engine'}")
     tried = []
     tries = [variant for candidate in ([engine] if engine else candidates) for variant in variants(candidate)]
-    for name, onednn in tries:
-        problem = verdict(prefix, info, name, onednn, threads, gpu)
+    for index, (name, onednn) in enumerate(tries):
+        # A remembered failure only passes an engine over: the one asked for, or the last left, is tried again.
+        problem = verdict(prefix, info, name, onednn, threads, gpu, fresh=bool(engine) or index == len(tries) - 1)
         if problem is None:
             if tried:
                 print(f"DNSD: {'; '.join(tried)}; running it with {describe(name, onednn)}", file=sys.stderr)
@@ -236,18 +240,19 @@ def describe(name, onednn):
     return {True: f"{name} with oneDNN", False: f"{name} without oneDNN"}.get(onednn, name)
 
 
-def verdict(prefix, info, name, onednn, threads, gpu):
-    """None where the engine gives the model's reference probabilities on this machine, else why not: tried once in
-    a process of its own (a crash there cannot take the command down), then remembered."""
+def verdict(prefix, info, name, onednn, threads, gpu, fresh=False):
+    """None where the engine gives the model's reference probabilities on this machine, else why not: tried in a
+    process of its own (a crash there cannot take the command down) and remembered; a remembered success is
+    believed, a remembered failure only where not fresh."""
     key = hashlib.sha256(json.dumps([name, onednn, gpu, info["files"], versions(), platform.processor(),
-                                     cpu_model()]).encode()).hexdigest()
+                                     cpuinfo_fields().get("model name", "")]).encode()).hexdigest()
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dnsd", "engines.json")
     try:
         remembered = read_json(cache) if os.path.isfile(cache) else {}
     except OSError:
         remembered = {}
     remembered = remembered if isinstance(remembered, dict) else {}
-    if key in remembered:
+    if key in remembered and (remembered[key] is None or not fresh):
         return remembered[key]
     command = [sys.executable, "-m", "DNSD.inference.runtimes", prefix, name, json.dumps(onednn), str(threads),
                json.dumps(gpu)]
@@ -275,14 +280,6 @@ def versions():
         except metadata.PackageNotFoundError:
             pass
     return found
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as stream:
-            return next((line.split(":", 1)[1].strip() for line in stream if line.startswith("model name")), "")
-    except OSError:
-        return ""
 
 
 def try_engine(prefix, name, onednn, threads, gpu):

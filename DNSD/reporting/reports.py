@@ -13,15 +13,14 @@ from DNSD.training.evaluation import evaluate, evaluate_scores
 MAX_CLASSES_SHOWN = 20
 
 
-def report_path(checkpoint_path, split, data=None, trained_on=None):
-    """Where the evaluation of a checkpoint is written: beside it, e.g. best.test.json; on other data than the run
-    trained on (data and trained_on: archive identities), a name that says which, e.g.
+def report_path(stem, split, data=None, trained_on=None, separator="."):
+    """Where an evaluation is written: stem (a checkpoint's path without .pdckpt) and the split, e.g. best.test.json;
+    on other data than the run trained on (data and trained_on: archive identities), a name that says which, e.g.
     best.test.cifar-10-python-3a1f09c2.json, so that the run's own report is never replaced."""
-    stem = os.path.splitext(checkpoint_path)[0]
     if data and trained_on and data["sha256"] != trained_on["sha256"]:
         archive = os.path.basename(data["file"]).split(".")[0]
-        return f"{stem}.{split}.{archive}-{data['sha256'][:8]}.json"
-    return f"{stem}.{split}.json"
+        return f"{stem}{separator}{split}{separator}{archive}-{data['sha256'][:8]}.json"
+    return f"{stem}{separator}{split}.json"
 
 
 def format_report(result, split, report_file):
@@ -41,7 +40,7 @@ def format_report(result, split, report_file):
 def write_report(model, state, checkpoint_path, data, split, batch_size):
     """Evaluate a checkpoint's model on one split and write the report beside the checkpoint (checked writable
     first, so that an evaluation is never computed to be lost); the result names the report."""
-    path = report_path(checkpoint_path, split, data.identity, state.get("data"))
+    path = report_path(os.path.splitext(checkpoint_path)[0], split, data.identity, state.get("data"))
     check_writable(os.path.dirname(os.path.abspath(path)))
     dataset = data.test if split == "test" else data.val
     result = evaluate(model, dataset, data.normalizer, batch_size, data.classes)
@@ -65,7 +64,7 @@ def checkpoint_report(checkpoint_path, split="test", stated=None):
 
 def model_report(path, split="test", stated=None, engine=None):
     """An exported model (PREFIX or PREFIX.onnx) evaluated by its engine on the split of the data it was trained
-    on (the run's config, in PREFIX-info.json), and its report written beside it, e.g. PREFIX.test.json."""
+    on (the run's config, in PREFIX-info.json), and its report written beside it, e.g. PREFIX-evaluation-test.json."""
     stated = stated or {}
     data_file = stated.get("data.data_file")
     exported = open_model(path=path, engine=engine, stated={key: value for key, value in stated.items()
@@ -74,8 +73,9 @@ def model_report(path, split="test", stated=None, engine=None):
     if data_file:
         config.data.data_file = data_file
     data = load_splits(config)
-    # Named as a file at the prefix would be: PREFIX.test.json, whichever form and engine computed it.
-    report = report_path(exported.prefix + ".model", split, data.identity, exported.info.get("data"))
+    # PREFIX-evaluation-test.json, whichever form and engine computed it: no dot in the name after the prefix, as
+    # Paddle's jit.load takes PREFIX*.NAME.json for a saved method NAME of the model.
+    report = report_path(exported.prefix + "-evaluation", split, data.identity, exported.info.get("data"), "-")
     check_writable(os.path.dirname(os.path.abspath(report)))
     dataset = data.test if split == "test" else data.val
     scores = exported.predict(dataset.images.transpose(0, 2, 3, 1))
