@@ -22,10 +22,13 @@ def add_arguments(parser):
                         help="--figure sweep: the swept key of the x axis, e.g. survival_last; --figure heatmap: its "
                              "columns (default survival_last)")
     parser.add_argument("--y", metavar="KEY", help="--figure heatmap: the swept key of its rows (default depth)")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL",
+                        help="--figure curves and test-error: the legend's name of each configuration, in the order "
+                             "of the legend without it (default: the run folders' names)")
     parser.add_argument("--tensor", metavar="NAME", default=FIGURE7_TENSOR,
                         help="--figure gradients: the tensor drawn, as metrics.jsonl names it, e.g. stage1.weight "
                              "(default: %(default)s, the first convolution)")
 
 
 def execute(args):
-    print(f"wrote {plot_runs(args.runs, args.plot_file, args.figure, args.x, args.y, args.tensor)}")
+    print(f"wrote {plot_runs(args.runs, args.plot_file, args.figure, args.x, args.y, args.tensor, args.labels)}")

@@ -1,8 +1,10 @@
 """The model card of a run or a seeds folder, and loading a checkpoint through paddle.hub from the repository."""
 import csv
 import hashlib
+import json
 import os
 import re
+import shutil
 
 import numpy as np
 import paddle
@@ -76,7 +78,7 @@ def test_every_shipped_config_but_a_sweep_is_a_hub_entry_and_another_models_chec
         resnet20_checkpoint):
     shipped = sorted(name[:-5] for name in os.listdir(os.path.join(ROOT, "configs"))
                      if "sweep" not in yaml.safe_load(open(os.path.join(ROOT, "configs", name))))
-    assert sorted(paddle.hub.list(ROOT, source="local")) == shipped
+    assert sorted(paddle.hub.list(ROOT, source="local")) == sorted([*shipped, "from_checkpoint"])
     fresh = paddle.hub.load(ROOT, "resnet32", source="local")
     assert sum(1 for name, _ in fresh.named_parameters() if name.endswith("residual.0.weight")) == (32 - 2) // 2
     with pytest.raises(InputError, match="not the model of resnet110_sd; load it with the entry") as refused:
@@ -94,3 +96,24 @@ def test_the_card_of_a_sweep_names_what_is_swept_and_has_a_row_per_point(tiny_ar
     assert card.startswith("# A sweep of model.survival_last on CIFAR-10")
     assert "Swept: model.survival_last over 0.5, 1.0; each point with seeds 0." in card
     assert "| survival_last=0.5 | 1 of 1 |" in card and "| survival_last=1.0 | 1 of 1 |" in card
+
+
+def test_the_card_of_one_run_says_what_it_saw_and_how_far_it_carries(trained_run, tiny_archive, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    result = dnsd("card", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    card = open(run_dir / "MODEL_CARD.md").read()
+    summary = json.load(open(run_dir / "summary.json"))
+    assert "±" not in card and "| configuration |" not in card
+    assert f"One run: test error {summary['test_error']:.2f} %" in card
+    # The tiny archive: 200 training images, 40 of them held out for validation, 40 test images.
+    assert "160 training, 40 validation and 40 test images, a subset of CIFAR-10's 50,000 and 10,000." in card
+    command = json.load(open(run_dir / "environment.json"))["entries"][0]["command"]
+    assert f"Command: `{' '.join(command)}`" in card and "hours of training" in card
+    limitations = card[card.index("## Limitations"):card.index("## Environment")]
+    for what in ("a subset of the data set", "2 epochs, where the paper trains 500", "trained on a CPU",
+                 "a single seed"):
+        assert what in limitations, what
+    assert "Apache-2.0" in card and "@inproceedings{huang2016deep," in card
+    assert 'paddle.hub.load("PATH/TO/DNSD", "from_checkpoint"' in card  # ResNet-8: no shipped config has it

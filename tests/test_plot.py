@@ -1,4 +1,5 @@
 """`--mode plot`: several runs' curves in one PNG, and clear errors for what cannot be plotted."""
+import json
 import os
 import struct
 
@@ -100,7 +101,7 @@ def test_a_one_epoch_run_has_markers_and_axes_read_plainly(trained_run, tmp_path
     (one_epoch / "metrics.jsonl").write_text(open(os.path.join(trained_run[0], "metrics.jsonl")).readline())
     (one_epoch / "config.yaml").write_text(open(os.path.join(trained_run[0], "config.yaml")).read())
     loss, error, active = drawn(draw_curves([str(one_epoch), trained_run[0]]))
-    curves = [line for line in error.lines if line.get_linestyle() != "None"]  # not the best-epoch dots
+    curves = [line for line in error.lines if line.get_linestyle() == "-"]  # not the dots, the drops
     assert [line.get_marker() for line in curves] == [".", "None"]
     for axis in (loss, error, active):
         assert all(tick == int(tick) for tick in axis.get_xticks())
@@ -164,3 +165,24 @@ def test_figure_3_refuses_runs_without_a_test_error_per_epoch(trained_run, tmp_p
     (run_dir / "metrics.jsonl").write_text(records)
     assert_one_line_error(dnsd("--mode", "plot", "--figure", "test-error", "--runs", str(run_dir), "--plot-file",
                                str(tmp_path / "f.png")), "no test error for every epoch", "run.test_every_epoch")
+
+
+def test_curves_mark_the_learning_rate_drops_and_expected_active_blocks_and_tell_seeds_apart(
+        trained_run, second_seed_run, tmp_path):
+    from DNSD.reporting.figures import draw_curves
+
+    figure = draw_curves([trained_run[0], second_seed_run], labels=["stochastic depth"])
+    records = [json.loads(line) for line in open(os.path.join(trained_run[0], "metrics.jsonl"))]
+    drops = [now["epoch"] - 0.5 for before, now in zip(records, records[1:]) if now["lr"] < before["lr"]]
+    assert drops
+    for axis in drawn(figure):
+        assert [line.get_xdata()[0] for line in axis.lines if line.get_linestyle() == "--"] == drops
+    loss, _, active = drawn(figure)
+    # ResNet-8 has 3 blocks, p_l = 1 - l / 3 * (1 - 0.5): 5/6 + 4/6 + 3/6 = 2 active on average.
+    [expected] = [line for line in active.lines if line.get_linestyle() == ":"]
+    assert expected.get_ydata()[0] == pytest.approx(2.0)
+    assert len({tuple(line.get_color()) for line in loss.lines if line.get_linestyle() == "-"}) == 2
+    assert figure.legends[0].get_texts()[0].get_text().startswith("stochastic depth (2 runs")
+    result = dnsd("plot", "--runs", trained_run[0], second_seed_run, "--labels", "a", "b", "--plot-file",
+                  str(tmp_path / "f.png"))
+    assert_one_line_error(result, "--labels gives 2 labels for 1 configurations", "give one each")

@@ -103,3 +103,22 @@ def test_the_seed_and_where_a_run_went_do_not_split_a_configuration(tmp_path):
     assert result.returncode == 0, result.stderr
     [row] = list(csv.DictReader(open(tmp_path / "t.csv")))
     assert row["configuration"] == "a / b" and float(row["test_error_mean"]) == 5.5
+
+
+def test_two_folders_of_one_configuration_and_seed_count_once_and_are_named(tmp_path):
+    fake_run(tmp_path / "a", 0, 0.5, 73.8)
+    fake_run(tmp_path / "copy-of-a", 0, 0.5, 73.8)
+    fake_run(tmp_path / "b", 0, 1.0, 70.0)
+    fake_run(tmp_path / "c", 1, 1.0, 71.0)
+    result = dnsd("--mode", "summary", "--runs", str(tmp_path / "a"), str(tmp_path / "copy-of-a"),
+                  str(tmp_path / "b"), str(tmp_path / "c"), "--summary-file", str(tmp_path / "t.md"),
+                  "--compare", "1", "2")
+    assert_one_line_error(result, "--compare needs at least 2 seeds finished in each row", "has 1")
+    result = dnsd("--mode", "summary", "--runs", str(tmp_path / "a"), str(tmp_path / "copy-of-a"),
+                  "--summary-file", str(tmp_path / "t.md"))
+    assert result.returncode == 0, result.stderr
+    [row] = list(csv.DictReader(open(tmp_path / "t.csv")))
+    assert row["runs"] == row["finished"] == "1" and float(row["test_error_mean"]) == 73.8
+    assert row["test_error_std"] == ""
+    assert f"Set aside, a seed already counted in its row (the same configuration and seed): " \
+           f"{tmp_path / 'copy-of-a'}" in open(tmp_path / "t.md").read()

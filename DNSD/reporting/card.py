@@ -3,7 +3,7 @@ test error beside the paper's, the curves, the environment, each checkpoint's sh
 Plain Markdown, as a Git host renders it."""
 import os
 
-from DNSD.config import config_from_dict, hub_entry, load_yaml
+from DNSD.config import HUB_ANY_CHECKPOINT, config_from_dict, hub_entry, load_yaml
 from DNSD.errors import InputError
 from DNSD.files import file_digest, write_text
 from DNSD.models import model_title
@@ -23,6 +23,13 @@ PUBLISHED = {("cifar10", 110, 1.0): 6.41, ("cifar10", 110, 0.5): 5.25, ("cifar10
              ("cifar100", 110, 1.0): 27.22, ("cifar100", 110, 0.5): 24.58,
              ("svhn", 152, 1.0): 1.80, ("svhn", 152, 0.5): 1.75}
 PAPER_EPOCHS = {"cifar10": 500, "cifar100": 500, "svhn": 50}
+OFFICIAL_IMAGES = {"cifar10": (50000, 10000), "cifar100": (50000, 10000)}  # (training and validation, test)
+CITATION = """@inproceedings{huang2016deep,
+  title = {Deep Networks with Stochastic Depth},
+  author = {Huang, Gao and Sun, Yu and Liu, Zhuang and Sedra, Daniel and Weinberger, Kilian Q.},
+  booktitle = {European Conference on Computer Vision (ECCV)},
+  year = {2016}
+}"""
 
 
 def published(config):
@@ -71,10 +78,15 @@ def environment_lines(entry):
         f"numpy {entry['numpy']}", f"{where}; data-parallel processes: {entry['settings']['world_size']}")]
 
 
-def result_rows(folder):
+def result_rows(rows):
+    """The results: a table of mean ± std over seeds, or the numbers of a single run."""
+    if len(rows) == 1 and rows[0]["finished"] == 1:
+        row = rows[0]
+        return [f"One run: test error {number(row['test_error_mean'])} % at its best validation error "
+                f"({number(row['best_val_error_mean'])} %); a single seed gives no spread."]
     lines = ["| configuration | runs finished | test error (%) | min | max | best val error (%) |",
              "| --- | --- | --- | --- | --- | --- |"]
-    for row in summarise([folder]):
+    for row in rows:
         error = number(row["test_error_mean"])
         if row["test_error_std"] is not None:
             error += f" ± {number(row['test_error_std'])}"
@@ -82,6 +94,40 @@ def result_rows(folder):
                      f"{number(row['test_error_min'])} | {number(row['test_error_max'])} | "
                      f"{number(row['best_val_error_mean'])} |")
     return lines
+
+
+def data_lines(config, summary):
+    """The data file and the images the run saw, a subset named as one."""
+    data, images = summary["data"], summary.get("images")
+    file = f"{code(os.path.basename(data['file']))}, {data['bytes']:,} bytes, sha256 {code(data['sha256'])}" \
+        if data.get("sha256") else code(data.get("file"))
+    if not images:
+        return [file, "", "The image counts were not recorded (a run before DNSD 1.4.0)."]
+    counts = f"{images['train']:,} training, {images['val']:,} validation and {images['test']:,} test images"
+    if not subset(config, images):
+        return [file, "", f"{counts}."]
+    official = OFFICIAL_IMAGES[config.data.dataset]
+    return [file, "", f"{counts}, a subset of {DATASETS[config.data.dataset]}'s {official[0]:,} and {official[1]:,}."]
+
+
+def subset(config, images):
+    """Whether a run saw fewer images than its data set's official archive holds (images: summary.json's counts)."""
+    official = OFFICIAL_IMAGES.get(config.data.dataset)
+    return bool(images and official and (images["train"] + images["val"] < official[0] or images["test"] < official[1]))
+
+
+def limitations(config, summary, entries, finished):
+    """What a reader of the results must know before comparing them with the paper's."""
+    found = []
+    if subset(config, summary.get("images")):
+        found.append("trained and tested on a subset of the data set: not comparable with the paper's numbers")
+    if config.train.epochs != PAPER_EPOCHS[config.data.dataset]:
+        found.append(f"{config.train.epochs} epochs, where the paper trains {PAPER_EPOCHS[config.data.dataset]}")
+    if entries and entries[-1]["device"]["kind"] == "cpu":
+        found.append("trained on a CPU: the same recipe as on a GPU, other rounding (docs/reproducing.md)")
+    if len(finished) == 1:
+        found.append("a single seed: seeds of one recipe differ by tenths of a point, so compare means over seeds")
+    return [f"- {escaped(line)}" for line in found] or ["- none known"]
 
 
 def checkpoint_rows(folder, runs):
@@ -112,33 +158,39 @@ def write_card(folder):
     best = os.path.relpath(os.path.join(finished[0], BEST), folder)  # never a path a file names
     entry = hub_entry(config.to_dict()["model"], config.data.dataset)
     # repr: a folder name's quotes and line breaks cannot end the string or the code block
-    load = f'model = paddle.hub.load("PATH/TO/DNSD", "{entry}", source="local", checkpoint={best!r})' if entry else \
-        f'model = DNSD.load_checkpoint({best!r}).model'
-    data = summary["data"]
+    load = f'model = paddle.hub.load("PATH/TO/DNSD", "{entry or HUB_ANY_CHECKPOINT}", source="local", ' \
+           f'checkpoint={best!r})'
+    rows = summarise([folder])
+    hours = sum(row["training_hours"] for row in rows)
+    command = " ".join(entries[0]["command"]) if entries else None
     swept = escaped("; ".join(f"{key} over {', '.join(map(str, values))}" for key, values in grid.items()))
     title = f"A sweep of {', '.join(grid)}" if grid else model_title(config.model)
     text = [f"# {title} on {DATASETS[config.data.dataset]}, trained with DNSD", "", describe_recipe(config, grid)
             + (f" Swept: {swept}; each point with seeds {', '.join(map(str, sweep['seeds']))}." if grid else ""),
             "", "## Results", "",
-            *result_rows(folder), "",
+            *result_rows(rows), "",
             f"Published: {f'{error:.2f} %' if error is not None else 'none'} ({why}; Huang et al., *Deep Networks "
             "with Stochastic Depth*, ECCV 2016).", "",
-            "## Data", "", f"{code(os.path.basename(data['file']))}, {data['bytes']:,} bytes, sha256 "
-            f"{code(data['sha256'])}" if data.get("sha256") else code(data.get("file")), "",
+            "## Data", "", *data_lines(config, summary), "",
+            "## Training", "", f"Command: {code(command) if command else 'not recorded'}; "
+            f"{hours:.2f} hours of training{' over all runs' * (len(runs) > 1)}, evaluation aside.", "",
+            "## Limitations", "", *limitations(config, summary, entries, finished), "",
             "## Training curves", "", f"![training loss, validation error and active blocks per epoch]({FIGURE})", "",
             "## Environment", "",
             *(f"- {line}" for line in (environment_lines(entries[-1]) if entries else
                                        ["no environment.json: trained before DNSD 1.1.0 wrote one"])), "",
             "## Checkpoints", "", *checkpoint_rows(folder, runs), "",
             "## Loading", "", "From this folder, with DNSD's repository cloned (nothing is downloaded):", "",
-            "```python", "import paddle" if entry else "import DNSD", load, "```", "",
+            "```python", "import paddle", load, "```", "",
             f"or {code(f'DNSD.load_checkpoint({best!r}).predict(images)')} for uint8 images (N, 32, 32, 3); "
             f"{code(f'dnsd eval --checkpoint {best}')} tests it again.", "",
             "## Auditing", "", f"From this folder, {code(f'dnsd audit {os.path.relpath(finished[0], folder)} --all')} "
             "re-trains every epoch and checkpoint whose start is kept and verifies each against the run's record "
             "(bit for bit on the run's build, within the measured rounding noise on another; DNSD's "
             "docs/reproducing.md). The checksums above say which files these are; none is verified until audited.",
-            ""]
+            "", "## Licence and citation", "",
+            "DNSD, which trained these weights, is licensed under Apache-2.0; the data set's own terms apply to the "
+            "data. Cite the paper:", "", "```bibtex", CITATION, "```", ""]
     write_figure(draw_curves(runs), os.path.join(folder, FIGURE))
     path = os.path.join(folder, MODEL_CARD)
     write_text(path, "\n".join(text))

@@ -5,15 +5,18 @@ test error against p_L, and over two keys as a heat map) and an evaluation's con
 import os
 
 import numpy as np
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from DNSD.config import config_from_dict, load_yaml
 from DNSD.errors import InputError
 from DNSD.files import atomic_write
-from DNSD.reporting.tables import sweep_rows
-from DNSD.runs.folder import SWEEP, group_runs, read_records, read_summary, sweep_folders
+from DNSD.models.stochastic_depth import survival_probabilities
+from DNSD.reporting.tables import sweep_grid, sweep_lines
+from DNSD.runs.folder import CONFIG, SWEEP, group_runs, read_records, read_summary, sweep_folders
 
 FORMATS = ("png", "pdf", "svg")
 
@@ -34,31 +37,67 @@ def configuration_label(group):
     return f"{group['name']} ({runs}: {sum(errors) / len(errors):.2f} %{finished})"
 
 
-def draw_curves(run_dirs):
+def draw_curves(run_dirs, labels=None):
     """Training loss, validation error and active blocks against epochs: the runs of one configuration (its seeds)
-    share a colour, each a thin line with a dot at its best validation epoch; the legend sits below the panels."""
+    in shades of one colour, each a thin line with a dot at its best validation epoch; dashed grey lines where the
+    learning rate drops, and each configuration's expected number of active blocks dotted; the legend below."""
     figure = Figure(figsize=(15, 5), layout="constrained")
     axes = figure.subplots(1, len(PANELS))
     handles = []
-    for index, group in enumerate(group_runs(run_dirs)):
+    drops = set()
+    for index, group in enumerate(labelled_groups(run_dirs, labels)):
         color = f"C{index % 10}"
-        for folder in group["folders"]:
-            records = read_records(folder, [key for key, _, _ in PANELS])
+        for shade, folder in enumerate(group["folders"]):
+            records = read_records(folder, [key for key, _, _ in PANELS] + ["lr"])
             epochs = [record["epoch"] for record in records]
+            drops.update(now["epoch"] - 0.5 for before, now in zip(records, records[1:]) if now["lr"] < before["lr"])
+            # Seeds of one configuration: its colour, lightened a little more for each further run.
+            tone = blend(color, shade / max(2, len(group["folders"])))
             for axis, (key, _, _) in zip(axes, PANELS):
                 # A line through one epoch is not drawn at all: runs that short get a marker.
-                axis.plot(epochs, [record[key] for record in records], color=color, linewidth=1, alpha=0.85,
+                axis.plot(epochs, [record[key] for record in records], color=tone, linewidth=1, alpha=0.9,
                           marker="." if len(epochs) == 1 else None)
             best = min(records, key=lambda record: record["val_error"])
-            axes[1].plot(best["epoch"], best["val_error"], "o", color=color, markersize=5)
+            axes[1].plot(best["epoch"], best["val_error"], "o", color=tone, markersize=5)
+        expected = expected_active_blocks(group["folders"][0])
+        if expected:
+            axes[2].axhline(expected, color=color, linestyle=":", linewidth=1)
         handles.append(Line2D([], [], color=color, label=configuration_label(group)))
+    for axis in axes:
+        for epoch in sorted(drops):
+            axis.axvline(epoch, color="0.6", linestyle="--", linewidth=0.8)
     handles.append(Line2D([], [], color="0.3", marker="o", linestyle="", label="best validation epoch of a run"))
+    handles.append(Line2D([], [], color="0.3", linestyle=":", label="expected active blocks (sum of p_l)"))
+    if drops:
+        handles.append(Line2D([], [], color="0.6", linestyle="--", label="learning-rate drop"))
     for axis, (_, title, scale) in zip(axes, PANELS):
         axis.set(title=title, xlabel="epoch", yscale=scale)
         style_axes(axis)
     figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), title=LEGEND_TITLE,
                   fontsize="small", title_fontsize="small", frameon=False)
     return figure
+
+
+def blend(color, share):
+    """color mixed with white: share 0 is the colour itself."""
+    return tuple(channel + (1 - channel) * share for channel in to_rgb(color))
+
+
+def expected_active_blocks(folder):
+    """The sum of a run's survival probabilities: the active blocks its gates average to (0: no stochastic depth)."""
+    model = config_from_dict(load_yaml(os.path.join(folder, CONFIG))).model
+    if model.arch != "resnet":
+        return 0.0
+    return float(survival_probabilities(3 * ((model.depth - 2) // 6), model.survival_last, model.survival_mode).sum())
+
+
+def labelled_groups(run_dirs, labels=None):
+    """group_runs, each configuration named by its label where --labels gives them (one each, in order)."""
+    groups = group_runs(run_dirs)
+    if labels is not None and len(labels) != len(groups):
+        raise InputError(f"--labels gives {len(labels)} labels for {len(groups)} configurations "
+                         f"({'; '.join(group['name'] for group in groups)}); give one each, in this order")
+    return [{**group, "name": label} for group, label in zip(groups, labels)] if labels else groups
 
 
 def style_axes(axis):
@@ -75,17 +114,18 @@ def test_error_curves(folder):
     records = read_records(folder, [])
     if any("test_error" not in record for record in records):
         raise InputError(f"{folder} has no test error for every epoch in metrics.jsonl (it was trained with "
-                         "run.test_every_epoch off, or by an older DNSD); --figure test-error needs them")
+                         "run.test_every_epoch off, as configs/quick.yaml does, or by an older DNSD); --figure "
+                         "test-error needs them: train with --test-every-epoch")
     return [record["test_error"] for record in records]
 
 
-def draw_test_error(run_dirs):
+def draw_test_error(run_dirs, labels=None):
     """The paper's Figure 3: test error against epoch, one line per configuration, the mean of its finished runs, with
     a band from their lowest to their highest test error. Runs still training are drawn alone, dotted, never
     averaged in."""
     figure = Figure(figsize=(8, 5), layout="constrained")
     axis = figure.subplots()
-    for index, group in enumerate(group_runs(run_dirs)):
+    for index, group in enumerate(labelled_groups(run_dirs, labels)):
         name, color = group["name"], f"C{index % 10}"
         finished = [folder for folder in group["folders"] if read_summary(folder)]
         unfinished = [folder for folder in group["folders"] if folder not in finished]
@@ -109,22 +149,6 @@ def draw_test_error(run_dirs):
     figure.legend(loc="outside lower center", title=LEGEND_TITLE, fontsize="small", title_fontsize="small",
                   frameon=False)
     return figure
-
-
-def sweep_lines(folder, x):
-    """A sweep's finished grid points as lines against swept key x, one per combination of the other swept values:
-    {label: [(x value, [test errors of its finished runs])]}, in grid order."""
-    rows = sweep_rows(folder)
-    if not rows or x not in rows[0]["swept"]:
-        swept = ", ".join(rows[0]["swept"]) if rows and rows[0]["swept"] else "no key"
-        raise InputError(f"{folder} does not sweep {x} (it sweeps {swept}); name a swept key with --x")
-    lines = {}
-    for row in rows:
-        label = ", ".join(f"{key}={value}" for key, value in row["swept"].items() if key != x) or "runs"
-        points = lines.setdefault(label, [])
-        if row["test_errors"]:
-            points.append((row["swept"][x], row["test_errors"]))
-    return {label: points for label, points in lines.items() if points}
 
 
 def draw_sweep(folder, x, baseline=None, x_label=None):
@@ -207,19 +231,6 @@ def draw_gradients(run_dirs, tensor=FIGURE7_TENSOR):
     return figure
 
 
-def sweep_grid(folder, x, y):
-    """(x values, y values, {(x value, y value): grid row}) of a sweep of exactly the two keys x and y."""
-    rows = sweep_rows(folder) if sweep_folders([folder]) else []
-    swept = list(rows[0]["swept"]) if rows else []
-    if sorted(swept) != sorted({x, y}) or x == y:
-        what = f"it sweeps {', '.join(swept)}" if swept else "it sweeps no key (seeds alone)" if rows else \
-            "it is not a sweep"
-        raise InputError(f"--figure heatmap draws a sweep of two keys, {x} and {y} (choose them with --x and --y); "
-                         f"{folder}: {what}; a sweep of two keys: dnsd train --config figure8_heatmap_cifar10")
-    cells = {(row["swept"][x], row["swept"][y]): row for row in rows}
-    return sorted({a for a, _ in cells}), sorted({b for _, b in cells}), cells
-
-
 def draw_heatmap(folder, x="survival_last", y="depth"):
     """The paper's Figure 8, right: the mean test error of each cell of a two-key sweep, labelled with its number of
     finished seeds; a cell with no finished run is hatched and says so."""
@@ -296,7 +307,7 @@ def write_figure(figure, path):
     return path
 
 
-def plot_runs(run_dirs, path, figure_name="curves", x=None, y=None, tensor=FIGURE7_TENSOR):
+def plot_runs(run_dirs, path, figure_name="curves", x=None, y=None, tensor=FIGURE7_TENSOR, labels=None):
     """Draw the figure of the runs (a sweep's folder for "survival", "sweep" and "heatmap") and write it to path."""
     check_figure_path(path)
     if figure_name == "gradients":
@@ -316,5 +327,8 @@ def plot_runs(run_dirs, path, figure_name="curves", x=None, y=None, tensor=FIGUR
         if not x:
             raise InputError("--figure sweep needs --x KEY, the swept key of the x axis, e.g. --x survival_last")
         return write_figure(draw_sweep(run_dirs[0], x.split(".")[-1]), path)
-    return write_figure(draw_test_error(run_dirs) if figure_name == "test-error" else draw_curves(run_dirs), path)
+    if labels is not None and figure_name not in ("curves", "test-error"):
+        raise InputError(f"--labels names the configurations of --figure curves and test-error, not {figure_name}")
+    drawn = draw_test_error(run_dirs, labels) if figure_name == "test-error" else draw_curves(run_dirs, labels)
+    return write_figure(drawn, path)
 

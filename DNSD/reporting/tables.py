@@ -37,7 +37,7 @@ def summarise(folders):
     others = [folder for folder in folders if folder not in sweeps]
     rows = [row for folder in sweeps for row in sweep_rows(folder)]
     groups = group_runs(others) if others else []
-    return rows + [configuration_row(group["name"], group["folders"]) for group in groups]
+    return rows + [configuration_row(group["name"], group["folders"], group["seeds"]) for group in groups]
 
 
 def sweep_rows(folder):
@@ -53,14 +53,22 @@ def sweep_rows(folder):
     return rows
 
 
-def configuration_row(name, folders):
+def configuration_row(name, folders, seeds=None):
+    """The row of one configuration's runs; a finished run of a seed already counted on the same data (the same
+    configuration, seed and data: the same weights) is set aside, so that a mean, a spread and a comparison count
+    each seed once."""
     runs = [read_run(folder) for folder in folders]
-    finished = [run for run in runs if run["summary"] and "test_error" in run["summary"]]
+    finished, repeats, counted = [], [], set()
+    for run, seed in zip(runs, seeds or range(len(runs))):
+        if run["summary"] and "test_error" in run["summary"]:
+            repeat = (seed, (run["summary"].get("data") or {}).get("sha256"))
+            (repeats if repeat in counted else finished).append(run)
+            counted.add(repeat)
     errors = [run["summary"]["test_error"] for run in finished]
     last = [run["summary"]["last_test_error"] for run in finished if "last_test_error" in run["summary"]]
     return {
         "configuration": name,
-        "runs": len(runs), "finished": len(finished),
+        "runs": len(runs) - len(repeats), "finished": len(finished),
         "test_error_mean": statistics.mean(errors) if errors else None,
         "test_error_std": statistics.stdev(errors) if len(errors) > 1 else None,
         "test_error_min": min(errors, default=None), "test_error_max": max(errors, default=None),
@@ -71,7 +79,37 @@ def configuration_row(name, folders):
         "seconds_per_epoch": sum(run["seconds"] for run in runs) / max(1, sum(run["epochs"] for run in runs)),
         "mean_active_blocks": statistics.mean(run["active_blocks"] for run in runs if run["epochs"])
         if any(run["epochs"] for run in runs) else 0.0,
-        "test_errors": errors, "unfinished": [run["folder"] for run in runs if run not in finished], "swept": {}}
+        "test_errors": errors, "repeats": [run["folder"] for run in repeats],
+        "unfinished": [run["folder"] for run in runs if run not in finished and run not in repeats], "swept": {}}
+
+
+def sweep_lines(folder, x):
+    """A sweep's finished grid points as lines against swept key x, one per combination of the other swept values:
+    {label: [(x value, [test errors of its finished runs])]}, in grid order."""
+    rows = sweep_rows(folder)
+    if not rows or x not in rows[0]["swept"]:
+        swept = ", ".join(rows[0]["swept"]) if rows and rows[0]["swept"] else "no key"
+        raise InputError(f"{folder} does not sweep {x} (it sweeps {swept}); name a swept key with --x")
+    lines = {}
+    for row in rows:
+        label = ", ".join(f"{key}={value}" for key, value in row["swept"].items() if key != x) or "runs"
+        points = lines.setdefault(label, [])
+        if row["test_errors"]:
+            points.append((row["swept"][x], row["test_errors"]))
+    return {label: points for label, points in lines.items() if points}
+
+
+def sweep_grid(folder, x, y):
+    """(x values, y values, {(x value, y value): grid row}) of a sweep of exactly the two keys x and y."""
+    rows = sweep_rows(folder) if sweep_folders([folder]) else []
+    swept = list(rows[0]["swept"]) if rows else []
+    if sorted(swept) != sorted({x, y}) or x == y:
+        what = f"it sweeps {', '.join(swept)}" if swept else "it sweeps no key (seeds alone)" if rows else \
+            "it is not a sweep"
+        raise InputError(f"--figure heatmap draws a sweep of two keys, {x} and {y} (choose them with --x and --y); "
+                         f"{folder}: {what}; a sweep of two keys: dnsd train --config figure8_heatmap_cifar10")
+    cells = {(row["swept"][x], row["swept"][y]): row for row in rows}
+    return sorted({a for a, _ in cells}), sorted({b for _, b in cells}), cells
 
 
 def welch(a, b):
@@ -99,8 +137,9 @@ def named_row(rows, name):
 def comparison(rows, first, second):
     a, b = named_row(rows, first), named_row(rows, second)
     if min(len(a["test_errors"]), len(b["test_errors"])) < 2:
-        raise InputError(f"--compare needs at least 2 finished runs in each row; {a['configuration']} has "
-                         f"{len(a['test_errors'])}, {b['configuration']} {len(b['test_errors'])}: run more seeds")
+        raise InputError(f"--compare needs at least 2 seeds finished in each row (a seed's repeats count once); "
+                         f"{a['configuration']} has {len(a['test_errors'])}, {b['configuration']} "
+                         f"{len(b['test_errors'])}: run more seeds")
     names = escaped(f"{b['configuration']} - {a['configuration']}")
     if statistics.variance(a["test_errors"]) == statistics.variance(b["test_errors"]) == 0:
         difference = statistics.mean(b["test_errors"]) - statistics.mean(a["test_errors"])
@@ -129,6 +168,10 @@ def markdown(rows, compared=None, sweeps=None):
     unfinished = [folder for row in rows if not row["swept"] for folder in row["unfinished"]]  # a sweep: its progress
     if unfinished:
         lines.append(f"\nUnfinished, not averaged: {escaped(', '.join(unfinished))}")
+    repeats = [folder for row in rows for folder in row["repeats"]]
+    if repeats:
+        lines.append(f"\nSet aside, a seed already counted in its row (the same configuration and seed): "
+                     f"{escaped(', '.join(repeats))}")
     for folder in sweeps or ():
         recorded = read_sweep(folder)
         runs = sweep_runs(folder, recorded["grid"], recorded["seeds"])

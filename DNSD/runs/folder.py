@@ -1,5 +1,6 @@
 """The rules of a run folder: what DNSD writes there, what a new run may replace, which folders hold a sweep's runs,
 and how runs group into configurations (one live run per folder: locks.py; what a resume may change: changes.py)."""
+import difflib
 import fnmatch
 import glob
 import json
@@ -75,6 +76,11 @@ def default_run_dir(config_file, flags, config, parent="runs", numbered=True):
 
 def checkpoint_in(path):
     """The checkpoint a --checkpoint names: that file, or a run folder's best.pdckpt (said on standard error)."""
+    if not os.path.exists(path):
+        nearest = nearest_run(path)
+        hint = f"; the nearest run folder is {nearest}" if nearest else \
+            "; pass the folder of a training run, or a .pdckpt in it"
+        raise InputError(f"--checkpoint {path} does not exist{hint}")
     if not os.path.isdir(path):
         return path
     best = os.path.join(path, BEST)
@@ -86,6 +92,18 @@ def checkpoint_in(path):
         example = f", e.g. --checkpoint {runs[0]}" if runs else ""
         raise InputError(f"{path} holds a sweep's runs, one per grid point and seed; name one of them{example}")
     raise InputError(f"{path} holds no {BEST}: pass the folder of a run that has finished an epoch, or a .pdckpt file")
+
+
+def nearest_run(path):
+    """The run folder beside a path that does not exist whose name is nearest its own (one that extends it first,
+    as runs/quick-ResNet-20-val_size=500 extends runs/quick-ResNet-20), or None."""
+    parent, name = os.path.split(os.path.normpath(path))
+    try:
+        runs = sorted(entry for entry in os.listdir(parent or ".") if holds_run(os.path.join(parent, entry)))
+    except OSError:
+        return None
+    found = [run for run in runs if run.startswith(name)] or difflib.get_close_matches(name, runs, n=1)
+    return os.path.join(parent, found[0]) if found else None
 
 
 def sweep_folders(folders):
@@ -204,8 +222,8 @@ def find_runs(folders):
 
 def group_runs(folders):
     """The runs of the folders grouped by configuration (config.experiment: all but the seed and what does not change
-    the result), in the order given: [{"name", "names": [folder names], "folders": [run folders]}]. A run named
-    seed-K is named after the folder that holds it."""
+    the result), in the order given: [{"name", "names": [folder names], "folders": [run folders], "seeds": [each
+    run's seed]}]. A run named seed-K is named after the folder that holds it."""
     groups = {}
     for folder in find_runs(folders):
         path = os.path.join(folder, CONFIG)
@@ -215,9 +233,10 @@ def group_runs(folders):
         name = os.path.basename(os.path.normpath(folder))
         if name.startswith("seed-"):
             name = os.path.basename(os.path.dirname(os.path.normpath(folder)))
-        groups.setdefault(key, {"names": [], "folders": []})
+        groups.setdefault(key, {"names": [], "folders": [], "seeds": []})
         groups[key]["names"].append(name)
         groups[key]["folders"].append(folder)
+        groups[key]["seeds"].append(config.run.seed)
     for group in groups.values():
         group["name"] = " / ".join(dict.fromkeys(group["names"]))
     return list(groups.values())
@@ -226,7 +245,7 @@ def group_runs(folders):
 SUMMARY_SHAPE = {"test_error": NUMBER, "best_epoch": Optional(int), "best_val_error": NUMBER,
                  "last_test_error": Optional(NUMBER), "checkpoint": Optional(str),
                  "data": Optional({"file": TEXT, "bytes": Optional((int, type(None))), "sha256": Optional(TEXT)}),
-                 "tied_best_epochs": Optional([int])}
+                 "tied_best_epochs": Optional([int]), "images": Optional({"train": int, "val": int, "test": int})}
 
 
 def read_summary(folder):

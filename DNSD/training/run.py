@@ -2,6 +2,7 @@
 the test error of the best-validation checkpoint, as the paper reports. A run starts new, continues (resume) or
 starts from another run's checkpoint with changed training keys (branch)."""
 import os
+import shutil
 import sys
 
 import paddle
@@ -26,7 +27,13 @@ from DNSD.training.ranks import Ranks, join_ranks
 
 
 def this_command():
-    """How the user starts DNSD again: the running interpreter (a virtual environment's, which has Paddle)."""
+    """How the user starts DNSD again: as they did (`bash run.sh` says so through DNSD_PROGRAM; `dnsd` where the
+    one on PATH is this one), else through this interpreter (a virtual environment's, which has Paddle)."""
+    if os.environ.get("DNSD_PROGRAM"):
+        return os.environ["DNSD_PROGRAM"]
+    if os.path.basename(sys.argv[0]) == "dnsd":
+        found = shutil.which("dnsd")
+        return "dnsd" if found and os.path.samefile(found, sys.argv[0]) else sys.argv[0]
     return f"{sys.executable} -m DNSD"
 
 
@@ -179,6 +186,7 @@ def finish(run_dir, data, config, ranks=Ranks()):
     summary = {"best_epoch": state["best"]["epoch"], "best_val_error": state["best"]["val_error"],
                "test_error": result["error"], "last_test_error": last_test_error(run_dir, state, result, data, config),
                "checkpoint": os.path.abspath(best_path), "data": data.identity,
+               "images": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
                "best_on_tie": config.run.best_on_tie, **ties(state["best"], records, points)}
     write_json(os.path.join(run_dir, SUMMARY), summary)
     write_final_dashboard(run_dir, records, points, hyperparameters(config.to_dict()), summary)
