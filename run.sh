@@ -4,4 +4,4 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$root/scripts/setup_env.sh"
-exec "${DNSD_VENV:-$root/.venv}/bin/python" "$root/DNSD/main.py" --mode train "$@"
+DNSD_PROGRAM="bash run.sh" exec "${DNSD_VENV:-$root/.venv}/bin/python" "$root/DNSD/main.py" --mode train "$@"

@@ -164,9 +164,10 @@ class RunConfig:
     cpu_threads: int = option(1, "CPU threads for Paddle; 0: every core this process may use (a second thread was "
                                  "as often slower as faster on this project's 2-vCPU machines: BENCHMARKS.md)",
                               check=(lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"), changes=DEVICE)
-    cpu_numerics: str = option("portable", "portable: the same bits on every x86-64 CPU with AVX2 for the same seed, "
-                                           "whatever its vendor or thread count; native: MKL's fastest code for this CPU "
-                                           "(docs/reproducing.md)", choices=("portable", "native"), changes=DEVICE)
+    cpu_numerics: str = option(
+        "portable", "portable: the same bits on every x86-64 CPU with AVX2 for the same seed, whatever its vendor or "
+                    "thread count; native: MKL's fastest code for this CPU (docs/reproducing.md)",
+        choices=("portable", "native"), changes=DEVICE)
     checkpoint_every: int = option(1, "epochs between resumable checkpoints (last.pdckpt); the last epoch always saves",
                                    check=(lambda v: v >= 1, "an integer >= 1"), changes=SETTING)
     keep_every: int = option(0, "also keep the checkpoint of every this many epochs, as epoch-K.pdckpt, for dnsd audit "

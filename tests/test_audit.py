@@ -15,7 +15,7 @@ from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.runs.manifest import seal
 from DNSD.training.optimizer import rate_at
 from DNSD.training.ranks import weights_digest
-from helpers import MINI_ARCHIVE, TINY_RUN, assert_one_line_error, dnsd
+from helpers import TINY_RUN, assert_one_line_error, dnsd, real_archive
 
 MINI_RUN = ["--depth", "8", "--epochs", "2", "--batch-size", "50", "--val-size", "100", "--train-images", "400",
             "--keep-every", "1"]
@@ -24,10 +24,8 @@ MINI_RUN = ["--depth", "8", "--epochs", "2", "--batch-size", "50", "--val-size",
 @pytest.fixture(scope="module")
 def mini_run(tmp_path_factory):
     """A real 2-epoch run on the mini archive that keeps every epoch's checkpoint."""
-    if not os.path.isfile(MINI_ARCHIVE):
-        pytest.skip(f"the real CIFAR-10 subset is not at {os.path.normpath(MINI_ARCHIVE)}")
     run_dir = str(tmp_path_factory.mktemp("audit") / "run")
-    result = dnsd("train", "--data-file", MINI_ARCHIVE, "--output-dir", run_dir, *MINI_RUN)
+    result = dnsd("train", "--data-file", real_archive(), "--output-dir", run_dir, *MINI_RUN)
     assert result.returncode == 0, result.stderr
     return run_dir
 

@@ -1,7 +1,12 @@
 """What a new user meets first: help per mode, runs that never collide, every command taking the folders DNSD
 writes, readings that say what they are, and the quick check's training subset."""
+import json
+import math
 import os
 import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +14,7 @@ import pytest
 from DNSD.datasets.pipeline import Dataset, balanced_subset
 from DNSD.errors import InputError
 from DNSD.main import MODES, mode_parser
-from helpers import TINY_RUN, assert_one_line_error, dnsd
+from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
 
 
 def own_flags(mode):
@@ -111,3 +116,123 @@ def test_train_images_keeps_validation_and_test_whole(tiny_archive, tmp_path):
                   "--train-images", "50")
     assert result.returncode == 0, result.stderr
     assert "50 train / 40 val / 40 test images" in result.stdout
+
+
+def test_a_checkpoint_path_that_does_not_exist_names_the_nearest_run_folder(trained_run, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(trained_run[0], runs / "quick-ResNet-20-val_size=500")
+    shutil.copytree(trained_run[0], runs / "resnet110_sd-ResNet-110")
+    result = dnsd("eval", "--checkpoint", "runs/quick-ResNet-20", cwd=str(tmp_path))
+    assert_one_line_error(result, "--checkpoint runs/quick-ResNet-20 does not exist; the nearest run folder is "
+                                  "runs/quick-ResNet-20-val_size=500")
+    result = dnsd("eval", "--checkpoint", "runs/resnet110-sd-ResNet-110", cwd=str(tmp_path))
+    assert_one_line_error(result, "the nearest run folder is runs/resnet110_sd-ResNet-110")
+
+
+def test_figure_3_of_a_run_without_test_errors_names_the_flag(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    records = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    (run_dir / "metrics.jsonl").write_text("".join(
+        json.dumps({key: value for key, value in record.items() if key != "test_error"}) + "\n" for record in records))
+    result = dnsd("plot", "--runs", str(run_dir), "--figure", "test-error", "--plot-file", str(tmp_path / "f.png"))
+    assert_one_line_error(result, "as configs/quick.yaml does", "train with --test-every-epoch")
+
+
+def test_the_resume_hint_names_the_command_the_user_typed(tmp_path, monkeypatch):
+    from DNSD.training.run import this_command
+
+    installed = tmp_path / "bin" / "dnsd"
+    installed.parent.mkdir()
+    installed.write_text("#!/bin/sh\n")
+    installed.chmod(0o755)
+    monkeypatch.delenv("DNSD_PROGRAM", raising=False)
+    monkeypatch.setattr(sys, "argv", [str(installed), "train"])
+    monkeypatch.setenv("PATH", f"{installed.parent}:{os.environ['PATH']}")
+    assert this_command() == "dnsd"
+    monkeypatch.setenv("PATH", "/nowhere")
+    assert this_command() == str(installed)  # not on PATH: the path it was started by
+    monkeypatch.setattr(sys, "argv", ["/repo/DNSD/main.py"])
+    assert this_command() == f"{sys.executable} -m DNSD"
+    monkeypatch.setenv("DNSD_PROGRAM", "bash run.sh")
+    assert this_command() == "bash run.sh"
+    assert 'DNSD_PROGRAM="bash run.sh"' in open(os.path.join(ROOT, "run.sh")).read()
+
+
+def test_a_run_of_many_steps_says_early_what_the_whole_run_costs(tiny_archive, tmp_path):
+    result = dnsd("--data-file", tiny_archive, "--output-dir", str(tmp_path / "run"), "--depth", "8", "--epochs", "3",
+                  "--batch-size", "8", "--val-size", "40")
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if "epochs left take about" in line]
+    speed = float(re.search(r"at (\d+) images/s", line).group(1))
+    minutes = int(re.search(r"about (\d+) minutes", line).group(1))
+    # 160 training images a epoch, of which the first epoch's were seen when the estimate was made.
+    assert "the 3 epochs left" in line and minutes == math.ceil((3 * 160 - 160) / speed / 60)
+    assert result.stdout.index(line) < result.stdout.index("epoch 1/3")
+
+
+def test_percentages_are_one_division_and_read_as_typed():
+    from DNSD.training.evaluation import percent
+
+    assert percent(142, 1000) == 14.2 and json.dumps(percent(142, 1000)) == "14.2"
+    assert all(float(f"{percent(count, 1000):.3f}") == percent(count, 1000) for count in range(1001))
+
+
+def test_info_names_the_packages_of_export_and_predict():
+    result = dnsd("info", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    for package in ("paddle2onnx:", "onnx:", "onnxruntime:", "Pillow:"):
+        assert any(line.startswith(package) for line in result.stdout.splitlines()), package
+
+
+def test_the_docs_list_every_hub_entry_and_a_depth_8_run_loads_through_the_hub(trained_run):
+    import paddle
+
+    from DNSD.config import hub_configs
+
+    text = open(os.path.join(ROOT, "docs", "using-a-model.md")).read()
+    listed = re.findall(r"`([\w.]+)`", text[text.index("<!-- hub entries -->"):text.index("<!-- end -->")])
+    assert listed == sorted(hub_configs())
+    checkpoint = os.path.join(trained_run[0], "best.pdckpt")
+    network = paddle.hub.load(ROOT, "from_checkpoint", source="local", checkpoint=checkpoint)
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    import DNSD
+
+    expected = DNSD.load_checkpoint(checkpoint).predict(images)
+    logits = network(paddle.to_tensor(network.normalize(images.transpose(0, 3, 1, 2))))
+    assert np.allclose(paddle.nn.functional.softmax(logits).numpy(), expected, atol=1e-6)
+    with pytest.raises(InputError, match="load it with the entry 'from_checkpoint'"):
+        paddle.hub.load(ROOT, "resnet110_sd", source="local", checkpoint=checkpoint)
+
+
+def test_the_test_command_says_why_a_test_is_skipped(tmp_path):
+    (tmp_path / "test_skipped.py").write_text("import pytest\n\n\ndef test_it():\n    pytest.skip('a reason to read')\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-c", os.path.join(ROOT, "pytest.ini"),
+                             "--rootdir", str(tmp_path), "-p", "no:cacheprovider", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert "SKIPPED [1]" in result.stdout and "a reason to read" in result.stdout, result.stdout
+    assert "exec" in open(os.path.join(ROOT, "scripts", "test.sh")).read()
+
+
+def test_the_suite_writes_nothing_into_the_users_home():
+    import pwd
+
+    import paddle
+
+    home = os.environ["HOME"]
+    assert home != pwd.getpwuid(os.getuid()).pw_dir and os.path.basename(home).startswith("dnsd-tests-home-")
+    assert paddle.dataset.common.DATA_HOME.startswith(home)
+
+
+def test_a_wrong_image_layout_is_named_with_the_transpose_that_fixes_it(trained_run):
+    import DNSD
+
+    trained = DNSD.load_checkpoint(os.path.join(trained_run[0], "best.pdckpt"))
+    channels_first = np.random.default_rng(0).integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"of shape \(2, 3, 32, 32\): pass images.transpose\(0, 2, 3, 1\)"):
+        trained.predict(channels_first)
+    with pytest.raises(ValueError, match=r"got shape \(2, 32, 32, 3\): pass images.transpose\(0, 3, 1, 2\)"):
+        trained.normalize(channels_first.transpose(0, 2, 3, 1))
+    assert trained.normalize(channels_first).shape == (2, 3, 32, 32)
+    assert trained.predict(channels_first.transpose(0, 2, 3, 1)).shape == (2, 10)

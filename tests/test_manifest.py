@@ -28,6 +28,9 @@ def test_the_manifest_names_paddles_build_the_threads_the_command_and_the_data_b
     assert ("CPU build" in entry["paddle"]["build"]) == (not paddle.device.is_compiled_with_cuda())
     assert entry["settings"]["cpu_threads"] == 2 and entry["settings"]["world_size"] == 1
     assert entry["settings"]["environment"]["MKL_NUM_THREADS"] == "1"
+    if {"avx2", "fma"} <= set(entry["device"]["cpu"]["instruction_sets"]):
+        assert entry["settings"]["cpu_numerics"] == "portable"
+        assert entry["settings"]["environment"]["MKL_CBWR"] == "AVX2,STRICT"
     assert entry["command"] == ["dnsd", "train", "--data-file", tiny_archive, "--output-dir", run_dir, *ONE_EPOCH,
                                 "--cpu-threads", "2"]
     assert entry["data"]["sha256"] == hashlib.sha256(open(tiny_archive, "rb").read()).hexdigest()

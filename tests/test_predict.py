@@ -27,16 +27,14 @@ def read_csv(text):
 @pytest.fixture(scope="module")
 def mini_checkpoint(tmp_path_factory):
     """A ResNet-8 trained for one epoch on the real CIFAR-10 subset, and 12 of its test images as PNG files."""
-    from helpers import MINI_ARCHIVE
+    from helpers import real_archive
 
-    if not os.path.isfile(MINI_ARCHIVE):
-        pytest.skip(f"the real CIFAR-10 subset is not at {os.path.normpath(MINI_ARCHIVE)} (shared/ is not beside "
-                    "the repository)")
+    archive = real_archive()
     root = tmp_path_factory.mktemp("mini")
-    result = dnsd("--data-file", MINI_ARCHIVE, "--depth", "8", "--epochs", "1", "--val-size", "500",
-                  "--output-dir", str(root / "run"))
+    result = dnsd("--data-file", archive, "--depth", "8", "--epochs", "1", "--val-size", "500", "--train-images",
+                  "4500", "--output-dir", str(root / "run"))
     assert result.returncode == 0, result.stderr
-    _, test, _ = read_archive(MINI_ARCHIVE)
+    _, test, _ = read_archive(archive)
     folder = root / "images"
     folder.mkdir()
     paths = [write_png(str(folder / f"{index:02d}.png"), test.images[index]) for index in range(12)]

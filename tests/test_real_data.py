@@ -1,17 +1,38 @@
-"""On real CIFAR-10 images (the 6,000-image subset in ../shared/data), when it is there."""
+"""On real CIFAR-10 images (helpers.real_archive), when there are some."""
 import json
 import os
+import re
 
-from helpers import dnsd
+import pytest
+
+from helpers import ROOT, dnsd
 
 
 def test_a_short_run_of_a_shallow_network_learns_well_above_chance(mini_archive, tmp_path):
     run_dir = str(tmp_path / "mini")
-    result = dnsd("--data-file", mini_archive, "--val-size", "500", "--depth", "8", "--epochs", "4",
-                  "--output-dir", run_dir)
+    result = dnsd("--data-file", mini_archive, "--val-size", "500", "--train-images", "4500", "--depth", "8",
+                  "--epochs", "4", "--output-dir", run_dir)
     assert result.returncode == 0, result.stderr
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     # Chance is 90 % error on ten balanced classes; 80 % is twice the accuracy of chance. Seen here: about 69 %.
     assert summary["test_error"] < 80
     assert records[-1]["train_loss"] < records[0]["train_loss"]
+
+
+def test_the_readmes_quick_check_prints_its_first_epoch_here_to_the_digit(mini_archive, tmp_path, monkeypatch):
+    from DNSD.system.numerics import numerics_in_effect
+    from DNSD.training import run
+
+    if os.path.basename(mini_archive) != "cifar-10-mini.tar.gz":
+        pytest.skip("the README's quick check was printed from cifar-10-mini.tar.gz, not this archive")
+    if numerics_in_effect()["cpu_numerics"] != "portable":
+        pytest.skip("this machine's CPU numerics are not the portable ones the README was printed in")
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    printed = re.search(r"^epoch 1/10 .*active blocks [\d.]+", readme, re.MULTILINE).group(0)
+    monkeypatch.setattr(run, "train", lambda trainer: trainer.train(until=1))  # the first of the ten epochs
+    result = dnsd("--config", "quick", "--data-file", mini_archive, "--val-size", "500", "--output-dir",
+                  str(tmp_path / "quick"))
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("epoch 1/10 ")]
+    assert line.startswith(printed + "  ")

@@ -173,8 +173,9 @@ def test_a_yaml_file_of_nested_brackets_and_a_fifo_are_one_line_each(tmp_path):
     assert_one_line_error(dnsd("--config", str(deep), "--print-config"), "nests deeper than Python can read")
     fifo = str(tmp_path / "fifo")
     os.mkfifo(fifo)
+    (tmp_path / "x.pdckpt").write_bytes(b"")  # read after the images are listed
     for argv in (["--config", fifo, "--print-config"], ["--data-file", fifo, *TINY_RUN],
-                 ["predict", "--checkpoint", "x", "--images", fifo]):
+                 ["predict", "--checkpoint", str(tmp_path / "x.pdckpt"), "--images", fifo]):
         result = subprocess.run([sys.executable, "-m", "DNSD", *argv], cwd=ROOT, capture_output=True, text=True,
                                 timeout=60)
         assert_one_line_error(result, f"{fifo} is a FIFO")
