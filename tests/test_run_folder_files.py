@@ -171,6 +171,7 @@ def test_the_card_escapes_what_it_copies_from_files(tiny_archive, tmp_path):
 
     def craft(manifest):
         manifest["entries"][0]["device"]["cpu"]["model"] = "<script>alert(1)</script> | x"
+        manifest["entries"][0]["command"] = ["dnsd", "```\n<b>evil</b>|"]
         manifest["entries"][0]["sha256"] = seal(manifest["entries"][0])
 
     rewrite(os.path.join(folder, "environment.json"), craft)
@@ -183,7 +184,7 @@ def test_the_card_escapes_what_it_copies_from_files(tiny_archive, tmp_path):
         'src="MODEL_CARD-curves.png"' in page  # the card's own figure alone
     rows = re.findall(r"<tr>(.*?)</tr>", page, re.DOTALL)
     assert rows and all(row.count("<td>") in (0, 3, 6) for row in rows), rows  # every cell stays one cell
-    assert page.count("<pre>") == 1  # the loading example's block alone
+    assert page.count("<pre>") == 2  # the loading example's block and the citation's alone
 
 
 @pytest.mark.parametrize("script, fragment", [

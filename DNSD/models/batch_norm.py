@@ -3,8 +3,8 @@ switches it on).
 
 Paddle's CPU kernel takes 1 / sqrt(variance + epsilon) in float32 with Eigen's fast square root, which starts from the
 processor's reciprocal-square-root estimate, whose last bits differ between processors. In float64 the same kernel
-takes an exact square root: twice the memory traffic of batch norm, a third of the cost of composing it from
-elementwise operators (BENCHMARKS.md).
+takes an exact square root: twice float32's time (37 against 18 ms forward and backward at 128 x 16 x 32 x 32 here),
+where composing batch norm from elementwise operators took 414 ms.
 """
 import paddle
 import paddle.nn as nn
