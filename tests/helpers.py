@@ -8,7 +8,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The real CIFAR-10 images tests read: DNSD_TEST_ARCHIVE, else the 6,000-image subset in ../shared/data. The official
 # cifar-10-python.tar.gz serves too (slower: its training split is ten times larger).
-MINI_ARCHIVE = os.environ.get("DNSD_TEST_ARCHIVE") or os.path.join(ROOT, "..", "shared", "data", "cifar-10-mini.tar.gz")
+MINI_ARCHIVE = os.path.abspath(os.environ.get("DNSD_TEST_ARCHIVE") or
+                               os.path.join(ROOT, "..", "shared", "data", "cifar-10-mini.tar.gz"))
 TINY_RUN = ["--depth", "8", "--epochs", "2", "--batch-size", "32", "--val-size", "40"]
 
 
