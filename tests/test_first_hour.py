@@ -237,3 +237,24 @@ def test_a_wrong_image_layout_is_named_with_the_transpose_that_fixes_it(trained_
         trained.normalize(channels_first.transpose(0, 2, 3, 1))
     assert trained.normalize(channels_first).shape == (2, 3, 32, 32)
     assert trained.predict(channels_first.transpose(0, 2, 3, 1)).shape == (2, 10)
+
+
+def test_the_readmes_follow_up_commands_name_the_folder_its_example_wrote():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    folder = re.search(r"run folder (runs/quick-\S+)$", readme, re.MULTILINE).group(1)
+    follow_up = readme[readme.index("Your numbers on the whole archive differ"):readme.index("## The modes")]
+    assert f"`{folder}`" in follow_up
+
+
+def test_the_real_archive_of_the_tests_can_be_named_by_a_variable(tmp_path):
+    program = "import helpers; print(helpers.MINI_ARCHIVE)"
+    env = {**os.environ, "DNSD_TEST_ARCHIVE": "cifar-10-python.tar.gz"}
+    named = subprocess.run([sys.executable, "-c", program], cwd=os.path.join(ROOT, "tests"), env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert named.stdout.strip() == os.path.join(ROOT, "tests", "cifar-10-python.tar.gz")
+
+
+@pytest.mark.parametrize("page, first", [("runs.md", "Resuming, and reproducibility"), ("installing.md", "On a CPU")])
+def test_the_run_and_install_pages_open_with_what_a_user_does(page, first):
+    headings = re.findall(r"^## (.+)$", open(os.path.join(ROOT, "docs", page)).read(), re.MULTILINE)
+    assert headings[0] == first
