@@ -4,7 +4,7 @@ import numpy as np
 import paddle
 import pytest
 
-from DNSD.models.resnet import BasicBlock
+from DNSD.models.resnet import BasicBlock, CifarResNet
 from DNSD.models.stochastic_depth import StochasticDepth, sample_gates, survival_probabilities
 
 
@@ -101,11 +101,25 @@ def test_authors_scaling_leaves_training_unscaled_and_scales_evaluation():
     assert np.allclose(gated(block, x, None, training=False).numpy(), x.numpy() + p * branch, atol=1e-6)
 
 
-def test_a_training_forward_before_any_step_runs_every_block_unscaled():
+def test_a_training_forward_without_a_draw_is_refused():
     block = block_with_eval_statistics(0.25, "train")
-    x = paddle.rand([2, 8, 6, 6])
-    branch = block.residual(x).numpy()
-    assert np.allclose(gated(block, x, None).numpy(), x.numpy() + branch / 0.25, atol=1e-5)
+    block.train()
+    with pytest.raises(RuntimeError, match="begin_step"):
+        block(paddle.rand([2, 8, 6, 6]))
+
+
+@pytest.mark.parametrize("drop_mode", ["batch", "sample"])
+def test_a_steps_gates_serve_one_forward_pass(drop_mode):
+    model = CifarResNet(14, drop_mode=drop_mode)
+    model.train()
+    images = paddle.rand([2, 3, 32, 32])
+    model.begin_step(seed=0, epoch=1, step=0, batch_size=2)
+    model(images)
+    assert model.stochastic_depth.gates is None
+    with pytest.raises(RuntimeError, match="begin_step"):
+        model(images)
+    model.eval()
+    assert model(images).shape == [2, 10]  # evaluation needs no gates
 
 
 def test_begin_step_draws_from_the_generator_and_keeps_this_ranks_columns():

@@ -151,7 +151,8 @@ def test_the_merged_momentum_update_gives_the_same_weights():
         model = build_model(config.model, 10)
         optimizer, _ = build_optimizer(config.train, model, multi_tensor=multi_tensor)
         images, labels = paddle.rand([4, 3, 32, 32]), paddle.to_tensor([1, 2, 3, 4])
-        for _ in range(3):
+        for step in range(3):
+            model.begin_step(seed=0, epoch=1, step=step, batch_size=4)
             paddle.nn.functional.cross_entropy(model(images), labels).backward()
             optimizer.step()
             optimizer.clear_grad(set_to_zero=True)

@@ -47,7 +47,7 @@ class StochasticDepth:
         self.probabilities = survival_probabilities(num_blocks, survival_last, survival_mode)
         self.per_example = drop_mode == "sample"
         self.scaling = residual_scaling
-        self.gates = None  # none drawn: every block runs (a training forward outside a training step)
+        self.gates = None  # those of the current training step: drawn by begin_step, used by one forward pass
 
     def begin_step(self, rng, batch_size, part=slice(None)):
         """Draw the gates of a training step from rng, for a whole mini-batch of batch_size images, and keep those of
@@ -68,10 +68,14 @@ class StochasticDepth:
         if not training:
             residual = branch(x)
             return shortcut + (residual * survival if self.scaling == "test" and survival < 1 else residual)
-        gate = None if self.gates is None else self.gates[index]
-        if self.per_example and gate is not None:
+        if self.gates is None:
+            raise RuntimeError("a training-mode forward pass needs the gates of its step: call begin_step before it")
+        gate = self.gates[index]
+        if index == len(self.probabilities) - 1:
+            self.gates = None  # a step's gates serve its forward pass only: the next one draws its own
+        if self.per_example:
             residual = branch(x) * gate.reshape([-1, 1, 1, 1])
-        elif gate is None or gate:
+        elif gate:
             residual = branch(x)
         else:
             return shortcut  # a dropped block: its branch is not computed and its parameters get no gradient
