@@ -122,3 +122,20 @@ def test_two_folders_of_one_configuration_and_seed_count_once_and_are_named(tmp_
     assert row["test_error_std"] == ""
     assert f"Set aside, a seed already counted in its row (the same configuration and seed): " \
            f"{tmp_path / 'copy-of-a'}" in open(tmp_path / "t.md").read()
+
+
+def test_a_last_line_cut_short_is_set_aside_and_a_damaged_line_before_it_is_not(tmp_path):
+    from DNSD.errors import InputError
+    from DNSD.runs.folder import read_records
+
+    run = fake_run(tmp_path / "sd" / "seed-0", 0, 0.5, epochs=2)
+    with open(os.path.join(run, "metrics.jsonl"), "a") as stream:
+        stream.write('{"epoch": 3, "train_loss": 0.9, "val_err')
+    result = dnsd("--mode", "summary", "--runs", str(tmp_path / "sd"), "--summary-file", str(tmp_path / "t.md"))
+    assert result.returncode == 0, result.stderr
+    assert "cut short" in result.stderr and "damaged" not in (tmp_path / "t.md").read_text()
+    assert [record["epoch"] for record in read_records(run, ["val_error"])] == [1, 2]
+    lines = open(os.path.join(run, "metrics.jsonl")).read().splitlines()
+    open(os.path.join(run, "metrics.jsonl"), "w").write("\n".join([lines[0], lines[2], lines[1]]) + "\n")
+    with pytest.raises(InputError, match="line 2 is not an epoch record"):
+        read_records(run, ["val_error"])

@@ -196,6 +196,12 @@ def read_records(run_dir, fields, name=METRICS):
                     record = None
                 if not conforms(record, RECORD) or not set(fields) <= set(record) or \
                         not mapping_of(record.get("gradients", {}), NUMBER):
+                    if not line.endswith(b"\n") and not stream.read(1):
+                        # append_line writes a record and its newline at once: a last line without one is a write
+                        # that a crash cut short, whose epoch or point does not count as done.
+                        print(f"DNSD: {path} ends in a line cut short (a crash while writing it); set aside, and "
+                              "rewritten when the run is resumed", file=sys.stderr)
+                        break
                     raise InputError(f"{path} line {number} is not {kind} record; the file was edited or damaged")
                 records.append(record)
     if not records:
