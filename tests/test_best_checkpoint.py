@@ -34,7 +34,17 @@ def test_a_restored_best_is_beaten_only_by_a_lower_error():
 def test_the_summary_lists_every_epoch_and_point_that_tied_the_best():
     records = [{"epoch": e, "val_error": error} for e, error in enumerate([30.0, 25.0, 26.0, 25.0], 1)]
     assert ties({"epoch": 2, "val_error": 25.0}, records, []) == {"tied_best_epochs": [2, 4]}
-    points = [{"epoch": 1, "iteration": 2, "val_error": 25.0}, {"epoch": 2, "iteration": 4, "val_error": 27.0},
-              {"epoch": 2, "iteration": 6, "val_error": 25.0}, {"epoch": 3, "iteration": 8, "val_error": 25.0}]
+    points = [{"epoch": e, "step": s, "iteration": 3 * (e - 1) + s, "val_error": error}
+              for e, s, error in ((1, 2, 25.0), (2, 1, 27.0), (2, 3, 25.0), (3, 2, 25.0))]
     assert ties({"epoch": 1, "iteration": 2, "val_error": 25.0}, records, points) == {
         "tied_best_epochs": [1, 2, 3], "best_iteration": 2, "tied_best_iterations": [2, 6, 8]}
+
+
+def test_a_branch_ties_only_with_its_own_epochs_and_points():
+    records = [{"epoch": e, "val_error": error} for e, error in enumerate([25.0, 26.0, 25.0], 1)]
+    assert ties({"epoch": 3, "val_error": 25.0}, records, [], since=(1, 0)) == {"tied_best_epochs": [3]}
+    points = [{"epoch": e, "step": s, "iteration": 3 * (e - 1) + s, "val_error": 25.0}
+              for e, s in ((1, 3), (2, 1), (2, 2), (3, 1))]
+    # Branched at epoch 2, step 1: the point there is the source's, measured on the model the branch starts from.
+    assert ties({"epoch": 2, "iteration": 5, "val_error": 25.0}, records, points, since=(1, 1)) == {
+        "tied_best_epochs": [2, 3], "best_iteration": 5, "tied_best_iterations": [5, 7]}

@@ -16,13 +16,12 @@ from DNSD.changes import for_checkpoint, recipe
 from DNSD.config import config_from_dict, load_yaml
 from DNSD.datasets import load_splits
 from DNSD.errors import AuditFailed, AuditUnverified, InputError, TrainingStopped
-from DNSD.files import read_json
 from DNSD.models import build_model
 from DNSD.reporting.verdicts import (FAILED, UNVERIFIED, VERIFIED, Retrained, Verdict, across_builds,
                                      first_difference)
 from DNSD.runs.checkpoint import check_resume_state, check_same_data, read_state, restore_model
-from DNSD.runs.folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, read_evaluation_points,
-                              read_records, sweep_folders)
+from DNSD.runs.folder import (BEST, BRANCH, CONFIG, KEPT, LAST, MANIFEST, METRICS, branched_at,
+                              read_evaluation_points, read_records, sweep_folders)
 from DNSD.runs.manifest import describe_environment, entry_for, manifest_differences, numerics, read_manifest
 from DNSD.system.device import describe_device, select_run_device
 from DNSD.training.loop import Diverged, Interrupted, Trainer
@@ -99,16 +98,15 @@ def open_run(folder, stated):
             raise InputError(f"{os.path.join(folder, METRICS)} line {number} holds no weight digest: the run was "
                              "trained before DNSD recorded them (1.1.0), or the file was edited; nothing to audit "
                              "against")
-    branch = read_json(os.path.join(folder, BRANCH)) if os.path.isfile(os.path.join(folder, BRANCH)) else None
-    if branch is not None and not (isinstance(branch, dict) and type(branch.get("epochs_done")) is int and
-                                   0 <= branch["epochs_done"] <= len(records)):
+    branch = branched_at(folder)
+    if branch is not None and branch[0] > len(records):
         raise InputError(f"{os.path.join(folder, BRANCH)} is damaged; restore it from a copy of the run folder")
     manifest = read_manifest(folder)
     if manifest is None and any("environment_sha256" in record for record in records):
         raise InputError(f"{os.path.join(folder, METRICS)} names sessions of {MANIFEST}, which is missing: nothing "
                          "says what trained the run; restore the file from a copy of the run folder")
     run = AuditedRun(folder, config, records, read_evaluation_points(folder), manifest, {}, [],
-                     branch and branch["epochs_done"])
+                     branch and branch[0])
     for name in os.listdir(folder):
         found = re.fullmatch(KEPT.format(r"([1-9][0-9]*)"), name)
         if found:

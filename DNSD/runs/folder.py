@@ -209,6 +209,18 @@ def read_records(run_dir, fields, name=METRICS):
     return records
 
 
+def branched_at(run_dir):
+    """(epochs done, step) where a branched run left the run it branched from (its branch.json), or None."""
+    path = os.path.join(run_dir, BRANCH)
+    if not os.path.isfile(path):
+        return None
+    branch = read_json(path)
+    position = (branch.get("epochs_done"), branch.get("step", 0)) if isinstance(branch, dict) else None
+    if position is None or not all(type(value) is int and value >= 0 for value in position):
+        raise InputError(f"{path} is damaged; restore it from a copy of the run folder")
+    return position
+
+
 def find_runs(folders):
     """The run folders named, a folder of runs (a sweep's folder, or runs/ itself, at any depth) standing for the runs
     in it."""

@@ -41,12 +41,14 @@ class BestCheckpoint:
         return (self.best["epoch"] - 1, self.best["step"]) if "step" in self.best else (self.best["epoch"], 0)
 
 
-def ties(best, records, points):
+def ties(best, records, points, since=(0, 0)):
     """Every epoch that reached the best's validation error (the earliest and the latest are the two rules'
-    choices); where points choose, the epochs of the tied points, the best's iteration and the tied iterations."""
+    choices); where points choose, the epochs of the tied points, the best's iteration and the tied iterations.
+    since: (epochs done, step) where a branch left its source, whose records and points are not the branch's."""
     error = best["val_error"]
     if not points:
-        return {"tied_best_epochs": [record["epoch"] for record in records if record["val_error"] == error]}
-    return {"tied_best_epochs": sorted({point["epoch"] for point in points if point["val_error"] == error}),
-            "best_iteration": best["iteration"],
-            "tied_best_iterations": [point["iteration"] for point in points if point["val_error"] == error]}
+        return {"tied_best_epochs": [record["epoch"] for record in records
+                                     if record["val_error"] == error and record["epoch"] > since[0]]}
+    tied = [point for point in points if point["val_error"] == error and (point["epoch"] - 1, point["step"]) > since]
+    return {"tied_best_epochs": sorted({point["epoch"] for point in tied}), "best_iteration": best["iteration"],
+            "tied_best_iterations": [point["iteration"] for point in tied]}

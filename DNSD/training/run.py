@@ -14,9 +14,9 @@ from DNSD.files import write_json, write_text
 from DNSD.models import build_model
 from DNSD.reporting.reports import format_report, write_report
 from DNSD.runs.checkpoint import check_resume_state, check_same_data, read_state, restore_model
-from DNSD.runs.folder import (BEST, BRANCH, CONFIG, LAST, EVALUATION_POINTS, SUMMARY, read_evaluation_points,
-                              read_records, refuse_existing_run, remove, remove_temporaries, write_records,
-                              written_files)
+from DNSD.runs.folder import (BEST, BRANCH, CONFIG, LAST, EVALUATION_POINTS, SUMMARY, branched_at,
+                              read_evaluation_points, read_records, refuse_existing_run, remove, remove_temporaries,
+                              write_records, written_files)
 from DNSD.runs.locks import run_lock
 from DNSD.runs.manifest import append_manifest, describe_environment
 from DNSD.system.device import describe_device, select_run_device
@@ -187,7 +187,7 @@ def finish(run_dir, data, config, ranks=Ranks()):
                "test_error": result["error"], "last_test_error": last_test_error(run_dir, state, result, data, config),
                "checkpoint": os.path.abspath(best_path), "data": data.identity,
                "images": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-               "best_on_tie": config.run.best_on_tie, **ties(state["best"], records, points)}
+               "best_on_tie": config.run.best_on_tie, **ties(state["best"], records, points, branched_at(run_dir) or (0, 0))}
     write_json(os.path.join(run_dir, SUMMARY), summary)
     write_final_dashboard(run_dir, records, points, hyperparameters(config.to_dict()), summary)
     print(format_report(result, "test", result["report"]))
