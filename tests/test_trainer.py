@@ -219,6 +219,11 @@ def test_the_step_schedule_reads_saves_and_measures_when_due():
     assert all(every.due(step).read for step in saves)
     assert [every.due(step).iteration for step in range(1, steps + 1) if every.due(step).measure] == \
         [steps + step for step in range(1, steps + 1) if (steps + step) % 10 == 0]
-    # The run's last step is always a point; another epoch's last step is not, unless the interval says so.
-    last = StepSchedule(epoch=3, epochs=3, steps=steps, measure_every=1000)
-    assert [step for step in range(1, steps + 1) if last.due(step).measure] == [steps]
+    # As the authors: the run's last step is no point of its own (it could become the best), unless the run is
+    # shorter than the interval and would otherwise have none.
+    last = StepSchedule(epoch=3, epochs=3, steps=steps, measure_every=10)
+    assert [step for step in range(1, steps + 1) if last.due(step).measure] == \
+        [step for step in range(1, steps + 1) if (2 * steps + step) % 10 == 0]
+    assert (3 * steps) % 10 and not last.due(steps).measure
+    short = StepSchedule(epoch=3, epochs=3, steps=steps, measure_every=1000)
+    assert [step for step in range(1, steps + 1) if short.due(step).measure] == [steps]

@@ -82,7 +82,8 @@ Due = collections.namedtuple("Due", "read save measure iteration")
 @dataclasses.dataclass
 class StepSchedule:
     """What is due after step `step` (1-based) of an epoch of `steps`: a read of the device's results, a
-    checkpoint, an evaluation point (every measure_every steps and at the run's last step)."""
+    checkpoint, an evaluation point (every measure_every steps, as the authors; at the last step only of a run
+    shorter than that, so that every run has a best checkpoint)."""
 
     epoch: int
     epochs: int
@@ -94,7 +95,7 @@ class StepSchedule:
         iteration = (self.epoch - 1) * self.steps + step
         save = bool(self.checkpoint_every) and iteration % self.checkpoint_every == 0
         measure = bool(self.measure_every) and (iteration % self.measure_every == 0 or (
-            self.epoch == self.epochs and step == self.steps))
+            self.epoch == self.epochs and step == self.steps and iteration < self.measure_every))
         read = step % READ_EVERY == 0 or step == self.steps or signalled or save or measure
         return Due(read, save, measure, iteration)
 
