@@ -325,3 +325,58 @@ def test_a_launcher_starts_nothing_for_a_finished_sweep_and_refuses_bad_counts(t
         bad = launcher_options(**{name: value})
         with pytest.raises(InputError, match=f"--{name.replace('_', '-')} {value}: expected"):
             launchers.launch("slurm", folder, [], bad)
+
+
+TRAINED_STAND_IN = """import json, os, sys, time
+time.sleep(0.2)
+run_dir, log = sys.argv[1:]
+json.dump({}, open(os.path.join(run_dir, "summary.json"), "w"))
+with open(log, "a") as stream:
+    stream.write(run_dir + "\\n")
+"""
+# held()'s probe of a run, over and over, each held for 10 ms instead of an instant: most claims meet one.
+PROBER = """import fcntl, os, sys, time
+print(flush=True)
+while not os.path.exists(sys.argv[1]):
+    for run_dir in sys.argv[2:]:
+        descriptor = os.open(os.path.join(run_dir, ".lock"), os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            time.sleep(0.01)
+        except BlockingIOError:
+            pass
+        os.close(descriptor)
+        time.sleep(0.002)
+"""
+
+
+def test_workers_beside_busy_probers_train_every_run_once_and_leave_nothing(tiny_archive, tmp_path, monkeypatch):
+    """held() takes a run's lock shared for an instant: a claim at that instant must not take the run as another's."""
+    from DNSD.sweeps import workers
+
+    folder, log, done = str(tmp_path / "sweep"), str(tmp_path / "trained.log"), str(tmp_path / "done")
+    config = build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder})
+    grid = {"model.survival_last": [0.2, 0.5]}
+    open_sweep(config, grid, [0, 1, 2])
+    runs = [run_dir for _, _, run_dir in sweep_runs(folder, grid, [0, 1, 2])]
+    for run_dir in runs:
+        os.makedirs(run_dir)
+        open(os.path.join(run_dir, ".lock"), "w").close()
+    monkeypatch.setattr(workers.Worker, "command",
+                        lambda self, point, seed, run_dir: [sys.executable, "-c", TRAINED_STAND_IN, run_dir, log])
+    monkeypatch.setattr(workers, "write_summary", lambda folders, path: ("", path))
+    probers = [subprocess.Popen([sys.executable, "-c", PROBER, done, run_dir], stdout=subprocess.PIPE)
+               for run_dir in runs]
+    for prober in probers:
+        prober.stdout.readline()  # probing
+    threads = [threading.Thread(target=workers.Worker(folder).work) for _ in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        open(done, "w").close()
+        for prober in probers:
+            prober.wait(timeout=60)
+    assert sorted(open(log).read().split()) == sorted(runs)  # each run trained once, none left behind

@@ -17,14 +17,16 @@ from DNSD.runs.folder import written_files
 LOCK = ".lock"
 
 LOCK_WAIT_SECONDS = 30
+# Every take of a lock waits out a probe (held(), which takes it shared for an instant), not a run in training.
+PROBE_WAIT_SECONDS = 1
 # A sweep's worker claims a run by taking its lock, then hands it to the training process it starts: the descriptor,
 # inherited, is named by this variable, and that process's lock() adopts it instead of taking the lock again.
 INHERITED_LOCK = "DNSD_RUN_LOCK_FD"
 
 
-def lock(run_dir, wait=False):
-    """Create run_dir if needed and lock it for this process's life (wait: up to LOCK_WAIT_SECONDS for another
-    process to release it); returns the open lock file's descriptor."""
+def lock(run_dir, wait=PROBE_WAIT_SECONDS):
+    """Create run_dir if needed and lock it for this process's life (wait: up to so many seconds for another process
+    to release it); returns the open lock file's descriptor."""
     descriptor = _inherited(run_dir)
     if descriptor is not None:
         return _sign(descriptor)
@@ -35,14 +37,14 @@ def lock(run_dir, wait=False):
     except OSError as error:
         raise InputError(f"cannot write to output folder {run_dir} ({error.strerror}); choose another "
                          "--output-dir") from None
-    deadline = time.monotonic() + (LOCK_WAIT_SECONDS if wait else 0)
+    deadline = time.monotonic() + wait
     while not _take(descriptor):
         if time.monotonic() >= deadline:
             holder = _holder(descriptor)
             os.close(descriptor)
             raise RunInUse(f"{run_dir} is in use by a running DNSD training ({holder}); wait for it to end or stop "
                            "it, or choose another --output-dir")
-        time.sleep(0.05)
+        time.sleep(0.01)
     try:
         for path in written_files(run_dir):
             refuse_link(path)
@@ -103,7 +105,7 @@ def held(run_dir):
 
 
 @contextlib.contextmanager
-def run_lock(run_dir, take=True, wait=False):
+def run_lock(run_dir, take=True, wait=PROBE_WAIT_SECONDS):
     """Hold the lock of run_dir for the block (take=False: hold nothing, as data-parallel ranks other than 0 do)."""
     descriptor = lock(run_dir, wait) if take else None
     try:

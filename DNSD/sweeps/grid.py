@@ -9,7 +9,7 @@ from DNSD.config import SWEEP_SECTION, build_config, config_from_dict, flat_conf
 from DNSD.errors import InputError
 from DNSD.files import read_json, write_json, write_text
 from DNSD.runs.folder import LAST, OLD_SEEDS, SUMMARY, SWEEP, data_file_digest, holds_run, sweep_folders
-from DNSD.runs.locks import held, run_lock
+from DNSD.runs.locks import LOCK_WAIT_SECONDS, held, run_lock
 from DNSD.runs.shapes import TEXT, conforms
 from DNSD.schema import fields_by_key
 
@@ -210,7 +210,7 @@ def open_sweep(config, grid, seeds):
     if holds_run(folder):
         raise InputError(f"{folder} holds a run of its own ({holds_run(folder)}); choose another --output-dir for "
                          "the sweep")
-    with run_lock(folder, wait=True):  # workers started at once take turns; none loses another's points
+    with run_lock(folder, wait=LOCK_WAIT_SECONDS):  # workers started at once take turns; none loses another's points
         recorded = {"grid": grid, "seeds": seeds, "config": shared, "data_sha256": digest}
         if sweep_folders([folder]):
             recorded = merged(folder, read_sweep(folder), recorded)
@@ -248,7 +248,7 @@ def check_archive(folder, recorded, data_file, digest):
 def resume_sweep(folder, stated):
     """The sweep in folder, to go on with: a stated value that would change what its runs compute is refused, as a
     run's resume refuses it, and so is another archive; a folder of DNSD 1.1's --seeds is recorded as a sweep."""
-    with run_lock(folder, wait=True):
+    with run_lock(folder, wait=LOCK_WAIT_SECONDS):
         recorded = read_sweep(folder)
         config = for_checkpoint(config_from_dict(recorded["config"], where=f" in {folder}"),
                                 {**stated, "run.output_dir": folder}, "--resume", f"the sweep in {folder}")
