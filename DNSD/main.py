@@ -143,7 +143,11 @@ def main(argv=None):
     for stream in (sys.stdout, sys.stderr):  # a path or class name the locale cannot encode is escaped, not fatal
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    args, module = parse(sys.argv[1:] if argv is None else list(argv))
+    try:
+        args, module = parse(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:  # while the modules load (Paddle's import takes seconds)
+        print("DNSD: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     invocation.record(["dnsd", *(sys.argv[1:] if argv is None else argv)])
     try:
         return module.execute(args) or 0

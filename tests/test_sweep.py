@@ -4,6 +4,7 @@ Figure 8."""
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -380,3 +381,48 @@ def test_workers_beside_busy_probers_train_every_run_once_and_leave_nothing(tiny
         for prober in probers:
             prober.wait(timeout=60)
     assert sorted(open(log).read().split()) == sorted(runs)  # each run trained once, none left behind
+
+
+SIGNALLED = ["--depth", "8", "--epochs", "4", "--batch-size", "32", "--val-size", "40", "--checkpoint-every-steps", "1",
+             "--no-test-every-epoch"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_archive, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted") / "run"
+    result = dnsd("--data-file", tiny_archive, *SIGNALLED, "--output-dir", str(folder))
+    assert result.returncode == 0, result.stderr
+    return weights(folder, "last.pdckpt")
+
+
+def moment_reached(moment, run_dir):
+    """Whether a foreground --seeds run has reached the moment for Ctrl-C."""
+    if moment == "the training process's start":  # the worker has claimed the run: its training process imports
+        return os.path.exists(run_dir / ".lock")
+    if moment == "the run's start":  # the run folder is written, no step taken
+        return os.path.exists(run_dir / "config.yaml")
+    if moment == "mid-epoch":
+        return os.path.exists(run_dir / "last.pdckpt")
+    return os.path.isdir(run_dir) and any(name.startswith(".tmp-") for name in os.listdir(run_dir))  # a save
+
+
+@pytest.mark.parametrize("moment", ["the training process's start", "the run's start", "mid-epoch", "a save"])
+def test_ctrl_c_on_a_foreground_seeds_run_reaches_the_run_once(moment, uninterrupted, tiny_archive, tmp_path):
+    """The terminal signals its whole foreground process group: the worker and, unless it has a group of its own,
+    the training process too, which then gets a second SIGINT from the worker and stops unsaved."""
+    folder, command = tmp_path / "seeds", ["--data-file", tiny_archive, *SIGNALLED, "--seeds", "0"]
+    process = subprocess.Popen([sys.executable, "-m", "DNSD", "train", *command, "--output-dir", str(folder)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    run_dir = folder / "seed-0"
+    wait_for(lambda: moment_reached(moment, run_dir) or process.poll() is not None, seconds=120)
+    assert process.poll() is None, process.communicate()
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    # However early, the signal is answered by the run, once, with a save; the worker's last line says so.
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.count("DNSD: stopped: SIGINT at epoch ") == 1 and os.path.exists(run_dir / "last.pdckpt"), stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"DNSD: stopped: SIGINT: {run_dir} saved and stopped; "), stderr
+    again = dnsd("train", *command, "--output-dir", str(folder))
+    assert again.returncode == 0, again.stderr
+    assert same_weights(weights(run_dir, "last.pdckpt"), uninterrupted)

@@ -14,12 +14,16 @@ from DNSD.runs.locks import INHERITED_LOCK, claim
 from DNSD.sweeps.grid import BASE_CONFIG, format_value, grid_point_name, progress, read_sweep, run_state, sweep_runs
 
 PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def as_training_process():
-    """In the training process, before it starts: get SIGTERM (and so save and stop) when the worker that started it
-    dies, and ignore SIGUSR2, which Slurm sends a job's processes before its time limit: submitit's handler in the
-    worker answers it, stopping this process with SIGTERM."""
+    """In the training process, before it starts: a process group of its own, so that a terminal's Ctrl-C reaches
+    the worker alone, which passes it on once (a second SIGINT would interrupt at once, unsaved); SIGTERM (and so
+    save and stop) when the worker that started it dies; and SIGUSR2 ignored, which Slurm sends a job's processes
+    before its time limit: submitit's handler in the worker answers it, stopping this process with SIGTERM.
+    SIGINT and SIGTERM stay blocked, as the worker blocked them, until the run can answer them (stop_requests)."""
+    os.setpgid(0, 0)
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     try:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -33,7 +37,7 @@ class Worker:
 
     def __init__(self, folder, passed=()):
         self.folder, self.passed = folder, list(passed)
-        self.child, self.stopping, self.failed = None, None, []
+        self.child, self.stopping, self.failed, self.last_run = None, None, [], None
 
     def command(self, point, seed, run_dir):
         """The training process of a claimed run: a resume where it has a checkpoint, else a new run (replacing what
@@ -56,15 +60,32 @@ class Worker:
         try:
             if run_state(run_dir, claimed=True) == "finished":
                 return None
-            print(f"DNSD sweep: {grid_point_name(point)} seed {seed} ({progress(runs)})", flush=True)
-            self.child = subprocess.Popen(self.command(point, seed, run_dir), preexec_fn=as_training_process,
-                                          pass_fds=(descriptor,), env={**os.environ, INHERITED_LOCK: str(descriptor)})
+            # A signal during the start waits until self.child is set, so that stop() passes it on, once; the
+            # training process inherits the mask, and with it waits until it can answer a signal.
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                if self.stopping:
+                    return None
+                print(f"DNSD sweep: {grid_point_name(point)} seed {seed} ({progress(runs)})", flush=True)
+                self.last_run = run_dir
+                self.child = subprocess.Popen(self.command(point, seed, run_dir), preexec_fn=as_training_process,
+                                              pass_fds=(descriptor,),
+                                              env={**os.environ, INHERITED_LOCK: str(descriptor)})
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         finally:
             os.close(descriptor)  # the training process holds the lock now
         try:
             return self.child.wait()
         finally:
             self.child = None
+
+    def last_run_outcome(self):
+        """What the signal left of the run this worker trained last, as its folder shows it."""
+        if self.last_run is None:
+            return "no run was in training"
+        return {"finished": f"{self.last_run} finished first", "stopped": f"{self.last_run} saved and stopped",
+                "new": f"{self.last_run} stopped before its first checkpoint"}[run_state(self.last_run, claimed=True)]
 
     def stop(self, signum, frame=None):
         """Stop after the current run has saved: the training process gets the signal and saves where it stands."""
@@ -95,9 +116,8 @@ class Worker:
 
     def finish(self, runs):
         if self.stopping:
-            raise TrainingStopped(f"{signal.Signals(self.stopping).name}: the run in training saved and stopped; "
-                                  f"start the worker again to go on ({progress(runs)})", exit_code=128 + self.stopping,
-                                  label="stopped")
+            raise TrainingStopped(f"{signal.Signals(self.stopping).name}: {self.last_run_outcome()}; start the worker "
+                                  f"again to go on ({progress(runs)})", exit_code=128 + self.stopping, label="stopped")
         states = {run_dir: run_state(run_dir) for _, _, run_dir in runs}
         if all(state == "finished" for state in states.values()):
             table, path = write_summary([self.folder], os.path.join(self.folder, "summary.md"))
@@ -114,7 +134,7 @@ class Worker:
 def work(folder, passed=()):
     """Be one worker of the sweep in folder until nothing is left to claim; SIGTERM and SIGINT stop it cleanly."""
     worker = Worker(folder, passed)
-    previous = {signum: signal.signal(signum, worker.stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, worker.stop) for signum in STOP_SIGNALS}
     try:
         worker.work()
     finally:

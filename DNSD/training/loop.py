@@ -51,10 +51,17 @@ class Interrupted(TrainingStopped):
         self.what, self.saved = what, saved
 
 
+_requests = None  # those of the stop_requests in effect: signal handlers belong to the whole process
+
+
 @contextlib.contextmanager
 def stop_requests():
-    """Turn SIGINT and SIGTERM into a request that the loop answers after the current step; a second SIGINT
-    interrupts at once."""
+    """Turn SIGINT and SIGTERM into a request that the loop answers after its current step (a request made before
+    the loop began, at its first step); a second SIGINT interrupts at once. Nested, the outermost's requests."""
+    global _requests
+    if _requests is not None:
+        yield _requests
+        return
     requests = []
 
     def request(signum, frame):
@@ -62,9 +69,13 @@ def stop_requests():
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = {signum: signal.signal(signum, request) for signum in (signal.SIGINT, signal.SIGTERM)}
+    _requests = requests
+    # A sweep's worker starts its training process with both blocked, so that none is lost while Python starts.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
     try:
         yield requests
     finally:
+        _requests = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

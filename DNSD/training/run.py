@@ -21,7 +21,7 @@ from DNSD.runs.locks import run_lock
 from DNSD.runs.manifest import append_manifest, describe_environment
 from DNSD.system.device import describe_device, select_run_device
 from DNSD.training.best import ties
-from DNSD.training.loop import Diverged, Interrupted, Trainer
+from DNSD.training.loop import Diverged, Interrupted, Trainer, stop_requests
 from DNSD.training.meters import hyperparameters, write_final_dashboard
 from DNSD.training.ranks import Ranks, join_ranks
 
@@ -45,6 +45,11 @@ def where_it_runs(device, ranks):
 
 def start(config):
     """Start a new run as config says; returns its summary (best epoch, validation and test error)."""
+    with stop_requests():  # from the start: a signal before the first step is answered after it, saved
+        return start_run(config)
+
+
+def start_run(config):
     run_dir = config.run.output_dir
     # First the device: a machine whose GPU Paddle cannot use is refused before anything is written.
     device = select_run_device(config.run)
@@ -97,6 +102,11 @@ def file_version(path):
 def resume(target, stated, branch_dir=None):
     """Continue a run from its last checkpoint or the one named; with branch_dir, a new run there from that
     checkpoint with the stated changes, the source left as it is."""
+    with stop_requests():
+        return resume_run(target, stated, branch_dir)
+
+
+def resume_run(target, stated, branch_dir):
     path = resume_source(target)
     run_dir = branch_dir or os.path.dirname(path) or "."
     written = file_version(path)
