@@ -1,5 +1,6 @@
 """The acceptance run of a GPU install (bash scripts/check_gpu.sh): the deep device check, a ResNet-110 step at each
-precision with its speed, deterministic runs, an exact resume and, with two GPUs, a two-process run. One line per
+precision with its speed, the batches the device trains on, deterministic runs, an exact resume and, with two GPUs, a
+two-process run. One line per
 check, `check_gpu: N of M checks passed`, and the results as JSON for a bug report. --device cpu runs what needs no
 GPU."""
 import argparse
@@ -16,12 +17,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # the synthetic archive the test suite writes
 
+import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from benchmark import training_step  # noqa: E402
 from cifar_archive import synthetic_batches, write_archive  # noqa: E402
+from DNSD.config import build_config  # noqa: E402
+from DNSD.datasets import load_splits  # noqa: E402
+from DNSD.datasets.pipeline import TrainingBatches  # noqa: E402
+from DNSD.models import build_model  # noqa: E402
 from DNSD.runs.checkpoint import read_state, restore_model  # noqa: E402
 from DNSD.system.device import select_device  # noqa: E402
+from DNSD.training.loop import Trainer  # noqa: E402
 from DNSD.training.ranks import weights_digest  # noqa: E402
 
 
@@ -65,6 +72,26 @@ def check_step(context, precision):
     seconds = (time.perf_counter() - started) / context.steps
     context.results.setdefault("steps_per_second", {})[precision] = 1 / seconds
     return f"loss {trainer.meter.loss:.3f}, {1 / seconds:.2f} steps/s at batch 128"
+
+
+def check_batches(context):
+    """An epoch as training runs it, pinned batches copied asynchronously: the device's copy of each batch, taken
+    behind its copy in the device's queue, must equal the host's (a pinned batch freed before its copy ran could
+    be overwritten by the next)."""
+    select_device(context.device)
+    config = build_config({"data.data_file": context.archive, "data.val_size": 40, "model.depth": 8,
+                           "train.batch_size": 16, "data.pin_memory": True, "run.seed": 7})
+    data = load_splits(config)
+    trainer = Trainer(config, os.devnull, data, build_model(config.model, data.num_classes))
+    trainer.estimated = True  # no estimate line among the checks' lines
+    seen, train_step = [], trainer.train_step
+    trainer.train_step = lambda images, *args: seen.append(images.clone()) or train_step(images, *args)
+    trainer.train_epoch([], None)
+    expected = TrainingBatches(data, 16, config.data.augment, 7, 1)
+    differ = [index for index, images in enumerate(seen) if not np.array_equal(images.numpy(), expected[index][0])]
+    if differ or len(seen) != len(expected):
+        raise Failed(f"{len(differ)} of {len(seen)} batches on the device differ from the host's: steps {differ[:5]}")
+    return f"the device's {len(seen)} batches of an epoch equal the host's"
 
 
 def run_arguments(context, run_dir, *extra):
@@ -138,6 +165,7 @@ def checks(device, gpus):
             ("ResNet-110 step, float32", lambda c: check_step(c, "float32")),
             ("ResNet-110 step, float16", (lambda c: check_step(c, "float16")) if device == "gpu" else needs_gpu),
             ("ResNet-110 step, bfloat16", bfloat16),
+            ("batches on the device", check_batches),
             ("deterministic runs", check_deterministic),
             ("exact resume", check_resume),
             ("two processes", check_two_ranks if device == "cpu" or gpus >= 2 else "skipped: needs two GPUs")]

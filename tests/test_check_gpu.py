@@ -17,11 +17,12 @@ def test_the_cpu_acceptance_run_passes_and_writes_what_it_printed(tmp_path):
                              str(output), "--steps", "1"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert "check_gpu: 5 of 5 checks passed" in lines
-    assert [line.split(":")[0] for line in lines[:7]] == ["ok", "ok", "skip", "skip", "ok", "ok", "ok"]
+    assert "check_gpu: 6 of 6 checks passed" in lines
+    assert [line.split(":")[0] for line in lines[:8]] == ["ok", "ok", "skip", "skip", "ok", "ok", "ok", "ok"]
+    assert lines[4].startswith("ok: batches on the device: the device's ") and "equal the host's" in lines[4]
     saved = json.load(open(output))
-    assert (saved["passed"], saved["total"], saved["device"]) == (5, 5, "cpu")
-    assert [f"{row['outcome']}: {row['check']}: {row['detail']}" for row in saved["checks"]] == lines[:7]
+    assert (saved["passed"], saved["total"], saved["device"]) == (6, 6, "cpu")
+    assert [f"{row['outcome']}: {row['check']}: {row['detail']}" for row in saved["checks"]] == lines[:8]
     assert saved["steps_per_second"]["float32"] > 0
     assert any(line.startswith("device (cpu):") for line in saved["info"])
 

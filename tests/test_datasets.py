@@ -208,7 +208,8 @@ def test_prefetched_batches_are_the_same_tensors_with_or_without_a_thread(ahead)
     plain = TrainingBatches(data, 32, True, seed=0, epoch=1)
     loaded = list(prefetched(plain, ahead))
     assert len(loaded) == len(plain)
-    for (images, labels), (expected_images, expected_labels) in zip(loaded, plain):
+    for (images, labels, host), (expected_images, expected_labels) in zip(loaded, plain):
+        assert [tensor.numpy().tobytes() for tensor in host] == [images.numpy().tobytes(), labels.numpy().tobytes()]
         assert images.dtype == paddle.float32 and labels.dtype == paddle.int64
         assert np.array_equal(images.numpy(), expected_images) and np.array_equal(labels.numpy(), expected_labels)
 
@@ -227,16 +228,25 @@ def test_an_error_while_making_a_batch_reaches_the_training_loop(ahead):
         next(batches)
 
 
-def test_stopping_early_releases_the_prefetch_thread():
+def test_stopping_early_stops_the_prefetch_thread_preparing_the_epoch():
     import threading
 
-    batches = prefetched(TrainingBatches(numbered_cifar(), 8, True, seed=0, epoch=1), 2)
+    made = []
+
+    class Counted(TrainingBatches):
+        def __getitem__(self, index):
+            made.append(index)
+            return super().__getitem__(index)
+
+    epoch = Counted(numbered_cifar(), 2, True, seed=0, epoch=1)
+    batches = prefetched(epoch, 2)
     next(batches)
     batches.close()
     for thread in threading.enumerate():
         if thread.name == "dnsd-prefetch":
             thread.join(timeout=5)
             assert not thread.is_alive()
+    assert len(made) <= 1 + 2 + 1 < len(epoch)  # the one taken, the queue's two, the one refused a place
 
 
 def test_pinning_happens_in_the_prefetch_thread_on_a_gpu(monkeypatch):
@@ -252,9 +262,10 @@ def test_pinning_happens_in_the_prefetch_thread_on_a_gpu(monkeypatch):
         return tensor
 
     monkeypatch.setattr(paddle.Tensor, "pin_memory", pin_memory)
-    list(prefetched(TrainingBatches(numbered_cifar(), 50, False, seed=0, epoch=1), 2, pin=True))
+    loaded = list(prefetched(TrainingBatches(numbered_cifar(), 50, False, seed=0, epoch=1), 2, pin=True))
     assert pinned_in == ["dnsd-prefetch"] * 4  # two batches, images and labels
     assert moved == [False] * 4  # asynchronous copies to the device
+    assert all(host[0] is images and host[1] is labels for images, labels, host in loaded)  # the pinned, handed on
 
 
 def test_no_pinning_on_the_cpu(monkeypatch):

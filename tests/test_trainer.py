@@ -13,7 +13,7 @@ from DNSD.datasets.pipeline import Dataset, Normalizer
 from DNSD.errors import TrainingStopped
 from DNSD.models import build_model
 from DNSD.schema import TrainConfig
-from DNSD.training.loop import Trainer, non_finite_tensors
+from DNSD.training.loop import Trainer, UnreadStep, non_finite_tensors
 from DNSD.training.meters import TrainingMeter
 from DNSD.training.optimizer import build_optimizer, decay_epochs, renamed
 
@@ -123,16 +123,40 @@ def test_read_steps_adds_each_step_as_it_was_and_catches_a_non_finite_loss():
     trainer = tiny_trainer()
     trainer.step = 2
     gradients = [0.25] * len(trainer.watched)  # each watched tensor's mean |gradient| in the step
-    trainer.unread = [(paddle.to_tensor([6.0, 3.0, *gradients]), np.array([1.0, 0.0, 1.0]), 4, 0.5),
-                      (paddle.to_tensor([2.0, 1.0, *gradients]), np.array([1.0, 1.0, 1.0]), 4, 0.5)]
+
+    def unread(loss, correct, activity, seconds):
+        return UnreadStep(paddle.to_tensor([loss, correct, *gradients]), np.array(activity), 4, seconds, ())
+
+    trainer.unread = [unread(6.0, 3.0, [1.0, 0.0, 1.0], 0.5), unread(2.0, 1.0, [1.0, 1.0, 1.0], 0.5)]
     trainer.read_steps()
     assert (trainer.meter.loss_sum, trainer.meter.correct, trainer.meter.active_blocks) == (8.0, 4, 5.0)
     assert trainer.meter.gradients == {name: 0.5 for name, _ in trainer.watched}
     trainer.step = 4
-    trainer.unread = [(paddle.to_tensor([1.0, 1.0, *gradients]), np.ones(3), 4, 0.1),
-                      (paddle.to_tensor([float("nan"), 0.0, *gradients]), np.ones(3), 4, 0.1)]
+    trainer.unread = [unread(1.0, 1.0, [1.0] * 3, 0.1), unread(float("nan"), 0.0, [1.0] * 3, 0.1)]
     with pytest.raises(TrainingStopped, match="the training loss became nan at epoch 1, step 4"):
         trainer.read_steps()
+
+
+def test_a_steps_host_batch_lives_until_the_read_that_waits_for_the_device():
+    """On a GPU the copy of a pinned batch may still be queued when the host takes the next step: freed earlier, its
+    memory could be given to another batch first (the acceptance run compares the device's batches with the
+    host's)."""
+    import weakref
+
+    class HostBatch:
+        pass
+
+    trainer = tiny_trainer()
+    images = paddle.to_tensor(trainer.data.normalizer(trainer.data.train.images[:4]))
+    labels = paddle.to_tensor(trainer.data.train.labels[:4])
+    batch = HostBatch()
+    kept = weakref.ref(batch)
+    trainer.train_step(images, labels, batch_size=4, host_batch=batch)
+    del batch
+    trainer.train_step(images, labels, batch_size=4)
+    assert kept() is not None
+    trainer.read_steps()
+    assert kept() is None
 
 
 def test_the_unread_results_hold_no_autograd_graph():
@@ -140,7 +164,7 @@ def test_the_unread_results_hold_no_autograd_graph():
     trainer = tiny_trainer()
     images = paddle.to_tensor(trainer.data.normalizer(trainer.data.train.images[:4]))
     trainer.train_step(images, paddle.to_tensor(trainer.data.train.labels[:4]), batch_size=4)
-    assert trainer.unread[0][0].stop_gradient
+    assert trainer.unread[0].results.stop_gradient
 
 
 def test_the_merged_momentum_update_gives_the_same_weights():

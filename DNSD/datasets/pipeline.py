@@ -158,17 +158,20 @@ def _host_tensors(images, labels, pin):
 
 
 def prefetched(batches, ahead, pin=False):
-    """Iterate (images, labels) tensors on the current device, made `ahead` batches in advance by a thread.
+    """Iterate (images, labels, host batch): tensors on the current device, made `ahead` batches in advance by a
+    thread, and the host tensors they come from. Closing the iterator stops the thread.
 
     pin: on a GPU, the thread puts each batch in page-locked memory, so that its copy to the device runs
-    asynchronously. Paddle's DataLoader does the same with num_workers=0, but when making a batch fails, its loop
-    then waits forever (seen with Paddle 2.6.2 and 3.3.1); here the error reaches the caller.
+    asynchronously; the copy may still be queued when the next batch is taken, so the caller keeps the host batch
+    until it reads a result back from the device (Trainer.read_steps), or the pinned memory could be given to
+    another batch before the copy ran. Paddle's DataLoader pins too, with num_workers=0, but when making a batch
+    fails its loop waits forever (seen with Paddle 2.6.2 and 3.3.1); here the error reaches the caller.
     """
     on_gpu = paddle.device.get_device().startswith("gpu")
     pin = pin and on_gpu
 
-    def to_device(tensors):
-        return tuple(tensor.cuda(blocking=False) for tensor in tensors) if on_gpu else tensors
+    def to_device(host):
+        return (*(tensor.cuda(blocking=False) for tensor in host), host) if on_gpu else (*host, host)
 
     if ahead == 0:
         for images, labels in batches:
@@ -179,14 +182,17 @@ def prefetched(batches, ahead, pin=False):
     def put(item):
         while not stopped.is_set():
             try:
-                return ready.put(item, timeout=0.1)
+                ready.put(item, timeout=0.1)
+                return True
             except queue.Full:
                 continue
+        return False
 
     def produce():
         try:
             for images, labels in batches:
-                put(("batch", _host_tensors(images, labels, pin)))
+                if not put(("batch", _host_tensors(images, labels, pin))):
+                    return  # the consumer stopped: the rest of the epoch is not prepared
             put(("end", None))
         except BaseException as error:
             put(("error", error))

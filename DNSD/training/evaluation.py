@@ -38,8 +38,8 @@ def measures(ranked, labels, classes, images, ranks=Ranks()):
     confusion = np.zeros((len(classes), len(classes)), np.int64)
     np.add.at(confusion, (labels, ranked[:, 0]), 1)
     in_top_k = int((ranked == labels[:, None]).any(axis=1).sum())
-    summed = ranks.sum(np.concatenate([confusion.ravel(), [in_top_k]]))
-    confusion, in_top_k = summed[:-1].reshape(confusion.shape).astype(np.int64), summed[-1]
+    confusion, in_top_k = ranks.sum(confusion, [in_top_k])
+    confusion, in_top_k = confusion.astype(np.int64), in_top_k[0]
     per_class_total, per_class_correct = confusion.sum(axis=1), np.diag(confusion)
     correct = int(per_class_correct.sum())
     return {

@@ -91,6 +91,24 @@ Due = collections.namedtuple("Due", "read save measure iteration")
 
 
 @dataclasses.dataclass
+class UnreadStep:
+    """A step whose results wait on the device for the next read."""
+
+    results: paddle.Tensor  # its loss (summed over its images), correct count and watched gradients, stacked
+    activity: np.ndarray  # each block's share of open gates, the same on every rank
+    images: int  # the whole mini-batch's
+    seconds: float
+    batch: tuple  # the host tensors its images were copied from: a copy may still be queued until the read
+
+
+def step_record(watched, blocks):
+    """A read step's numbers as the ranks sum them, by name: the results as the device stacked them, then the
+    activity."""
+    return np.dtype([("loss", np.float64), ("correct", np.float64), ("gradients", np.float64, (watched,)),
+                     ("activity", np.float64, (blocks,))])
+
+
+@dataclasses.dataclass
 class StepSchedule:
     """What is due after step `step` (1-based) of an epoch of `steps`: a read of the device's results, a
     checkpoint, an evaluation point (every measure_every steps, as the authors; at the last step only of a run
@@ -131,7 +149,7 @@ class Trainer:
         # Where the run stands: epochs finished, batches of the next one done, and its running totals.
         self.epochs_done, self.step, self.meter = 0, 0, TrainingMeter()
         self.estimated = False  # the console's estimate of the run's cost, said once a session
-        self.unread = []  # (loss and correct count on the device, block activity, images, seconds) of unread steps
+        self.unread = []  # UnreadStep of each step since the last read
         self.history = []
         self.best_checkpoint = BestCheckpoint(config.run.best_on_tie, bool(config.run.eval_every_steps))
         # With run.eval_every_steps: the validation and test error measured every so many steps.
@@ -212,9 +230,9 @@ class Trainer:
             stopwatch = Stopwatch()
             schedule = StepSchedule(epoch, config.train.epochs, steps, config.run.checkpoint_every_steps,
                                     config.run.eval_every_steps)
-            for (images, labels), batch_size in zip(prefetched(batches, config.data.prefetch, config.data.pin_memory),
-                                                    batches.sizes):
-                self.train_step(images, labels, batch_size, stopwatch.lap)
+            stream = prefetched(batches, config.data.prefetch, config.data.pin_memory)
+            for (images, labels, host_batch), batch_size in zip(stream, batches.sizes):
+                self.train_step(images, labels, batch_size, stopwatch.lap, host_batch)
                 progress.update(1)
                 # A single process answers a signal at once; data-parallel ranks must agree on the step, at a read.
                 due = schedule.due(self.step, signalled=bool(requests) and self.ranks.world_size == 1)
@@ -227,6 +245,7 @@ class Trainer:
                     if self.unread:
                         self.read_steps()
                     break
+            stream.close()  # and with it the thread that prepares the epoch's batches
         return False
 
     def read_and_measure(self, due, requests, writer, progress, stopwatch):
@@ -243,9 +262,10 @@ class Trainer:
             stopwatch.lap()  # a point's time is not training time
         return stopped
 
-    def train_step(self, images, labels, batch_size, elapsed=lambda: 0.0):
+    def train_step(self, images, labels, batch_size, elapsed=lambda: 0.0, host_batch=()):
         """One optimiser step on this rank's share of a mini-batch of batch_size images. Nothing is read back from
-        the device: the step's loss and correct count wait there for read_steps. elapsed: the step's wall time."""
+        the device: the step's loss and correct count wait there for read_steps. elapsed: the step's wall time;
+        host_batch: what images and labels were copied from, kept as long as the step's results."""
         activity = self.model.begin_step(self.config.run.seed, self.epochs_done + 1, self.step, batch_size,
                                          self.ranks.shard(batch_size))
         with self.autocast():
@@ -267,32 +287,34 @@ class Trainer:
         self.optimizer.clear_grad(set_to_zero=True)
         self.step += 1
         correct = (logits.argmax(axis=1) == labels).astype("float32").sum()
-        self.unread.append((paddle.stack([loss_sum.detach().astype("float32"), correct, *magnitudes]), activity,
-                            batch_size, elapsed()))
+        results = paddle.stack([loss_sum.detach().astype("float32"), correct, *magnitudes])
+        self.unread.append(UnreadStep(results, np.asarray(activity, np.float64), batch_size, elapsed(), host_batch))
 
     def read_steps(self, stop_requested=False):
-        """Fetch the unread steps' losses and counts in one go and sum them over the ranks in one all-reduce, with
-        each step's block activity (which the ranks must agree on) and any stop request; returns that request."""
-        steps, watched = self.unread, len(self.watched)
-        values = paddle.stack([value for value, *_ in steps]).numpy() if steps else np.zeros((0, 2 + watched))
-        activity = np.array([step_activity for _, step_activity, _, _ in steps]).reshape(len(steps), -1)
-        rows = np.concatenate([values.astype(np.float64), activity], axis=1)
-        summed = self.ranks.sum(np.concatenate([[stop_requested], rows.ravel()]))
-        summed, stopped = summed[1:].reshape(rows.shape), bool(summed[0])
+        """Fetch the unread steps' results in one read and sum them over the ranks in one all-reduce, with each
+        step's block activity (which the ranks must agree on) and any stop request; returns that request. The read
+        waits for the device, which then holds no queued copy of a step's batch: the host's may go."""
+        steps, self.unread = self.unread, []
+        record = step_record(len(self.watched), len(steps[0].activity) if steps else 0)
+        rows = np.zeros(len(steps), record)
+        if steps:
+            results = paddle.stack([step.results for step in steps]).numpy().astype(np.float64)
+            host = np.stack([step.activity for step in steps])
+            rows = np.ascontiguousarray(np.concatenate([results, host], axis=1)).view(record).ravel()
+        stopped, summed = self.ranks.sum([stop_requested], rows)
         first_step = self.step - len(steps) + 1
-        if not np.array_equal(summed[:, 2 + watched:], activity * self.ranks.world_size):
+        if not np.array_equal(summed["activity"], rows["activity"] * self.ranks.world_size):
             raise DNSDError(f"the data-parallel ranks drew different gates at epoch {self.epochs_done + 1}, between "
                             f"steps {first_step} and {self.step}; they must derive them from the same run.seed")
-        self.unread = []
-        for index, (row, (_, step_activity, batch_size, seconds)) in enumerate(zip(summed, steps)):
-            if not math.isfinite(row[0] / batch_size):
+        for index, (row, step) in enumerate(zip(summed, steps)):
+            if not math.isfinite(row["loss"] / step.images):
                 self.step = first_step + index  # the step that diverged, for the message
-                self.diverged(f"the training loss became {row[0] / batch_size}")
+                self.diverged(f"the training loss became {row['loss'] / step.images}")
             # Every rank holds the same all-reduced gradients: their sum over the ranks counts them world_size times.
             magnitudes = {name: value / self.ranks.world_size
-                          for (name, _), value in zip(self.watched, row[2:2 + watched])}
-            self.meter.add(row[0], row[1], step_activity.sum(), batch_size, seconds, magnitudes)
-        return stopped
+                          for (name, _), value in zip(self.watched, row["gradients"])}
+            self.meter.add(row["loss"], row["correct"], step.activity.sum(), step.images, step.seconds, magnitudes)
+        return bool(stopped[0])
 
     def error_on(self, split):
         """The model's error (%) on a split of the run's data, every block active."""

@@ -29,14 +29,21 @@ class Ranks:
         """This rank's slice of `count` examples."""
         return shard(count, self.rank, self.world_size)
 
-    def sum(self, values):
-        """The element-wise sum over ranks of a vector of numbers (float64), the same on every rank."""
-        values = np.asarray(values, dtype=np.float64)
-        if self.world_size == 1:
-            return values
-        tensor = paddle.to_tensor(values)
-        paddle.distributed.all_reduce(tensor)
-        return tensor.numpy()
+    def sum(self, *arrays):
+        """Each array of numbers, or of records whose fields are numbers, summed element by element (field by field)
+        over the ranks in one all-reduce, in float64; the same on every rank. One array in, one out."""
+        arrays = [np.ascontiguousarray(array) if np.asarray(array).dtype.names else
+                  np.asarray(array, dtype=np.float64) for array in arrays]
+        if self.world_size > 1:
+            tensor = paddle.to_tensor(np.concatenate([array.view(np.float64).ravel() for array in arrays]))
+            paddle.distributed.all_reduce(tensor)
+            flat, summed, start = tensor.numpy(), [], 0
+            for array in arrays:
+                size = array.view(np.float64).size
+                summed.append(flat[start:start + size].view(array.dtype).reshape(array.shape))
+                start += size
+            arrays = summed
+        return arrays[0] if len(arrays) == 1 else arrays
 
     def barrier(self):
         if self.world_size > 1:
