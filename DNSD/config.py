@@ -11,8 +11,8 @@ import yaml
 
 from DNSD.architectures import ARCHITECTURES
 from DNSD.errors import InputError
-from DNSD.schema import (Config, config_fields, default, describe, fields_by_key, flag_name, format_default, scope,
-                         sections)
+from DNSD.schema import (RENAMED_KEYS, Config, config_fields, default, describe, fields_by_key, flag_name,
+                         format_default, scope, sections)
 from DNSD.untrusted import regular_file
 
 
@@ -90,6 +90,7 @@ def apply_values(values, nested, where=""):
 
 
 def set_value(values, dotted_key, value, where=""):
+    dotted_key = RENAMED_KEYS.get(dotted_key, dotted_key)
     known = fields_by_key()
     if dotted_key not in known:
         raise InputError(_unknown_key_message(dotted_key, list(known), where))
@@ -275,6 +276,7 @@ def explicit_values(args, overrides):
         dotted_key = dotted_key.strip()
         if not sep:
             raise InputError(f"-o {override}: expected section.key=value, e.g. -o train.epochs=10")
+        dotted_key = RENAMED_KEYS.get(dotted_key, dotted_key)
         if dotted_key not in kinds:
             raise InputError(_unknown_key_message(dotted_key, list(kinds), " (in -o)"))
         set_value(values, dotted_key, parse_value(text, kinds[dotted_key][1], dotted_key))

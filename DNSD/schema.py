@@ -173,16 +173,18 @@ class RunConfig:
     keep_every: int = option(0, "also keep the checkpoint of every this many epochs, as epoch-K.pdckpt, for dnsd audit "
                                 "to re-train epoch K+1 from; 0: keep only last.pdckpt and best.pdckpt",
                              check=(lambda v: v >= 0, "an integer >= 0"), changes=SETTING)
-    checkpoint_every_steps: int = option(0, "also save last.pdckpt every this many steps; 0: only at epoch ends",
-                                         check=(lambda v: v >= 0, "an integer >= 0"), changes=SETTING)
+    checkpoint_every_iterations: int = option(
+        0, "also save last.pdckpt every this many iterations (training steps counted across epochs); 0: only at "
+           "epoch ends", check=(lambda v: v >= 0, "an integer >= 0"), changes=SETTING)
     overwrite: bool = option(False, "replace a run already in output_dir instead of refusing", changes=SETTING,
                              per_run=True)
     test_every_epoch: bool = option(
         True, "also measure the test error at each epoch's end, as the authors' code does, for the paper's Figure 3 "
               "(dnsd plot --figure test-error); it never chooses the checkpoint", changes=SETTING)
-    eval_every_steps: int = option(
-        0, "also measure the validation and test error every this many steps (the authors' 200 for SVHN), and keep "
-           "as best.pdckpt the point with the lowest validation error; 0: validate at epoch ends only",
+    eval_every_iterations: int = option(
+        0, "also measure the validation and test error every this many iterations (training steps counted across "
+           "epochs, the authors' 200 for SVHN), and keep as best.pdckpt the point with the lowest validation error; "
+           "0: validate at epoch ends only",
         check=(lambda v: v >= 0, "an integer >= 0"))
     best_on_tie: str = option(
         "earliest",
@@ -211,6 +213,12 @@ def config_fields():
         types = typing.get_type_hints(section.type)
         for f in dataclasses.fields(section.type):
             yield section.name, f, types[f.name]
+
+
+# Keys of older DNSD versions, read as their new names: run folders, checkpoints and configs stay readable.
+# 1.5.0: a step is a step within an epoch, an iteration a step counted across the run.
+RENAMED_KEYS = {"run.checkpoint_every_steps": "run.checkpoint_every_iterations",
+                "run.eval_every_steps": "run.eval_every_iterations"}
 
 
 def fields_by_key():

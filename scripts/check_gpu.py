@@ -116,7 +116,7 @@ def check_resume(context):
         raise Failed("it compares with the deterministic runs, which failed")
     run_dir = context.folder("resumed")
     command = [sys.executable, "-m", "DNSD", *run_arguments(context, run_dir, "--deterministic",
-                                                           "--checkpoint-every-steps", "1")]
+                                                           "--checkpoint-every-iterations", "1")]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while not os.path.exists(os.path.join(run_dir, "last.pdckpt")) and process.poll() is None:

@@ -278,7 +278,7 @@ def test_a_config_changed_after_training_is_named(mini_run, tmp_path):
 def test_checkpoints_saved_within_an_epoch_are_audited_and_listed(tiny_archive, tmp_path):
     run_dir = str(tmp_path / "run")
     result = dnsd("train", "--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN, "--keep-every", "1",
-                  "-o", "run.eval_every_steps=3")
+                  "-o", "run.eval_every_iterations=3")
     assert result.returncode == 0, result.stderr
     best = read_checkpoint(os.path.join(run_dir, "best.pdckpt"))
     assert best["step"] > 0  # saved at an evaluation point within an epoch

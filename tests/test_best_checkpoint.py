@@ -1,5 +1,5 @@
 """The paper's protocol for the reported checkpoint (DNSD/training/best.py): the lowest validation error, ties by
-run.best_on_tie, and with run.eval_every_steps the evaluation points alone (the authors' every 200 iterations on
+run.best_on_tie, and with run.eval_every_iterations the evaluation points alone (the authors' every 200 iterations on
 SVHN)."""
 import pytest
 

@@ -143,3 +143,14 @@ def test_config_round_trips_through_its_dict():
     config = resolved(["--depth", "20", "--lr-decay-at", "0.4,0.8", "--seed", "9"])
     assert config_from_dict(config.to_dict()) == config
     assert config_from_dict(yaml.safe_load(config.to_yaml())) == config
+
+
+def test_the_keys_that_counted_steps_across_the_run_are_read_under_their_new_names(tmp_path):
+    """Before 1.5.0 "step" meant a step within an epoch in checkpoints and a step across the run in two keys."""
+    from DNSD.config import load_yaml
+
+    old = tmp_path / "old.yaml"
+    old.write_text("run:\n  checkpoint_every_steps: 7\n  eval_every_steps: 200\n")
+    config = config_from_dict(load_yaml(str(old)))
+    assert (config.run.checkpoint_every_iterations, config.run.eval_every_iterations) == (7, 200)
+    assert "every_steps" not in config.to_yaml()

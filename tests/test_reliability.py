@@ -166,7 +166,7 @@ def test_non_finite_batch_norm_statistics_are_never_saved_and_the_branch_command
 def test_an_exploding_learning_rate_saves_nothing_non_finite_and_names_what_is_kept(tiny_archive, tmp_path):
     run_dir = tmp_path / "exploded"
     result = dnsd("--data-file", tiny_archive, "--output-dir", str(run_dir), *TINY_RUN, "--lr", "1e9",
-                  "--checkpoint-every-steps", "1")
+                  "--checkpoint-every-iterations", "1")
     assert_one_line_error(result, "at epoch 1, step", "training stopped, kept ", code=1)
     state = read_checkpoint(str(run_dir / "last.pdckpt"))
     assert f"last.pdckpt (epoch 1, step {state['step']})" in result.stderr
@@ -296,7 +296,7 @@ def test_a_relative_data_file_keeps_working_from_another_folder(tiny_archive, tm
 def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_the_run_resumes_exactly(tiny_archive, tmp_path,
                                                                                           capsys, monkeypatch):
     reference = str(tmp_path / "reference")
-    argv = ["--data-file", tiny_archive, *TINY_RUN, "--checkpoint-every-steps", "2"]
+    argv = ["--data-file", tiny_archive, *TINY_RUN, "--checkpoint-every-iterations", "2"]
     assert cli.main([*argv, "--output-dir", reference]) == 0
     run_dir = str(tmp_path / "full")
     real_writestr = zipfile.ZipFile.writestr

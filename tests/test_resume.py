@@ -19,7 +19,7 @@ from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.training.run import start
 from helpers import assert_one_line_error, dnsd
 
-RUN = ["--depth", "8", "--epochs", "6", "--batch-size", "32", "--val-size", "40", "--checkpoint-every-steps", "1"]
+RUN = ["--depth", "8", "--epochs", "6", "--batch-size", "32", "--val-size", "40", "--checkpoint-every-iterations", "1"]
 TIMING = ("epoch_seconds", "images_per_second", "environment_sha256")  # and the session that trained it
 
 
@@ -205,7 +205,7 @@ def points_of(run_dir):
 
 
 def test_a_run_measuring_points_resumes_to_the_same_points_and_best_checkpoint(tiny_archive, tmp_path):
-    points_run = [*RUN, "--eval-every-steps", "3"]
+    points_run = [*RUN, "--eval-every-iterations", "3"]
     reference = str(tmp_path / "reference")
     assert dnsd("--data-file", tiny_archive, "--output-dir", reference, *points_run).returncode == 0
     run_dir = str(tmp_path / "killed")

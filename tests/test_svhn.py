@@ -1,5 +1,6 @@
-"""SVHN (`--dataset svhn`): the official MATLAB files, the authors' validation split, points every N steps
-(run.eval_every_steps), and bad files refused in one line. The files are small synthetic ones in the official layout:
+"""SVHN (`--dataset svhn`): the official MATLAB files, the authors' validation split, points every N iterations
+(run.eval_every_iterations), and bad files refused in one line. The files are small synthetic ones in the official
+layout:
 X of shape 32x32x3xN uint8, y of shape Nx1 with labels 1..10 (10 for the digit 0)."""
 import json
 import os
@@ -112,7 +113,7 @@ def test_the_std_of_many_pixels_is_counted_in_chunks_and_exact():
 def point_run(svhn_folder, tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("runs") / "svhn")
     result = dnsd("--dataset", "svhn", "--data-file", svhn_folder, "--val-size", "30", "--no-augment", "--depth", "8",
-                  "--epochs", "2", "--batch-size", "16", "--eval-every-steps", "3", "--output-dir", run_dir)
+                  "--epochs", "2", "--batch-size", "16", "--eval-every-iterations", "3", "--output-dir", run_dir)
     assert result.returncode == 0, result.stderr
     return run_dir, result
 
@@ -207,6 +208,6 @@ def test_the_shipped_svhn_configs_are_the_authors_recipe():
             ("svhn", 6000, False, True)
         assert (config.model.depth, config.model.survival_last, config.train.epochs) == (152, survival_last, 50)
         assert [epoch + 1 for epoch in decay_epochs(config.train)] == [30, 35]
-        assert config.run.eval_every_steps == 200
+        assert config.run.eval_every_iterations == 200
         # The model behind the published numbers: the 2016 code's initialisation and shortcut.
         assert (config.model.bn_weight_init, config.model.shortcut_downsample) == ("uniform", "subsample")

@@ -383,8 +383,8 @@ def test_workers_beside_busy_probers_train_every_run_once_and_leave_nothing(tiny
     assert sorted(open(log).read().split()) == sorted(runs)  # each run trained once, none left behind
 
 
-SIGNALLED = ["--depth", "8", "--epochs", "4", "--batch-size", "32", "--val-size", "40", "--checkpoint-every-steps", "1",
-             "--no-test-every-epoch"]
+SIGNALLED = ["--depth", "8", "--epochs", "4", "--batch-size", "32", "--val-size", "40",
+             "--checkpoint-every-iterations", "1", "--no-test-every-epoch"]
 
 
 @pytest.fixture(scope="module")
@@ -395,10 +395,18 @@ def uninterrupted(tiny_archive, tmp_path_factory):
     return weights(folder, "last.pdckpt")
 
 
-def moment_reached(moment, run_dir):
+def command_line(pid):
+    try:
+        return open(f"/proc/{pid}/cmdline").read()
+    except OSError:  # it has ended
+        return ""
+
+
+def moment_reached(moment, worker, run_dir):
     """Whether a foreground --seeds run has reached the moment for Ctrl-C."""
-    if moment == "the training process's start":  # the worker has claimed the run: its training process imports
-        return os.path.exists(run_dir / ".lock")
+    if moment == "the training process's start":  # the worker has started it: Python starts, Paddle is imported
+        children = open(f"/proc/{worker.pid}/task/{worker.pid}/children").read().split()
+        return any(str(run_dir) in command_line(child) for child in children)
     if moment == "the run's start":  # the run folder is written, no step taken
         return os.path.exists(run_dir / "config.yaml")
     if moment == "mid-epoch":
@@ -415,8 +423,10 @@ def test_ctrl_c_on_a_foreground_seeds_run_reaches_the_run_once(moment, uninterru
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     run_dir = folder / "seed-0"
-    wait_for(lambda: moment_reached(moment, run_dir) or process.poll() is not None, seconds=120)
-    assert process.poll() is None, process.communicate()
+    deadline = time.monotonic() + 120
+    while not moment_reached(moment, process, run_dir):  # polled often: a save lasts milliseconds
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.0005)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
     # However early, the signal is answered by the run, once, with a save; the worker's last line says so.

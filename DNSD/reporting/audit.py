@@ -36,7 +36,7 @@ class AuditedRun:
     folder: str
     config: object
     records: list  # metrics.jsonl, epoch K at index K - 1
-    points: list  # points.jsonl (run.eval_every_steps), or []
+    points: list  # points.jsonl (run.eval_every_iterations), or []
     manifest: list  # environment.json's entries, or None for a run trained before DNSD wrote one
     kept: dict  # epoch: the paths of the checkpoints that hold the model at that epoch's end
     within: list  # (path, epoch, step) of best.pdckpt and last.pdckpt where saved within an epoch

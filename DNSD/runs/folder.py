@@ -18,7 +18,7 @@ from DNSD.runs.shapes import NUMBER, TEXT, Optional, conforms, mapping_of
 # The files of a run folder.
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"  # one JSON record per finished epoch
-EVALUATION_POINTS = "points.jsonl"  # with run.eval_every_steps: one record per evaluation point (validation, test)
+EVALUATION_POINTS = "points.jsonl"  # with run.eval_every_iterations: a record per evaluation point (validation, test)
 SUMMARY = "summary.json"
 BRANCH = "branch.json"
 SWEEP = "sweep.json"  # in a sweep's folder: the grid, seeds and config of its runs POINT/seed-K/ (sweeps/grid.py)
@@ -154,7 +154,7 @@ def write_records(run_dir, records, name=METRICS):
 
 
 def read_evaluation_points(run_dir):
-    """The points of a run measured every run.eval_every_steps steps (none for other runs)."""
+    """The points of a run measured every run.eval_every_iterations iterations (none for other runs)."""
     path = os.path.join(run_dir, EVALUATION_POINTS)
     if not os.path.isfile(path) or not os.path.getsize(path):
         return []

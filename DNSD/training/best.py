@@ -1,6 +1,6 @@
 """Which checkpoint is a run's best, as the paper reports it: the lowest validation error, measured at each epoch's
-end or, with run.eval_every_steps (the authors' protocol for SVHN), at evaluation points every so many steps; a tie
-goes to the earliest or the latest by run.best_on_tie."""
+end or, with run.eval_every_iterations (the authors' protocol for SVHN), at evaluation points every so many
+iterations; a tie goes to the earliest or the latest by run.best_on_tie."""
 import math
 
 NONE_YET = {"epoch": 0, "val_error": math.inf}

@@ -151,8 +151,8 @@ class Trainer:
         self.estimated = False  # the console's estimate of the run's cost, said once a session
         self.unread = []  # UnreadStep of each step since the last read
         self.history = []
-        self.best_checkpoint = BestCheckpoint(config.run.best_on_tie, bool(config.run.eval_every_steps))
-        # With run.eval_every_steps: the validation and test error measured every so many steps.
+        self.best_checkpoint = BestCheckpoint(config.run.best_on_tie, bool(config.run.eval_every_iterations))
+        # With run.eval_every_iterations: the validation and test error measured every so many iterations.
         self.evaluation_points = []
         # The tensors whose mean absolute gradient each step adds to the epoch's record (the paper's Figure 7).
         self.watched = [(f"{label}.{name}", parameter) for label, layer in model.first_convolutions().items()
@@ -218,7 +218,7 @@ class Trainer:
 
     def train_epoch(self, requests, writer, last_step=None):
         """The remaining steps of the current epoch (up to last_step), measuring the evaluation points of
-        run.eval_every_steps on the way; returns whether a rank was asked to stop (after its step)."""
+        run.eval_every_iterations on the way; returns whether a rank was asked to stop (after its step)."""
         config, epoch = self.config, self.epochs_done + 1
         batches = TrainingBatches(self.data, config.train.batch_size, config.data.augment, config.run.seed, epoch,
                                   self.step, self.ranks.rank, self.ranks.world_size)
@@ -228,8 +228,8 @@ class Trainer:
         with tqdm(total=steps, initial=self.step, desc=f"epoch {epoch}/{config.train.epochs}", unit="batch",
                   leave=False, disable=None if self.ranks.writes else True) as progress:
             stopwatch = Stopwatch()
-            schedule = StepSchedule(epoch, config.train.epochs, steps, config.run.checkpoint_every_steps,
-                                    config.run.eval_every_steps)
+            schedule = StepSchedule(epoch, config.train.epochs, steps, config.run.checkpoint_every_iterations,
+                                    config.run.eval_every_iterations)
             stream = prefetched(batches, config.data.prefetch, config.data.pin_memory)
             for (images, labels, host_batch), batch_size in zip(stream, batches.sizes):
                 self.train_step(images, labels, batch_size, stopwatch.lap, host_batch)
@@ -322,8 +322,8 @@ class Trainer:
                         self.ranks)["error"]
 
     def measure_evaluation_point(self, writer, iteration):
-        """The validation and test error at this step (run.eval_every_steps, the authors' protocol for SVHN): a point
-        with a new lowest validation error is saved as best.pdckpt, with the model as it is within its epoch."""
+        """The validation and test error at this step (run.eval_every_iterations, the authors' protocol for SVHN): a
+        point with a new lowest validation error is saved as best.pdckpt, with the model as it is within its epoch."""
         self.ranks.share_statistics(self.model)
         val_error, test_error = self.error_on(self.data.val), self.error_on(self.data.test)
         self.model.train()

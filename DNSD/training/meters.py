@@ -149,7 +149,7 @@ def log_epoch(writer, run_dir, record, improved, epochs):
 
 
 def log_evaluation_point(writer, run_dir, point, improved):
-    """Write a point's record (run.eval_every_steps) to points.jsonl and VisualDL, and its line to the console."""
+    """Write a point's record (run.eval_every_iterations) to points.jsonl and VisualDL, and its line to the console."""
     append_record(run_dir, point, EVALUATION_POINTS)
     _log_evaluation_point_scalars(writer, point)
     best = " (best)" if improved else ""

@@ -139,7 +139,7 @@ def resume_run(target, stated, branch_dir):
                                                                                 ranks.world_size))
             # Lines written after the checkpoint belong to work that is about to be redone.
             write_records(run_dir, trainer.history)
-            if config.run.eval_every_steps:  # a point measured after the checkpoint is measured again
+            if config.run.eval_every_iterations:  # a point measured after the checkpoint is measured again
                 write_records(run_dir, trainer.evaluation_points, EVALUATION_POINTS)
             what = f"branching {path} into {run_dir}" if branch_dir else f"resuming {run_dir}"
             print(f"DNSD: {what} at epoch {trainer.epochs_done + 1}, step {trainer.step}, on "
@@ -197,7 +197,8 @@ def finish(run_dir, data, config, ranks=Ranks()):
                "test_error": result["error"], "last_test_error": last_test_error(run_dir, state, result, data, config),
                "checkpoint": os.path.abspath(best_path), "data": data.identity,
                "images": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-               "best_on_tie": config.run.best_on_tie, **ties(state["best"], records, points, branched_at(run_dir) or (0, 0))}
+               "best_on_tie": config.run.best_on_tie,
+               **ties(state["best"], records, points, branched_at(run_dir) or (0, 0))}
     write_json(os.path.join(run_dir, SUMMARY), summary)
     write_final_dashboard(run_dir, records, points, hyperparameters(config.to_dict()), summary)
     print(format_report(result, "test", result["report"]))
