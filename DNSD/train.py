@@ -4,6 +4,7 @@ import yaml
 
 from DNSD.config import SWEEP_SECTION, add_config_flags, build_config, explicit_values, stated_values
 from DNSD.errors import InputError
+from DNSD.reporting.tables import summarize_sweep
 from DNSD.runs.folder import default_run_dir, sweep_folders
 from DNSD.sweeps.grid import open_sweep, parse_seeds, read_grid, resume_sweep, worker_overrides
 from DNSD.sweeps.launchers import launch
@@ -50,9 +51,9 @@ def work_on_sweep(folder, args, explicit):
     """Be a worker of the sweep in folder, or start its workers through --launcher."""
     passed = worker_overrides(explicit)
     if args.launcher:
-        launch(args.launcher, folder, passed, args)
+        launch(args.launcher, folder, passed, args, summarize_sweep)
     else:
-        work(folder, passed)
+        work(folder, passed, summarize_sweep)
 
 
 def execute(args):

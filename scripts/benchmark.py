@@ -32,7 +32,8 @@ from DNSD.models import build_model  # noqa: E402
 from DNSD.schema import ModelConfig  # noqa: E402
 from DNSD.system.device import select_device, thread_count  # noqa: E402
 from DNSD.system.numerics import PORTABLE_ENVIRONMENT, numerics_in_effect  # noqa: E402
-from DNSD.training.loop import READ_EVERY, Trainer  # noqa: E402
+from DNSD.training.loop import Trainer  # noqa: E402
+from DNSD.training.meters import READ_EVERY  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -47,6 +47,22 @@ def test_the_base_the_models_and_the_data_sets_import_no_room_and_no_command():
                 (os.path.relpath(path, ROOT), module)
 
 
+def test_the_rooms_read_in_one_order_each_importing_only_those_before_it():
+    order = ["models", "datasets", "system", "runs", "training", "inference", "sweeps", "reporting"]
+    assert sorted(order) == ROOMS
+    for position, room in enumerate(order):
+        for path in glob.glob(os.path.join(PACKAGE, room, "*.py")):
+            for module in imported_modules(path):
+                parts = module.split(".")
+                if parts[0] == "DNSD" and len(parts) > 1 and parts[1] in ROOMS and parts[1] != room:
+                    assert order.index(parts[1]) < position, (os.path.relpath(path, ROOT), module)
+
+
+def test_no_module_of_the_package_exceeds_350_lines():
+    for path in glob.glob(os.path.join(PACKAGE, "**", "*.py"), recursive=True):
+        assert len(open(path).read().splitlines()) <= 350, os.path.relpath(path, ROOT)
+
+
 def test_seeds_json_is_named_only_where_the_folders_of_dnsd_1_1_are_read():
     naming = sorted(os.path.relpath(path, PACKAGE) for path in glob.glob(os.path.join(PACKAGE, "**", "*.py"),
                                                                           recursive=True)

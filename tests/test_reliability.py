@@ -325,7 +325,7 @@ def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_the_run_resumes_
 def test_eval_into_a_read_only_run_folder_fails_before_evaluating(trained_run, tmp_path, capsys, monkeypatch):
     import tempfile
 
-    from DNSD.reporting import reports as evaluation
+    from DNSD.training import evaluation
 
     run_dir = copy_run(trained_run, tmp_path)
     before = snapshot(run_dir)
@@ -463,7 +463,7 @@ def test_a_cifar100_checkpoint_with_a_cifar10_archive_names_the_right_archive(ti
 
 def test_an_internal_error_is_one_line_with_its_own_code_and_a_log_in_the_run_folder(trained_run, tmp_path, capsys,
                                                                                      monkeypatch):
-    from DNSD.reporting import reports as evaluation
+    from DNSD.training import evaluation
 
     run_dir = copy_run(trained_run, tmp_path)
 

@@ -365,7 +365,6 @@ def test_workers_beside_busy_probers_train_every_run_once_and_leave_nothing(tiny
         open(os.path.join(run_dir, ".lock"), "w").close()
     monkeypatch.setattr(workers.Worker, "command",
                         lambda self, point, seed, run_dir: [sys.executable, "-c", TRAINED_STAND_IN, run_dir, log])
-    monkeypatch.setattr(workers, "write_summary", lambda folders, path: ("", path))
     probers = [subprocess.Popen([sys.executable, "-c", PROBER, done, run_dir], stdout=subprocess.PIPE)
                for run_dir in runs]
     for prober in probers:

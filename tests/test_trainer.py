@@ -13,8 +13,8 @@ from DNSD.datasets.pipeline import Dataset, Normalizer
 from DNSD.errors import TrainingStopped
 from DNSD.models import build_model
 from DNSD.schema import TrainConfig
-from DNSD.training.loop import Trainer, UnreadStep, non_finite_tensors
-from DNSD.training.meters import TrainingMeter
+from DNSD.training.loop import Trainer, non_finite_tensors
+from DNSD.training.meters import TrainingMeter, UnreadStep
 from DNSD.training.optimizer import build_optimizer, decay_epochs, renamed
 
 
@@ -230,7 +230,7 @@ def test_the_test_error_of_each_epoch_is_recorded_and_never_chooses_the_checkpoi
 
 
 def test_the_step_schedule_reads_saves_and_measures_when_due():
-    from DNSD.training.loop import READ_EVERY, StepSchedule
+    from DNSD.training.meters import READ_EVERY, StepSchedule
 
     steps = 2 * READ_EVERY + 5
     plain = StepSchedule(epoch=1, epochs=3, steps=steps)

@@ -1,4 +1,4 @@
-"""A checkpoint's evaluation on a split and its report file beside it, and the console lines of a result."""
+"""The reports of `dnsd eval`: a checkpoint's, or an exported model's through its engine, each written beside it."""
 import os
 
 from DNSD.config import config_from_dict
@@ -8,47 +8,7 @@ from DNSD.inference.runtimes import open_model
 from DNSD.runs.checkpoint import open_checkpoint, restore_model
 from DNSD.runs.folder import check_writable
 from DNSD.system.device import select_run_device
-from DNSD.training.evaluation import evaluate, evaluate_scores
-
-MAX_CLASSES_SHOWN = 20
-
-
-def report_path(stem, split, data=None, trained_on=None, separator="."):
-    """Where an evaluation is written: stem (a checkpoint's path without .pdckpt) and the split, e.g. best.test.json;
-    on other data than the run trained on (data and trained_on: archive identities), a name that says which, e.g.
-    best.test.cifar-10-python-3a1f09c2.json, so that the run's own report is never replaced."""
-    if data and trained_on and data["sha256"] != trained_on["sha256"]:
-        archive = os.path.basename(data["file"]).split(".")[0]
-        return f"{stem}{separator}{split}{separator}{archive}-{data['sha256'][:8]}.json"
-    return f"{stem}{separator}{split}.json"
-
-
-def format_report(result, split, report_file):
-    """The console lines of a result: the error, then the per-class accuracy where the classes are few enough to read
-    (CIFAR-10's 10; CIFAR-100's 100 stay in the report file)."""
-    lines = [f"{split} error {result['error']:.2f} % (accuracy {result['accuracy']:.2f} %), top-5 error "
-             f"{result['top5_error']:.2f} %, on {result['images']:,} images"]
-    per_class = result["per_class_accuracy"]
-    if len(per_class) <= MAX_CLASSES_SHOWN:
-        lines.append("per-class accuracy:")
-        lines += [f"  {name:<12} {accuracy:6.2f} %" for name, accuracy in per_class.items() if accuracy is not None]
-    else:
-        lines.append(f"  per-class accuracy of the {len(per_class)} classes: {report_file}")
-    return "\n".join(lines)
-
-
-def write_report(model, state, checkpoint_path, data, split, batch_size):
-    """Evaluate a checkpoint's model on one split and write the report beside the checkpoint (checked writable
-    first, so that an evaluation is never computed to be lost); the result names the report."""
-    path = report_path(os.path.splitext(checkpoint_path)[0], split, data.identity, state.get("data"))
-    check_writable(os.path.dirname(os.path.abspath(path)))
-    dataset = data.test if split == "test" else data.val
-    result = evaluate(model, dataset, data.normalizer, batch_size, data.classes)
-    result.update(split=split, checkpoint=os.path.abspath(checkpoint_path), epoch=state["epochs_done"],
-                  data=data.identity, report=path)
-    write_json(path, result)
-    return result
-
+from DNSD.training.evaluation import evaluate_scores, report_path, write_report
 
 def checkpoint_report(checkpoint_path, split="test", stated=None):
     """A checkpoint's model evaluated on the test (or validation) split and its report written; stated: the
@@ -59,7 +19,6 @@ def checkpoint_report(checkpoint_path, split="test", stated=None):
     # The split is redrawn from the run's seed; the normalisation statistics are the ones training used.
     data = load_splits(config, state["normalizer"])
     return write_report(model, state, checkpoint_path, data, split, config.train.batch_size)
-
 
 
 def model_report(path, split="test", stated=None, engine=None):

@@ -223,6 +223,13 @@ def default_summary_file(folders):
     return path if os.path.relpath(path).startswith("..") else os.path.relpath(path)
 
 
+def summarize_sweep(folder):
+    """Write a finished sweep's summary.md and summary.csv into its folder; returns what to print (its workers call
+    it: sweeps/workers.py)."""
+    table, path = write_summary([folder], os.path.join(folder, "summary.md"))
+    return f"{table}written to {path}"
+
+
 def write_summary(folders, path=None, compare=None):
     """Write the table as path (Markdown; by default beside the runs) and beside it as CSV; returns the Markdown and
     the path."""

@@ -26,11 +26,11 @@ SBATCH_SECONDS = 120  # sbatch answers in seconds; one that hangs (a stuck contr
 class SweepTask:
     """One worker, as a submitit task (submitit calls its checkpoint before a time limit or a preemption)."""
 
-    def __init__(self, folder, passed):
-        self.folder, self.passed, self.worker = folder, passed, None
+    def __init__(self, folder, passed, summarize=None):
+        self.folder, self.passed, self.summarize, self.worker = folder, passed, summarize, None
 
     def __call__(self, index):
-        self.worker = Worker(self.folder, self.passed)
+        self.worker = Worker(self.folder, self.passed, self.summarize)
         self.worker.work()
 
     def checkpoint(self, index):
@@ -41,10 +41,10 @@ class SweepTask:
         if child is not None:
             self.worker.stop(signal.SIGTERM)
             wait_for_exit(child.pid, SAVE_SECONDS)
-        return submitit.helpers.DelayedSubmission(SweepTask(self.folder, self.passed), index)
+        return submitit.helpers.DelayedSubmission(SweepTask(self.folder, self.passed, self.summarize), index)
 
     def __getstate__(self):
-        return {"folder": self.folder, "passed": self.passed, "worker": None}
+        return {"folder": self.folder, "passed": self.passed, "summarize": self.summarize, "worker": None}
 
 
 def wait_for_exit(pid, seconds):
@@ -140,8 +140,8 @@ def submit_array(chosen, task, workers):
         slurm.SlurmExecutor = plain
 
 
-def launch(kind, folder, passed, options):
-    """Start the workers; local ones are waited for, Slurm's array is left to the queue."""
+def launch(kind, folder, passed, options, summarize=None):
+    """Start the workers; local ones are waited for, Slurm's array is left to the queue. summarize: as work()'s."""
     recorded = read_sweep(folder)
     runs = sweep_runs(folder, recorded["grid"], recorded["seeds"])
     left = sum(run_state(run_dir) != "finished" for _, _, run_dir in runs)
@@ -158,7 +158,7 @@ def launch(kind, folder, passed, options):
         return
     chosen = executor(kind, folder, options)
     if kind == "slurm":
-        jobs = submit_array(chosen, SweepTask(folder, passed), workers)
+        jobs = submit_array(chosen, SweepTask(folder, passed, summarize), workers)
         print(f"DNSD sweep: Slurm job array {jobs[0].job_id.split('_')[0]} of {workers} task(s) submitted for "
               f"{left} run(s) left; logs in {os.path.join(folder, SUBMITIT_FOLDER)}; progress: dnsd summary --runs "
               f"{folder}")
@@ -167,7 +167,7 @@ def launch(kind, folder, passed, options):
     for index in range(workers):
         if gpus:  # one GPU per worker, in turn
             chosen.update_parameters(gpus_per_node=1, visible_gpus=[gpus[index % len(gpus)]])
-        jobs.append(chosen.submit(SweepTask(folder, passed), index))
+        jobs.append(chosen.submit(SweepTask(folder, passed, summarize), index))
     print(f"DNSD sweep: {workers} local worker(s) for {left} run(s) left; logs in "
           f"{os.path.join(folder, SUBMITIT_FOLDER)}", flush=True)
     failed = []

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 from DNSD.errors import TrainingStopped
-from DNSD.reporting.tables import write_summary
 from DNSD.runs.folder import holds_run
 from DNSD.runs.locks import INHERITED_LOCK, claim
 from DNSD.sweeps.grid import BASE_CONFIG, format_value, grid_point_name, progress, read_sweep, run_state, sweep_runs
@@ -33,10 +32,11 @@ def as_training_process():
 
 class Worker:
     """Claims and trains a sweep's runs one at a time, each in a training process of its own; `passed`: the -o
-    values of this command that may differ between runs (the device, threads, checkpoint intervals)."""
+    values of this command that may differ between runs (the device, threads, checkpoint intervals); summarize: what
+    the worker that finds every run finished calls with the folder (it returns what to print)."""
 
-    def __init__(self, folder, passed=()):
-        self.folder, self.passed = folder, list(passed)
+    def __init__(self, folder, passed=(), summarize=None):
+        self.folder, self.passed, self.summarize = folder, list(passed), summarize
         self.child, self.stopping, self.failed, self.last_run = None, None, [], None
 
     def command(self, point, seed, run_dir):
@@ -119,9 +119,8 @@ class Worker:
             raise TrainingStopped(f"{signal.Signals(self.stopping).name}: {self.last_run_outcome()}; start the worker "
                                   f"again to go on ({progress(runs)})", exit_code=128 + self.stopping, label="stopped")
         states = {run_dir: run_state(run_dir) for _, _, run_dir in runs}
-        if all(state == "finished" for state in states.values()):
-            table, path = write_summary([self.folder], os.path.join(self.folder, "summary.md"))
-            print(f"{table}written to {path}")
+        if self.summarize and all(state == "finished" for state in states.values()):
+            print(self.summarize(self.folder))
         elsewhere = [run_dir for run_dir, state in states.items() if state == "held"]
         print(f"DNSD sweep: nothing left to claim; {progress(runs)}"
               + (f"; training elsewhere: {', '.join(elsewhere)}" if elsewhere else ""))
@@ -131,9 +130,9 @@ class Worker:
                                   "them")
 
 
-def work(folder, passed=()):
+def work(folder, passed=(), summarize=None):
     """Be one worker of the sweep in folder until nothing is left to claim; SIGTERM and SIGINT stop it cleanly."""
-    worker = Worker(folder, passed)
+    worker = Worker(folder, passed, summarize)
     previous = {signum: signal.signal(signum, worker.stop) for signum in STOP_SIGNALS}
     try:
         worker.work()

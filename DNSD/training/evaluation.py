@@ -1,9 +1,14 @@
-"""Evaluation of a model on a split: top-1 and top-5 error, accuracy, per-class accuracy and the confusion matrix."""
+"""Evaluation of a model on a split: top-1 and top-5 error, accuracy, per-class accuracy and the confusion matrix;
+a checkpoint's report file beside it, and the console lines of a result."""
+import os
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
 from DNSD.datasets.pipeline import batches
+from DNSD.files import write_json
+from DNSD.runs.folder import check_writable
 from DNSD.training.ranks import Ranks
 
 TOP_K = 5  # the top-k error reported beside the top-1 error (ImageNet's and timm's k)
@@ -67,3 +72,43 @@ def outputs(model, images, batch_size, prepare):
     """The model's outputs for uint8 images, batch by batch, each batch prepared (normalised) on the host first."""
     for indices in batches(len(images), batch_size):
         yield model(paddle.to_tensor(prepare(images[indices])))
+
+
+MAX_CLASSES_SHOWN = 20
+
+
+def report_path(stem, split, data=None, trained_on=None, separator="."):
+    """Where an evaluation is written: stem (a checkpoint's path without .pdckpt) and the split, e.g. best.test.json;
+    on other data than the run trained on (data and trained_on: archive identities), a name that says which, e.g.
+    best.test.cifar-10-python-3a1f09c2.json, so that the run's own report is never replaced."""
+    if data and trained_on and data["sha256"] != trained_on["sha256"]:
+        archive = os.path.basename(data["file"]).split(".")[0]
+        return f"{stem}{separator}{split}{separator}{archive}-{data['sha256'][:8]}.json"
+    return f"{stem}{separator}{split}.json"
+
+
+def format_report(result, split, report_file):
+    """The console lines of a result: the error, then the per-class accuracy where the classes are few enough to read
+    (CIFAR-10's 10; CIFAR-100's 100 stay in the report file)."""
+    lines = [f"{split} error {result['error']:.2f} % (accuracy {result['accuracy']:.2f} %), top-5 error "
+             f"{result['top5_error']:.2f} %, on {result['images']:,} images"]
+    per_class = result["per_class_accuracy"]
+    if len(per_class) <= MAX_CLASSES_SHOWN:
+        lines.append("per-class accuracy:")
+        lines += [f"  {name:<12} {accuracy:6.2f} %" for name, accuracy in per_class.items() if accuracy is not None]
+    else:
+        lines.append(f"  per-class accuracy of the {len(per_class)} classes: {report_file}")
+    return "\n".join(lines)
+
+
+def write_report(model, state, checkpoint_path, data, split, batch_size):
+    """Evaluate a checkpoint's model on one split and write the report beside the checkpoint (checked writable
+    first, so that an evaluation is never computed to be lost); the result names the report."""
+    path = report_path(os.path.splitext(checkpoint_path)[0], split, data.identity, state.get("data"))
+    check_writable(os.path.dirname(os.path.abspath(path)))
+    dataset = data.test if split == "test" else data.val
+    result = evaluate(model, dataset, data.normalizer, batch_size, data.classes)
+    result.update(split=split, checkpoint=os.path.abspath(checkpoint_path), epoch=state["epochs_done"],
+                  data=data.identity, report=path)
+    write_json(path, result)
+    return result

@@ -5,9 +5,7 @@ A run can stop at any step (a signal, a kill) and continue from its last checkpo
 holds the weights, the optimiser and scheduler, and the position in the epoch with its running totals; every random
 draw is derived from (seed, epoch, step), so nothing else is needed to redo the same steps.
 """
-import collections
 import contextlib
-import dataclasses
 import math
 import os
 import signal
@@ -21,17 +19,13 @@ from DNSD.datasets.pipeline import TrainingBatches, prefetched
 from DNSD.errors import DNSDError, InputError, TrainingStopped, one_line
 from DNSD.runs.checkpoint_file import save_checkpoint
 from DNSD.runs.folder import BEST, KEPT, LAST
+from DNSD.system.signals import stop_requests
 from DNSD.training.best import BestCheckpoint
 from DNSD.training.evaluation import evaluate
-from DNSD.training.meters import (Stopwatch, TrainingMeter, estimate_line, log_epoch, log_evaluation_point,
-                                  open_dashboard)
+from DNSD.training.meters import (StepSchedule, Stopwatch, TrainingMeter, UnreadStep, estimate_line, log_epoch,
+                                  log_evaluation_point, open_dashboard, step_record)
 from DNSD.training.optimizer import build_optimizer, renamed
 from DNSD.training.ranks import Ranks, check_shards, weights_digest
-
-# Steps between reads of the device's results (losses, correct counts): the progress bar is refreshed then, a
-# non-finite loss is caught then, and data-parallel ranks check that they agree then. Between two reads, no step
-# waits for the device, so that the host can queue the next step while the device computes this one.
-READ_EVERY = 20
 
 
 class Diverged(TrainingStopped):
@@ -51,82 +45,11 @@ class Interrupted(TrainingStopped):
         self.what, self.saved = what, saved
 
 
-_requests = None  # those of the stop_requests in effect: signal handlers belong to the whole process
-
-
-@contextlib.contextmanager
-def stop_requests():
-    """Turn SIGINT and SIGTERM into a request that the loop answers after its current step (a request made before
-    the loop began, at its first step); a second SIGINT interrupts at once. Nested, the outermost's requests."""
-    global _requests
-    if _requests is not None:
-        yield _requests
-        return
-    requests = []
-
-    def request(signum, frame):
-        requests.append(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = {signum: signal.signal(signum, request) for signum in (signal.SIGINT, signal.SIGTERM)}
-    _requests = requests
-    # A sweep's worker starts its training process with both blocked, so that none is lost while Python starts.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
-    try:
-        yield requests
-    finally:
-        _requests = None
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def non_finite_tensors(tensors):
     """How many of the tensors hold a NaN or an infinity: computed on the device, read back once."""
     tensors = [tensor for tensor in tensors if isinstance(tensor, paddle.Tensor)]
     finite = paddle.stack([paddle.isfinite(tensor).all() for tensor in tensors])
     return int((~finite).astype("int32").sum())
-
-
-Due = collections.namedtuple("Due", "read save measure iteration")
-
-
-@dataclasses.dataclass
-class UnreadStep:
-    """A step whose results wait on the device for the next read."""
-
-    results: paddle.Tensor  # its loss (summed over its images), correct count and watched gradients, stacked
-    activity: np.ndarray  # each block's share of open gates, the same on every rank
-    images: int  # the whole mini-batch's
-    seconds: float
-    batch: tuple  # the host tensors its images were copied from: a copy may still be queued until the read
-
-
-def step_record(watched, blocks):
-    """A read step's numbers as the ranks sum them, by name: the results as the device stacked them, then the
-    activity."""
-    return np.dtype([("loss", np.float64), ("correct", np.float64), ("gradients", np.float64, (watched,)),
-                     ("activity", np.float64, (blocks,))])
-
-
-@dataclasses.dataclass
-class StepSchedule:
-    """What is due after step `step` (1-based) of an epoch of `steps`: a read of the device's results, a
-    checkpoint, an evaluation point (every measure_every steps, as the authors; at the last step only of a run
-    shorter than that, so that every run has a best checkpoint)."""
-
-    epoch: int
-    epochs: int
-    steps: int
-    checkpoint_every: int = 0
-    measure_every: int = 0
-
-    def due(self, step, signalled=False):
-        iteration = (self.epoch - 1) * self.steps + step
-        save = bool(self.checkpoint_every) and iteration % self.checkpoint_every == 0
-        measure = bool(self.measure_every) and (iteration % self.measure_every == 0 or (
-            self.epoch == self.epochs and step == self.steps and iteration < self.measure_every))
-        read = step % READ_EVERY == 0 or step == self.steps or signalled or save or measure
-        return Due(read, save, measure, iteration)
 
 
 class Trainer:

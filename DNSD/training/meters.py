@@ -1,13 +1,18 @@
 """The bookkeeping of training, as pycls's meters: the running totals of an epoch's steps, and the epoch's record
-in metrics.jsonl, VisualDL and the console.
+in metrics.jsonl, VisualDL and the console; what is due after a step (StepSchedule), and what a step leaves on the
+device for the next read (UnreadStep).
 
 The VisualDL log is derived from the records: VisualDL shows one log file per folder (the newest), and a file cannot
 be reopened to add to it, so a resumed run and a finished one write the whole log again from metrics.jsonl and
 points.jsonl, the finished one with its hyperparameters and final metrics for VisualDL's hyperparameter view."""
+import collections
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import paddle
 
 from tqdm import tqdm
 from visualdl import LogWriter
@@ -164,3 +169,50 @@ def estimate_line(meter, images_per_epoch, epochs_left):
                    if seconds >= 2 * size), f"{math.ceil(seconds / 60)} minutes")
     return (f"DNSD: at {meter.images_per_second:.0f} images/s on this device, the {epochs_left} epochs left take "
             f"about {amount} of training, besides evaluation")
+
+
+# Steps between reads of the device's results (losses, correct counts): the progress bar is refreshed then, a
+# non-finite loss is caught then, and data-parallel ranks check that they agree then. Between two reads, no step
+# waits for the device, so that the host can queue the next step while the device computes this one.
+READ_EVERY = 20
+
+Due = collections.namedtuple("Due", "read save measure iteration")
+
+
+@dataclass
+class UnreadStep:
+    """A step whose results wait on the device for the next read."""
+
+    results: paddle.Tensor  # its loss (summed over its images), correct count and watched gradients, stacked
+    activity: np.ndarray  # each block's share of open gates, the same on every rank
+    images: int  # the whole mini-batch's
+    seconds: float
+    batch: tuple  # the host tensors its images were copied from: a copy may still be queued until the read
+
+
+def step_record(watched, blocks):
+    """A read step's numbers as the ranks sum them, by name: the results as the device stacked them, then the
+    activity."""
+    return np.dtype([("loss", np.float64), ("correct", np.float64), ("gradients", np.float64, (watched,)),
+                     ("activity", np.float64, (blocks,))])
+
+
+@dataclass
+class StepSchedule:
+    """What is due after step `step` (1-based) of an epoch of `steps`: a read of the device's results, a
+    checkpoint, an evaluation point (every measure_every steps, as the authors; at the last step only of a run
+    shorter than that, so that every run has a best checkpoint)."""
+
+    epoch: int
+    epochs: int
+    steps: int
+    checkpoint_every: int = 0
+    measure_every: int = 0
+
+    def due(self, step, signalled=False):
+        iteration = (self.epoch - 1) * self.steps + step
+        save = bool(self.checkpoint_every) and iteration % self.checkpoint_every == 0
+        measure = bool(self.measure_every) and (iteration % self.measure_every == 0 or (
+            self.epoch == self.epochs and step == self.steps and iteration < self.measure_every))
+        read = step % READ_EVERY == 0 or step == self.steps or signalled or save or measure
+        return Due(read, save, measure, iteration)

@@ -12,7 +12,6 @@ from DNSD.datasets import load_splits
 from DNSD.errors import InputError, TrainingStopped
 from DNSD.files import write_json, write_text
 from DNSD.models import build_model
-from DNSD.reporting.reports import format_report, write_report
 from DNSD.runs.checkpoint import check_resume_state, check_same_data, read_state, restore_model
 from DNSD.runs.folder import (BEST, BRANCH, CONFIG, LAST, EVALUATION_POINTS, SUMMARY, branched_at,
                               read_evaluation_points, read_records, refuse_existing_run, remove, remove_temporaries,
@@ -21,7 +20,9 @@ from DNSD.runs.locks import run_lock
 from DNSD.runs.manifest import append_manifest, describe_environment
 from DNSD.system.device import describe_device, select_run_device
 from DNSD.training.best import ties
-from DNSD.training.loop import Diverged, Interrupted, Trainer, stop_requests
+from DNSD.training.evaluation import format_report, write_report
+from DNSD.system.signals import stop_requests
+from DNSD.training.loop import Diverged, Interrupted, Trainer
 from DNSD.training.meters import hyperparameters, write_final_dashboard
 from DNSD.training.ranks import Ranks, join_ranks
 
