@@ -257,9 +257,11 @@ def add_config_flags(parser, which=lambda key, f: True):
 
 
 def flat_config(config):
-    """A Config, or its {section: {key: value}} dict, as {"section.key": value}."""
+    """A Config, or its {section: {key: value}} dict (of any DNSD version: keys renamed since read as their new
+    names), as {"section.key": value}."""
     nested = config if isinstance(config, dict) else config.to_dict()
-    return {f"{section}.{key}": value for section, entries in nested.items() for key, value in entries.items()}
+    return {RENAMED_KEYS.get(f"{section}.{key}", f"{section}.{key}"): value
+            for section, entries in nested.items() for key, value in entries.items()}
 
 
 def explicit_values(args, overrides):
