@@ -207,9 +207,15 @@ def load_yaml(path):
     return nested or {}
 
 
+# What DNSD computed before these keys existed (1.0.0), and no longer by default (1.5.0): a stored config that lacks
+# one was trained so.
+BEFORE_THE_KEY = {"model.bn_weight_init": "ones", "model.shortcut_downsample": "average"}
+
+
 def config_from_dict(nested, where=""):
-    """A validated Config from a {section: {key: value}} mapping, such as the one stored in a checkpoint."""
-    return build_config(apply_values({}, nested, where))
+    """A validated Config from a {section: {key: value}} mapping that DNSD stored (a checkpoint's, a run folder's
+    config.yaml, a sweep's, an export's); a key the mapping lacks is its default, or its BEFORE_THE_KEY value."""
+    return build_config({**BEFORE_THE_KEY, **apply_values({}, nested, where)})
 
 
 HUB_ANY_CHECKPOINT = "from_checkpoint"  # paddle.hub's entry for a checkpoint of any config (hubconf.py)
@@ -223,7 +229,7 @@ def hub_configs():
 def hub_entry(model, dataset):
     """The first shipped config that trains this model section ({key: value}) on this data set, or None."""
     for name in hub_configs():
-        config = config_from_dict(load_yaml(name))
+        config = build_config(apply_values({}, load_yaml(name)))
         if config.to_dict()["model"] == model and config.data.dataset == dataset:
             return name
     return None

@@ -107,15 +107,15 @@ class ModelConfig:
         "test: scale each residual by p_l at evaluation (the authors); train: divide it by p_l in training (inverted)",
         choices=("test", "train"))
     bn_weight_init: str = option(
-        "ones",
-        "ones: batch-norm weights start at 1 (fb.resnet.torch and most ports); uniform: U[0, 1), as Torch 7's "
-        "SpatialBatchNormalization in the authors' code",
-        choices=("ones", "uniform"))
+        "uniform",
+        "uniform: batch-norm weights start U[0, 1), as Torch 7's SpatialBatchNormalization in the code behind the "
+        "published numbers; ones: at 1 (fb.resnet.torch, most ports, the *_2017 configs)",
+        choices=("uniform", "ones"))
     shortcut_downsample: str = option(
-        "average",
-        "average: the downsampling shortcut averages each 2x2 window (the authors' 2017 fix); subsample: it keeps the "
-        "top-left pixel, as the code behind the published numbers did",
-        choices=("average", "subsample"))
+        "subsample",
+        "subsample: the downsampling shortcut keeps the top-left pixel of each 2x2 window, as the code behind the "
+        "published numbers did; average: it averages the window (the authors' 2017 fix, the *_2017 configs)",
+        choices=("subsample", "average"))
     deep_training_epochs: int = option(
         100, "VanillaNet deep training: epochs over which each layer's activation anneals from ReLU to identity",
         check=(lambda v: v >= 1, "an integer >= 1"))

@@ -6,6 +6,7 @@ import pytest
 
 from DNSD.models.resnet import BasicBlock, CifarResNet
 from DNSD.models.stochastic_depth import StochasticDepth
+from DNSD.schema import Config
 
 
 def test_option_a_shortcut_pools_two_by_two_and_appends_zero_channels():
@@ -120,13 +121,31 @@ def test_the_2016_shortcut_keeps_the_top_left_pixel_of_each_window():
     assert not np.any(shortcut[:, 2:])
 
 
-def test_the_2016_configs_are_the_authors_variant_of_the_paper_recipe():
+def test_the_papers_configs_are_the_2016_model_and_the_2017_configs_differ_in_the_model_alone():
+    """PAPER.md: every 2016 commit, the one behind 5.25 % included, used U[0, 1) weights and the subsampling shortcut."""
     from DNSD.config import apply_values, build_config, load_yaml
 
-    for name, survival_last in (("resnet110_sd_2016", 0.5), ("resnet110_baseline_2016", 1.0)):
-        model = build_config(apply_values({}, load_yaml(name))).model
-        assert (model.bn_weight_init, model.shortcut_downsample, model.survival_last) == \
-            ("uniform", "subsample", survival_last)
+    def config(name):
+        return build_config(apply_values({}, load_yaml(name)))
+
+    for name in ("resnet110_sd", "resnet110_baseline", "resnet1202_sd", "resnet110_sd_cifar100", "resnet152_sd_svhn",
+                 "resnet152_baseline_svhn", "figure8_cifar10"):
+        assert (config(name).model.bn_weight_init, config(name).model.shortcut_downsample) == ("uniform", "subsample")
+    for name in ("resnet110_sd", "resnet110_baseline"):
+        paper, later = config(name).to_dict(), config(f"{name}_2017").to_dict()
+        assert (later["model"]["bn_weight_init"], later["model"]["shortcut_downsample"]) == ("ones", "average")
+        assert {**later["model"], "bn_weight_init": "uniform", "shortcut_downsample": "subsample"} == paper["model"]
+        assert {key: value for key, value in later.items() if key != "model"} == \
+            {key: value for key, value in paper.items() if key != "model"}
+
+
+def test_a_stored_config_without_the_2016_keys_was_trained_on_the_model_of_its_time():
+    from DNSD.config import config_from_dict
+
+    stored = Config().to_dict()
+    del stored["model"]["bn_weight_init"], stored["model"]["shortcut_downsample"]
+    model = config_from_dict(stored).model
+    assert (model.bn_weight_init, model.shortcut_downsample) == ("ones", "average")
 
 
 @pytest.mark.parametrize("stride", [1, 2])
