@@ -215,7 +215,10 @@ BEFORE_THE_KEY = {"model.bn_weight_init": "ones", "model.shortcut_downsample": "
 def config_from_dict(nested, where=""):
     """A validated Config from a {section: {key: value}} mapping that DNSD stored (a checkpoint's, a run folder's
     config.yaml, a sweep's, an export's); a key the mapping lacks is its default, or its BEFORE_THE_KEY value."""
-    return build_config({**BEFORE_THE_KEY, **apply_values({}, nested, where)})
+    values = apply_values({}, nested, where)
+    if values.get("model.arch", "resnet") == "resnet":  # the keys apply to ResNets alone
+        values = {**BEFORE_THE_KEY, **values}
+    return build_config(values)
 
 
 HUB_ANY_CHECKPOINT = "from_checkpoint"  # paddle.hub's entry for a checkpoint of any config (hubconf.py)

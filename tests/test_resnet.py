@@ -146,6 +146,8 @@ def test_a_stored_config_without_the_2016_keys_was_trained_on_the_model_of_its_t
     del stored["model"]["bn_weight_init"], stored["model"]["shortcut_downsample"]
     model = config_from_dict(stored).model
     assert (model.bn_weight_init, model.shortcut_downsample) == ("ones", "average")
+    stored["model"].update(arch="diracnet", depth=34)  # keys of ResNets alone: another network keeps the defaults
+    assert config_from_dict(stored).model.arch == "diracnet"
 
 
 @pytest.mark.parametrize("stride", [1, 2])
