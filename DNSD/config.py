@@ -207,18 +207,19 @@ def load_yaml(path):
     return nested or {}
 
 
-# What DNSD computed before these keys existed (1.0.0), and no longer by default (1.5.0): a stored config that lacks
-# one was trained so.
-BEFORE_THE_KEY = {"model.bn_weight_init": "ones", "model.shortcut_downsample": "average"}
+# What DNSD computed before these keys existed, and no longer by default (1.5.0): a stored config that lacks one was
+# trained so (the model keys: ResNets only).
+BEFORE_THE_KEY = {"model.bn_weight_init": "ones", "model.shortcut_downsample": "average",
+                  "train.sync_batch_norm": False}
 
 
 def config_from_dict(nested, where=""):
     """A validated Config from a {section: {key: value}} mapping that DNSD stored (a checkpoint's, a run folder's
     config.yaml, a sweep's, an export's); a key the mapping lacks is its default, or its BEFORE_THE_KEY value."""
     values = apply_values({}, nested, where)
-    if values.get("model.arch", "resnet") == "resnet":  # the keys apply to ResNets alone
-        values = {**BEFORE_THE_KEY, **values}
-    return build_config(values)
+    resnet = values.get("model.arch", "resnet") == "resnet"
+    before = {key: value for key, value in BEFORE_THE_KEY.items() if resnet or not key.startswith("model.")}
+    return build_config({**before, **values})
 
 
 HUB_ANY_CHECKPOINT = "from_checkpoint"  # paddle.hub's entry for a checkpoint of any config (hubconf.py)

@@ -144,6 +144,9 @@ class TrainConfig:
                                  check=(lambda v: v >= 0, "a number >= 0"), changes=TRAINING)
     amp: str = option("off", "automatic mixed precision on the GPU: float16 (with dynamic loss scaling) or bfloat16",
                       choices=("off", "float16", "bfloat16"), changes=TRAINING)
+    sync_batch_norm: bool = option(
+        True, "in a data-parallel run, batch norm's training statistics over the whole mini-batch, as the authors' "
+              "one GPU computed them; off: each rank's share (faster)", changes=TRAINING)
 
 
 @dataclass

@@ -122,7 +122,8 @@ def test_the_2016_shortcut_keeps_the_top_left_pixel_of_each_window():
 
 
 def test_the_papers_configs_are_the_2016_model_and_the_2017_configs_differ_in_the_model_alone():
-    """PAPER.md: every 2016 commit, the one behind 5.25 % included, used U[0, 1) weights and the subsampling shortcut."""
+    """The authors' code: every 2016 commit, the one behind 5.25 % included, used U[0, 1) weights and the
+    subsampling shortcut."""
     from DNSD.config import apply_values, build_config, load_yaml
 
     def config(name):
@@ -143,11 +144,12 @@ def test_a_stored_config_without_the_2016_keys_was_trained_on_the_model_of_its_t
     from DNSD.config import config_from_dict
 
     stored = Config().to_dict()
-    del stored["model"]["bn_weight_init"], stored["model"]["shortcut_downsample"]
-    model = config_from_dict(stored).model
-    assert (model.bn_weight_init, model.shortcut_downsample) == ("ones", "average")
+    del stored["model"]["bn_weight_init"], stored["model"]["shortcut_downsample"], stored["train"]["sync_batch_norm"]
+    config = config_from_dict(stored)
+    assert (config.model.bn_weight_init, config.model.shortcut_downsample) == ("ones", "average")
+    assert config.train.sync_batch_norm is False  # a data-parallel run before 1.5.0 used each rank's statistics
     stored["model"].update(arch="diracnet", depth=34)  # keys of ResNets alone: another network keeps the defaults
-    assert config_from_dict(stored).model.arch == "diracnet"
+    assert config_from_dict(stored).model.arch == "diracnet" and not config_from_dict(stored).train.sync_batch_norm
 
 
 @pytest.mark.parametrize("stride", [1, 2])

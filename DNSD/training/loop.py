@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from DNSD.datasets.pipeline import TrainingBatches, prefetched
 from DNSD.errors import DNSDError, InputError, TrainingStopped, one_line
+from DNSD.models.batch_norm import use_synced_batch_norm
 from DNSD.runs.checkpoint_file import save_checkpoint
 from DNSD.runs.folder import BEST, KEPT, LAST
 from DNSD.system.signals import stop_requests
@@ -61,6 +62,7 @@ class Trainer:
         self.config, self.run_dir, self.data, self.model, self.ranks = config, run_dir, data, model, ranks
         self.environment = environment
         check_shards(len(data.train), config.train.batch_size, ranks.world_size)
+        use_synced_batch_norm(config.train.sync_batch_norm and ranks.world_size > 1)
         self.optimizer, self.scheduler = build_optimizer(config.train, model)
         amp = config.train.amp
         self.autocast = contextlib.nullcontext if amp == "off" else lambda: paddle.amp.auto_cast(dtype=amp)
