@@ -51,11 +51,13 @@ class SumOverRanks(PyLayer):
 def synced_batch_norm(x, layer):
     """Training batch norm on the statistics of every rank's share of the mini-batch, as one process computes them
     on the whole of it (the biased variance, as Paddle's kernel), in float64; the running statistics as Paddle's."""
-    count = paddle.to_tensor([float(x.shape[0] * x.shape[2] * x.shape[3])], dtype="float64")
-    dist.all_reduce(count)
     exact = x.astype("float64")
-    sums = SumOverRanks.apply(paddle.stack([exact.sum([0, 2, 3]), (exact * exact).sum([0, 2, 3])]))
-    mean, variance = sums[0] / count, sums[1] / count - (sums[0] / count) ** 2
+    count = paddle.full([x.shape[1]], x.shape[0] * x.shape[2] * x.shape[3], dtype="float64")
+    # One all-reduce a layer: the count rides with the sums (its gradient is none).
+    total, squares, count = SumOverRanks.apply(paddle.stack([exact.sum([0, 2, 3]), (exact * exact).sum([0, 2, 3]),
+                                                             count]))
+    mean = total / count
+    variance = squares / count - mean * mean
     with paddle.no_grad():
         for running, batch in ((layer._mean, mean), (layer._variance, variance)):
             paddle.assign(running * layer._momentum + batch.astype(running.dtype) * (1 - layer._momentum), running)

@@ -150,12 +150,13 @@ class Trainer:
         self.model.begin_epoch(epoch)
         self.model.train()  # once an epoch: validation left it in eval mode
         steps = self.step + len(batches)
+        # The stream is closed however the epoch ends, and with it the thread that prepares the epoch's batches.
         with tqdm(total=steps, initial=self.step, desc=f"epoch {epoch}/{config.train.epochs}", unit="batch",
-                  leave=False, disable=None if self.ranks.writes else True) as progress:
+                  leave=False, disable=None if self.ranks.writes else True) as progress, \
+                contextlib.closing(prefetched(batches, config.data.prefetch, config.data.pin_memory)) as stream:
             stopwatch = Stopwatch()
             schedule = StepSchedule(epoch, config.train.epochs, steps, config.run.checkpoint_every_iterations,
                                     config.run.eval_every_iterations)
-            stream = prefetched(batches, config.data.prefetch, config.data.pin_memory)
             for (images, labels, host_batch), batch_size in zip(stream, batches.sizes):
                 self.train_step(images, labels, batch_size, stopwatch.lap, host_batch)
                 progress.update(1)
@@ -170,7 +171,6 @@ class Trainer:
                     if self.unread:
                         self.read_steps()
                     break
-            stream.close()  # and with it the thread that prepares the epoch's batches
         return False
 
     def read_and_measure(self, due, requests, writer, progress, stopwatch):
@@ -221,11 +221,11 @@ class Trainer:
         waits for the device, which then holds no queued copy of a step's batch: the host's may go."""
         steps, self.unread = self.unread, []
         record = step_record(len(self.watched), len(steps[0].activity) if steps else 0)
-        rows = np.zeros(len(steps), record)
-        if steps:
+        rows = np.zeros(0, record)
+        if steps:  # the one read of the device; each row laid out as the record names it
             results = paddle.stack([step.results for step in steps]).numpy().astype(np.float64)
-            host = np.stack([step.activity for step in steps])
-            rows = np.ascontiguousarray(np.concatenate([results, host], axis=1)).view(record).ravel()
+            activity = np.stack([step.activity for step in steps])
+            rows = np.concatenate([results, activity], axis=1).view(record).ravel()
         stopped, summed = self.ranks.sum([stop_requested], rows)
         first_step = self.step - len(steps) + 1
         if not np.array_equal(summed["activity"], rows["activity"] * self.ranks.world_size):

@@ -44,13 +44,9 @@ def where_it_runs(device, ranks):
     return described if ranks.world_size == 1 else f"{ranks.world_size} data-parallel processes, each on {described}"
 
 
+@stop_requests()  # from the start: a signal before the first step is answered after it, saved
 def start(config):
     """Start a new run as config says; returns its summary (best epoch, validation and test error)."""
-    with stop_requests():  # from the start: a signal before the first step is answered after it, saved
-        return start_run(config)
-
-
-def start_run(config):
     run_dir = config.run.output_dir
     # First the device: a machine whose GPU Paddle cannot use is refused before anything is written.
     device = select_run_device(config.run)
@@ -100,14 +96,10 @@ def file_version(path):
     return status and (status.st_ino, status.st_size, status.st_mtime_ns)
 
 
+@stop_requests()
 def resume(target, stated, branch_dir=None):
     """Continue a run from its last checkpoint or the one named; with branch_dir, a new run there from that
     checkpoint with the stated changes, the source left as it is."""
-    with stop_requests():
-        return resume_run(target, stated, branch_dir)
-
-
-def resume_run(target, stated, branch_dir):
     path = resume_source(target)
     run_dir = branch_dir or os.path.dirname(path) or "."
     written = file_version(path)
