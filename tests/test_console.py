@@ -30,6 +30,11 @@ def test_every_mode_on_a_new_home_folder_prints_only_dnsds_lines(tiny_archive, t
         assert result.returncode == 0, result.stderr
         assert result.stderr == "", (command, result.stderr)
         assert not [line for line in result.stdout.splitlines() if "INFO" in line or "Warning" in line]
+    # Matplotlib builds its font cache in the first home it meets: eval, first there, says nothing of it either.
+    (tmp_path / "another home").mkdir()
+    first = dnsd("--mode", "eval", "--checkpoint", os.path.join(run_dir, "best.pdckpt"), "--data-file", tiny_archive,
+                 env={**env, "HOME": str(tmp_path / "another home")})
+    assert first.returncode == 0 and first.stderr == "", first.stderr
     missing = dnsd("--mode", "eval", "--checkpoint", str(tmp_path / "missing.pdckpt"), env=env)
     assert missing.returncode == 2 and missing.stderr.startswith("DNSD: error: ")
     assert len(missing.stderr.splitlines()) == 1

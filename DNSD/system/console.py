@@ -9,7 +9,7 @@ import warnings
 # Warnings Paddle gives on every run that say nothing about the run.
 HARMLESS_WARNINGS = ("No ccache found", "When training, we now always track global mean and variance",
                      "AmpScaler can only be enabled on", "amp_guard can only be enabled on")
-QUIET_LOGGERS = ("paddle.utils.download",)
+QUIET_LOGGERS = ("paddle.utils.download", "matplotlib.font_manager")
 
 
 @contextlib.contextmanager
@@ -24,10 +24,15 @@ def quiet_libraries(verbose=False):
         warnings.filterwarnings("ignore", message=message)
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+
+    def quiet_loggers():
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    quiet_loggers()  # before the imports, for what they log as they load (Matplotlib's first font cache)
     try:
         yield
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_loggers()  # and after them, for the loggers they set up at INFO (Paddle's downloader)
