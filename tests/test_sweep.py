@@ -162,6 +162,21 @@ def test_a_preempted_task_saves_its_run_and_the_requeued_task_resumes_it(mini_ar
     assert same_weights(weights(run_dir), expected)
 
 
+def test_a_task_preempted_between_runs_claims_no_other(tiny_archive, tmp_path):
+    """submitit calls checkpoint whenever the signal comes: between two runs, or as the next one starts, the worker
+    must stop all the same instead of training on while the requeued task starts."""
+    from DNSD.sweeps.workers import Worker
+
+    folder = str(tmp_path / "sweep")
+    open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder}),
+               {"model.survival_last": [0.5]}, [0])
+    task = SweepTask(folder, [])
+    task.worker = Worker(folder)
+    task.checkpoint(0)
+    with pytest.raises(TrainingStopped, match="SIGTERM: no run was in training"):
+        task.worker.work()
+
+
 def test_two_local_workers_through_submitit_finish_the_seeds_of_a_sweep_without_a_grid(tiny_archive, tmp_path):
     pytest.importorskip("submitit")
     folder = tmp_path / "sweep"
@@ -380,6 +395,43 @@ def test_workers_beside_busy_probers_train_every_run_once_and_leave_nothing(tiny
         for prober in probers:
             prober.wait(timeout=60)
     assert sorted(open(log).read().split()) == sorted(runs)  # each run trained once, none left behind
+
+
+# A training process that answers SIGINT (which it inherits blocked) by ending; unanswered, it ends in 20 s.
+ANSWERING_STAND_IN = """import signal, sys, time
+signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT,))
+time.sleep(20)
+"""
+
+
+@pytest.mark.parametrize("moment", ["before the training process exists", "as it starts"])
+def test_a_signal_taken_while_the_worker_starts_a_run_is_passed_on_once(moment, tiny_archive, tmp_path, monkeypatch):
+    """The worker blocks the stop signals in its main thread while it starts a run, but a thread of Paddle's may take
+    one, whose handler then runs in the main thread before the training process is known: as in CI, where a
+    foreground --seeds run trained to its end after Ctrl-C."""
+    from DNSD.sweeps import workers
+
+    folder = str(tmp_path / "sweep")
+    open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": folder}),
+               {"model.survival_last": [0.5]}, [0])
+    worker, sent, start = workers.Worker(folder), [], subprocess.Popen
+
+    def starting(*args, **kwargs):
+        if moment == "before the training process exists":
+            worker.stop(signal.SIGINT)
+        child = start(*args, **kwargs)
+        send = child.send_signal
+        child.send_signal = lambda signum: sent.append(signum) or send(signum)
+        if moment == "as it starts":
+            worker.stop(signal.SIGINT)
+        return child
+
+    monkeypatch.setattr(workers.Worker, "command", lambda self, point, seed, run_dir: [sys.executable, "-c",
+                                                                                      ANSWERING_STAND_IN])
+    monkeypatch.setattr(subprocess, "Popen", starting)
+    with pytest.raises(TrainingStopped, match="SIGINT: .*seed-0 stopped before its first checkpoint"):
+        worker.work()
+    assert sent == [signal.SIGINT]
 
 
 SIGNALLED = ["--depth", "8", "--epochs", "4", "--batch-size", "32", "--val-size", "40",

@@ -37,10 +37,10 @@ class SweepTask:
         """The run in training saves and stops; the requeued task claims it again and resumes it."""
         import submitit
 
-        child = self.worker and self.worker.child
-        if child is not None:
+        if self.worker is not None:  # stopped even between runs: it claims no other
             self.worker.stop(signal.SIGTERM)
-            wait_for_exit(child.pid, SAVE_SECONDS)
+            if self.worker.child is not None:
+                wait_for_exit(self.worker.child.pid, SAVE_SECONDS)
         return submitit.helpers.DelayedSubmission(SweepTask(self.folder, self.passed, self.summarize), index)
 
     def __getstate__(self):

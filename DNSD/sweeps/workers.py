@@ -37,7 +37,7 @@ class Worker:
 
     def __init__(self, folder, passed=(), summarize=None):
         self.folder, self.passed, self.summarize = folder, list(passed), summarize
-        self.child, self.stopping, self.failed, self.last_run = None, None, [], None
+        self.child, self.stopping, self.unsent, self.failed, self.last_run = None, None, [], [], None
 
     def command(self, point, seed, run_dir):
         """The training process of a claimed run: a resume where it has a checkpoint, else a new run (replacing what
@@ -60,8 +60,9 @@ class Worker:
         try:
             if run_state(run_dir, claimed=True) == "finished":
                 return None
-            # A signal during the start waits until self.child is set, so that stop() passes it on, once; the
-            # training process inherits the mask, and with it waits until it can answer a signal.
+            # The training process inherits the mask, and with it waits until it can answer a signal. The mask is
+            # this thread's only: another thread (Paddle's) may take a signal now, so that stop() runs before the
+            # child exists and pass_on() sends it afterwards.
             signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
                 if self.stopping:
@@ -71,6 +72,7 @@ class Worker:
                 self.child = subprocess.Popen(self.command(point, seed, run_dir), preexec_fn=as_training_process,
                                               pass_fds=(descriptor,),
                                               env={**os.environ, INHERITED_LOCK: str(descriptor)})
+                self.pass_on()
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         finally:
@@ -90,14 +92,27 @@ class Worker:
     def stop(self, signum, frame=None):
         """Stop after the current run has saved: the training process gets the signal and saves where it stands."""
         self.stopping = signum
-        if self.child is not None:
-            self.child.send_signal(signum)
+        self.unsent.append(signum)
+        self.pass_on()
+
+    def pass_on(self):
+        """Send the training process each signal not yet sent, once: a handler may run between any two lines here,
+        but not inside list.pop."""
+        child = self.child
+        while child is not None:
+            try:
+                signum = self.unsent.pop(0)
+            except IndexError:
+                return
+            child.send_signal(signum)
 
     def work(self):
         """Train runs until none is left to claim."""
-        while not self.stopping:
+        while True:
             recorded = read_sweep(self.folder)  # another command may have added points
             runs = sweep_runs(self.folder, recorded["grid"], recorded["seeds"])
+            if self.stopping:
+                break
             claimed = False
             for point, seed, run_dir in runs:
                 if self.stopping:
