@@ -398,7 +398,7 @@ def test_workers_beside_busy_probers_train_every_run_once_and_leave_nothing(tiny
 
 
 # A training process that answers SIGINT (which it inherits blocked) by ending; unanswered, it ends in 20 s.
-ANSWERING_STAND_IN = """import signal, sys, time
+ANSWERING_STAND_IN = """import signal, time
 signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT,))
 time.sleep(20)
 """
