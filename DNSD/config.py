@@ -222,6 +222,11 @@ def config_from_dict(nested, where=""):
     return build_config({**before, **values})
 
 
+def shipped_config(name):
+    """A shipped config (configs/NAME.yaml) as the Config it trains: written for this DNSD, so no BEFORE_THE_KEY."""
+    return build_config(apply_values({}, load_yaml(name)))
+
+
 HUB_ANY_CHECKPOINT = "from_checkpoint"  # paddle.hub's entry for a checkpoint of any config (hubconf.py)
 
 
@@ -233,7 +238,7 @@ def hub_configs():
 def hub_entry(model, dataset):
     """The first shipped config that trains this model section ({key: value}) on this data set, or None."""
     for name in hub_configs():
-        config = build_config(apply_values({}, load_yaml(name)))
+        config = shipped_config(name)
         if config.to_dict()["model"] == model and config.data.dataset == dataset:
             return name
     return None

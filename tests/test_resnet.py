@@ -124,16 +124,14 @@ def test_the_2016_shortcut_keeps_the_top_left_pixel_of_each_window():
 def test_the_papers_configs_are_the_2016_model_and_the_2017_configs_differ_in_the_model_alone():
     """The authors' code: every 2016 commit, the one behind 5.25 % included, used U[0, 1) weights and the
     subsampling shortcut."""
-    from DNSD.config import apply_values, build_config, load_yaml
-
-    def config(name):
-        return build_config(apply_values({}, load_yaml(name)))
+    from DNSD.config import shipped_config
 
     for name in ("resnet110_sd", "resnet110_baseline", "resnet1202_sd", "resnet110_sd_cifar100", "resnet152_sd_svhn",
                  "resnet152_baseline_svhn", "figure8_cifar10"):
-        assert (config(name).model.bn_weight_init, config(name).model.shortcut_downsample) == ("uniform", "subsample")
+        model = shipped_config(name).model
+        assert (model.bn_weight_init, model.shortcut_downsample) == ("uniform", "subsample")
     for name in ("resnet110_sd", "resnet110_baseline"):
-        paper, later = config(name).to_dict(), config(f"{name}_2017").to_dict()
+        paper, later = shipped_config(name).to_dict(), shipped_config(f"{name}_2017").to_dict()
         assert (later["model"]["bn_weight_init"], later["model"]["shortcut_downsample"]) == ("ones", "average")
         assert {**later["model"], "bn_weight_init": "uniform", "shortcut_downsample": "subsample"} == paper["model"]
         assert {key: value for key, value in later.items() if key != "model"} == \

@@ -199,11 +199,11 @@ def test_a_failed_download_says_where_to_put_the_files(tmp_path):
 
 
 def test_the_shipped_svhn_configs_are_the_authors_recipe():
-    from DNSD.config import apply_values, build_config, load_yaml
+    from DNSD.config import shipped_config
     from DNSD.training.optimizer import decay_epochs
 
     for name, survival_last in (("resnet152_sd_svhn", 0.5), ("resnet152_baseline_svhn", 1.0)):
-        config = build_config(apply_values({}, load_yaml(name)))
+        config = shipped_config(name)
         assert (config.data.dataset, config.data.val_size, config.data.augment, config.data.extra) == \
             ("svhn", 6000, False, True)
         assert (config.model.depth, config.model.survival_last, config.train.epochs) == (152, survival_last, 50)
