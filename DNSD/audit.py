@@ -1,10 +1,10 @@
 """`dnsd audit RUN_DIR`: re-train positions of a run from its kept checkpoints, in a temporary folder, and check
-that they follow from its recipe (reporting/audit.py); the run folder is only read."""
+that they follow from its recipe (audits/); the run folder is only read."""
 import secrets
 
 from DNSD.changes import data_and_device_keys
 from DNSD.config import add_config_flags, stated_values
-from DNSD.reporting.audit import audit
+from DNSD.audits.audit import audit
 
 
 def add_arguments(parser):

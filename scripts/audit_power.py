@@ -83,7 +83,7 @@ def audit(run_dir, args):
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "DNSD", "audit", run_dir, "--epoch", str(args.epoch), "--data-file",
                              args.data_file], capture_output=True, text=True)
-    found = dict(re.findall(r"^  (step losses|update sizes|weights): ([0-9.e+-]+)x", result.stdout, re.MULTILINE))
+    found = dict(re.findall(r"^  (step losses|predictions|weights): ([0-9.e+-]+)x", result.stdout, re.MULTILINE))
     return {"exit": result.returncode, "seconds": time.perf_counter() - started,
             **{statistic: float(ratio) for statistic, ratio in found.items()},
             "verdict": next((line for line in result.stdout.splitlines() if line.startswith("audit: epoch")),

@@ -63,3 +63,9 @@ def load_data(data_config, split_rng, normalizer_state=None):
     else:
         normalizer = Normalizer.from_state(normalizer_state)
     return Splits(train, val, test, normalizer, classes, identity)
+
+
+def official_digest(dataset):
+    """(name, sha256) of a data set's official archive, or None where it has none (SVHN's files)."""
+    source = cifar.SOURCES.get(dataset)
+    return (source.name, source.sha256) if source else None

@@ -30,6 +30,7 @@ class CifarSource:
     meta_member: str = ""
     names_key: bytes = b""
     largest_member_images: int = 10_000  # the images of the official archive's largest batch
+    sha256: str = ""  # the official archive's, which dnsd audit names (Keras and TFDS check the same digests)
 
     @property
     def member_limit(self):
@@ -45,12 +46,14 @@ SOURCES = {
     "cifar10": CifarSource(
         "CIFAR-10", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
         tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)), "cifar-10-batches-py/test_batch",
-        b"labels", 10, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+        b"labels", 10, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
     # The fine labels (100 classes), as in the paper; the coarse ones (20 superclasses) are not used.
     "cifar100": CifarSource(
         "CIFAR-100", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", ("cifar-100-python/train",),
         "cifar-100-python/test", b"fine_labels", 100, meta_member="cifar-100-python/meta",
-        names_key=b"fine_label_names", largest_member_images=50_000),
+        names_key=b"fine_label_names", largest_member_images=50_000,
+        sha256="85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"),
 }
 
 

@@ -21,6 +21,7 @@ METRICS = "metrics.jsonl"  # one JSON record per finished epoch
 EVALUATION_POINTS = "points.jsonl"  # with run.eval_every_iterations: a record per evaluation point (validation, test)
 SUMMARY = "summary.json"
 BRANCH = "branch.json"
+BRANCH_START = "branch.pdckpt"  # a copy of the checkpoint a branch started from: its first epoch's start, for dnsd audit
 SWEEP = "sweep.json"  # in a sweep's folder: the grid, seeds and config of its runs POINT/seed-K/ (sweeps/grid.py)
 OLD_SEEDS = "seeds.json"  # DNSD 1.1's --seeds folders, read as sweeps without a grid
 ERROR_LOG = "error.log"
@@ -31,7 +32,7 @@ BEST = "best.pdckpt"  # the checkpoint of the epoch with the lowest validation e
 LAST = "last.pdckpt"  # the checkpoint a resume continues from
 KEPT = "epoch-{}.pdckpt"  # with run.keep_every: the checkpoint of an epoch, kept for dnsd audit
 # Everything DNSD writes into a run folder, as fnmatch patterns: --overwrite removes these and nothing else.
-WRITTEN = (CONFIG, METRICS, EVALUATION_POINTS, SUMMARY, BRANCH, ERROR_LOG, VISUALDL, BEST, LAST, "best.*.json",
+WRITTEN = (CONFIG, METRICS, EVALUATION_POINTS, SUMMARY, BRANCH, BRANCH_START, ERROR_LOG, VISUALDL, BEST, LAST, "best.*.json",
            "last.*.json", "best-inference", "last-inference", f"{TEMPORARY_PREFIX}*", MANIFEST, MODEL_CARD,
            "MODEL_CARD-*.png", KEPT.format("*"))
 # What makes a folder hold a run that a new one would replace.
@@ -168,7 +169,7 @@ MAX_RECORDS = 1 << 20  # lines of one metrics.jsonl or points.jsonl: a run of a 
 RECORD = {"epoch": int, **{name: Optional(NUMBER) for name in (
     "train_loss", "train_error", "mean_active_blocks", "val_error", "test_error", "lr", "epoch_seconds",
     "images_per_second", "step", "iteration")}, "gradients": Optional({}), "step_losses": Optional([NUMBER]),
-    "weights_sha256": Optional(TEXT), "environment_sha256": Optional(TEXT)}
+    "weights_sha256": Optional(TEXT), "environment_sha256": Optional(TEXT), "state_sha256": Optional(TEXT)}
 
 
 def read_records(run_dir, fields, name=METRICS):

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from DNSD.datasets.pipeline import TrainingBatches, prefetched
 from DNSD.errors import DNSDError, InputError, TrainingStopped, one_line
 from DNSD.models.batch_norm import use_synced_batch_norm
+from DNSD.runs.chain import GENESIS, link, position_link
 from DNSD.runs.checkpoint_file import save_checkpoint
 from DNSD.runs.folder import BEST, KEPT, LAST
 from DNSD.system.signals import stop_requests
@@ -56,11 +57,14 @@ def non_finite_tensors(tensors):
 class Trainer:
     """Trains a model on a run's data as its config says, writing its checkpoints into run_dir (rank 0 alone);
     state: a checkpoint's, to continue from (branched: as a new run with its own schedule and best epoch);
-    environment: the seal of this session's manifest entry, which each epoch's record names."""
+    environment: the seal of this session's manifest entry, which each epoch's record names; origin: what a new
+    run's or a branch's chain of custody starts from (chain.py)."""
 
-    def __init__(self, config, run_dir, data, model, state=None, ranks=Ranks(), branched=False, environment=None):
+    def __init__(self, config, run_dir, data, model, state=None, ranks=Ranks(), branched=False, environment=None,
+                 origin=GENESIS):
         self.config, self.run_dir, self.data, self.model, self.ranks = config, run_dir, data, model, ranks
         self.environment = environment
+        self.chain = origin  # the link of the last sealed position, which the next one builds on
         check_shards(len(data.train), config.train.batch_size, ranks.world_size)
         use_synced_batch_norm(config.train.sync_batch_norm and ranks.world_size > 1)
         self.optimizer, self.scheduler = build_optimizer(config.train, model)
@@ -98,6 +102,8 @@ class Trainer:
         self.epochs_done, self.step = state["epochs_done"], state["step"]
         self.meter, self.history = TrainingMeter(**state["totals"]), state["history"]
         self.evaluation_points = state.get("points", [])
+        if not branched:  # within an epoch, the rest of it builds on the epoch before; else on this checkpoint
+            self.chain = (state.get("chain") if self.step else position_link(state)) or GENESIS
         if branched:
             # A branch follows its own config's schedule from here, and picks its best among its own epochs.
             self.scheduler.step(self.epochs_done)
@@ -116,7 +122,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "epochs_done": self.epochs_done, "step": self.step, "totals": self.meter.state(),
                 "history": self.history, "points": self.evaluation_points, "best": self.best_checkpoint.best,
-                "data": self.data.identity, "paddle_version": paddle.__version__}
+                "data": self.data.identity, "paddle_version": paddle.__version__, "chain": self.chain}
 
     def path(self, name):
         return os.path.join(self.run_dir, name)
@@ -258,6 +264,7 @@ class Trainer:
             point["environment_sha256"] = self.environment
         self.evaluation_points.append(point)
         improved = self.best_checkpoint.at_point(point)
+        point["state_sha256"] = link(self.chain, self.state())
         if improved:
             self.save(BEST)
         if self.ranks.writes:
@@ -284,12 +291,14 @@ class Trainer:
         improved = self.best_checkpoint.at_epoch_end(epoch, val_error)
         self.history.append(record)
         self.epochs_done, self.step, self.meter = epoch, 0, TrainingMeter()
+        record["state_sha256"] = link(self.chain, self.state())  # the checkpoints below hold this state
         if improved:
             self.save(BEST)
         if epoch % self.config.run.checkpoint_every == 0 or epoch == self.config.train.epochs:
             self.save(LAST)
         if self.config.run.keep_every and epoch % self.config.run.keep_every == 0:
             self.save(KEPT.format(epoch))
+        self.chain = record["state_sha256"]
         if self.ranks.writes:
             log_epoch(writer, self.run_dir, record, improved, self.config.train.epochs)
 

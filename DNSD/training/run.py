@@ -10,10 +10,11 @@ import paddle
 from DNSD.changes import for_branch, for_checkpoint
 from DNSD.datasets import load_splits
 from DNSD.errors import InputError, TrainingStopped
-from DNSD.files import write_json, write_text
+from DNSD.files import atomic_write, write_json, write_text
 from DNSD.models import build_model
+from DNSD.runs.chain import GENESIS, branch_origin, breaks_chain, position_link
 from DNSD.runs.checkpoint import check_resume_state, check_same_data, read_state, restore_model
-from DNSD.runs.folder import (BEST, BRANCH, CONFIG, LAST, EVALUATION_POINTS, SUMMARY, branched_at,
+from DNSD.runs.folder import (BEST, BRANCH, BRANCH_START, CONFIG, LAST, EVALUATION_POINTS, SUMMARY, branched_at,
                               read_evaluation_points, read_records, refuse_existing_run, remove, remove_temporaries,
                               write_records, written_files)
 from DNSD.runs.locks import run_lock
@@ -119,13 +120,20 @@ def resume(target, stated, branch_dir=None):
             refuse_existing_run(branch_dir, config.run.overwrite)
         model = restore_model(state, path)
         check_resume_state(state, model, path, -(-len(data.train) // config.train.batch_size))
-        trainer = Trainer(config, run_dir, data, model, state, ranks, branched=bool(branch_dir))
+        if breaks_chain(state):
+            raise InputError(f"{path} does not hold the state its run sealed for epoch {state['epochs_done']} "
+                             "(state_sha256): it was altered after it was written; continue from another checkpoint")
+        # A branch seals the source's state at the branch point, and keeps that checkpoint as its first epoch's start.
+        branch = branch_dir and {"from": os.path.abspath(path), "epochs_done": state["epochs_done"],
+                                 "step": state["step"], "changes": changes, "state_sha256": position_link(state)}
+        trainer = Trainer(config, run_dir, data, model, state, ranks, branched=bool(branch_dir),
+                          origin=branch_origin(branch) if branch else GENESIS)
         if ranks.writes:
             if branch_dir:
                 remove(written_files(branch_dir))
                 write_text(trainer.path(CONFIG), config.to_yaml())
-                write_json(trainer.path(BRANCH), {"from": os.path.abspath(path), "epochs_done": state[
-                    "epochs_done"], "step": state["step"], "changes": changes})
+                atomic_write(trainer.path(BRANCH_START), lambda temporary: shutil.copyfile(path, temporary))
+                write_json(trainer.path(BRANCH), branch)
             else:
                 remove_temporaries(run_dir)
             trainer.environment = append_manifest(run_dir, describe_environment(device, config.run, data.identity,

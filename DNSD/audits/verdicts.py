@@ -1,0 +1,116 @@
+"""What an audit concludes from a re-trained position of a run. Bit for bit wherever the auditor's machine can
+reproduce it; elsewhere (a GPU run, native CPU numerics) within the rounding noise measured by re-training it again
+from weights moved by one unit in the last place, tensor by tensor and prediction by prediction."""
+import dataclasses
+
+import numpy as np
+
+VERIFIED, UNVERIFIED, FAILED = "verified", "cannot be verified", "failed"
+# How far beyond the measured rounding noise an honest run of other numerics may lie, per statistic: above the largest
+# ratio of the honest cross-numerics pairs and below the changes that scripts/audit_power.py measures (BENCHMARKS.md).
+TOLERANCES = {"step losses": 30.0, "weights": 4.0, "predictions": 3.0}
+POWER = ("within-noise test, not bit for bit: it catches the changes BENCHMARKS.md's audit calibration lists as "
+         "caught, not smaller ones")
+
+
+@dataclasses.dataclass
+class Retrained:
+    """A position re-trained by the audit."""
+
+    weights: dict  # the weights it ended with, by name
+    link: str  # the chain's digest at its end state (chain.py)
+    record: dict  # the epoch's record as the re-training wrote it, or None (a position within an epoch)
+    seconds: float
+    identity: dict  # the data's
+    predictions: np.ndarray = None  # its classes of the validation images, for a comparison across builds
+
+    @property
+    def losses(self):
+        return self.record and self.record.get("step_losses")
+
+
+@dataclasses.dataclass
+class Verdict:
+    outcome: str
+    lines: list
+
+
+def first_difference(weights, reference):
+    """(name, largest relative difference) of the first tensor in which two sets of weights differ, or None."""
+    for name, array in weights.items():
+        if array.tobytes() != reference[name].tobytes():
+            scale = max(float(np.abs(reference[name]).max(initial=0.0)), np.finfo(np.float32).tiny)
+            return name, float(np.abs(array.astype(np.float64) - reference[name]).max(initial=0.0)) / scale
+    return None
+
+
+def distance(array, reference):
+    return float(np.linalg.norm(array.astype(np.float64) - reference.astype(np.float64)))
+
+
+def weight_ratio(recorded, first, noise):
+    """(largest ratio, its tensor): each tensor's distance from the first re-training in units of its own rounding
+    noise (the largest distance of a perturbed re-training), no smaller than float32's resolution of the tensor."""
+    ratios = {}
+    for name, array in first.weights.items():
+        if array.dtype.kind != "f":
+            continue
+        floor = float(np.finfo(np.float32).eps) * max(float(np.linalg.norm(array.astype(np.float64))), 1e-30)
+        spread = max([distance(run.weights[name], array) for run in noise] + [floor])
+        ratios[name] = distance(recorded[name], array) / spread
+    name = max(ratios, key=ratios.get)
+    return ratios[name], name
+
+
+def loss_ratio(recorded, first, noise):
+    """(largest ratio, its step) of the recorded step losses' distance from the first re-training, step by step, in
+    units of the rounding noise so far: rounding differences start at the last digit and grow, a changed recipe
+    differs from the first update on."""
+    worst, where, envelope = 0.0, 1, 0.0
+    for step, (mine, theirs, *noisy) in enumerate(zip(recorded, first.losses, *(run.losses for run in noise)), 1):
+        floor = float(np.finfo(np.float32).eps) * abs(theirs)
+        envelope = max(envelope, floor, *(abs(value - theirs) for value in noisy))
+        ratio = abs(mine - theirs) / envelope if envelope else 0.0
+        if ratio > worst:
+            worst, where = ratio, step
+    return worst, where
+
+
+def prediction_ratio(recorded, first, noise):
+    """(ratio, counts): the validation images whose class the recorded model predicts otherwise than the first
+    re-training, in units of the most a perturbed re-training does (at least one image)."""
+    found = int((recorded != first.predictions).sum())
+    spread = max([int((run.predictions != first.predictions).sum()) for run in noise] + [1])
+    return found / spread, f"{found} of {len(recorded)} validation images, noise {spread}"
+
+
+def across_builds(recorded_weights, recorded_predictions, recorded_losses, first, noise):
+    """The verdict on a position where bit-identity cannot be had here, from the recorded model (weights and its
+    predictions) and step losses, against the first re-training in units of the noise of the perturbed ones."""
+    if recorded_weights is None:
+        return Verdict(UNVERIFIED, ["no checkpoint of it is kept: its step losses alone cannot verify a model across "
+                                    "builds"])
+    found = {"weights": weight_ratio(recorded_weights, first, noise),
+             "predictions": prediction_ratio(recorded_predictions, first, noise)}
+    if recorded_losses and first.losses and len(recorded_losses) == len(first.losses):
+        ratio, step = loss_ratio(recorded_losses, first, noise)
+        found["step losses"] = (ratio, f"step {step}")
+    lines = [f"{statistic}: {ratio:.3g}x the rounding noise at most ({where}; tolerated {TOLERANCES[statistic]:g}x)"
+             for statistic, (ratio, where) in found.items()]
+    beyond = [f"{statistic} are {ratio:.1f}x beyond the noise ({where})" for statistic, (ratio, where) in found.items()
+              if ratio > TOLERANCES[statistic]]
+    if beyond:
+        return Verdict(FAILED, [f"inconsistent with its recipe: {'; '.join(beyond)}", *lines])
+    return Verdict(VERIFIED, [f"consistent with its recipe within the rounding noise measured here ({len(noise)} "
+                              f"perturbed re-trainings); {POWER}", *lines])
+
+
+# A record's fields that the re-training computes again: all but its times and the session that wrote it.
+COMPUTED = ("train_loss", "train_error", "mean_active_blocks", "val_error", "lr", "test_error", "gradients",
+            "step_losses", "weights_sha256", "state_sha256")
+
+
+def record_differences(recorded, retrained):
+    """The fields of an epoch's record that the re-training computed otherwise (the record was altered)."""
+    return [key for key in COMPUTED if key in retrained and key in recorded and recorded[key] != retrained[key]]
+

@@ -1,0 +1,242 @@
+"""dnsd audit tried as a forger would: an honest run changed through the public format (read_checkpoint,
+save_checkpoint, chain.position_link) and re-sealed wherever the format lets anyone re-seal, then audited. Every
+forgery fails (exit 4) or is called unverifiable (exit 2); the honest run, its resume and its branch pass."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from DNSD.runs.chain import position_link
+from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
+from DNSD.runs.manifest import seal
+from DNSD.training.ranks import weights_digest
+from helpers import assert_one_line_error, dnsd, real_archive
+
+RUN = ["--depth", "8", "--epochs", "3", "--batch-size", "50", "--val-size", "100", "--train-images", "400",
+       "--keep-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory):
+    """A real 3-epoch run on the mini archive that keeps every epoch's checkpoint."""
+    run_dir = str(tmp_path_factory.mktemp("custody") / "run")
+    result = dnsd("train", "--data-file", real_archive(), "--output-dir", run_dir, *RUN)
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+@pytest.fixture
+def forged(honest, tmp_path):
+    copy = str(tmp_path / "forged")
+    shutil.copytree(honest, copy)
+    return copy
+
+
+def path(run_dir, name):
+    return os.path.join(run_dir, name)
+
+
+def records(run_dir):
+    with open(path(run_dir, "metrics.jsonl")) as stream:
+        return [json.loads(line) for line in stream]
+
+
+def write_records(run_dir, lines):
+    with open(path(run_dir, "metrics.jsonl"), "w") as stream:
+        stream.writelines(json.dumps(line) + "\n" for line in lines)
+
+
+def reseal_histories(run_dir, lines):
+    """Every checkpoint's sealed history made the records', as anyone can."""
+    write_records(run_dir, lines)
+    for name in os.listdir(run_dir):
+        if name.endswith(".pdckpt"):
+            state = read_checkpoint(path(run_dir, name))
+            state["history"] = lines[:len(state["history"])]
+            save_checkpoint(path(run_dir, name), state)
+
+
+def change(run_dir, name, edit):
+    state = read_checkpoint(path(run_dir, name))
+    edit(state)
+    save_checkpoint(path(run_dir, name), state)
+    return state
+
+
+def audit(run_dir, *args):
+    result = dnsd("audit", run_dir, *args)
+    return result, result.stdout + result.stderr
+
+
+def plant_momentum(state):
+    state["optimizer"]["fc.bias_velocity_0"][3] = -30.0
+
+
+def test_the_honest_run_passes_and_says_what_it_covered(honest):
+    result, said = audit(honest)
+    assert result.returncode == 0, said
+    assert "audit: epoch 1: verified: bit-identical" in said and "audit: epoch 3: verified: bit-identical" in said
+    assert "not re-trained, their starts kept (--all re-trains them): epoch 2" in said
+    assert "best.pdckpt (epoch 3): verified" in said or "best.pdckpt (epoch " in said
+    assert "not the official CIFAR-10 archive" in said
+    assert "validation error" in said and "recomputed" in said
+    result, said = audit(honest, "--all")
+    assert result.returncode == 0, said
+
+
+def test_planted_momentum_is_refused_as_a_start_and_when_resealed_fails_the_first_epoch(forged):
+    change(forged, "epoch-1.pdckpt", plant_momentum)
+    assert_one_line_error(dnsd("train", "--resume", path(forged, "epoch-1.pdckpt")),
+                          "epoch-1.pdckpt does not hold the state its run sealed for epoch 1")
+    result, said = audit(forged, "--all")
+    assert result.returncode == 4, said
+    assert "epoch-1.pdckpt was altered after it was written" in said
+    # The forger seals the planted state into epoch 1's record and trains on from it with DNSD's own --resume.
+    lines = records(forged)
+    lines[0]["state_sha256"] = position_link(read_checkpoint(path(forged, "epoch-1.pdckpt")))
+    reseal_histories(forged, lines[:1])
+    for name in ("epoch-2.pdckpt", "epoch-3.pdckpt", "last.pdckpt"):
+        os.remove(path(forged, name))
+    shutil.copyfile(path(forged, "epoch-1.pdckpt"), path(forged, "best.pdckpt"))
+    resumed = dnsd("train", "--resume", path(forged, "epoch-1.pdckpt"))
+    assert resumed.returncode == 0, resumed.stderr
+    result, said = audit(forged)
+    assert result.returncode == 4, said
+    assert "audit: epoch 1: failed" in said
+
+
+@pytest.mark.parametrize("name, edit, what", [
+    ("best.pdckpt", lambda state: state["normalizer"]["mean"].__iadd__(np.float32(1.0)), "best.pdckpt"),
+    ("epoch-2.pdckpt", lambda state: state["classes"].reverse(), "epoch-2.pdckpt"),
+    ("last.pdckpt", lambda state: state["totals"].update(steps=1), "last.pdckpt"),
+])
+def test_a_changed_normaliser_class_list_or_counter_is_named_as_altered(forged, name, edit, what):
+    change(forged, name, edit)
+    result, said = audit(forged)
+    assert result.returncode == 4, said
+    assert f"{what} was altered after it was written" in said
+
+
+def forge_last_epoch(run_dir, shift=0.05):
+    """Move the last epoch's fc weights and re-seal its weights digest and chain digest everywhere."""
+    lines = records(run_dir)
+    forged = None
+    for name in ("epoch-3.pdckpt", "best.pdckpt", "last.pdckpt"):
+        state = read_checkpoint(path(run_dir, name))
+        if state["epochs_done"] == 3:
+            state["model"]["fc.weight"] = state["model"]["fc.weight"] + np.float32(shift)
+            save_checkpoint(path(run_dir, name), state)
+            forged = state
+    lines[2]["weights_sha256"] = weights_digest(forged["model"])
+    lines[2]["state_sha256"] = position_link(forged)
+    reseal_histories(run_dir, lines)
+
+
+def claim_gpu(run_dir):
+    """Append a sealed manifest entry that claims an H100 and name it in the records, as anyone can."""
+    manifest_path = path(run_dir, "environment.json")
+    with open(manifest_path) as stream:
+        manifest = json.load(stream)
+    entry = json.loads(json.dumps(manifest["entries"][-1]))
+    entry["device"].update(kind="gpu", gpus=[{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}],
+                           driver="560.35.03")
+    entry["sha256"] = seal(entry)
+    manifest["entries"].append(entry)
+    with open(manifest_path, "w") as stream:
+        json.dump(manifest, stream)
+    reseal_histories(run_dir, [{**line, "environment_sha256": entry["sha256"]} for line in records(run_dir)])
+
+
+def test_a_claim_of_other_hardware_refuted_by_the_step_losses_fails(forged):
+    forge_last_epoch(forged)
+    claim_gpu(forged)
+    result, said = audit(forged, "--epoch", "3")
+    assert result.returncode == 4, said
+    assert "its step losses are reproduced here bit for bit" in said
+
+
+def test_without_its_manifest_a_run_that_differs_is_not_verified(forged):
+    forge_last_epoch(forged)
+    os.remove(path(forged, "environment.json"))
+    lines = [{key: value for key, value in line.items() if key != "environment_sha256"} for line in records(forged)]
+    lines[2]["step_losses"] = [loss * 1.001 for loss in lines[2]["step_losses"]]  # no longer reproduced
+    reseal_histories(forged, lines)
+    result, said = audit(forged, "--epoch", "3")
+    assert result.returncode == 2, said
+    assert "environment.json is missing" in said and "no looser test applies" in said
+
+
+@pytest.mark.parametrize("name, field", [("summary.json", "test_error"), ("best.test.json", "error"),
+                                         ("summary.json", "best_val_error")])
+def test_an_edited_reported_error_fails(forged, name, field):
+    with open(path(forged, name)) as stream:
+        document = json.load(stream)
+    document[field] -= 5.0
+    with open(path(forged, name), "w") as stream:
+        json.dump(document, stream)
+    result, said = audit(forged)
+    assert result.returncode == 4, said
+    assert f"{name} states otherwise" in said
+
+
+def test_a_best_checkpoint_not_chosen_by_validation_error_fails(forged):
+    best = read_checkpoint(path(forged, "best.pdckpt"))["epochs_done"]
+    other = next(line["epoch"] for line in records(forged)
+                 if line["val_error"] != records(forged)[best - 1]["val_error"])
+    shutil.copyfile(path(forged, f"epoch-{other}.pdckpt"), path(forged, "best.pdckpt"))
+    result, said = audit(forged)
+    assert result.returncode == 4, said
+    assert "it was not chosen by validation error" in said
+
+
+def test_a_run_whose_best_checkpoint_cannot_be_re_trained_is_not_verified(forged):
+    best = read_checkpoint(path(forged, "best.pdckpt"))["epochs_done"]
+    if best == 1:
+        pytest.skip("the best epoch of this run is its first, which re-trains from the seed")
+    for epoch in range(1, 4):
+        os.remove(path(forged, f"epoch-{epoch}.pdckpt"))
+    config = yaml.safe_load(open(path(forged, "config.yaml")))
+    config["run"]["keep_every"] = 0
+    with open(path(forged, "config.yaml"), "w") as stream:
+        yaml.safe_dump(config, stream)
+    result, said = audit(forged, "--all")
+    assert result.returncode == 2, said
+    assert "best.pdckpt, the file users load, is not covered" in said and "not re-trainable" in said
+
+
+def test_a_checkpoint_the_config_promises_that_is_missing_fails(forged):
+    os.remove(path(forged, "epoch-1.pdckpt"))
+    assert_one_line_error(dnsd("audit", forged, "--all"), "epoch-1.pdckpt is missing", "run.keep_every", code=4)
+
+
+def test_a_planted_branch_json_exempts_no_epoch(forged):
+    branch = {"from": "/elsewhere/epoch-2.pdckpt", "epochs_done": 2, "step": 0, "changes": {}}
+    with open(path(forged, "branch.json"), "w") as stream:
+        json.dump(branch, stream)
+    result, said = audit(forged)
+    assert result.returncode == 2, said  # the branch's start is not in its folder: nothing verifies epoch 3
+    shutil.copyfile(path(forged, "epoch-2.pdckpt"), path(forged, "branch.pdckpt"))
+    branch["state_sha256"] = position_link(read_checkpoint(path(forged, "branch.pdckpt")))
+    with open(path(forged, "branch.json"), "w") as stream:
+        json.dump(branch, stream)
+    result, said = audit(forged)
+    assert result.returncode == 4, said
+    assert "epoch-3.pdckpt was altered after it was written" in said
+
+
+def test_an_honest_resume_and_an_honest_branch_pass(honest, tmp_path):
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(honest, resumed)
+    assert dnsd("train", "--resume", path(resumed, "epoch-1.pdckpt")).returncode == 0
+    result, said = audit(resumed, "--all")
+    assert result.returncode == 0, said
+    branch = str(tmp_path / "branch")
+    made = dnsd("train", "--resume", path(honest, "epoch-2.pdckpt"), "--branch", branch, "-o", "train.lr=0.05")
+    assert made.returncode == 0, made.stderr
+    result, said = audit(branch)
+    assert result.returncode == 0, said
+    assert "re-training it from " + path(branch, "branch.pdckpt") in said
+    assert "not audited here: epochs 1 to 2, trained by the run this one branched from" in said
