@@ -9,7 +9,7 @@ from DNSD.audits.run import choose, open_run, plan, positions
 from DNSD.audits.verdicts import (FAILED, UNVERIFIED, VERIFIED, Verdict, across_builds, first_difference,
                                   record_differences)
 from DNSD.errors import AuditFailed, AuditUnverified
-from DNSD.runs.chain import position_link
+from DNSD.runs.chain import exact_fields, position_link, state_tensors
 from DNSD.runs.folder import MANIFEST, METRICS
 from DNSD.runs.manifest import describe_environment, manifest_differences, numerics
 from DNSD.system.device import select_run_device
@@ -76,8 +76,9 @@ def judge(run, target, first, device, current):
         return Verdict(FAILED, ["its step losses are reproduced here bit for bit, so it was trained on these "
                                 f"numerics, yet it ends elsewhere; {where}", *altered])
     if target.entry is None:
-        return Verdict(UNVERIFIED, [f"not bit-identical, and {MANIFEST} is missing: nothing says what trained it, so "
-                                    f"no looser test applies; {where}", *altered])
+        why = run.manifest_problem or f"the run has no {MANIFEST} (trained before DNSD 1.1.0 wrote one)"
+        return Verdict(UNVERIFIED, [f"not bit-identical, and {why}: nothing says what trained it, so no looser "
+                                    f"test applies; {where}", *altered])
     differences = [item for item in manifest_differences(target.entry, current) if item[0] != "command"]
     shown = [f"  {kind} {key}: {mine!r} in the run, {theirs!r} here"
              for kind, key, mine, theirs in differences[:SHOWN_DIFFERENCES]]
@@ -88,7 +89,7 @@ def judge(run, target, first, device, current):
                                 *shown, *altered])
     noise = [retrain(run, target, device, nudge) for nudge in (np.inf, -np.inf)[:NOISE_RUNS]]
     data = splits(run, target.start and target.start[1]["normalizer"])
-    verdict = across_builds(reference and reference[1]["model"],
+    verdict = across_builds(reference and (state_tensors(reference[1]), exact_fields(reference[1])),
                             reference and predictions(run, data, reference[1]["model"]), losses, first, noise)
     verdict.lines += shown
     if altered:

@@ -21,7 +21,8 @@ def epochs_text(epochs):
             runs[-1][1] = epoch
         else:
             runs.append([epoch, epoch])
-    return ("epochs " if len(epochs) > 1 else "epoch ") + ", ".join(str(a) if a == b else f"{a} to {b}" for a, b in runs)
+    listed = ", ".join(str(first) if first == last else f"{first} to {last}" for first, last in runs)
+    return ("epochs " if len(epochs) > 1 else "epoch ") + listed
 
 
 def chosen_best(records, points, rule, since=0):
@@ -102,6 +103,8 @@ def coverage(run, verdicts, findings, auditable):
     if run.branched_at:
         lines.append(f"not audited here: epochs 1 to {run.branched_at}, trained by the run this one branched from "
                      f"({BRANCH}); audit that run")
+    if run.manifest_problem:
+        lines.append(f"manifest: {run.manifest_problem}; only what re-trains bit for bit can be verified")
     if not run.sealed:
         lines.append("the records seal each epoch's weights only (DNSD before 1.6.0): optimiser state, normaliser, "
                      "class names and counters are not verified")

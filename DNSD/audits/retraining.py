@@ -10,7 +10,7 @@ from DNSD.audits.verdicts import Retrained
 from DNSD.datasets import load_splits
 from DNSD.errors import InputError, TrainingStopped
 from DNSD.models import build_model
-from DNSD.runs.chain import link
+from DNSD.runs.chain import exact_fields, link, state_tensors
 from DNSD.runs.checkpoint import check_resume_state, check_same_data, restore_model
 from DNSD.runs.folder import BRANCH_START
 from DNSD.system.device import describe_device
@@ -63,11 +63,10 @@ def retrain(run, target, device, nudge=0.0):
         except (Diverged, Interrupted) as stopped:
             raise TrainingStopped(f"the audit's re-training stopped: {stopped.what}; nothing in {run.folder} was "
                                   "changed", stopped.exit_code, stopped.label) from None
-        record = trainer.history[-1] if not target.step else None
-        end = record["state_sha256"] if record else link(trainer.chain, trainer.state())
-        return Retrained(host_weights(trainer.model), end, record,
-                         record["epoch_seconds"] if record else trainer.meter.seconds, data.identity,
-                         predictions(run, data, trainer.model))
+        record, state = trainer.history[-1] if not target.step else None, trainer.state()
+        return Retrained(host_weights(trainer.model), record["state_sha256"] if record else link(trainer.chain, state),
+                         record, record["epoch_seconds"] if record else trainer.meter.seconds, data.identity,
+                         predictions(run, data, trainer.model), state_tensors(state), exact_fields(state))
 
 
 def predictions(run, data, weights):

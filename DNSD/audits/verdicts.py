@@ -8,7 +8,7 @@ import numpy as np
 VERIFIED, UNVERIFIED, FAILED = "verified", "cannot be verified", "failed"
 # How far beyond the measured rounding noise an honest run of other numerics may lie, per statistic: above the largest
 # ratio of the honest cross-numerics pairs and below the changes that scripts/audit_power.py measures (BENCHMARKS.md).
-TOLERANCES = {"step losses": 30.0, "weights": 4.0, "predictions": 3.0}
+TOLERANCES = {"step losses": 30.0, "tensors": 4.0, "predictions": 3.0}
 POWER = ("within-noise test, not bit for bit: it catches the changes BENCHMARKS.md's audit calibration lists as "
          "caught, not smaller ones")
 
@@ -23,6 +23,8 @@ class Retrained:
     seconds: float
     identity: dict  # the data's
     predictions: np.ndarray = None  # its classes of the validation images, for a comparison across builds
+    tensors: dict = None  # every tensor of its end state (chain.state_tensors)
+    fields: dict = None  # what any numerics compute alike of its end state (chain.exact_fields)
 
     @property
     def losses(self):
@@ -48,15 +50,18 @@ def distance(array, reference):
     return float(np.linalg.norm(array.astype(np.float64) - reference.astype(np.float64)))
 
 
-def weight_ratio(recorded, first, noise):
-    """(largest ratio, its tensor): each tensor's distance from the first re-training in units of its own rounding
-    noise (the largest distance of a perturbed re-training), no smaller than float32's resolution of the tensor."""
+def tensor_ratio(recorded, first, noise):
+    """(largest ratio, its tensor): each tensor of the state (weights, batch-norm statistics, the optimiser's
+    accumulators, the normaliser) at its distance from the first re-training, in units of its own rounding noise
+    (the largest distance of a perturbed re-training), no smaller than float32's resolution of the tensor."""
     ratios = {}
-    for name, array in first.weights.items():
+    for name, array in first.tensors.items():
         if array.dtype.kind != "f":
             continue
+        if name not in recorded or recorded[name].shape != array.shape:
+            return float("inf"), name
         floor = float(np.finfo(np.float32).eps) * max(float(np.linalg.norm(array.astype(np.float64))), 1e-30)
-        spread = max([distance(run.weights[name], array) for run in noise] + [floor])
+        spread = max([distance(run.tensors[name], array) for run in noise] + [floor])
         ratios[name] = distance(recorded[name], array) / spread
     name = max(ratios, key=ratios.get)
     return ratios[name], name
@@ -84,13 +89,19 @@ def prediction_ratio(recorded, first, noise):
     return found / spread, f"{found} of {len(recorded)} validation images, noise {spread}"
 
 
-def across_builds(recorded_weights, recorded_predictions, recorded_losses, first, noise):
-    """The verdict on a position where bit-identity cannot be had here, from the recorded model (weights and its
-    predictions) and step losses, against the first re-training in units of the noise of the perturbed ones."""
-    if recorded_weights is None:
+def across_builds(recorded, recorded_predictions, recorded_losses, first, noise):
+    """The verdict on a position where bit-identity cannot be had here, from the recorded end state (a kept
+    checkpoint's: its tensors and exact fields, chain.py) with its predictions, and the recorded step losses, against
+    the first re-training in units of the noise of the perturbed ones."""
+    if recorded is None:
         return Verdict(UNVERIFIED, ["no checkpoint of it is kept: its step losses alone cannot verify a model across "
                                     "builds"])
-    found = {"weights": weight_ratio(recorded_weights, first, noise),
+    tensors, fields = recorded
+    changed = [key for key in first.fields if fields.get(key) != first.fields[key]]
+    if changed:
+        return Verdict(FAILED, [f"its {changed[0]} is {fields.get(changed[0])!r}, the re-training's "
+                                f"{first.fields[changed[0]]!r}: no numerics compute that otherwise"])
+    found = {"tensors": tensor_ratio(tensors, first, noise),
              "predictions": prediction_ratio(recorded_predictions, first, noise)}
     if recorded_losses and first.losses and len(recorded_losses) == len(first.losses):
         ratio, step = loss_ratio(recorded_losses, first, noise)

@@ -15,31 +15,33 @@ GENESIS = hashlib.sha256(b"dnsd-chain/1").hexdigest()  # what a new run's first 
 TIMING = ("seconds",)  # the totals that are wall time, not computation
 
 
-def _arrays(digest, label, arrays):
-    for name in sorted(arrays):
-        array = arrays[name]
-        array = np.ascontiguousarray(array.numpy() if hasattr(array, "numpy") else array)
-        digest.update(f"{label}\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
-        digest.update(array.tobytes())
+def state_tensors(state):
+    """{"part:name": array} of a state's tensors: weights and batch-norm statistics, the optimiser's accumulators
+    (by structured name; its copy of the scheduler is the scheduler's), the normaliser."""
+    parts = {"model": state["model"], "normalizer": state["normalizer"],
+             "optimizer": {key: value for key, value in state["optimizer"].items() if hasattr(value, "shape")}}
+    return {f"{part}:{name}": np.ascontiguousarray(value.numpy() if hasattr(value, "numpy") else value)
+            for part, arrays in sorted(parts.items()) for name, value in sorted(arrays.items())}
+
+
+def exact_fields(state):
+    """What a state holds that any numerics compute alike: the recipe, the data, the classes, the counters and the
+    learning rate (the tensors, the totals and the errors are rounding's)."""
+    config, scheduler = state["config"], state.get("scheduler") or {}
+    return {"recipe": recipe(config if isinstance(config, dict) else config.to_dict()),
+            "data_sha256": (state.get("data") or {}).get("sha256"), "num_classes": state["num_classes"],
+            "classes": list(state["classes"]), "epochs_done": state["epochs_done"], "step": state.get("step", 0),
+            "scheduler": {key: scheduler.get(key) for key in ("last_epoch", "last_lr")}}
 
 
 def state_digest(state):
-    """sha256 of what a checkpoint's state computes from here on, in a form that no Paddle version or process
-    changes (the optimiser's arrays by structured name; its copy of the scheduler is the scheduler's)."""
-    config = state["config"]
-    scheduler = state.get("scheduler") or {}
+    """sha256 of everything a state computes from here on, in a form that no Paddle version or process changes."""
     totals = {key: value for key, value in (state.get("totals") or {}).items() if key not in TIMING}
-    fields = {"recipe": recipe(config if isinstance(config, dict) else config.to_dict()),
-              "num_classes": state["num_classes"], "classes": state["classes"],
-              "epochs_done": state["epochs_done"], "step": state.get("step", 0),
-              "scheduler": {key: scheduler.get(key) for key in ("last_epoch", "last_lr")},
-              "scaler": state.get("scaler"), "totals": totals, "best": state.get("best"),
-              "data_sha256": (state.get("data") or {}).get("sha256")}
+    fields = {**exact_fields(state), "scaler": state.get("scaler"), "totals": totals, "best": state.get("best")}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
-    _arrays(digest, "model", state["model"])
-    _arrays(digest, "optimizer", {key: value for key, value in state["optimizer"].items()
-                                  if hasattr(value, "shape")})
-    _arrays(digest, "normalizer", state["normalizer"])
+    for name, array in state_tensors(state).items():
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 
