@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))  # forgery
 
 from cifar_archive import synthetic_batches, write_archive  # noqa: E402
 from helpers import TINY_RUN, dnsd, real_archive  # noqa: E402

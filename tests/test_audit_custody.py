@@ -10,9 +10,8 @@ import pytest
 import yaml
 
 from DNSD.runs.chain import position_link
-from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
-from DNSD.runs.manifest import seal
-from DNSD.training.ranks import weights_digest
+from DNSD.runs.checkpoint_file import read_checkpoint
+from forgery import change, claim_gpu, forge_state, path, records, reseal_histories
 from helpers import assert_one_line_error, dnsd, real_archive
 
 RUN = ["--depth", "8", "--epochs", "3", "--batch-size", "50", "--val-size", "100", "--train-images", "400",
@@ -33,37 +32,6 @@ def forged(honest, tmp_path):
     copy = str(tmp_path / "forged")
     shutil.copytree(honest, copy)
     return copy
-
-
-def path(run_dir, name):
-    return os.path.join(run_dir, name)
-
-
-def records(run_dir):
-    with open(path(run_dir, "metrics.jsonl")) as stream:
-        return [json.loads(line) for line in stream]
-
-
-def write_records(run_dir, lines):
-    with open(path(run_dir, "metrics.jsonl"), "w") as stream:
-        stream.writelines(json.dumps(line) + "\n" for line in lines)
-
-
-def reseal_histories(run_dir, lines):
-    """Every checkpoint's sealed history made the records', as anyone can."""
-    write_records(run_dir, lines)
-    for name in os.listdir(run_dir):
-        if name.endswith(".pdckpt"):
-            state = read_checkpoint(path(run_dir, name))
-            state["history"] = lines[:len(state["history"])]
-            save_checkpoint(path(run_dir, name), state)
-
-
-def change(run_dir, name, edit):
-    state = read_checkpoint(path(run_dir, name))
-    edit(state)
-    save_checkpoint(path(run_dir, name), state)
-    return state
 
 
 def audit(run_dir, *args):
@@ -121,33 +89,8 @@ def test_a_changed_normaliser_class_list_or_counter_is_named_as_altered(forged, 
 
 
 def forge_last_epoch(run_dir, shift=0.05):
-    """Move the last epoch's fc weights and re-seal its weights digest and chain digest everywhere."""
-    lines = records(run_dir)
-    forged = None
-    for name in ("epoch-3.pdckpt", "best.pdckpt", "last.pdckpt"):
-        state = read_checkpoint(path(run_dir, name))
-        if state["epochs_done"] == 3:
-            state["model"]["fc.weight"] = state["model"]["fc.weight"] + np.float32(shift)
-            save_checkpoint(path(run_dir, name), state)
-            forged = state
-    lines[2]["weights_sha256"] = weights_digest(forged["model"])
-    lines[2]["state_sha256"] = position_link(forged)
-    reseal_histories(run_dir, lines)
-
-
-def claim_gpu(run_dir):
-    """Append a sealed manifest entry that claims an H100 and name it in the records, as anyone can."""
-    manifest_path = path(run_dir, "environment.json")
-    with open(manifest_path) as stream:
-        manifest = json.load(stream)
-    entry = json.loads(json.dumps(manifest["entries"][-1]))
-    entry["device"].update(kind="gpu", gpus=[{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}],
-                           driver="560.35.03")
-    entry["sha256"] = seal(entry)
-    manifest["entries"].append(entry)
-    with open(manifest_path, "w") as stream:
-        json.dump(manifest, stream)
-    reseal_histories(run_dir, [{**line, "environment_sha256": entry["sha256"]} for line in records(run_dir)])
+    forge_state(run_dir, 3, lambda state: state["model"].update({"fc.weight": state["model"]["fc.weight"] +
+                                                                 np.float32(shift)}))
 
 
 def test_a_claim_of_other_hardware_refuted_by_the_step_losses_fails(forged):
