@@ -1,8 +1,10 @@
 """dnsd audit tried as a forger would: an honest run changed through the public format (read_checkpoint,
 save_checkpoint, chain.position_link) and re-sealed wherever the format lets anyone re-seal, then audited. Every
 forgery fails (exit 4) or is called unverifiable (exit 2); the honest run, its resume and its branch pass."""
+import glob
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -11,8 +13,10 @@ import yaml
 
 from DNSD.runs.chain import position_link
 from DNSD.runs.checkpoint_file import read_checkpoint
-from forgery import change, claim_gpu, forge_state, path, records, reseal_histories
-from helpers import assert_one_line_error, dnsd, real_archive
+from cifar_archive import synthetic_batches, write_archive
+from DNSD.files import file_digest
+from forgery import change, claim_data, claim_gpu, forge_state, path, records, reseal_histories
+from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd, real_archive
 
 RUN = ["--depth", "8", "--epochs", "3", "--batch-size", "50", "--val-size", "100", "--train-images", "400",
        "--keep-every", "1"]
@@ -183,3 +187,48 @@ def test_an_honest_resume_and_an_honest_branch_pass(honest, tmp_path):
     assert result.returncode == 0, said
     assert "re-training it from " + path(branch, "branch.pdckpt") in said
     assert "not audited here: epochs 1 to 2, trained by the run this one branched from" in said
+
+
+def test_a_run_trained_on_other_images_that_claims_the_archive_fails(tmp_path):
+    """10 % of the training images swapped among themselves: the run then claims the real archive's identity."""
+    batches = synthetic_batches(40, learnable=True)
+    real = write_archive(str(tmp_path / "real.tar.gz"), batches)
+    swapped = {member: (images.copy(), labels) for member, (images, labels) in batches.items()}
+    for member, (images, _) in swapped.items():
+        if "data_batch" in member:
+            images[:4] = images[[1, 2, 3, 0]]
+    other = write_archive(str(tmp_path / "swapped.tar.gz"), swapped)
+    run_dir = str(tmp_path / "run")
+    result = dnsd("train", "--data-file", other, "--output-dir", run_dir, *TINY_RUN, "--keep-every", "1")
+    assert result.returncode == 0, result.stderr
+    assert_one_line_error(dnsd("audit", run_dir, "--data-file", real), "is not the archive")
+    claim_data(run_dir, {"file": real, "bytes": os.path.getsize(real), "sha256": file_digest(real, "sha256")})
+    result, said = audit(run_dir, "--data-file", real)
+    assert result.returncode == 4, said
+    assert "audit: epoch 1: failed" in said
+
+
+def test_a_run_from_before_the_chain_audits_its_weights_and_says_what_it_lacks(forged):
+    lines = [{key: value for key, value in line.items() if key != "state_sha256"} for line in records(forged)]
+    reseal_histories(forged, lines)
+    for name in os.listdir(forged):
+        if name.endswith(".pdckpt"):
+            change(forged, name, lambda state: state.pop("chain"))
+    result, said = audit(forged)
+    assert result.returncode == 2, said
+    assert "audit: epoch 1: verified: bit-identical" in said
+    assert "the records seal each epoch's weights only (DNSD before 1.6.0)" in said
+
+
+def test_every_verdict_the_docs_quote_is_one_the_audit_prints():
+    """docs/reproducing.md's verdicts, each in backticks, stand in the audit's code as it prints them."""
+    docs = open(os.path.join(ROOT, "docs", "reproducing.md")).read()
+    section = re.sub(r"```.*?```", "", docs[docs.index("**The audit.**"):docs.index("**What an audit proves.**")],
+                     flags=re.DOTALL)
+    quoted = [" ".join(text.split()) for text in re.findall(r"`([^`]+)`", section)
+              if text.startswith(("verified", "failed", "cannot be verified"))]
+    assert len(quoted) >= 4, quoted
+    code = "".join(open(name).read() for name in glob.glob(os.path.join(ROOT, "DNSD", "audits", "*.py")))
+    for verdict in quoted:
+        outcome, _, text = verdict.partition(": ")
+        assert outcome in ("verified", "failed", "cannot be verified") and (not text or text in code), verdict
