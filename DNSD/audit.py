@@ -1,5 +1,6 @@
-"""`dnsd audit RUN_DIR`: re-train positions of a run from its kept checkpoints, in a temporary folder, and check
-that they follow from its recipe (audits/); the run folder is only read."""
+"""`dnsd audit RUN_DIR`: check a run's files against its chain of custody, re-train positions of it from its kept
+checkpoints in a temporary folder, recompute what it reports, and say what was covered (audits/); the run folder is
+only read."""
 import secrets
 
 from DNSD.changes import data_and_device_keys
@@ -11,8 +12,8 @@ def add_arguments(parser):
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the folder of a training run")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--epoch", type=int, metavar="K",
-                       help="the epoch to re-train (default: where best.pdckpt was saved, else the last epoch whose "
-                            "start is kept: a checkpoint of epoch K-1, or the initialisation for epoch 1)")
+                       help="the epoch to re-train (default: the run's first epoch and the one best.pdckpt holds, "
+                            "whose start must be kept: a checkpoint of epoch K-1, or the initialisation for epoch 1)")
     which.add_argument("--all", action="store_true",
                        help="every epoch whose start is kept, and best.pdckpt and last.pdckpt where saved within an "
                             "epoch, one after another")

@@ -55,9 +55,10 @@ class AuditedRun:
         return found[0] if found else None
 
     def previous(self, epoch):
-        """The link the chain of an epoch of this run builds on."""
+        """The link the chain of an epoch of this run builds on (GENESIS after a record from before DNSD 1.6.0: an old
+        run resumed by 1.6.0 starts its chain there)."""
         first = (self.branched_at or 0) + 1
-        return self.origin if epoch == first else self.records[epoch - 2].get("state_sha256")
+        return self.origin if epoch == first else self.records[epoch - 2].get("state_sha256") or GENESIS
 
     def checkpoint(self, path):
         """A checkpoint's state, read (its digest and its recipe checked) once however often it is asked for."""
