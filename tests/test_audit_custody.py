@@ -232,3 +232,30 @@ def test_every_verdict_the_docs_quote_is_one_the_audit_prints():
     for verdict in quoted:
         outcome, _, text = verdict.partition(": ")
         assert outcome in ("verified", "failed", "cannot be verified") and (not text or text in code), verdict
+
+
+def test_records_cut_short_are_named_before_anything_is_trained(forged):
+    lines = records(forged)
+    with open(path(forged, "metrics.jsonl"), "w") as stream:
+        stream.writelines(json.dumps(line) + "\n" for line in lines[:2])
+    assert_one_line_error(dnsd("audit", forged), "holds an epoch that", "metrics.jsonl does not record")
+
+
+def test_an_edited_test_error_in_the_records_fails_where_its_epoch_is_re_trained(forged):
+    lines = records(forged)
+    best = read_checkpoint(path(forged, "best.pdckpt"))["epochs_done"]
+    lines[best - 1]["test_error"] -= 5.0
+    reseal_histories(forged, lines)
+    result, said = audit(forged)
+    assert result.returncode == 4, said
+    assert f"metrics.jsonl line {best}'s test_error is not what the re-training computes" in said
+
+
+def test_a_run_trained_on_two_threads_is_verified_bit_for_bit(tmp_path):
+    run_dir = str(tmp_path / "run")
+    trained = dnsd("train", "--data-file", real_archive(), "--output-dir", run_dir, *RUN, "-o", "run.cpu_threads=2",
+                   env=dict(os.environ))
+    assert trained.returncode == 0, trained.stderr
+    result, said = audit(run_dir, "-o", "run.cpu_threads=1")
+    assert result.returncode == 0, said
+    assert "audit: epoch 1: verified: bit-identical" in said

@@ -152,8 +152,13 @@ def check_files(run):
         start = run.path(BRANCH_START)
         if os.path.isfile(start) and position_link(run.checkpoint(start)) != run.branch.get("state_sha256"):
             run.altered[start] = f"its state is not the one {run.path(BRANCH)} seals for the branch point"
+    beyond = [path for epoch, paths in run.kept.items() for path in paths if epoch > len(run.records)] + \
+        [path for path, epoch, _ in run.within if epoch - 1 > len(run.records)]
+    if beyond:
+        raise InputError(f"{beyond[0]} holds an epoch that {run.path(METRICS)} does not record (a crash before the "
+                         "record was written, or lines were removed): resume the run, or restore the file from a copy")
     for epoch, paths in run.kept.items():
-        for path in paths:
+        for path in paths if epoch else ():  # epoch 0: a stop before the first step, the seed's initialisation
             state = run.checkpoint(path)
             sealed_record(run, path, state, epoch)
             if weights_digest(state["model"]) != run.records[epoch - 1]["weights_sha256"]:
