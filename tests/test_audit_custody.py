@@ -54,6 +54,10 @@ def test_the_honest_run_passes_and_says_what_it_covered(honest):
     assert "not re-trained, their starts kept (--all re-trains them): epoch 2" in said
     assert "best.pdckpt (epoch 3): verified" in said or "best.pdckpt (epoch " in said
     assert "not the official CIFAR-10 archive" in said
+    best = read_checkpoint(path(honest, "best.pdckpt"))["epochs_done"]
+    planned = f"re-training epoch 1, epoch {best} (2 epochs of training" if best > 1 else "re-training epoch 1 (1 epoch"
+    assert planned in said
+    assert "epochs left take about" not in said  # the run's cost to train is not the audit's
     assert "validation error" in said and "recomputed" in said
     result, said = audit(honest, "--all")
     assert result.returncode == 0, said

@@ -62,7 +62,8 @@ def judge(run, target, first, device, current):
         altered += [f"{run.path(METRICS)} line {target.epoch}'s {key} is not what the re-training computes: the "
                     "record was altered" for key in changed]
         held = ", ".join(path for path, _ in intact)
-        line = f"bit-identical to the run: state sha256 {first.link[:16]}..." + (f", as {held} hold" if held else "")
+        verb = "holds" if len(intact) == 1 else "hold"
+        line = f"bit-identical to the run: state sha256 {first.link[:16]}..." + (f", as {held} {verb}" if held else "")
         if first.record:
             line += f"; re-trained in {first.seconds:.1f} s, {target.record['epoch_seconds']:.1f} s in the run"
         return Verdict(FAILED if altered else VERIFIED, [line, *altered])
@@ -97,12 +98,23 @@ def judge(run, target, first, device, current):
     return verdict
 
 
+def cost_line(run, targets):
+    """What the audit re-trains, and how long that took the run: once, or 1 + NOISE_RUNS times where this machine
+    cannot reproduce the run bit for bit."""
+    seconds = sum(run.records[target.epoch - 1].get("epoch_seconds") or 0.0 for target in targets)
+    names = ", ".join(target.name() for target in targets)
+    return (f"DNSD: auditing {run.folder}: re-training {names} ({len(targets)} epoch{'s' if len(targets) > 1 else ''} "
+            f"of training, {seconds:.0f} s as the run trained them; {1 + NOISE_RUNS} times that where this machine "
+            "cannot reproduce the run bit for bit)")
+
+
 def audit(folder, epoch=None, every=False, stated=None, sample=None, sample_seed=None):
     """Audit the chosen positions of the run in folder; raises AuditFailed (exit 4) where one does not follow from
     the run's recipe or a file was altered, AuditUnverified (exit 2) where one, or best.pdckpt, was not verified."""
     run = open_run(folder, stated or {})
     targets = [plan(run, position) for position in choose(run, epoch, every, sample, sample_seed)]
     device = select_run_device(run.config.run)
+    print(cost_line(run, targets), flush=True)
     verdicts, current = [], None
     for target in targets:
         first = retrain(run, target, device)

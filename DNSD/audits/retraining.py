@@ -54,6 +54,7 @@ def retrain(run, target, device, nudge=0.0):
                                   for name, array in host_weights(model).items()})
         branched = run.branch is not None and path == run.path(BRANCH_START)
         trainer = Trainer(config, folder, data, model, state, branched=branched, origin=run.origin)
+        trainer.estimated = True  # the run's cost to train is not the audit's: audit() says what it re-trains
         how = ", its weights moved by one unit in the last place to measure the rounding noise" if nudge else ""
         print(f"DNSD: auditing {target.name()} of {run.folder}: re-training it from "
               f"{path or f'the initialisation of seed {config.run.seed}'} on {describe_device(device)}{how}",
