@@ -42,6 +42,9 @@ class OnnxRuntime:
     name = "onnxruntime"
 
     def __init__(self, prefix, threads=1, gpu=False, onednn=None):
+        # ONNX Runtime's telemetry writes a device id into the user's home (~/.cache/Microsoft) as it loads, and
+        # sends usage events: off, unless the user says otherwise.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime
 
         options = onnxruntime.SessionOptions()

@@ -2,8 +2,11 @@
 which lets every library's INFO lines through (Matplotlib's first-run font cache, Paddle's downloader), and its C++
 core logs through glog; both are quieted around the imports that load Paddle, unless --verbose asks for them."""
 import contextlib
+import importlib
 import logging
 import os
+import sys
+import tempfile
 import warnings
 
 # Warnings Paddle gives on every run that say nothing about the run.
@@ -36,3 +39,20 @@ def quiet_libraries(verbose=False):
         root.handlers[:] = handlers
         root.setLevel(level)
         quiet_loggers()  # and after them, for the loggers they set up at INFO (Paddle's downloader)
+
+
+def imported_without_home(name):
+    """A module whose import writes into the user's home for a part DNSD does not use (VisualDL: ~/.visualdl, its
+    server's settings), imported with HOME pointing at a temporary folder, removed after."""
+    if name in sys.modules:
+        return sys.modules[name]
+    home = os.environ.get("HOME")
+    with tempfile.TemporaryDirectory(prefix="dnsd-home-") as folder:
+        os.environ["HOME"] = folder
+        try:
+            return importlib.import_module(name)
+        finally:
+            if home is None:
+                del os.environ["HOME"]
+            else:
+                os.environ["HOME"] = home

@@ -15,10 +15,12 @@ import numpy as np
 import paddle
 
 from tqdm import tqdm
-from visualdl import LogWriter
 
 from DNSD.runs.folder import EVALUATION_POINTS, VISUALDL, append_record, remove
+from DNSD.system.console import imported_without_home
 from DNSD.training.evaluation import percent
+
+LogWriter = imported_without_home("visualdl").LogWriter
 
 
 @dataclass
