@@ -20,7 +20,7 @@ from DNSD.errors import InputError, NumericsDiffer
 from DNSD.models.resnet import CifarResNet
 from DNSD.runs.folder import CONFIG
 from DNSD.runs.manifest import run_differences
-from DNSD.system.device import describe_device, environment_report, select_run_device
+from DNSD.system.device import cpu_text, describe_cpu, describe_device, environment_report, select_run_device
 from DNSD.system.device_check import check_device
 from DNSD.system.numerics import numerics_in_effect
 from DNSD.training.optimizer import build_optimizer
@@ -130,6 +130,7 @@ def check_numerics(device):
     digests = step_digests()
     agrees, line = compare_bits(digests, known)
     print(f"{'check numerics:':<22}{line}")
+    print(f"{'':<22}this machine: {cpu_text(describe_cpu())}, {describe_numerics(in_effect)}")
     print(f"{'':<22}digest after step {STEPS}: {digests[-1]}")
     if not agrees:
         raise NumericsDiffer("this CPU computes other bits than the reference machines (docs/reproducing.md)")

@@ -86,6 +86,12 @@ def test_this_machine_computes_the_reference_bits():
     assert result.returncode == 0, result.stderr
     assert "CPU numerics:         portable (MKL_DEBUG_CPU_TYPE=5, MKL_CBWR=AVX2,STRICT)" in result.stdout
     assert "this machine computes the reference bits" in result.stdout
+    first = open("/proc/cpuinfo").read().split("\n\n")[0]
+    fields = dict((key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in first.splitlines()))
+    named = f"{fields['vendor_id']}, family {fields['cpu family']} model {fields['model']}"
+    # What a bug report or a mismatch needs: the machine's own CPU, in the info lines and beside the verdict.
+    assert f"processor:            {fields['model name']} ({named}; avx2 fma" in result.stdout
+    assert f"this machine: {fields['model name']} ({named}; avx2 fma" in result.stdout
 
 
 @needs_avx2

@@ -142,12 +142,21 @@ def thread_count(threads):
 
 
 def describe_cpu():
-    """The processor: its model, vendor, which of INSTRUCTION_SETS it has, and the cores this process may use."""
+    """The processor: its model, vendor, family and model numbers, which of INSTRUCTION_SETS it has, and the cores
+    this process may use."""
     fields = cpuinfo_fields()
     flags = set(fields.get("flags", "").split())
     return {"model": fields.get("model name") or platform.processor(), "vendor": fields.get("vendor_id"),
+            "family": fields.get("cpu family"), "model_number": fields.get("model"),
             "instruction_sets": [name for name in INSTRUCTION_SETS if name in flags],
             "cores_usable": len(os.sched_getaffinity(0))}
+
+
+def cpu_text(cpu):
+    """One line naming a processor as describe_cpu gives it, with the instruction sets that decide its numerics."""
+    number = f", family {cpu['family']} model {cpu['model_number']}" if cpu.get("family") else ""
+    decisive = [name for name in ("avx2", "fma", "avx512f") if name in cpu["instruction_sets"]]
+    return f"{cpu['model']} ({cpu['vendor'] or 'vendor unknown'}{number}; {' '.join(decisive) or 'no AVX2'})"
 
 
 def environment_report():
@@ -163,7 +172,7 @@ def environment_report():
     lines = [("DNSD", f"{__version__} ({os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})"),
              ("Python", f"{platform.python_version()} ({sys.executable})"),
              ("platform", platform.platform()),
-             ("processor", f"{cpu['model']}, {cpu['cores_usable']} cores usable"),
+             ("processor", f"{cpu_text(cpu)}, {cpu['cores_usable']} cores usable"),
              ("PaddlePaddle", paddle_build()),
              ("Paddle's GPUs", "; ".join(f"gpu:{i} {name}" for i, name in enumerate(paddle_gpus)) or problem),
              ("GPUs on this machine", "; ".join(gpus) + (f"; {driver}" if driver else "") if gpus else "no GPU"),
