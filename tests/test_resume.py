@@ -234,3 +234,19 @@ def test_a_run_measuring_points_resumes_to_the_same_points_and_best_checkpoint(t
     save_checkpoint(path, {**read_checkpoint(path), "points": []})
     assert dnsd("--resume", run_dir).returncode == 0
     assert open(os.path.join(run_dir, "points.jsonl")).read() == ""
+
+
+def test_a_checkpoint_saved_before_a_resumed_runs_first_step_keeps_the_optimisers_momentum(trained_run, tmp_path):
+    """A resume at an epoch's last step saves its checkpoints before any step: Paddle 2.6's optimiser then leaves
+    the restored momentum out of its state_dict(), which the checkpoint must hold all the same."""
+    from DNSD.datasets import load_splits
+    from DNSD.runs.checkpoint import read_state, restore_model
+    from DNSD.training.loop import Trainer
+
+    path = os.path.join(trained_run[0], "last.pdckpt")
+    state = read_state(path)
+    trainer = Trainer(state["config"], str(tmp_path), load_splits(state["config"], state["normalizer"]),
+                      restore_model(state, path), state)
+    saved = trainer.state()["optimizer"]
+    momentum = {key: value for key, value in state["optimizer"].items() if hasattr(value, "shape")}
+    assert momentum and all(np.array_equal(np.asarray(saved[key]), value) for key, value in momentum.items())

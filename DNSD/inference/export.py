@@ -88,22 +88,19 @@ def to_onnx(prefix):
         raise ExportRefused(f"paddle2onnx {paddle2onnx.__version__} could not convert the model on Paddle "
                             f"{paddle.__version__} (paddle2onnx 2.x needs Paddle 3, 1.x Paddle 2); nothing was written")
     with open(prefix + ".onnx", "wb") as stream:
-        stream.write(without_unused_initializers(onnx_bytes))
+        stream.write(pruned(onnx_bytes))
 
 
-def without_unused_initializers(onnx_bytes):
-    """The model without the initializers no node reads (paddle2onnx leaves some; ONNX Runtime warns of each)."""
-    import onnx
+def pruned(onnx_bytes):
+    """The model with only what computes its outputs from its inputs, by the onnx package's Extractor: paddle2onnx
+    leaves nodes whose results nothing reads, whose constants ONNX Runtime then warns of, one line each."""
+    import onnx.utils
 
     model = onnx.load_from_string(onnx_bytes)
-    graph = model.graph
-    used = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
-    unused = {initializer.name for initializer in graph.initializer} - used
-    for field in (graph.initializer, graph.input):
-        kept = [item for item in field if item.name not in unused]
-        del field[:]
-        field.extend(kept)
-    return model.SerializeToString()
+    constants = {initializer.name for initializer in model.graph.initializer}
+    inputs = [item.name for item in model.graph.input if item.name not in constants]
+    return onnx.utils.Extractor(model).extract_model(inputs, [item.name for item in model.graph.output]) \
+        .SerializeToString()
 
 
 def onnx_runner(prefix):

@@ -87,6 +87,7 @@ class Trainer:
         self.watched = [(f"{label}.{name}", parameter) for label, layer in model.first_convolutions().items()
                         for name, parameter in layer.named_parameters()]
         self.saved = {}  # the checkpoints in the run folder: (epochs done, step) of what each holds
+        self.restored_optimizer = {}  # a resumed optimiser's state until its first step (restore)
         if state is not None:
             self.restore(state, branched)
 
@@ -99,6 +100,9 @@ class Trainer:
         except Exception as error:
             raise InputError(f"the checkpoint's optimiser or scheduler state cannot be restored "
                              f"({type(error).__name__}: {one_line(error, 150)}); use another checkpoint") from None
+        # Paddle 2.6 keeps restored accumulators aside until the first step, leaving them out of state_dict() till
+        # then: a checkpoint saved before that step (a resume at an epoch's last step) takes them from here.
+        self.restored_optimizer = state["optimizer"]
         self.epochs_done, self.step = state["epochs_done"], state["step"]
         self.meter, self.history = TrainingMeter(**state["totals"]), state["history"]
         self.evaluation_points = state.get("points", [])
@@ -117,7 +121,7 @@ class Trainer:
         """Everything a checkpoint needs to evaluate this model or to continue this run exactly."""
         return {"config": self.config.to_dict(), "num_classes": self.data.num_classes, "classes": self.data.classes,
                 "normalizer": self.data.normalizer.state(), "model": self.model.state_dict(),
-                "optimizer": renamed(self.optimizer.state_dict(), self.model),
+                "optimizer": {**self.restored_optimizer, **renamed(self.optimizer.state_dict(), self.model)},
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "epochs_done": self.epochs_done, "step": self.step, "totals": self.meter.state(),
@@ -216,6 +220,7 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.clear_grad(set_to_zero=True)
+        self.restored_optimizer = {}
         self.step += 1
         correct = (logits.argmax(axis=1) == labels).astype("float32").sum()
         results = paddle.stack([loss_sum.detach().astype("float32"), correct, *magnitudes])
