@@ -35,6 +35,7 @@ def test_the_card_of_a_seeds_folder_shows_the_summarys_mean_and_std_and_each_che
     figure = re.search(r"!\[[^]]*\]\(([^)]+)\)", card).group(1)
     assert open(os.path.join(seeds_folder, figure), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "dnsd audit seed-0 --all" in card
+    assert "Until then the results above are the run's own account" in card  # not verified by being written
 
 
 def test_a_card_needs_a_finished_run(tmp_path, tiny_archive):

@@ -74,3 +74,10 @@ def test_seeds_json_is_named_only_where_the_folders_of_dnsd_1_1_are_read():
     grid = open(os.path.join(PACKAGE, "sweeps", "grid.py")).read()
     [reader] = [node for node in ast.parse(grid).body if getattr(node, "name", None) == "read_old_seeds"]
     assert "seeds.json" not in grid.replace(ast.get_source_segment(grid, reader), "")
+
+
+def test_no_function_of_the_package_exceeds_50_lines():
+    for path in glob.glob(os.path.join(PACKAGE, "**", "*.py"), recursive=True):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 50, (os.path.relpath(path, ROOT), node.name)

@@ -162,10 +162,9 @@ def prefetched(batches, ahead, pin=False):
     thread, and the host tensors they come from. Closing the iterator stops the thread.
 
     pin: on a GPU, the thread puts each batch in page-locked memory, so that its copy to the device runs
-    asynchronously; the copy may still be queued when the next batch is taken, so the caller keeps the host batch
-    until it reads a result back from the device (Trainer.read_steps), or the pinned memory could be given to
-    another batch before the copy ran. Paddle's DataLoader pins too, with num_workers=0, but when making a batch
-    fails its loop waits forever (seen with Paddle 2.6.2 and 3.3.1); here the error reaches the caller.
+    asynchronously and may still be queued when the next batch is taken: the caller keeps the host batch until it
+    reads a result back (Trainer.read_steps). Paddle's DataLoader pins too (num_workers=0), but waits forever where
+    making a batch fails (Paddle 2.6.2 and 3.3.1); here the error reaches the caller.
     """
     on_gpu = paddle.device.get_device().startswith("gpu")
     pin = pin and on_gpu

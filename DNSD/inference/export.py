@@ -132,6 +132,24 @@ def check_form(runner, images, expected, what):
     return difference
 
 
+def staged_forms(inference, staged, form, images, expected):
+    """Save the inference model at the staged prefix in the forms asked, each checked on images against the
+    checkpoint's probabilities (expected); returns {form: largest difference}."""
+    paddle.jit.save(inference, staged, input_spec=[paddle.static.InputSpec([None, 32, 32, 3], "uint8", "images")])
+    differences = {}
+    if form in ("both", "paddle"):
+        differences["paddle"] = check_form(PaddleInference(staged), images, expected, "Paddle")
+    if form in ("both", "onnx"):
+        to_onnx(staged)
+        differences["onnx"] = check_form(onnx_runner(staged), images, expected, "ONNX")
+    if form == "onnx":  # Paddle's files served the conversion alone
+        folder = os.path.dirname(staged)
+        for file in os.listdir(folder):
+            if not file.endswith(".onnx"):
+                os.remove(os.path.join(folder, file))
+    return differences
+
+
 def export_checkpoint(checkpoint_path, prefix=None, stated=None, form="both"):
     """Write the inference model(s) of a checkpoint and PREFIX-info.json; returns the prefix and the largest
     difference of each form's probabilities from the checkpoint's."""
@@ -157,19 +175,7 @@ def export_checkpoint(checkpoint_path, prefix=None, stated=None, form="both"):
     # every file it describes, so that a model half replaced by an interrupted export is refused when loaded.
     staging = tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, dir=folder)
     try:
-        staged = os.path.join(staging, name)
-        paddle.jit.save(inference, staged,
-                        input_spec=[paddle.static.InputSpec([None, 32, 32, 3], "uint8", "images")])
-        expected, differences = truth(images), {}
-        if form in ("both", "paddle"):
-            differences["paddle"] = check_form(PaddleInference(staged), images, expected, "Paddle")
-        if form in ("both", "onnx"):
-            to_onnx(staged)
-            differences["onnx"] = check_form(onnx_runner(staged), images, expected, "ONNX")
-        if form == "onnx":
-            for file in os.listdir(staging):
-                if not file.endswith(".onnx"):
-                    os.remove(os.path.join(staging, file))
+        differences = staged_forms(inference, os.path.join(staging, name), form, images, truth(images))
         files = sorted(os.listdir(staging))
         # Not {prefix}.json (Paddle 3's program) nor {prefix}.*.json, which paddle.jit.load 3.3.1 mistakes for it.
         write_json(os.path.join(staging, f"{name}-info.json"), {

@@ -140,6 +140,19 @@ def checkpoint_rows(folder, runs):
     return lines
 
 
+def using_lines(load, best, run):
+    """The card's sections on loading the model and auditing the run (run: its folder, relative to the card's)."""
+    return ["## Loading", "", "From this folder, with DNSD's repository cloned (nothing is downloaded):", "",
+            "```python", "import paddle", load, "```", "",
+            f"or {code(f'DNSD.load_checkpoint({best!r}).predict(images)')} for uint8 images (N, 32, 32, 3); "
+            f"{code(f'dnsd eval --checkpoint {best}')} tests it again.", "",
+            "## Auditing", "", f"From this folder, {code(f'dnsd audit {run} --all')} checks every file against the "
+            "run's chain of custody, re-trains every epoch and checkpoint whose start is kept, recomputes the errors "
+            "reported above, and says what it covered (bit for bit wherever the auditor's machine can reproduce the "
+            "run; DNSD's docs/reproducing.md). Until then the results above are the run's own account, and the "
+            "checksums say only which files these are.", ""]
+
+
 def write_card(folder):
     """Write folder/MODEL_CARD.md (and its curves figure) for the runs in folder; returns the card's path."""
     runs = find_runs([folder])
@@ -180,15 +193,7 @@ def write_card(folder):
             *(f"- {line}" for line in (environment_lines(entries[-1]) if entries else
                                        ["no environment.json: trained before DNSD 1.1.0 wrote one"])), "",
             "## Checkpoints", "", *checkpoint_rows(folder, runs), "",
-            "## Loading", "", "From this folder, with DNSD's repository cloned (nothing is downloaded):", "",
-            "```python", "import paddle", load, "```", "",
-            f"or {code(f'DNSD.load_checkpoint({best!r}).predict(images)')} for uint8 images (N, 32, 32, 3); "
-            f"{code(f'dnsd eval --checkpoint {best}')} tests it again.", "",
-            "## Auditing", "", f"From this folder, {code(f'dnsd audit {os.path.relpath(finished[0], folder)} --all')} "
-            "re-trains every epoch and checkpoint whose start is kept and verifies each against the run's record "
-            "(bit for bit on the run's build, within the measured rounding noise on another; DNSD's "
-            "docs/reproducing.md). The checksums above say which files these are; none is verified until audited.",
-            "", "## Licence and citation", "",
+            *using_lines(load, best, os.path.relpath(finished[0], folder)), "## Licence and citation", "",
             "DNSD, which trained these weights, is licensed under Apache-2.0; the data set's own terms apply to the "
             "data. Cite the paper:", "", "```bibtex", CITATION, "```", ""]
     write_figure(draw_curves(runs), os.path.join(folder, FIGURE))

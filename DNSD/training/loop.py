@@ -106,12 +106,12 @@ class Trainer:
         self.epochs_done, self.step = state["epochs_done"], state["step"]
         self.meter, self.history = TrainingMeter(**state["totals"]), state["history"]
         self.evaluation_points = state.get("points", [])
-        if not branched:  # within an epoch, the rest of it builds on the epoch before; else on this checkpoint
-            self.chain = (state.get("chain") if self.step else position_link(state)) or GENESIS
         if branched:
             # A branch follows its own config's schedule from here, and picks its best among its own epochs.
             self.scheduler.step(self.epochs_done)
         else:
+            # Within an epoch, the rest of it builds on the epoch before; at an epoch's end, on this checkpoint.
+            self.chain = (state.get("chain") if self.step else position_link(state)) or GENESIS
             self.best_checkpoint.best = dict(state["best"])
             self.saved[LAST] = (self.epochs_done, self.step)
             if self.best_checkpoint.position():
