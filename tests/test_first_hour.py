@@ -128,6 +128,9 @@ def test_a_checkpoint_path_that_does_not_exist_names_the_nearest_run_folder(trai
                                   "runs/quick-ResNet-20-val_size=500")
     result = dnsd("eval", "--checkpoint", "runs/resnet110-sd-ResNet-110", cwd=str(tmp_path))
     assert_one_line_error(result, "the nearest run folder is runs/resnet110_sd-ResNet-110")
+    result = dnsd("audit", "runs/quick-ResNet-20", cwd=str(tmp_path))  # the README's follow-up, as typed
+    assert_one_line_error(result, "runs/quick-ResNet-20 holds no run", "the nearest run folder is "
+                                  "runs/quick-ResNet-20-val_size=500")
 
 
 def test_figure_3_of_a_run_without_test_errors_names_the_flag(trained_run, tmp_path):

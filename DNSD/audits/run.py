@@ -13,7 +13,7 @@ from DNSD.files import read_json
 from DNSD.runs.chain import GENESIS, branch_origin, position_link
 from DNSD.runs.checkpoint import read_state
 from DNSD.runs.folder import (BEST, BRANCH, BRANCH_START, CONFIG, KEPT, LAST, MANIFEST, METRICS, branched_at,
-                              read_evaluation_points, read_records, sweep_folders)
+                              nearest_run, read_evaluation_points, read_records, sweep_folders)
 from DNSD.runs.manifest import entry_for, read_manifest
 from DNSD.training.optimizer import rate_at
 from DNSD.training.ranks import weights_digest
@@ -98,9 +98,11 @@ def open_run(folder, stated):
     """The run in folder with its records, manifest and checkpoints, each checkpoint checked against the records;
     InputError for anything else."""
     if not os.path.isfile(os.path.join(folder, CONFIG)):
-        several = bool(sweep_folders([folder]))
-        raise InputError(f"{folder} holds several runs; audit one of them, e.g. {os.path.join(folder, 'seed-0')}"
-                         if several else f"{folder} holds no run ({CONFIG}); pass the output folder of a training run")
+        if sweep_folders([folder]):
+            raise InputError(f"{folder} holds several runs; audit one of them, e.g. {os.path.join(folder, 'seed-0')}")
+        nearest = not os.path.exists(folder) and nearest_run(folder)
+        raise InputError(f"{folder} holds no run ({CONFIG}); " + (f"the nearest run folder is {nearest}" if nearest
+                                                                  else "pass the output folder of a training run"))
     path = os.path.join(folder, CONFIG)
     config = for_checkpoint(config_from_dict(load_yaml(path), where=f" in {path}"), stated, "dnsd audit")
     records = read_records(folder, ["val_error"])
