@@ -19,13 +19,16 @@ MINI_RUN = ["--depth", "8", "--epochs", "2", "--batch-size", "50", "--val-size",
             "--keep-every", "1"]
 
 
-@pytest.fixture(scope="module")
-def mini_run(tmp_path_factory):
-    """A real 2-epoch run on the mini archive that keeps every epoch's checkpoint."""
-    run_dir = str(tmp_path_factory.mktemp("audit") / "run")
-    result = dnsd("train", "--data-file", real_archive(), "--output-dir", run_dir, *MINI_RUN)
+def real_run(run_dir, *extra):
+    """A real run on the mini archive (2 epochs unless extra says otherwise) that keeps every epoch's checkpoint."""
+    result = dnsd("train", "--data-file", real_archive(), "--output-dir", run_dir, *MINI_RUN, *extra)
     assert result.returncode == 0, result.stderr
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def mini_run(tmp_path_factory):
+    return real_run(str(tmp_path_factory.mktemp("audit") / "run"))
 
 
 def snapshot(folder):

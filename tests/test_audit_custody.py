@@ -17,18 +17,14 @@ from cifar_archive import synthetic_batches, write_archive
 from DNSD.files import file_digest
 from forgery import change, claim_data, claim_gpu, forge_state, path, records, reseal_histories
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd, real_archive
+from test_audit import MINI_RUN, real_run
 
-RUN = ["--depth", "8", "--epochs", "3", "--batch-size", "50", "--val-size", "100", "--train-images", "400",
-       "--keep-every", "1"]
+THREE_EPOCHS = ("--epochs", "3")
 
 
 @pytest.fixture(scope="module")
 def honest(tmp_path_factory):
-    """A real 3-epoch run on the mini archive that keeps every epoch's checkpoint."""
-    run_dir = str(tmp_path_factory.mktemp("custody") / "run")
-    result = dnsd("train", "--data-file", real_archive(), "--output-dir", run_dir, *RUN)
-    assert result.returncode == 0, result.stderr
-    return run_dir
+    return real_run(str(tmp_path_factory.mktemp("custody") / "run"), *THREE_EPOCHS)
 
 
 @pytest.fixture
@@ -257,8 +253,8 @@ def test_an_edited_test_error_in_the_records_fails_where_its_epoch_is_re_trained
 
 def test_a_run_trained_on_two_threads_is_verified_bit_for_bit(tmp_path):
     run_dir = str(tmp_path / "run")
-    trained = dnsd("train", "--data-file", real_archive(), "--output-dir", run_dir, *RUN, "-o", "run.cpu_threads=2",
-                   env=dict(os.environ))
+    trained = dnsd("train", "--data-file", real_archive(), "--output-dir", run_dir, *MINI_RUN, *THREE_EPOCHS, "-o",
+                   "run.cpu_threads=2", env=dict(os.environ))  # a process of its own: threads are the process's
     assert trained.returncode == 0, trained.stderr
     result, said = audit(run_dir, "-o", "run.cpu_threads=1")
     assert result.returncode == 0, said
