@@ -20,7 +20,8 @@ NOISE_RUNS = 2  # perturbed re-trainings across builds: one unit in the last pla
 
 
 def expected(run, target):
-    """The chain's digest the run records at the target (None where it records none), and the files'."""
+    """The chain's digest the run records at the target: its record's, else (a checkpoint within an epoch that no
+    evaluation point records) an intact checkpoint's own; None for a run from before DNSD 1.6.0."""
     if not target.step:
         return target.record.get("state_sha256")
     return (target.record or {}).get("state_sha256") or next(
@@ -43,21 +44,33 @@ def strict(entry, current):
     both (the same bits on every x86-64 CPU with AVX2, on Paddle 2.6 and 3.x alike) in as many processes."""
     portable = [item["device"]["kind"] == "cpu" and item["settings"].get("cpu_numerics") == "portable"
                 for item in (entry, current)]
-    one_process = entry["settings"]["world_size"] == current["settings"]["world_size"]
-    return numerics(entry) == numerics(current) or all(portable) and one_process
+    as_many_processes = entry["settings"]["world_size"] == current["settings"]["world_size"]
+    return numerics(entry) == numerics(current) or all(portable) and as_many_processes
+
+
+def manifest_lines(entry, current):
+    """What differs between the manifest entry of the session that trained a position and this machine's."""
+    differences = [item for item in manifest_differences(entry, current) if item[0] != "command"]
+    shown = [f"  {kind} {key}: {mine!r} in the run, {theirs!r} here"
+             for kind, key, mine, theirs in differences[:SHOWN_DIFFERENCES]]
+    if len(differences) > SHOWN_DIFFERENCES:
+        shown.append(f"  (+{len(differences) - SHOWN_DIFFERENCES} more differences: dnsd info --compare)")
+    return shown
 
 
 def judge(run, target, first, device, current):
     """The verdict on a re-trained target: bit for bit where this machine can reproduce it, else within the noise
     of perturbed re-trainings; a missing manifest or a claim the step losses refute never loosens the test."""
     intact = [(path, state) for path, state in target.files if path not in run.altered]
-    altered = [f"{path} was altered after it was written: {run.altered[path]}" for path, _ in target.files
-               if path in run.altered]
-    if bit_identical(run, target, first):
-        altered = [line + (f"; tensor {found[0]} differs from the re-trained weights, which match the record"
-                           if found else "") for line, found in zip(altered, [
-                               first_difference(first.weights, state["model"]) for path, state in target.files
-                               if path in run.altered])]
+    identical = bit_identical(run, target, first)
+    altered = []
+    for path, state in target.files:
+        if path in run.altered:
+            # Where the re-training confirms the record, the first tensor in which the file departs from it.
+            found = identical and first_difference(first.weights, state["model"])
+            altered.append(f"{path} was altered after it was written: {run.altered[path]}" + (
+                f"; tensor {found[0]} differs from the re-trained weights, which match the record" if found else ""))
+    if identical:
         changed = record_differences(target.record, first.record) if first.record else []
         altered += [f"{run.path(METRICS)} line {target.epoch}'s {key} is not what the re-training computes: the "
                     "record was altered" for key in changed]
@@ -80,11 +93,7 @@ def judge(run, target, first, device, current):
         why = run.manifest_problem or f"the run has no {MANIFEST} (trained before DNSD 1.1.0 wrote one)"
         return Verdict(UNVERIFIED, [f"not bit-identical, and {why}: nothing says what trained it, so no looser "
                                     f"test applies; {where}", *altered])
-    differences = [item for item in manifest_differences(target.entry, current) if item[0] != "command"]
-    shown = [f"  {kind} {key}: {mine!r} in the run, {theirs!r} here"
-             for kind, key, mine, theirs in differences[:SHOWN_DIFFERENCES]]
-    if len(differences) > SHOWN_DIFFERENCES:
-        shown.append(f"  (+{len(differences) - SHOWN_DIFFERENCES} more differences: dnsd info --compare)")
+    shown = manifest_lines(target.entry, current)
     if strict(target.entry, current):
         return Verdict(FAILED, [f"differs from the run on numerics this machine reproduces bit for bit; {where}",
                                 *shown, *altered])
