@@ -250,3 +250,23 @@ def test_a_checkpoint_saved_before_a_resumed_runs_first_step_keeps_the_optimiser
     saved = trainer.state()["optimizer"]
     momentum = {key: value for key, value in state["optimizer"].items() if hasattr(value, "shape")}
     assert momentum and all(np.array_equal(np.asarray(saved[key]), value) for key, value in momentum.items())
+
+
+def test_a_checkpoint_saved_after_an_epochs_end_holds_the_chain_its_record_seals(trained_run, tmp_path):
+    """A stop just after an epoch ends (a signal during validation, a pre-empted sweep task) saves last.pdckpt at step
+    0 once the epoch is sealed: a resume must take it as the epoch's own checkpoint."""
+    from DNSD.datasets import load_splits
+    from DNSD.models import build_model
+    from DNSD.runs.chain import breaks_chain
+    from DNSD.runs.checkpoint import read_state
+    from DNSD.training.loop import Trainer
+
+    config = read_state(os.path.join(trained_run[0], "last.pdckpt"))["config"]
+    config.run.output_dir, config.train.epochs = str(tmp_path), 1
+    paddle.seed(config.run.seed)
+    data = load_splits(config)
+    trainer = Trainer(config, str(tmp_path), data, build_model(config.model, data.num_classes))
+    trainer.train()
+    trainer.save("last.pdckpt")  # what Trainer.stop saves after the epoch's end
+    state = read_state(os.path.join(str(tmp_path), "last.pdckpt"))
+    assert state["epochs_done"] == 1 and state["step"] == 0 and not breaks_chain(state)

@@ -64,7 +64,9 @@ class Trainer:
                  origin=GENESIS):
         self.config, self.run_dir, self.data, self.model, self.ranks = config, run_dir, data, model, ranks
         self.environment = environment
-        self.chain = origin  # the link of the last sealed position, which the next one builds on
+        # The chain of custody (chain.py): the link of the last epoch's end, which positions after it build on, and
+        # the link that end built on, which a checkpoint of it names.
+        self.chain = self.chain_before = origin
         check_shards(len(data.train), config.train.batch_size, ranks.world_size)
         use_synced_batch_norm(config.train.sync_batch_norm and ranks.world_size > 1)
         self.optimizer, self.scheduler = build_optimizer(config.train, model)
@@ -106,6 +108,7 @@ class Trainer:
         self.epochs_done, self.step = state["epochs_done"], state["step"]
         self.meter, self.history = TrainingMeter(**state["totals"]), state["history"]
         self.evaluation_points = state.get("points", [])
+        self.chain_before = state.get("chain") or GENESIS  # a checkpoint at the epoch's end names its own, as read
         if branched:
             # A branch follows its own config's schedule from here, and picks its best among its own epochs.
             self.scheduler.step(self.epochs_done)
@@ -126,7 +129,8 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "epochs_done": self.epochs_done, "step": self.step, "totals": self.meter.state(),
                 "history": self.history, "points": self.evaluation_points, "best": self.best_checkpoint.best,
-                "data": self.data.identity, "paddle_version": paddle.__version__, "chain": self.chain}
+                "data": self.data.identity, "paddle_version": paddle.__version__,
+                "chain": self.chain if self.step else self.chain_before}
 
     def path(self, name):
         return os.path.join(self.run_dir, name)
@@ -297,13 +301,13 @@ class Trainer:
         self.history.append(record)
         self.epochs_done, self.step, self.meter = epoch, 0, TrainingMeter()
         record["state_sha256"] = link(self.chain, self.state())  # the checkpoints below hold this state
+        self.chain_before, self.chain = self.chain, record["state_sha256"]
         if improved:
             self.save(BEST)
         if epoch % self.config.run.checkpoint_every == 0 or epoch == self.config.train.epochs:
             self.save(LAST)
         if self.config.run.keep_every and epoch % self.config.run.keep_every == 0:
             self.save(KEPT.format(epoch))
-        self.chain = record["state_sha256"]
         if self.ranks.writes:
             log_epoch(writer, self.run_dir, record, improved, self.config.train.epochs)
 
