@@ -2,11 +2,12 @@
 its coverage: what was re-trained, what was not and why, which files are verified, and the archive it read."""
 import os
 
-from DNSD.audits.verdicts import FAILED, UNVERIFIED, VERIFIED
+from DNSD.audits.verdicts import FAILED, UNVERIFIED, VERIFIED, position_text
 from DNSD.datasets import official_digest
 from DNSD.files import read_json
 from DNSD.runs.checkpoint import restore_model
 from DNSD.runs.folder import BEST, BRANCH, LAST, SUMMARY, read_summary
+from DNSD.training.best import BestCheckpoint
 from DNSD.training.evaluation import evaluate
 
 
@@ -25,18 +26,17 @@ def epochs_text(epochs):
     return ("epochs " if len(epochs) > 1 else "epoch ") + listed
 
 
-def chosen_best(records, points, rule, since=0):
-    """(epoch, step) of the model the recorded validation errors make the best by the run's rule (the lowest; a tie
-    to the earliest or the latest), among the run's own epochs or points: (epoch, 0) an epoch's end, (epoch, step)
-    a point's model within epoch + 1 ... as best.pdckpt's position is counted."""
-    candidates = [((point["epoch"], point["step"]), point["val_error"]) for point in points
-                  if point["epoch"] > since] or \
-        [((record["epoch"], 0), record["val_error"]) for record in records if record["epoch"] > since]
-    if not candidates:
-        return None
-    lowest = min(error for _, error in candidates)
-    tied = [position for position, error in candidates if error == lowest]
-    return tied[-1] if rule == "latest" else tied[0]
+def chosen_best(run):
+    """(epoch, step) of the model the recorded validation errors make the best, replayed through the run's own rule
+    (training/best.py) over its own epochs or evaluation points; a point's step lies within its epoch."""
+    since = run.branched_at or 0
+    best = BestCheckpoint(run.config.run.best_on_tie, bool(run.config.run.eval_every_iterations))
+    for point in (point for point in run.points if point["epoch"] > since):
+        best.at_point(point)
+    for record in (record for record in run.records if record["epoch"] > since):
+        best.at_epoch_end(record["epoch"], record["val_error"])
+    position = best.position()
+    return (position[0] + 1, position[1]) if position and position[1] else position
 
 
 ACROSS_BUILDS_POINTS = 1.0  # how far (percentage points) a recomputed error may lie from the record across builds
@@ -48,7 +48,7 @@ def recompute(run, verdicts, splits):
     position, findings = run.position_of(BEST), []
     if position is None:
         return findings
-    rule = chosen_best(run.records, run.points, run.config.run.best_on_tie, run.branched_at or 0)
+    rule = chosen_best(run)
     if rule != position:
         findings.append((FAILED, f"best.pdckpt holds {position_text(position)}, but the recorded validation errors "
                                  f"make {rule and position_text(rule)} the best by the rule "
@@ -81,10 +81,6 @@ def recompute(run, verdicts, splits):
                         if wrong else (VERIFIED, f"best.pdckpt's {name} error {errors[split]:.2f} %, recomputed: "
                                                  f"as {', '.join(name for name, _ in checked) or 'no file'} state"))
     return findings
-
-
-def position_text(position):
-    return f"epoch {position[0]}" + (f", step {position[1]}" if position[1] else "")
 
 
 def coverage(run, verdicts, findings, auditable):

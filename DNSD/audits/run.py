@@ -6,6 +6,7 @@ import os
 import random
 import re
 
+from DNSD.audits.verdicts import position_text
 from DNSD.changes import for_checkpoint, recipe
 from DNSD.config import config_from_dict, load_yaml
 from DNSD.errors import AuditFailed, InputError
@@ -91,7 +92,7 @@ class Target:
     entry: dict  # the manifest entry of the session that trained it, or None
 
     def name(self):
-        return f"epoch {self.epoch}" + (f", step {self.step}" if self.step else "")
+        return position_text((self.epoch, self.step))
 
 
 def open_run(folder, stated):

@@ -32,6 +32,11 @@ class Retrained:
         return self.record and self.record.get("step_losses")
 
 
+def position_text(position):
+    """'epoch 3' for (3, 0), 'epoch 3, step 12' for a position within an epoch."""
+    return f"epoch {position[0]}" + (f", step {position[1]}" if position[1] else "")
+
+
 @dataclasses.dataclass
 class Verdict:
     outcome: str
