@@ -259,8 +259,8 @@ def test_a_sample_of_epochs_is_drawn_from_the_seed_it_prints_and_passes_only_whe
 
 def retrained(weights, losses, predictions, fields=None):
     tensors = {f"model:{name}": array for name, array in weights.items()}
-    return Retrained(weights, "", {"step_losses": losses}, 1.0, {}, np.array(predictions), tensors,
-                     fields or {"epochs_done": 2})
+    return Retrained(tensors, fields or {"epochs_done": 2}, "", {"step_losses": losses}, 1.0, {},
+                     np.array(predictions))
 
 
 def group(stem, fc):

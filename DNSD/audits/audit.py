@@ -99,6 +99,8 @@ def judge(run, target, first, device, current):
                                 *shown, *altered])
     noise = [retrain(run, target, device, nudge) for nudge in (np.inf, -np.inf)[:NOISE_RUNS]]
     data = splits(run, target.start and target.start[1]["normalizer"])
+    for retrained in (first, *noise):  # only across builds: a bit-identical verdict needs no predictions
+        retrained.predictions = predictions(run, data, retrained.weights)
     verdict = across_builds(reference and (state_tensors(reference[1]), exact_fields(reference[1])),
                             reference and predictions(run, data, reference[1]["model"]), losses, first, noise)
     verdict.lines += shown

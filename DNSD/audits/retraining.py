@@ -65,15 +65,13 @@ def retrain(run, target, device, nudge=0.0):
             raise TrainingStopped(f"the audit's re-training stopped: {stopped.what}; nothing in {run.folder} was "
                                   "changed", stopped.exit_code, stopped.label) from None
         record, state = trainer.history[-1] if not target.step else None, trainer.state()
-        return Retrained(host_weights(trainer.model), record["state_sha256"] if record else link(trainer.chain, state),
-                         record, record["epoch_seconds"] if record else trainer.meter.seconds, data.identity,
-                         predictions(run, data, trainer.model), state_tensors(state), exact_fields(state))
+        return Retrained(state_tensors(state), exact_fields(state),
+                         record["state_sha256"] if record else link(trainer.chain, state), record,
+                         record["epoch_seconds"] if record else trainer.meter.seconds, data.identity)
 
 
 def predictions(run, data, weights):
-    """The classes a model (or weights) predicts for the validation images, every block active."""
-    model = weights
-    if isinstance(weights, dict):
-        model = build_model(run.config.model, data.num_classes)
-        model.set_state_dict(weights)
+    """The classes a model of these weights predicts for the validation images, every block active."""
+    model = build_model(run.config.model, data.num_classes)
+    model.set_state_dict(weights)
     return probabilities(model, data.val.images, run.config.train.batch_size, data.normalizer).argmax(axis=1)

@@ -18,14 +18,18 @@ POWER = ("not bit for bit: calibrated on CPUs (BENCHMARKS.md), it caught learnin
 class Retrained:
     """A position re-trained by the audit."""
 
-    weights: dict  # the weights it ended with, by name
+    tensors: dict  # every tensor of its end state (chain.state_tensors)
+    fields: dict  # what any numerics compute alike of its end state (chain.exact_fields)
     link: str  # the chain's digest at its end state (chain.py)
     record: dict  # the epoch's record as the re-training wrote it, or None (a position within an epoch)
     seconds: float
     identity: dict  # the data's
-    predictions: np.ndarray = None  # its classes of the validation images, for a comparison across builds
-    tensors: dict = None  # every tensor of its end state (chain.state_tensors)
-    fields: dict = None  # what any numerics compute alike of its end state (chain.exact_fields)
+    predictions: np.ndarray = None  # its classes of the validation images, where compared across builds
+
+    @property
+    def weights(self):
+        """The weights and batch-norm statistics it ended with, by name."""
+        return {name[len("model:"):]: array for name, array in self.tensors.items() if name.startswith("model:")}
 
     @property
     def losses(self):

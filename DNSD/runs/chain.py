@@ -16,12 +16,13 @@ TIMING = ("seconds",)  # the totals that are wall time, not computation
 
 
 def state_tensors(state):
-    """{"part:name": array} of a state's tensors: weights and batch-norm statistics, the optimiser's accumulators
-    (by structured name; its copy of the scheduler is the scheduler's), the normaliser."""
+    """{"part:name": array} of a state's tensors, each part in its own order: weights and batch-norm statistics (the
+    state dict's), the optimiser's accumulators (by structured name; its copy of the scheduler is the scheduler's),
+    the normaliser."""
     parts = {"model": state["model"], "normalizer": state["normalizer"],
              "optimizer": {key: value for key, value in state["optimizer"].items() if hasattr(value, "shape")}}
     return {f"{part}:{name}": np.ascontiguousarray(value.numpy() if hasattr(value, "numpy") else value)
-            for part, arrays in sorted(parts.items()) for name, value in sorted(arrays.items())}
+            for part, arrays in parts.items() for name, value in arrays.items()}
 
 
 def exact_fields(state):
@@ -39,7 +40,7 @@ def state_digest(state):
     totals = {key: value for key, value in (state.get("totals") or {}).items() if key not in TIMING}
     fields = {**exact_fields(state), "scaler": state.get("scaler"), "totals": totals, "best": state.get("best")}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
-    for name, array in state_tensors(state).items():
+    for name, array in sorted(state_tensors(state).items()):  # by name: the order Paddle keeps them in may vary
         digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
