@@ -1,7 +1,7 @@
 """The networks a run can build (model.arch), each declared once: the depths it can be built with and the model keys
 it reads. The config's choices and checks derive from here; DNSD/models builds each network from the same keys."""
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -9,7 +9,7 @@ class Architecture:
     summary: str
     fits: Callable[[int], bool]  # the depths it can be built with
     depths: str  # the same, in words
-    keys: Tuple[str, ...]  # the model keys it reads besides arch and depth
+    keys: tuple[str, ...]  # the model keys it reads besides arch and depth
 
 
 # The largest depths are about twice what a GPU holds at batch 128 (ResNet-1202), so that a typing slip never builds

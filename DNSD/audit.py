@@ -3,9 +3,9 @@ checkpoints in a temporary folder, recompute what it reports, and say what was c
 only read."""
 import secrets
 
+from DNSD.audits.audit import audit
 from DNSD.changes import data_and_device_keys
 from DNSD.config import add_config_flags, stated_values
-from DNSD.audits.audit import audit
 
 
 def add_arguments(parser):

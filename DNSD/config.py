@@ -5,16 +5,25 @@ import argparse
 import difflib
 import math
 import os
-from typing import List, Optional
+from typing import Optional
 
 import yaml
 
 from DNSD.architectures import ARCHITECTURES
 from DNSD.errors import InputError
-from DNSD.schema import (RENAMED_KEYS, Config, config_fields, default, describe, fields_by_key, flag_name,
-                         format_default, scope, sections)
+from DNSD.schema import (
+    RENAMED_KEYS,
+    Config,
+    config_fields,
+    default,
+    describe,
+    fields_by_key,
+    flag_name,
+    format_default,
+    scope,
+    sections,
+)
 from DNSD.untrusted import regular_file
-
 
 MAX_INT = 10**10  # no key needs more: seeds stay below 2^32, and larger numbers only overflow what uses them
 MAX_TEXT = 4096  # the longest value a flag, -o or a YAML key may give
@@ -39,10 +48,10 @@ def _convert(value, kind, key):
         return value
     if kind == Optional[str] and (value is None or isinstance(value, str)):
         return value or None
-    if kind == List[float] and isinstance(value, list) and len(value) <= 100:
+    if kind == list[float] and isinstance(value, list) and len(value) <= 100:
         return [_convert(v, float, key) for v in value]
     expected = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
-                Optional[str]: "a string", List[float]: "a list of numbers"}[kind]
+                Optional[str]: "a string", list[float]: "a list of numbers"}[kind]
     raise InputError(f"config key {key}: got {value!r}, expected {expected}")
 
 
@@ -61,7 +70,7 @@ def parse_text(text, kind):
     """Turn the text of a flag or an -o override into a value of the field's type (strings stay as typed)."""
     if kind in (str, Optional[str]):
         return None if kind == Optional[str] and text.strip().lower() in ("", "null", "none") else text
-    if kind == List[float]:
+    if kind == list[float]:
         items = text.strip().strip("[]").split(",")
         return [yaml.safe_load(item) for item in items if item.strip()]
     return yaml.safe_load(text)

@@ -6,8 +6,8 @@ from DNSD.errors import InputError
 from DNSD.inference.runtimes import ENGINES
 from DNSD.reporting.figures import check_figure_path, draw_confusion, write_figure
 from DNSD.reporting.reports import checkpoint_report, model_report
-from DNSD.training.evaluation import format_report
 from DNSD.runs.folder import checkpoint_in
+from DNSD.training.evaluation import format_report
 
 
 def add_arguments(parser):

@@ -73,7 +73,7 @@ def read_image(path, resize):
     except ImageProblem:
         raise
     except Exception as error:  # Pillow's errors for a damaged file are of many types; none is the user's to read
-        raise ImageProblem(f"it cannot be read as an image ({one_line(error) or type(error).__name__})")
+        raise ImageProblem(f"it cannot be read as an image ({one_line(error) or type(error).__name__})") from None
     return pixels, converted
 
 

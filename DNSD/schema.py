@@ -4,12 +4,11 @@ derive from these declarations (config.py reads them; docs/configuration.md is g
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Optional
 
 import yaml
 
 from DNSD.architectures import ARCHITECTURES, architectures_reading
-
 
 # When a key may change, declared with each key (changes.py alone reads these):
 FIXED = "fixed"  # what a run computes from its first step: a resume, a branch and an evaluation keep it
@@ -38,7 +37,7 @@ def option(default, help, *, choices=None, check=None, changes=FIXED, sweep=None
 
 
 def _ordered_fractions(values):
-    return 1 <= len(values) and all(0 < v <= 1 for v in values) and all(a < b for a, b in zip(values, values[1:]))
+    return len(values) >= 1 and all(0 < v <= 1 for v in values) and all(a < b for a, b in zip(values, values[1:]))
 
 
 NORMALIZATIONS = ("pixel", "channel")
@@ -128,7 +127,7 @@ class TrainConfig:
     batch_size: int = option(128, "mini-batch size (also used for evaluation)",
                              check=(lambda v: 1 <= v <= 65_536, "an integer from 1 to 65,536"), changes=TRAINING)
     lr: float = option(0.1, "initial learning rate", check=(lambda v: v > 0, "a number > 0"), changes=TRAINING)
-    lr_decay_at: List[float] = option(
+    lr_decay_at: list[float] = option(
         [0.5, 0.75],
         "fractions of the epochs from which the learning rate is multiplied by lr_decay_factor "
         "(0.5, 0.75 of 500: epochs 250 and 375)",

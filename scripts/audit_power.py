@@ -27,8 +27,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmark import write_results  # noqa: E402
-from forgery import claim, claim_data, forge_state  # noqa: E402
 from DNSD.untrusted import DataUnpickler  # noqa: E402
+from forgery import claim, claim_data, forge_state  # noqa: E402
 
 # 1,000 training and 200 validation images: 20 steps an epoch at batch 50; the learning rate 0.1, 0.01, 0.001.
 RUN = ["--batch-size", "50", "--epochs", "3", "--train-images", "1000", "--val-size", "200", "--keep-every", "1",

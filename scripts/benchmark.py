@@ -290,8 +290,8 @@ def time_engine(args, gpu):
 def time_inference(args):
     """dygraph (a checkpoint's evaluation path), Paddle Inference with and without oneDNN, and ONNX Runtime on one
     exported ResNet, same batch and threads; an engine that crashes is reported as such."""
-    from DNSD.training.evaluation import probabilities
     from DNSD.inference.export import InferenceModel, to_onnx
+    from DNSD.training.evaluation import probabilities
 
     paddle.seed(0)
     model = build_model(ModelConfig(depth=args.depth), num_classes=10)
@@ -443,7 +443,8 @@ def time_audit(args, epochs=2):
         subprocess.run([*dnsd, "train", "--data-file", args.data_file, "--val-size", str(args.val_size), "--depth",
                         str(args.depth), "--batch-size", str(args.batch_size), "--epochs", str(epochs),
                         "--keep-every", "1", "--output-dir", run_dir, *settings], check=True, capture_output=True)
-        records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+        with open(os.path.join(run_dir, "metrics.jsonl")) as file:
+            records = [json.loads(line) for line in file]
         audits = []
         for _ in range(args.repeats):
             started = time.perf_counter()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -138,7 +139,7 @@ def check_two_ranks(context):
     devices = ["--devices", "0,1"] if context.device == "gpu" else ["--nproc_per_node", "2"]
     succeeded(dnsd(*run_arguments(context, run_dir), launcher=["-m", "paddle.distributed.launch", *devices,
                                                                "--log_dir", log_dir, os.path.join("DNSD", "main.py")]))
-    ends = [re.findall(r"ends with weights sha256 (\w+)", open(os.path.join(log_dir, f"workerlog.{rank}")).read())
+    ends = [re.findall(r"ends with weights sha256 (\w+)", Path(log_dir, f"workerlog.{rank}").read_text())
             for rank in range(2)]
     if ends[0] != ends[1] or ends[0] != [digest(run_dir)]:
         raise Failed(f"the ranks ended with different weights: {ends}")

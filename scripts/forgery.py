@@ -52,7 +52,8 @@ def rechain(run_dir):
     checkpoints then agree with the records whatever they hold."""
     lines, previous = records(run_dir), GENESIS
     for line in lines:
-        state = change(run_dir, f"epoch-{line['epoch']}.pdckpt", lambda state: state.update(chain=previous))
+        kept = f"epoch-{line['epoch']}.pdckpt"
+        state = change(run_dir, kept, lambda state, chain=previous: state.update(chain=chain))
         line["state_sha256"] = previous = position_link(state)
     for name in checkpoints(run_dir):
         def edit(state):

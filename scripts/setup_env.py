@@ -9,6 +9,7 @@ release notes (CUDA 12.9 needs driver 575.51.03, CUDA 13.0 driver 580.65.06 and 
 """
 import argparse
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from DNSD.errors import one_line  # noqa: E402  (DNSD's modules that setup uses need no more than the standard library)
-from DNSD.system.nvidia_smi import driver_cuda, read_gpus, command_output  # noqa: E402
+from DNSD.system.nvidia_smi import command_output, driver_cuda, read_gpus  # noqa: E402
+
 PADDLE_INDEX = "https://www.paddlepaddle.org.cn/packages/stable"
 
 Build = collections.namedtuple("Build", "tag cuda min_driver capabilities requirement")
@@ -157,10 +159,8 @@ def choose(machine, arch, python, installed):
     if override:
         name, index = distribution(override), index_setting(None)
         if index is None and name == "paddlepaddle-gpu" and machine.gpus and "DNSD_PADDLE_INDEX" not in os.environ:
-            try:
+            with contextlib.suppress(Refusal):
                 index = index_of(gpu_build(machine, arch, python))
-            except Refusal:
-                pass
         tag = re.search(r"/cu(\d+)(\d)/?$", index or "")
         cuda = "False" if name == "paddlepaddle" else f"{tag.group(1)}.{tag.group(2)}" if tag else None
         return Choice(override, index, cuda, "DNSD_PADDLE is set", None)

@@ -17,9 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))  # forgery
 
 from cifar_archive import synthetic_batches, write_archive  # noqa: E402
-from helpers import TINY_RUN, dnsd, real_archive  # noqa: E402
 from DNSD.models.batch_norm import use_portable_batch_norm  # noqa: E402
 from DNSD.system.device import configure_cpu  # noqa: E402
+from helpers import TINY_RUN, dnsd, real_archive  # noqa: E402
 
 # The CPU settings of a run, before any test computes: MKL reads MKL_DEBUG_CPU_TYPE and MKL_CBWR at its first call, so
 # a test that computed first would leave this process on another code path than a training process, and other bits.

@@ -1,9 +1,14 @@
 """Shared by the tests: where things are, and how to run the CLI as a user does."""
 import contextlib
+import csv
 import io
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The real CIFAR-10 images tests read: DNSD_TEST_ARCHIVE, else the 6,000-image subset in ../shared/data. The official
@@ -104,3 +109,21 @@ def environment(path_first=None, **variables):
         else:
             env[name] = value
     return env
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def read_jsonl(path):
+    """One object per line, as metrics.jsonl and points.jsonl hold them."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def read_yaml(path):
+    return yaml.safe_load(Path(path).read_text())
+
+
+def read_csv(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))

@@ -1,20 +1,18 @@
 """The Python API of DNSD/__init__.py: a config, a model, a trained checkpoint and its evaluation in a call each."""
-import json
 import os
 
 import numpy as np
 import paddle
 import pytest
-import yaml
 
 import DNSD
 from DNSD.errors import InputError
-from helpers import ROOT
+from helpers import ROOT, read_json, read_yaml
 
 
 def test_load_config_reads_a_shipped_config_by_name_and_applies_overrides():
     config = DNSD.load_config("quick", {"train.epochs": 3, "model.survival_last": 0.8})
-    shipped = yaml.safe_load(open(os.path.join(ROOT, "configs", "quick.yaml")))
+    shipped = read_yaml(os.path.join(ROOT, "configs", "quick.yaml"))
     assert config.model.depth == shipped["model"]["depth"]
     assert config.train.epochs == 3 and config.model.survival_last == 0.8
     assert DNSD.load_config().model.depth == 110
@@ -32,7 +30,7 @@ def test_build_model_gives_the_network_of_the_config_with_its_classes():
 def test_load_checkpoint_and_evaluate_give_what_training_reported(trained_run, tiny_archive):
     run_dir = trained_run[0]
     checkpoint = os.path.join(run_dir, "best.pdckpt")
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    summary = read_json(os.path.join(run_dir, "summary.json"))
     trained = DNSD.load_checkpoint(checkpoint)
     assert trained.classes[0] == "airplane" and trained.epoch == summary["best_epoch"]
     assert not trained.model.training
@@ -46,4 +44,4 @@ def test_load_checkpoint_and_evaluate_give_what_training_reported(trained_run, t
 
 def test_an_unknown_attribute_of_the_package_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'no_such_function'"):
-        DNSD.no_such_function
+        _ = DNSD.no_such_function

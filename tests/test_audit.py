@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from DNSD.audits.verdicts import FAILED, UNVERIFIED, VERIFIED, Retrained, across
 from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.runs.manifest import seal
 from forgery import claim, claim_gpu, forge_state
-from helpers import TINY_RUN, assert_one_line_error, dnsd, real_archive
+from helpers import TINY_RUN, assert_one_line_error, dnsd, read_json, read_yaml, real_archive
 
 MINI_RUN = ["--depth", "8", "--epochs", "2", "--batch-size", "50", "--val-size", "100", "--train-images", "400",
             "--keep-every", "1"]
@@ -58,6 +59,7 @@ def flip_byte(path, tensor, index=0):
     save_checkpoint(path, state)
 
 
+@pytest.mark.slow
 def test_the_digest_of_each_epoch_is_the_sha256_of_its_checkpoints_weights(mini_run):
     for record in records(mini_run):
         digest = hashlib.sha256()
@@ -66,6 +68,7 @@ def test_the_digest_of_each_epoch_is_the_sha256_of_its_checkpoints_weights(mini_
         assert record["weights_sha256"] == digest.hexdigest()
 
 
+@pytest.mark.slow
 def test_an_audit_of_every_epoch_is_bit_identical_and_changes_nothing(mini_run, monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     before = snapshot(mini_run)
@@ -77,6 +80,7 @@ def test_an_audit_of_every_epoch_is_bit_identical_and_changes_nothing(mini_run, 
     assert os.listdir(tmp_path) == []  # the temporary folder is removed
 
 
+@pytest.mark.slow
 def test_a_changed_weight_byte_in_a_resealed_checkpoint_is_named_with_its_tensor(mini_run, tmp_path):
     run_dir = copy_of(mini_run, tmp_path)
     tensor = list(read_checkpoint(os.path.join(run_dir, "epoch-2.pdckpt"))["model"])[5]
@@ -89,6 +93,7 @@ def test_a_changed_weight_byte_in_a_resealed_checkpoint_is_named_with_its_tensor
     assert "epoch 2: failed: bit-identical to the run" in result.stdout
 
 
+@pytest.mark.slow
 def test_an_altered_start_checkpoint_is_refused_before_anything_is_trained(mini_run, tmp_path):
     run_dir = copy_of(mini_run, tmp_path)
     flip_byte(os.path.join(run_dir, "epoch-1.pdckpt"), "fc.weight", 3)
@@ -99,6 +104,7 @@ def test_an_altered_start_checkpoint_is_refused_before_anything_is_trained(mini_
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.slow
 def test_an_edited_metrics_line_is_named(mini_run, tmp_path):
     run_dir = copy_of(mini_run, tmp_path)
     lines = records(run_dir)
@@ -108,23 +114,25 @@ def test_an_edited_metrics_line_is_named(mini_run, tmp_path):
     assert_one_line_error(dnsd("audit", run_dir, "--epoch", "2"), "metrics.jsonl line 1", "altered", code=4)
 
 
+@pytest.mark.slow
 def test_an_edited_missing_or_resealed_manifest_leaves_bit_identity_alone_to_verify(mini_run, tmp_path):
     run_dir = copy_of(mini_run, tmp_path)
     path = os.path.join(run_dir, "environment.json")
-    manifest = json.load(open(path))
+    manifest = read_json(path)
     manifest["entries"][0]["device"]["kind"] = "gpu"
-    json.dump(manifest, open(path, "w"))
+    Path(path).write_text(json.dumps(manifest))
     for said in ("environment.json: entry 1 was altered", "has no entry for the session that trained"):
         result = dnsd("audit", run_dir)
         assert result.returncode == 0, audit_lines(result)  # the re-training is bit-identical all the same
         assert said in result.stdout and "only what re-trains bit for bit can be verified" in result.stdout
         manifest["entries"][0]["sha256"] = seal(manifest["entries"][0])
-        json.dump(manifest, open(path, "w"))
+        Path(path).write_text(json.dumps(manifest))
     os.remove(path)
     result = dnsd("audit", run_dir)
     assert result.returncode == 0 and "environment.json is missing" in result.stdout, audit_lines(result)
 
 
+@pytest.mark.slow
 def test_a_run_without_digests_or_without_the_epoch_asked_is_refused(mini_run, tmp_path):
     assert_one_line_error(dnsd("audit", mini_run, "--epoch", "3"), "has trained epochs 1 to 2")
     run_dir = copy_of(mini_run, tmp_path)
@@ -132,9 +140,9 @@ def test_a_run_without_digests_or_without_the_epoch_asked_is_refused(mini_run, t
     os.remove(os.path.join(run_dir, "best.pdckpt"))
     assert_one_line_error(dnsd("audit", run_dir, "--epoch", "2"), "epoch-1.pdckpt is missing", code=4)
     path = os.path.join(run_dir, "config.yaml")
-    raw = yaml.safe_load(open(path))
+    raw = read_yaml(path)
     raw["run"]["keep_every"] = 0  # a setting: the run no longer promises kept checkpoints
-    yaml.safe_dump(raw, open(path, "w"))
+    Path(path).write_text(yaml.safe_dump(raw))
     assert_one_line_error(dnsd("audit", run_dir, "--epoch", "2"), "keeps no checkpoint of epoch 1",
                           "--keep-every 1")
     lines = records(run_dir)
@@ -152,7 +160,7 @@ def test_a_resumed_run_appends_its_session_to_the_manifest_and_its_epochs_name_i
     first = records(run_dir)
     result = dnsd("train", "--resume", os.path.join(run_dir, "epoch-1.pdckpt"))
     assert result.returncode == 0, result.stderr
-    entries = json.load(open(os.path.join(run_dir, "environment.json")))["entries"]
+    entries = read_json(os.path.join(run_dir, "environment.json"))["entries"]
     assert len(entries) == 2 and entries[1]["command"][:3] == ["dnsd", "train", "--resume"]
     again = records(run_dir)
     assert [record["environment_sha256"] for record in again] == [entry["sha256"] for entry in entries]
@@ -176,6 +184,7 @@ def audit_lines(result):
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_forged_epoch_fails_whatever_device_it_claims_and_without_its_manifest(mini_run, tmp_path):
     run_dir = copy_of(mini_run, tmp_path)
     forge_epoch(run_dir, 2)
@@ -190,6 +199,7 @@ def test_a_forged_epoch_fails_whatever_device_it_claims_and_without_its_manifest
             os.remove(os.path.join(run_dir, "environment.json"))
 
 
+@pytest.mark.slow
 def test_an_honest_run_of_other_numerics_is_consistent_and_a_changed_recipe_is_not(tmp_path, mini_archive):
     """A run trained with a 10 % higher learning rate or another seed, re-sealed to claim the recipe and a GPU,
     fails; the same run honestly claimed (its own config, its own CPU) passes across numerics."""
@@ -217,15 +227,17 @@ def test_an_honest_run_of_other_numerics_is_consistent_and_a_changed_recipe_is_n
         assert "inconsistent with its recipe" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_config_changed_after_training_is_named(mini_run, tmp_path):
     run_dir = copy_of(mini_run, tmp_path)
     path = os.path.join(run_dir, "config.yaml")
-    raw = yaml.safe_load(open(path))
+    raw = read_yaml(path)
     raw["run"]["seed"] = 7
-    yaml.safe_dump(raw, open(path, "w"))
+    Path(path).write_text(yaml.safe_dump(raw))
     assert_one_line_error(dnsd("audit", run_dir, "--epoch", "2"), "run.seed is 7", "altered", code=4)
 
 
+@pytest.mark.slow
 def test_checkpoints_saved_within_an_epoch_are_audited_and_listed(tiny_archive, tmp_path):
     run_dir = str(tmp_path / "run")
     result = dnsd("train", "--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN, "--keep-every", "1",
@@ -245,6 +257,7 @@ def test_checkpoints_saved_within_an_epoch_are_audited_and_listed(tiny_archive, 
     assert "best.pdckpt was altered after it was written" in forged.stdout
 
 
+@pytest.mark.slow
 def test_a_sample_of_epochs_is_drawn_from_the_seed_it_prints_and_passes_only_where_it_covers_best(mini_run):
     best = read_checkpoint(os.path.join(mini_run, "best.pdckpt"))["epochs_done"]
     for seed in range(8):

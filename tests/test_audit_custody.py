@@ -6,17 +6,18 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from DNSD.runs.chain import position_link
-from DNSD.runs.checkpoint_file import read_checkpoint
 from cifar_archive import synthetic_batches, write_archive
 from DNSD.files import file_digest
+from DNSD.runs.chain import position_link
+from DNSD.runs.checkpoint_file import read_checkpoint
 from forgery import change, claim_data, claim_gpu, forge_state, path, records, reseal_histories
-from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd, real_archive
+from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd, read_yaml, real_archive
 from test_audit import MINI_RUN, real_run
 
 THREE_EPOCHS = ("--epochs", "3")
@@ -43,6 +44,7 @@ def plant_momentum(state):
     state["optimizer"]["fc.bias_velocity_0"][3] = -30.0
 
 
+@pytest.mark.slow
 def test_the_honest_run_passes_and_says_what_it_covered(honest):
     result, said = audit(honest)
     assert result.returncode == 0, said
@@ -59,6 +61,7 @@ def test_the_honest_run_passes_and_says_what_it_covered(honest):
     assert result.returncode == 0, said
 
 
+@pytest.mark.slow
 def test_planted_momentum_is_refused_as_a_start_and_when_resealed_fails_the_first_epoch(forged):
     change(forged, "epoch-1.pdckpt", plant_momentum)
     assert_one_line_error(dnsd("train", "--resume", path(forged, "epoch-1.pdckpt")),
@@ -85,6 +88,7 @@ def test_planted_momentum_is_refused_as_a_start_and_when_resealed_fails_the_firs
     ("epoch-2.pdckpt", lambda state: state["classes"].reverse(), "epoch-2.pdckpt"),
     ("last.pdckpt", lambda state: state["totals"].update(steps=1), "last.pdckpt"),
 ])
+@pytest.mark.slow
 def test_a_changed_normaliser_class_list_or_counter_is_named_as_altered(forged, name, edit, what):
     change(forged, name, edit)
     result, said = audit(forged)
@@ -97,6 +101,7 @@ def forge_last_epoch(run_dir, shift=0.05):
                                                                  np.float32(shift)}))
 
 
+@pytest.mark.slow
 def test_a_claim_of_other_hardware_refuted_by_the_step_losses_fails(forged):
     forge_last_epoch(forged)
     claim_gpu(forged)
@@ -105,6 +110,7 @@ def test_a_claim_of_other_hardware_refuted_by_the_step_losses_fails(forged):
     assert "its step losses are reproduced here bit for bit" in said
 
 
+@pytest.mark.slow
 def test_without_its_manifest_a_run_that_differs_is_not_verified(forged):
     forge_last_epoch(forged)
     os.remove(path(forged, "environment.json"))
@@ -118,6 +124,7 @@ def test_without_its_manifest_a_run_that_differs_is_not_verified(forged):
 
 @pytest.mark.parametrize("name, field", [("summary.json", "test_error"), ("best.test.json", "error"),
                                          ("summary.json", "best_val_error")])
+@pytest.mark.slow
 def test_an_edited_reported_error_fails(forged, name, field):
     with open(path(forged, name)) as stream:
         document = json.load(stream)
@@ -129,6 +136,7 @@ def test_an_edited_reported_error_fails(forged, name, field):
     assert f"{name} states otherwise" in said
 
 
+@pytest.mark.slow
 def test_a_best_checkpoint_not_chosen_by_validation_error_fails(forged):
     best = read_checkpoint(path(forged, "best.pdckpt"))["epochs_done"]
     other = next(line["epoch"] for line in records(forged)
@@ -139,13 +147,14 @@ def test_a_best_checkpoint_not_chosen_by_validation_error_fails(forged):
     assert "it was not chosen by validation error" in said
 
 
+@pytest.mark.slow
 def test_a_run_whose_best_checkpoint_cannot_be_re_trained_is_not_verified(forged):
     best = read_checkpoint(path(forged, "best.pdckpt"))["epochs_done"]
     if best == 1:
         pytest.skip("the best epoch of this run is its first, which re-trains from the seed")
     for epoch in range(1, 4):
         os.remove(path(forged, f"epoch-{epoch}.pdckpt"))
-    config = yaml.safe_load(open(path(forged, "config.yaml")))
+    config = read_yaml(path(forged, "config.yaml"))
     config["run"]["keep_every"] = 0
     with open(path(forged, "config.yaml"), "w") as stream:
         yaml.safe_dump(config, stream)
@@ -154,11 +163,13 @@ def test_a_run_whose_best_checkpoint_cannot_be_re_trained_is_not_verified(forged
     assert "best.pdckpt, the file users load, is not covered" in said and "not re-trainable" in said
 
 
+@pytest.mark.slow
 def test_a_checkpoint_the_config_promises_that_is_missing_fails(forged):
     os.remove(path(forged, "epoch-1.pdckpt"))
     assert_one_line_error(dnsd("audit", forged, "--all"), "epoch-1.pdckpt is missing", "run.keep_every", code=4)
 
 
+@pytest.mark.slow
 def test_a_planted_branch_json_exempts_no_epoch(forged):
     branch = {"from": "/elsewhere/epoch-2.pdckpt", "epochs_done": 2, "step": 0, "changes": {}}
     with open(path(forged, "branch.json"), "w") as stream:
@@ -174,6 +185,7 @@ def test_a_planted_branch_json_exempts_no_epoch(forged):
     assert "epoch-3.pdckpt was altered after it was written" in said
 
 
+@pytest.mark.slow
 def test_an_honest_resume_and_an_honest_branch_pass(honest, tmp_path):
     resumed = str(tmp_path / "resumed")
     shutil.copytree(honest, resumed)
@@ -189,6 +201,7 @@ def test_an_honest_resume_and_an_honest_branch_pass(honest, tmp_path):
     assert "not audited here: epochs 1 to 2, trained by the run this one branched from" in said
 
 
+@pytest.mark.slow
 def test_a_run_trained_on_other_images_that_claims_the_archive_fails(tmp_path):
     """10 % of the training images swapped among themselves: the run then claims the real archive's identity."""
     batches = synthetic_batches(40, learnable=True)
@@ -208,6 +221,7 @@ def test_a_run_trained_on_other_images_that_claims_the_archive_fails(tmp_path):
     assert "audit: epoch 1: failed" in said
 
 
+@pytest.mark.slow
 def test_a_run_from_before_the_chain_audits_its_weights_and_says_what_it_lacks(forged):
     lines = [{key: value for key, value in line.items() if key != "state_sha256"} for line in records(forged)]
     reseal_histories(forged, lines)
@@ -222,18 +236,19 @@ def test_a_run_from_before_the_chain_audits_its_weights_and_says_what_it_lacks(f
 
 def test_every_verdict_the_docs_quote_is_one_the_audit_prints():
     """docs/reproducing.md's verdicts, each in backticks, stand in the audit's code as it prints them."""
-    docs = open(os.path.join(ROOT, "docs", "reproducing.md")).read()
+    docs = Path(ROOT, "docs", "reproducing.md").read_text()
     section = re.sub(r"```.*?```", "", docs[docs.index("**The audit.**"):docs.index("**What an audit proves.**")],
                      flags=re.DOTALL)
     quoted = [" ".join(text.split()) for text in re.findall(r"`([^`]+)`", section)
               if text.startswith(("verified", "failed", "cannot be verified"))]
     assert len(quoted) >= 4, quoted
-    code = "".join(open(name).read() for name in glob.glob(os.path.join(ROOT, "DNSD", "audits", "*.py")))
+    code = "".join(Path(name).read_text() for name in glob.glob(os.path.join(ROOT, "DNSD", "audits", "*.py")))
     for verdict in quoted:
         outcome, _, text = verdict.partition(": ")
         assert outcome in ("verified", "failed", "cannot be verified") and (not text or text in code), verdict
 
 
+@pytest.mark.slow
 def test_records_cut_short_are_named_before_anything_is_trained(forged):
     lines = records(forged)
     with open(path(forged, "metrics.jsonl"), "w") as stream:
@@ -241,6 +256,7 @@ def test_records_cut_short_are_named_before_anything_is_trained(forged):
     assert_one_line_error(dnsd("audit", forged), "holds an epoch that", "metrics.jsonl does not record")
 
 
+@pytest.mark.slow
 def test_an_edited_test_error_in_the_records_fails_where_its_epoch_is_re_trained(forged):
     lines = records(forged)
     best = read_checkpoint(path(forged, "best.pdckpt"))["epochs_done"]
@@ -251,6 +267,7 @@ def test_an_edited_test_error_in_the_records_fails_where_its_epoch_is_re_trained
     assert f"metrics.jsonl line {best}'s test_error is not what the re-training computes" in said
 
 
+@pytest.mark.slow
 def test_a_run_trained_on_two_threads_is_verified_bit_for_bit(tmp_path):
     run_dir = str(tmp_path / "run")
     trained = dnsd("train", "--data-file", real_archive(), "--output-dir", run_dir, *MINI_RUN, *THREE_EPOCHS, "-o",

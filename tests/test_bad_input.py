@@ -1,15 +1,15 @@
 """Every user mistake gets one clear line, a non-zero exit, no traceback, and loses nothing."""
 import gzip
 import os
+from pathlib import Path
 
 import paddle
 import pytest
-import yaml
 
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
 from DNSD.models.resnet import CifarResNet
 from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
-from helpers import TINY_RUN, assert_one_line_error, dnsd
+from helpers import TINY_RUN, assert_one_line_error, dnsd, read_yaml
 
 
 def make_archive(kind, folder):
@@ -18,14 +18,14 @@ def make_archive(kind, folder):
         return path
     if kind == "truncated":
         write_archive(path, synthetic_batches(20))
-        data = open(path, "rb").read()
-        open(path, "wb").write(data[: len(data) // 3])
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) // 3])
     elif kind == "not gzip":
-        open(path, "w").write("plain text, not an archive\n")
+        Path(path).write_text("plain text, not an archive\n")
     elif kind == "wrong layout":
         write_archive(path, synthetic_batches(20), skip=[MEMBERS[-1]])
     elif kind == "md5 mismatch":
-        open(path, "wb").write(gzip.compress(b"an official name, but not the official file"))
+        Path(path).write_bytes(gzip.compress(b"an official name, but not the official file"))
     return path
 
 
@@ -104,7 +104,7 @@ def test_checkpoint_from_another_architecture(tmp_path):
 
 def test_corrupt_checkpoint(trained_run, tmp_path):
     corrupt = tmp_path / "corrupt.pdckpt"
-    corrupt.write_bytes(open(os.path.join(trained_run[0], "best.pdckpt"), "rb").read()[:1000])
+    corrupt.write_bytes(Path(trained_run[0], "best.pdckpt").read_bytes()[:1000])
     assert_one_line_error(dnsd("--mode", "eval", "--checkpoint", str(corrupt)), str(corrupt))
 
 
@@ -132,8 +132,8 @@ def test_unwritable_output_folder(tmp_path, tiny_archive):
 
 def test_existing_run_is_refused_naming_resume_and_overwrite(trained_run, tiny_archive):
     run_dir = trained_run[0]
-    before = open(os.path.join(run_dir, "metrics.jsonl")).read()
+    before = Path(run_dir, "metrics.jsonl").read_text()
     result = dnsd("--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN)
     assert_one_line_error(result, run_dir, "--resume", "--overwrite")
-    assert open(os.path.join(run_dir, "metrics.jsonl")).read() == before
-    assert yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))["train"]["epochs"] == 2
+    assert Path(run_dir, "metrics.jsonl").read_text() == before
+    assert read_yaml(os.path.join(run_dir, "config.yaml"))["train"]["epochs"] == 2

@@ -21,6 +21,7 @@ def test_help_documents_every_option():
         assert option in result.stdout
 
 
+@pytest.mark.slow
 def test_a_tiny_run_writes_every_section(tmp_path):
     output = tmp_path / "results.json"
     result = benchmark("--depth", "8", "--batch-size", "16", "--steps", "1", "--repeats", "2", "--warmup", "0",
@@ -38,6 +39,7 @@ def test_a_tiny_run_writes_every_section(tmp_path):
     assert results["cpu_settings"]["threads"] >= 1
 
 
+@pytest.mark.slow
 def test_the_host_section_splits_the_real_step_into_its_phases(tmp_path):
     output = tmp_path / "results.json"
     result = benchmark("--sections", "host", "--device", "cpu", "--steps", "2", "--repeats", "1", "--warmup", "0",
@@ -51,6 +53,7 @@ def test_the_host_section_splits_the_real_step_into_its_phases(tmp_path):
         assert parts["step"] == pytest.approx(parts["forward"] + parts["backward"] + parts["optimiser"] + parts["rest"])
 
 
+@pytest.mark.slow
 def test_the_svhn_section_reads_synthetic_files_in_a_process_of_its_own(tmp_path):
     output = tmp_path / "results.json"
     result = benchmark("--sections", "svhn", "--svhn-scale", "0.002", "--device", "cpu", "--output", str(output))
@@ -63,6 +66,7 @@ def test_the_svhn_section_reads_synthetic_files_in_a_process_of_its_own(tmp_path
     assert reading["peak_rss_mib"] > reading["train_mib"] and "svhn: read 1,309 images" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_audit_section_times_a_passing_audit_against_the_runs_epoch(tmp_path, tiny_archive):
     output = tmp_path / "results.json"
     result = benchmark("--sections", "audit", "--data-file", tiny_archive, "--depth", "8", "--batch-size", "32",

@@ -1,5 +1,4 @@
 """CIFAR-100 (`--dataset cifar100`): the official archive layout, the fine labels, 100 classes end to end."""
-import json
 import os
 import pickle
 import tarfile
@@ -7,10 +6,10 @@ import tarfile
 import pytest
 
 from cifar_archive import CIFAR100_MEMBERS, FINE_NAMES, synthetic_batches, write_archive, write_cifar100_archive
-from DNSD.schema import DataConfig
 from DNSD.datasets.cifar import SOURCES, locate_archive, read_archive
 from DNSD.errors import InputError
-from helpers import assert_one_line_error, dnsd
+from DNSD.schema import DataConfig
+from helpers import assert_one_line_error, dnsd, read_json
 
 CIFAR100 = SOURCES["cifar100"]
 
@@ -53,6 +52,7 @@ def test_an_archive_out_of_layout_is_a_clear_error(tmp_path, problem, fragment):
     assert fragment in str(error.value)
 
 
+@pytest.mark.slow
 def test_official_name_with_wrong_md5_and_failed_download(tmp_path):
     fake = tmp_path / "cifar-100-python.tar.gz"
     write_cifar100_archive(str(fake), 10, 10)
@@ -73,12 +73,13 @@ def test_the_wrong_dataset_for_an_archive_names_the_right_one(tmp_path, cifar100
     assert not os.path.exists(str(tmp_path / "run" / "config.yaml"))
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_on_cifar100(tmp_path, cifar100_archive):
     run_dir = str(tmp_path / "run")
     result = dnsd("--dataset", "cifar100", "--data-file", cifar100_archive, "--output-dir", run_dir, "--depth", "8",
                   "--epochs", "1", "--batch-size", "64", "--val-size", "60")
     assert result.returncode == 0, result.stderr
-    report = json.load(open(os.path.join(run_dir, "best.test.json")))
+    report = read_json(os.path.join(run_dir, "best.test.json"))
     assert report["images"] == 60 and list(report["per_class_accuracy"]) == FINE_NAMES
     evaluation = dnsd("--mode", "eval", "--checkpoint", os.path.join(run_dir, "best.pdckpt"))
     assert evaluation.returncode == 0, evaluation.stderr
@@ -88,4 +89,4 @@ def test_training_and_evaluation_on_cifar100(tmp_path, cifar100_archive):
     prefix = str(tmp_path / "exported" / "model")
     assert dnsd("--mode", "export", "--checkpoint", os.path.join(run_dir, "best.pdckpt"),
                 "--export-prefix", prefix).returncode == 0
-    assert json.load(open(f"{prefix}-info.json"))["classes"] == FINE_NAMES
+    assert read_json(f"{prefix}-info.json")["classes"] == FINE_NAMES

@@ -1,36 +1,36 @@
 """The command line end to end, as a user runs it: real processes, real files."""
 import glob
-import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 from DNSD.schema import Config
-from helpers import ROOT, assert_one_line_error, dnsd
+from helpers import ROOT, assert_one_line_error, dnsd, read_json, read_jsonl, read_yaml
 
 
 def test_training_writes_the_run_folder(trained_run):
     run_dir, result = trained_run
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "best.pdckpt", "last.pdckpt", "best.test.json"):
         assert os.path.isfile(os.path.join(run_dir, name)), name
-    records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    records = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
     assert [record["epoch"] for record in records] == [1, 2]
     for record in records:
         assert {"train_loss", "train_error", "val_error", "lr", "mean_active_blocks", "epoch_seconds",
                 "images_per_second"} <= set(record)
         assert 0 <= record["val_error"] <= 100 and 0 < record["mean_active_blocks"] <= 3
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    summary = read_json(os.path.join(run_dir, "summary.json"))
     assert summary["best_val_error"] == min(record["val_error"] for record in records)
     assert summary["best_on_tie"] == "earliest" and summary["best_epoch"] == summary["tied_best_epochs"][0]
     assert summary["tied_best_epochs"] == [record["epoch"] for record in records
                                            if record["val_error"] == summary["best_val_error"]]
     # The last epoch's test error: its own report where it is not the best epoch, the best one's where it is.
     last_report = "best.test.json" if summary["best_epoch"] == 2 else "last.test.json"
-    assert summary["last_test_error"] == json.load(open(os.path.join(run_dir, last_report)))["error"]
+    assert summary["last_test_error"] == read_json(os.path.join(run_dir, last_report))["error"]
     assert f"test error {summary['test_error']:.2f} %" in result.stdout
-    stored = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
+    stored = read_yaml(os.path.join(run_dir, "config.yaml"))
     assert stored["model"]["depth"] == 8 and stored["train"]["epochs"] == 2
 
 
@@ -44,7 +44,7 @@ def test_run_files_get_the_permissions_of_any_new_file(trained_run):
 
 def test_learning_rate_follows_the_authors_schedule(trained_run):
     # lr_decay_at 0.5, 0.75 of 2 epochs: epoch 1 reaches 50 %, epoch 2 reaches 75 %, as in the authors' rule.
-    records = [json.loads(line) for line in open(os.path.join(trained_run[0], "metrics.jsonl"))]
+    records = read_jsonl(os.path.join(trained_run[0], "metrics.jsonl"))
     assert records[0]["lr"] == pytest.approx(0.01) and records[1]["lr"] == pytest.approx(0.001)
 
 
@@ -52,7 +52,7 @@ def test_visualdl_logs_hold_the_same_scalars_as_metrics(trained_run):
     from visualdl import LogReader
 
     run_dir = trained_run[0]
-    records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    records = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
     reader = LogReader(file_path=glob.glob(os.path.join(run_dir, "vdl", "*"))[0])
     for key in ("train_loss", "val_error", "mean_active_blocks"):
         logged = [entry.value for entry in reader.get_data("scalar", key)]
@@ -61,17 +61,17 @@ def test_visualdl_logs_hold_the_same_scalars_as_metrics(trained_run):
 
 def test_eval_of_the_best_checkpoint_gives_the_reported_errors(trained_run, tiny_archive):
     run_dir = trained_run[0]
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    summary = read_json(os.path.join(run_dir, "summary.json"))
     checkpoint = os.path.join(run_dir, "best.pdckpt")
     test = dnsd("--mode", "eval", "--checkpoint", checkpoint)
     assert test.returncode == 0, test.stderr
-    report = json.load(open(os.path.join(run_dir, "best.test.json")))
+    report = read_json(os.path.join(run_dir, "best.test.json"))
     assert report["error"] == summary["test_error"]
     assert f"test error {summary['test_error']:.2f} %" in test.stdout
     assert len(report["per_class_accuracy"]) == 10 and report["images"] == 40
     val = dnsd("--mode", "eval", "--checkpoint", checkpoint, "--split", "val", "--data-file", tiny_archive)
     assert val.returncode == 0, val.stderr
-    assert json.load(open(os.path.join(run_dir, "best.val.json")))["error"] == summary["best_val_error"]
+    assert read_json(os.path.join(run_dir, "best.val.json"))["error"] == summary["best_val_error"]
 
 
 def test_eval_reports_top5_error_and_draws_the_confusion_matrix(trained_run, tmp_path):
@@ -79,7 +79,7 @@ def test_eval_reports_top5_error_and_draws_the_confusion_matrix(trained_run, tmp
     figure = str(tmp_path / "confusion.png")
     result = dnsd("--mode", "eval", "--checkpoint", os.path.join(run_dir, "best.pdckpt"), "--plot-file", figure)
     assert result.returncode == 0, result.stderr
-    report = json.load(open(os.path.join(run_dir, "best.test.json")))
+    report = read_json(os.path.join(run_dir, "best.test.json"))
     matrix = np.array(report["confusion_matrix"])
     assert matrix.shape == (10, 10) and matrix.sum() == report["images"] == 40
     assert 100 * (1 - np.trace(matrix) / matrix.sum()) == pytest.approx(report["error"])
@@ -88,7 +88,7 @@ def test_eval_reports_top5_error_and_draws_the_confusion_matrix(trained_run, tmp
             assert accuracy == pytest.approx(100 * matrix[index, index] / matrix[index].sum())
     assert 0 <= report["top5_error"] <= report["error"]
     assert f"top-5 error {report['top5_error']:.2f} %" in result.stdout
-    assert open(figure, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(figure) > 10_000
+    assert Path(figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(figure) > 10_000
 
 
 def test_eval_refuses_a_figure_it_cannot_write_before_evaluating(trained_run, tmp_path):

@@ -4,12 +4,12 @@ import os
 import pytest
 import yaml
 
-from helpers import ROOT
 from DNSD.config import build_config, config_from_dict, stated_values
 from DNSD.errors import InputError
 from DNSD.main import mode_parser
 from DNSD.runs.folder import default_run_dir
 from DNSD.schema import Config, config_fields, flag_name
+from helpers import ROOT
 
 CONFIGS = os.path.join(ROOT, "configs")
 
@@ -49,7 +49,7 @@ def test_every_field_has_its_own_flag_and_help():
     names = [f.name for _, f, _ in config_fields()]
     assert len(names) == len(set(names))
     help_text = mode_parser("train")[0].format_help()
-    for section, f, _ in config_fields():
+    for _, f, _ in config_fields():
         assert flag_name(f) in help_text
         assert f.metadata["help"]
 

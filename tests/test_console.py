@@ -5,9 +5,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from helpers import ROOT, TINY_RUN, dnsd, environment
 from test_predict import write_png
+
+pytestmark = pytest.mark.slow  # each test here trains or runs DNSD in processes of its own
 
 
 def test_every_mode_on_a_new_home_folder_prints_only_dnsds_lines(tiny_archive, tmp_path):

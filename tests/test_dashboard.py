@@ -10,7 +10,8 @@ import urllib.parse
 import urllib.request
 
 import pytest
-import yaml
+
+from helpers import read_json, read_jsonl, read_yaml
 
 
 def free_port():
@@ -49,7 +50,7 @@ def dashboard(trained_run):
 
 
 def test_the_dashboard_serves_the_training_loss_of_metrics_jsonl(dashboard, trained_run):
-    records = [json.loads(line) for line in open(os.path.join(trained_run[0], "metrics.jsonl"))]
+    records = read_jsonl(os.path.join(trained_run[0], "metrics.jsonl"))
     (run,) = get(f"{dashboard}/runs")
     tags = get(f"{dashboard}/scalar/tags")
     assert {"train_loss", "val_error", "mean_active_blocks"} <= set(tags["tags"][tags["runs"].index(run)])
@@ -61,8 +62,8 @@ def test_the_dashboard_serves_the_training_loss_of_metrics_jsonl(dashboard, trai
 
 
 def test_the_hyperparameter_view_holds_the_config_and_the_final_metrics(dashboard, trained_run):
-    summary = json.load(open(os.path.join(trained_run[0], "summary.json")))
-    config = yaml.safe_load(open(os.path.join(trained_run[0], "config.yaml")))
+    summary = read_json(os.path.join(trained_run[0], "summary.json"))
+    config = read_yaml(os.path.join(trained_run[0], "config.yaml"))
     (run,) = get(f"{dashboard}/hparams/list")
     assert run["hparams"]["model.depth"] == config["model"]["depth"] == 8
     assert run["hparams"]["train.lr_decay_at"] == ",".join(map(str, config["train"]["lr_decay_at"]))

@@ -2,6 +2,7 @@
 import gzip
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -10,8 +11,7 @@ import pytest
 from cifar_archive import MEMBERS, synthetic_batches, write_archive
 from DNSD.datasets import Splits, load_data
 from DNSD.datasets.cifar import locate_archive, read_archive
-from DNSD.datasets.pipeline import (Dataset, Normalizer, TrainingBatches, augment, batches, prefetched,
-                                    split_train_val)
+from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches, augment, batches, prefetched, split_train_val
 from DNSD.errors import InputError
 from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.schema import DataConfig
@@ -36,10 +36,10 @@ def test_damaged_archive_is_a_clear_error(tmp_path, damage):
     contents = synthetic_batches(10)
     if damage == "truncated":
         write_archive(path, contents)
-        data = open(path, "rb").read()
-        open(path, "wb").write(data[: len(data) // 2])
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) // 2])
     elif damage == "not gzip":
-        open(path, "w").write("this is not an archive")
+        Path(path).write_text("this is not an archive")
     elif damage == "member missing":
         write_archive(path, contents, skip=[MEMBERS[2]])
     elif damage == "member not a pickle":
@@ -72,6 +72,7 @@ def test_missing_file_and_official_name_with_wrong_md5(tmp_path):
     assert locate_archive(str(renamed)) == str(renamed)
 
 
+@pytest.mark.slow
 def test_failed_download_says_where_to_put_the_archive(tmp_path):
     # Port 9 (discard) on the loopback is closed: the download fails at once, as it does offline.
     with pytest.raises(InputError) as error:

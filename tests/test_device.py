@@ -27,6 +27,7 @@ def test_auto_refuses_to_train_on_the_cpu_of_a_machine_with_a_gpu(gpu_machine, t
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_device_cpu_trains_on_the_cpu_deliberately_and_the_start_line_says_so(gpu_machine, tiny_archive, tmp_path):
     result = dnsd("--data-file", tiny_archive, "--output-dir", str(tmp_path / "run"), *TINY_RUN, "--epochs", "1",
                   "--device", "cpu", env=gpu_machine)

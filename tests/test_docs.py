@@ -10,7 +10,10 @@ import sys
 from helpers import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from pathlib import Path
+
 import config_reference  # noqa: E402
+from helpers import read_yaml
 
 PAGES = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "BENCHMARKS.md"),
          *glob.glob(os.path.join(ROOT, "docs", "*.md"))]
@@ -22,7 +25,7 @@ def test_the_configuration_reference_is_current():
 
 
 def test_the_readme_is_a_front_page_of_at_most_250_lines():
-    assert len(open(os.path.join(ROOT, "README.md")).read().splitlines()) <= 250
+    assert len(Path(ROOT, "README.md").read_text().splitlines()) <= 250
 
 
 def slug(heading):
@@ -32,18 +35,18 @@ def slug(heading):
 
 def test_every_linked_page_and_heading_exists():
     for page in PAGES:
-        for target, anchor in re.findall(r"\]\(([^)#]+?\.md)(?:#([\w-]+))?\)", open(page).read()):
+        for target, anchor in re.findall(r"\]\(([^)#]+?\.md)(?:#([\w-]+))?\)", Path(page).read_text()):
             path = os.path.join(os.path.dirname(page), target)
             assert os.path.isfile(path), (page, target)
             if anchor:
-                headings = re.findall(r"^#+ (.+)$", open(path).read(), re.MULTILINE)
+                headings = re.findall(r"^#+ (.+)$", Path(path).read_text(), re.MULTILINE)
                 assert anchor in map(slug, headings), (page, target, anchor)
 
 
 def definitions(path):
     """{qualified name: node} of a module's functions and classes, methods as Class.method."""
     found = {}
-    for node in ast.parse(open(os.path.join(ROOT, path)).read()).body:
+    for node in ast.parse(Path(ROOT, path).read_text()).body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             found[node.name] = node
             for inner in getattr(node, "body", []) if isinstance(node, ast.ClassDef) else []:
@@ -53,7 +56,7 @@ def definitions(path):
 
 
 def test_the_fidelity_page_names_only_tests_and_code_that_exist():
-    text = open(os.path.join(ROOT, "docs", "fidelity.md")).read()
+    text = Path(ROOT, "docs", "fidelity.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith(("| point", "| ---"))]
     assert len(rows) >= 30
     for row in rows:
@@ -70,15 +73,14 @@ def test_the_fidelity_page_names_only_tests_and_code_that_exist():
 
 def test_no_page_or_config_names_a_path_outside_the_repository():
     for path in PAGES + glob.glob(os.path.join(ROOT, "configs", "*.yaml")) + [os.path.join(ROOT, "run.sh")]:
-        assert "../shared" not in open(path).read(), path
+        assert "../shared" not in Path(path).read_text(), path
 
 
 def test_the_citation_file_cites_the_paper_and_the_software_at_its_version():
-    import yaml
 
     import DNSD
 
-    citation = yaml.safe_load(open(os.path.join(ROOT, "CITATION.cff")))
+    citation = read_yaml(os.path.join(ROOT, "CITATION.cff"))
     assert citation["cff-version"] and citation["version"] == DNSD.__version__
     paper = citation["preferred-citation"]
     assert paper["title"] == "Deep Networks with Stochastic Depth" and paper["year"] == 2016

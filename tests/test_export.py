@@ -1,5 +1,4 @@
 """The exported inference model, loaded by Paddle alone, gives the evaluation path's probabilities."""
-import json
 import os
 
 import numpy as np
@@ -8,7 +7,7 @@ import paddle
 from DNSD.datasets.cifar import read_archive
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.runs.checkpoint import read_state, restore_model
-from helpers import assert_one_line_error, dnsd
+from helpers import assert_one_line_error, dnsd, read_json
 
 
 def test_exported_model_gives_the_probabilities_of_the_eval_path(trained_run, tiny_archive, tmp_path):
@@ -28,7 +27,7 @@ def test_exported_model_gives_the_probabilities_of_the_eval_path(trained_run, ti
     probabilities = exported(paddle.to_tensor(test.images.transpose(0, 2, 3, 1))).numpy()  # uint8, as image files
     assert probabilities.shape == (40, 10)
     assert np.abs(probabilities - expected).max() <= 1e-4
-    assert json.load(open(f"{prefix}-info.json"))["classes"][0] == "airplane"
+    assert read_json(f"{prefix}-info.json")["classes"][0] == "airplane"
 
 
 def test_export_without_checkpoint_is_refused():

@@ -3,6 +3,7 @@ map), and the grid table of a two-key sweep's summary."""
 import copy
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -71,6 +72,7 @@ def records(run_dir):
     return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
 
 
+@pytest.mark.slow
 def test_constant_and_stochastic_depth_record_every_watched_tensor_each_epoch(two_configurations):
     for folder in two_configurations:
         for record in records(os.path.join(folder, "seed-0")):
@@ -78,6 +80,7 @@ def test_constant_and_stochastic_depth_record_every_watched_tensor_each_epoch(tw
             assert all(value > 0 for value in record["gradients"].values())
 
 
+@pytest.mark.slow
 def test_figure_7_draws_each_configurations_mean_on_a_log_axis_with_the_drops_dotted(two_configurations, tmp_path):
     axis = draw_gradients(two_configurations).axes[0]
     assert axis.get_yscale() == "log" and axis.get_xlabel() == "epoch" and "stem.weight" in axis.get_ylabel()
@@ -94,11 +97,12 @@ def test_figure_7_draws_each_configurations_mean_on_a_log_axis_with_the_drops_do
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_figure_7_of_runs_without_records_names_what_is_missing(two_configurations, tmp_path):
     run_dir = tmp_path / "old"
     os.makedirs(run_dir)
     for name in ("config.yaml",):
-        open(run_dir / name, "w").write(open(os.path.join(two_configurations[0], "seed-0", name)).read())
+        Path(run_dir / name).write_text(Path(two_configurations[0], "seed-0", name).read_text())
     with open(run_dir / "metrics.jsonl", "w") as stream:
         for record in records(os.path.join(two_configurations[0], "seed-0")):
             stream.write(json.dumps({key: value for key, value in record.items() if key != "gradients"}) + "\n")
@@ -115,16 +119,17 @@ def two_by_two(tiny_archive, tmp_path):
     open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": str(folder)}),
                {"model.depth": [8, 14], "model.survival_last": [0.5, 1.0]}, [0, 1])
     errors = {}
-    for number, (point, seed, run_dir) in enumerate(sweep_runs(str(folder), read_sweep(str(folder))["grid"], [0, 1])):
+    for number, (point, _, run_dir) in enumerate(sweep_runs(str(folder), read_sweep(str(folder))["grid"], [0, 1])):
         if point == {"model.depth": 14, "model.survival_last": 0.5}:
             continue
         os.makedirs(run_dir)
         errors.setdefault((point["model.survival_last"], point["model.depth"]), []).append(10.0 + number)
         summary = {"test_error": 10.0 + number, "best_val_error": 12.0, "last_test_error": 10.0 + number}
-        json.dump(summary, open(os.path.join(run_dir, "summary.json"), "w"))
+        Path(run_dir, "summary.json").write_text(json.dumps(summary))
     return str(folder), errors
 
 
+@pytest.mark.slow
 def test_the_heat_map_draws_a_number_per_finished_cell_and_marks_the_unfinished_one(two_by_two, tmp_path):
     folder, errors = two_by_two
     axis = draw_heatmap(folder).axes[0]
@@ -140,6 +145,7 @@ def test_the_heat_map_draws_a_number_per_finished_cell_and_marks_the_unfinished_
     assert "<svg" in path.read_text()[:500]
 
 
+@pytest.mark.slow
 def test_the_summary_of_a_two_key_sweep_prints_its_grid(two_by_two):
     folder, errors = two_by_two
     result = dnsd("summary", "--runs", folder)
@@ -151,6 +157,7 @@ def test_the_summary_of_a_two_key_sweep_prints_its_grid(two_by_two):
     assert lines[header + 3] == f"| 14 | unfinished (0 of 2) | {np.mean(errors[(1.0, 14)]):.2f} (2 of 2) |"
 
 
+@pytest.mark.slow
 def test_a_heat_map_needs_a_sweep_of_two_keys(two_by_two, two_configurations, tiny_archive, tmp_path):
     folder, _ = two_by_two
     plot = ["--figure", "heatmap", "--plot-file", str(tmp_path / "h.png")]

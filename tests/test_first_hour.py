@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from DNSD.datasets.pipeline import Dataset, balanced_subset
 from DNSD.errors import InputError
 from DNSD.main import MODES, mode_parser
-from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
+from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd, read_jsonl
 
 
 def own_flags(mode):
@@ -73,6 +74,7 @@ def test_two_trainings_without_output_dir_get_their_own_folders(tiny_archive, tm
                        "runs/quick-ResNet-8-val_size=40-train_images=100-epochs=1-batch_size=32-seed=3"]
 
 
+@pytest.mark.slow
 def test_plot_summary_and_eval_take_every_kind_of_folder(trained_run, seeds_folder, tiny_archive, tmp_path):
     run_dir = trained_run[0]
     parent = os.path.dirname(seeds_folder)
@@ -85,7 +87,7 @@ def test_plot_summary_and_eval_take_every_kind_of_folder(trained_run, seeds_fold
     # Beside the runs: seed-0 and seed-1 are in the --seeds folder.
     assert summary.stdout.splitlines()[-1] == (f"written to {seeds_folder}/summary.md and "
                                                f"{seeds_folder}/summary.csv")
-    assert "| sd | 2 |" in open(os.path.join(seeds_folder, "summary.md")).read()
+    assert "| sd | 2 |" in Path(seeds_folder, "summary.md").read_text()
     evaluated = dnsd("eval", "--checkpoint", run_dir, "--data-file", tiny_archive)
     assert evaluated.returncode == 0, evaluated.stderr
     assert evaluated.stderr.strip() == (f"DNSD: --checkpoint {run_dir} is a run folder: using its best checkpoint, "
@@ -136,7 +138,7 @@ def test_a_checkpoint_path_that_does_not_exist_names_the_nearest_run_folder(trai
 def test_figure_3_of_a_run_without_test_errors_names_the_flag(trained_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run[0], run_dir)
-    records = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    records = read_jsonl(run_dir / "metrics.jsonl")
     (run_dir / "metrics.jsonl").write_text("".join(
         json.dumps({key: value for key, value in record.items() if key != "test_error"}) + "\n" for record in records))
     result = dnsd("plot", "--runs", str(run_dir), "--figure", "test-error", "--plot-file", str(tmp_path / "f.png"))
@@ -160,7 +162,7 @@ def test_the_resume_hint_names_the_command_the_user_typed(tmp_path, monkeypatch)
     assert this_command() == f"{sys.executable} -m DNSD"
     monkeypatch.setenv("DNSD_PROGRAM", "bash run.sh")
     assert this_command() == "bash run.sh"
-    assert 'DNSD_PROGRAM="bash run.sh"' in open(os.path.join(ROOT, "run.sh")).read()
+    assert 'DNSD_PROGRAM="bash run.sh"' in Path(ROOT, "run.sh").read_text()
 
 
 def test_a_run_of_many_steps_says_early_what_the_whole_run_costs(tiny_archive, tmp_path):
@@ -194,7 +196,7 @@ def test_the_docs_list_every_hub_entry_and_a_depth_8_run_loads_through_the_hub(t
 
     from DNSD.config import hub_configs
 
-    text = open(os.path.join(ROOT, "docs", "using-a-model.md")).read()
+    text = Path(ROOT, "docs", "using-a-model.md").read_text()
     listed = re.findall(r"`([\w.]+)`", text[text.index("<!-- hub entries -->"):text.index("<!-- end -->")])
     assert listed == sorted(hub_configs())
     checkpoint = os.path.join(trained_run[0], "best.pdckpt")
@@ -210,13 +212,13 @@ def test_the_docs_list_every_hub_entry_and_a_depth_8_run_loads_through_the_hub(t
 
 
 def test_the_test_command_says_why_a_test_is_skipped(tmp_path):
-    (tmp_path / "test_skipped.py").write_text("import pytest\n\n\ndef test_it():\n    pytest.skip('a reason to read')\n")
+    (tmp_path / "test_skipped.py").write_text("import pytest\n\n\ndef test_it():\n    pytest.skip('a reason')\n")
     result = subprocess.run([sys.executable, "-m", "pytest", "-c", os.path.join(ROOT, "pytest.ini"),
                              "--rootdir", str(tmp_path), "-p", "no:cacheprovider", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)
-    assert "SKIPPED [1]" in result.stdout and "a reason to read" in result.stdout, result.stdout
+    assert "SKIPPED [1]" in result.stdout and "a reason" in result.stdout, result.stdout
     # The README's command runs pytest from the repository's root, which reads that pytest.ini.
-    assert 'cd "$root"' in open(os.path.join(ROOT, "scripts", "test.sh")).read()
+    assert 'cd "$root"' in Path(ROOT, "scripts", "test.sh").read_text()
 
 
 def test_the_suite_writes_nothing_into_the_users_home():
@@ -243,7 +245,7 @@ def test_a_wrong_image_layout_is_named_with_the_transpose_that_fixes_it(trained_
 
 
 def test_the_readmes_follow_up_commands_name_the_folder_its_example_wrote():
-    readme = open(os.path.join(ROOT, "README.md")).read()
+    readme = Path(ROOT, "README.md").read_text()
     folder = re.search(r"run folder (runs/quick-\S+)$", readme, re.MULTILINE).group(1)
     follow_up = readme[readme.index("Your numbers on the whole archive differ"):readme.index("## The modes")]
     assert f"`{folder}`" in follow_up
@@ -259,5 +261,5 @@ def test_the_real_archive_of_the_tests_can_be_named_by_a_variable(tmp_path):
 
 @pytest.mark.parametrize("page, first", [("runs.md", "Resuming, and reproducibility"), ("installing.md", "On a CPU")])
 def test_the_run_and_install_pages_open_with_what_a_user_does(page, first):
-    headings = re.findall(r"^## (.+)$", open(os.path.join(ROOT, "docs", page)).read(), re.MULTILINE)
+    headings = re.findall(r"^## (.+)$", Path(ROOT, "docs", page).read_text(), re.MULTILINE)
     assert headings[0] == first

@@ -11,12 +11,13 @@ import resource
 import shutil
 import signal
 import tarfile
+from pathlib import Path
 
 import pytest
 
 from cifar_archive import synthetic_batches, write_archive
 from DNSD import main as cli
-from helpers import ROOT
+from helpers import ROOT, read_json
 
 CASES = 150  # of each kind
 SECONDS_PER_CASE = 30
@@ -85,15 +86,15 @@ def test_damaged_checkpoints(originals, tmp_path, capsys):
         code, out, err = run_case(capsys, ["--mode", "eval", "--checkpoint", str(path)])
         assert_clean_end(code, err, f"case {case} ({kind})")
         if code == 0:  # only bytes the digest does not cover, such as zip timestamps, may change and still load
-            assert json.load(open(tmp_path / "damaged.test.json"))["error"] == originals["test_error"]
+            assert read_json(tmp_path / "damaged.test.json")["error"] == originals["test_error"]
         outcomes[code] += 1
     assert outcomes[2] > CASES // 2, outcomes
 
 
 def swapped_members(archive_bytes, rng):
     """The archive with two members' contents swapped: a valid archive of other data."""
-    source = tarfile.open(fileobj=io.BytesIO(archive_bytes), mode="r:gz")
-    members = [(member, source.extractfile(member).read()) for member in source.getmembers()]
+    with tarfile.open(fileobj=io.BytesIO(archive_bytes), mode="r:gz") as source:
+        members = [(member, source.extractfile(member).read()) for member in source.getmembers()]
     first, second = rng.sample(range(len(members)), 2)
     members[first], members[second] = (members[first][0], members[second][1]), (members[second][0], members[first][1])
     buffer = io.BytesIO()
@@ -104,10 +105,11 @@ def swapped_members(archive_bytes, rng):
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_damaged_archives(trained_run, tmp_path, capsys):
     rng = random.Random(12)
     archive = write_archive(str(tmp_path / "source.tar.gz"), synthetic_batches(40, learnable=True))
-    original = open(archive, "rb").read()
+    original = Path(archive).read_bytes()
     checkpoint = tmp_path / "best.pdckpt"
     shutil.copy(os.path.join(trained_run[0], "best.pdckpt"), checkpoint)
     path = tmp_path / "damaged.tar.gz"
@@ -123,7 +125,7 @@ def test_damaged_archives(trained_run, tmp_path, capsys):
 
 def test_damaged_configs(tmp_path, capsys):
     rng = random.Random(13)
-    original = open(os.path.join(ROOT, "configs", "resnet110_sd.yaml"), "rb").read()
+    original = Path(ROOT, "configs", "resnet110_sd.yaml").read_bytes()
     path = tmp_path / "damaged.yaml"
     for case in range(CASES):
         data, kind = mutate(original, rng)
@@ -163,6 +165,7 @@ def crafted_state(state, rng):
     return state, f"config.{section}.{key}"
 
 
+@pytest.mark.slow
 def test_crafted_checkpoints_within_a_memory_cap(originals, trained_run, tmp_path, capsys):
     from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 

@@ -2,11 +2,13 @@
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import paddle
+import pytest
 
 from DNSD.runs.manifest import seal
-from helpers import TINY_RUN, assert_one_line_error, dnsd, environment
+from helpers import TINY_RUN, assert_one_line_error, dnsd, environment, read_json
 
 ONE_EPOCH = [*TINY_RUN, "--epochs", "1"]
 
@@ -15,6 +17,7 @@ def manifest(run_dir):
     return json.load(open(os.path.join(run_dir, "environment.json")))["entries"]
 
 
+@pytest.mark.slow
 def test_the_manifest_names_paddles_build_the_threads_the_command_and_the_data_but_no_other_variable(
         tiny_archive, tmp_path):
     run_dir = str(tmp_path / "run")
@@ -33,10 +36,10 @@ def test_the_manifest_names_paddles_build_the_threads_the_command_and_the_data_b
         assert entry["settings"]["environment"]["MKL_CBWR"] == "AVX2,STRICT"
     assert entry["command"] == ["dnsd", "train", "--data-file", tiny_archive, "--output-dir", run_dir, *ONE_EPOCH,
                                 "--cpu-threads", "2"]
-    assert entry["data"]["sha256"] == hashlib.sha256(open(tiny_archive, "rb").read()).hexdigest()
+    assert entry["data"]["sha256"] == hashlib.sha256(Path(tiny_archive).read_bytes()).hexdigest()
     assert entry["packages"]["numpy"] == entry["numpy"]
     assert entry["dnsd"]["commit"] is None or len(entry["dnsd"]["commit"]) == 40
-    assert "hunter2" not in open(os.path.join(run_dir, "environment.json")).read()
+    assert "hunter2" not in Path(run_dir, "environment.json").read_text()
 
 
 def test_a_damaged_manifest_stops_a_resume_and_is_left_as_it_was(tiny_archive, tmp_path):
@@ -46,9 +49,10 @@ def test_a_damaged_manifest_stops_a_resume_and_is_left_as_it_was(tiny_archive, t
     with open(path, "w") as stream:
         stream.write('{"format": "dnsd-environment/1", "entries": 3}')
     assert_one_line_error(dnsd("train", "--resume", run_dir), "environment.json is damaged")
-    assert open(path).read() == '{"format": "dnsd-environment/1", "entries": 3}'
+    assert Path(path).read_text() == '{"format": "dnsd-environment/1", "entries": 3}'
 
 
+@pytest.mark.slow
 def test_compare_of_two_seeds_names_the_seed_first(seeds_folder):
     result = dnsd("info", "--compare", os.path.join(seeds_folder, "seed-0"), os.path.join(seeds_folder, "seed-1"))
     assert result.returncode == 0, result.stderr
@@ -64,12 +68,12 @@ def test_compare_orders_the_data_before_the_software_and_the_hardware(tiny_archi
     assert dnsd("train", "--data-file", tiny_archive, "--output-dir", second, *ONE_EPOCH,
                 "--lr", "0.05").returncode == 0
     path = os.path.join(second, "environment.json")
-    written = json.load(open(path))
+    written = read_json(path)
     forged = written["entries"][0]
     forged["paddle"]["version"], forged["device"]["cpu"]["vendor"] = "0.0.0", "OtherVendor"
     forged["data"]["file"] = "/elsewhere/tiny.tar.gz"
     forged["sha256"] = seal(forged)
-    json.dump(written, open(path, "w"))
+    Path(path).write_text(json.dumps(written))
     kinds = [row.split()[0] for row in dnsd("info", "--compare", first, second).stdout.splitlines()[1:]]
     order = [kinds.index(kind) for kind in ("recipe", "data", "software", "hardware")]
     assert order == sorted(order)

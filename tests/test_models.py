@@ -1,7 +1,6 @@
 """The networks of DNSD/models (model.arch): the registry, per-sample drop path, the other networks and the folding
 of each network for inference."""
 import glob
-import json
 import os
 
 import numpy as np
@@ -19,7 +18,7 @@ from DNSD.models.stochastic_depth import StochasticDepth, sample_gates
 from DNSD.models.vanillanet import VanillaNet
 from DNSD.runs.checkpoint import read_state, restore_model
 from DNSD.schema import ModelConfig
-from helpers import ROOT, dnsd
+from helpers import ROOT, dnsd, read_json, read_jsonl
 from test_resnet import expected_parameter_count
 
 RUNS = {
@@ -43,15 +42,16 @@ def settle_batch_norm(model, steps=20):
 
 
 @pytest.mark.parametrize("name", list(RUNS))
+@pytest.mark.slow
 def test_every_architecture_trains_evaluates_and_exports(name, tiny_archive, tmp_path):
     run_dir = str(tmp_path / "run")
     result = dnsd("--data-file", tiny_archive, "--output-dir", run_dir, "--epochs", "2", "--batch-size", "32",
                   "--val-size", "40", *RUNS[name])
     assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    records = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
     assert records[-1]["train_loss"] < records[0]["train_loss"] * 1.5 and np.isfinite(records[-1]["train_loss"])
     checkpoint = os.path.join(run_dir, "best.pdckpt")
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    summary = read_json(os.path.join(run_dir, "summary.json"))
     evaluation = dnsd("--mode", "eval", "--checkpoint", checkpoint)
     assert evaluation.returncode == 0, evaluation.stderr
     assert f"test error {summary['test_error']:.2f} %" in evaluation.stdout
@@ -59,7 +59,7 @@ def test_every_architecture_trains_evaluates_and_exports(name, tiny_archive, tmp
     last = os.path.join(run_dir, "last.pdckpt")
     prefix = str(tmp_path / "exported" / "model")
     assert dnsd("--mode", "export", "--checkpoint", last, "--export-prefix", prefix).returncode == 0
-    assert json.load(open(f"{prefix}-info.json"))["folded"] == (name != "resnet, per-sample drop path")
+    assert read_json(f"{prefix}-info.json")["folded"] == (name != "resnet, per-sample drop path")
     exported = paddle.jit.load(prefix)  # as a user of Paddle alone loads it
     exported.eval()
     state = read_state(last)
@@ -94,6 +94,7 @@ def test_every_declared_architecture_has_a_network():
     assert set(NETWORKS) == set(ARCHITECTURES)
 
 
+@pytest.mark.slow
 def test_resnet_1202_builds_and_takes_a_training_step_on_the_cpu():
     model = build_model(ModelConfig(depth=1202), 10)
     assert model.num_blocks == 600
@@ -201,6 +202,7 @@ def test_vanillanet_activation_anneals_from_relu_to_identity():
     assert slopes == [0.0, 0.5, 1.0, 1.0]
 
 
+@pytest.mark.slow
 def test_every_shipped_config_builds_its_network():
     names = {}
     for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))):

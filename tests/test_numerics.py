@@ -2,16 +2,17 @@
 dnsd info --check-numerics against the shipped reference."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import paddle
 import pytest
 
+from DNSD import info as reference_bits
 from DNSD.models.batch_norm import BatchNorm2D, portable_batch_norm, use_portable_batch_norm
 from DNSD.system import numerics
 from DNSD.system.numerics import PORTABLE_ENVIRONMENT, configure_numerics, cpuinfo_fields, numerics_in_effect
-from DNSD import info as reference_bits
-from helpers import assert_one_line_error, dnsd
+from helpers import assert_one_line_error, dnsd, read_json
 
 CAPABLE = set(numerics.REQUIRED_FLAGS) <= set(cpuinfo_fields().get("flags", "").split())
 needs_avx2 = pytest.mark.skipif(not CAPABLE, reason="this CPU lacks AVX2 or FMA, which portable numerics need")
@@ -86,8 +87,8 @@ def test_this_machine_computes_the_reference_bits():
     assert result.returncode == 0, result.stderr
     assert "CPU numerics:         portable (MKL_DEBUG_CPU_TYPE=5, MKL_CBWR=AVX2,STRICT)" in result.stdout
     assert "this machine computes the reference bits" in result.stdout
-    first = open("/proc/cpuinfo").read().split("\n\n")[0]
-    fields = dict((key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in first.splitlines()))
+    first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
     named = f"{fields['vendor_id']}, family {fields['cpu family']} model {fields['model']}"
     # What a bug report or a mismatch needs: the machine's own CPU, in the info lines and beside the verdict.
     assert f"processor:            {fields['model name']} ({named}; avx2 fma" in result.stdout
@@ -104,7 +105,7 @@ def test_the_bits_do_not_depend_on_the_number_of_threads():
 
 
 def test_other_bits_are_named_with_the_step_they_part_at_and_exit_4(tmp_path, monkeypatch):
-    shipped = json.load(open(reference_bits.REFERENCE))
+    shipped = read_json(reference_bits.REFERENCE)
     known = shipped["references"]["portable"]
     known["digests"] = known["digests"][:2] + ["0" * 64] * (reference_bits.STEPS - 2)
     known["computed_on"] = ["a machine of the test"]

@@ -15,7 +15,7 @@ import pytest
 from DNSD.datasets.cifar import read_archive
 from DNSD.inference import export as exporting
 from DNSD.inference.runtimes import ExportedModel, open_model
-from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
+from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd, read_json
 from test_predict import write_png
 
 pytest.importorskip("paddle2onnx")
@@ -35,6 +35,7 @@ def export(checkpoint, prefix, *extra):
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_every_architecture_exports_to_onnx_and_paddle_with_the_checkpoints_probabilities(name, tiny_archive,
                                                                                           tmp_path):
@@ -44,7 +45,7 @@ def test_every_architecture_exports_to_onnx_and_paddle_with_the_checkpoints_prob
     # The last checkpoint: VanillaNet's activations are linear by then (1 deep-training epoch), so it merges.
     checkpoint, prefix = os.path.join(run_dir, "last.pdckpt"), str(tmp_path / "exported" / "model")
     export(checkpoint, prefix)
-    info = json.load(open(prefix + "-info.json"))
+    info = read_json(prefix + "-info.json")
     assert info["folded"] == (name.split(",")[0] != "resnet")
     # ONNX Runtime's own logger at warning level finds nothing to say of the file (no unused constant, no dead node).
     code = ("import sys, onnxruntime\noptions = onnxruntime.SessionOptions()\noptions.log_severity_level = 1\n"
@@ -72,6 +73,7 @@ def top_1(result):
     return {row[0]: row[1] for row in list(csv.reader(io.StringIO(result.stdout)))[1:]}
 
 
+@pytest.mark.slow
 def test_predict_and_eval_through_the_onnx_file_agree_with_the_checkpoint(mini_archive, tmp_path):
     run_dir = str(tmp_path / "run")
     trained = dnsd("--data-file", mini_archive, "--output-dir", run_dir, "--depth", "20", "--epochs", "1",
@@ -88,8 +90,8 @@ def test_predict_and_eval_through_the_onnx_file_agree_with_the_checkpoint(mini_a
     checkpoint_eval = dnsd("eval", "--checkpoint", run_dir)
     onnx_eval = dnsd("eval", "--model", prefix + ".onnx")
     assert checkpoint_eval.returncode == onnx_eval.returncode == 0, onnx_eval.stderr
-    report = json.load(open(prefix + "-evaluation-test.json"))
-    best = json.load(open(os.path.join(run_dir, "best.test.json")))
+    report = read_json(prefix + "-evaluation-test.json")
+    best = read_json(os.path.join(run_dir, "best.test.json"))
     assert report["engine"] == "onnxruntime"
     assert report["images"] == best["images"] == len(read_archive(mini_archive)[1])
     assert report["confusion_matrix"] == best["confusion_matrix"]
@@ -122,6 +124,7 @@ def test_an_onnx_model_that_differs_from_the_checkpoint_is_refused_and_nothing_w
     assert os.listdir(folder) == []
 
 
+@pytest.mark.slow
 def test_an_engine_that_crashes_here_is_passed_over_in_one_line(trained_run, tiny_archive, tmp_path):
     prefix = str(tmp_path / "exported" / "model")
     export(trained_run[0], prefix)
@@ -138,7 +141,7 @@ def test_an_engine_that_crashes_here_is_passed_over_in_one_line(trained_run, tin
     assert "running it with paddle-inference" in lines[0]
     expected = dnsd("predict", "--checkpoint", trained_run[0], "--images", folder)
     assert top_1(result) == top_1(expected)
-    remembered = json.load(open(tmp_path / "cache" / "dnsd" / "engines.json"))
+    remembered = read_json(tmp_path / "cache" / "dnsd" / "engines.json")
     assert sum(verdict is not None for verdict in remembered.values()) >= 1  # not tried again next time
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0 and again.stdout == result.stdout
@@ -155,6 +158,7 @@ def test_an_engine_that_cannot_run_the_files_is_refused_in_one_line(trained_run,
     assert_one_line_error(result, "export the checkpoint")
 
 
+@pytest.mark.slow
 def test_the_python_api_loads_an_onnx_model_with_the_checkpoints_predict(trained_run, tiny_archive, tmp_path):
     import DNSD
 
@@ -169,6 +173,7 @@ def test_the_python_api_loads_an_onnx_model_with_the_checkpoints_predict(trained
         exported.predict(images.transpose(0, 3, 1, 2))
 
 
+@pytest.mark.slow
 def test_the_inference_benchmark_prints_a_line_per_engine(tmp_path):
     output = tmp_path / "results.json"
     result = subprocess.run([sys.executable, "scripts/benchmark.py", "--sections", "inference", "--depth", "8",
@@ -187,6 +192,7 @@ def test_the_inference_benchmark_prints_a_line_per_engine(tmp_path):
         assert figures["largest_difference"] <= 1e-4
 
 
+@pytest.mark.slow
 def test_an_evaluation_leaves_no_file_jit_load_misreads_and_a_remembered_failure_is_tried_again(
         trained_run, tiny_archive, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -198,7 +204,7 @@ def test_an_evaluation_leaves_no_file_jit_load_misreads_and_a_remembered_failure
     assert os.path.isfile(prefix + "-evaluation-test.json")
     assert not [name for name in os.listdir(tmp_path / "exported") if re.fullmatch(r"model[^.]*\.[^.]+\.json", name)]
     cache = tmp_path / "cache" / "dnsd" / "engines.json"
-    remembered = json.load(open(cache))
+    remembered = read_json(cache)
     assert remembered and all(verdict is None for verdict in remembered.values())
     cache.write_text(json.dumps({key: "a failure remembered from before" for key in remembered}))
     folder = write_images(tmp_path / "images", read_archive(tiny_archive)[1].images[:4])

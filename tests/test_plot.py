@@ -1,11 +1,11 @@
 """`--mode plot`: several runs' curves in one PNG, and clear errors for what cannot be plotted."""
-import json
 import os
 import struct
+from pathlib import Path
 
 import pytest
 
-from helpers import TINY_RUN, assert_one_line_error, dnsd
+from helpers import TINY_RUN, assert_one_line_error, dnsd, read_json, read_jsonl
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -27,6 +27,7 @@ def constant_depth_run(tmp_path_factory, tiny_archive):
     return run_dir
 
 
+@pytest.mark.slow
 def test_two_runs_are_drawn_into_one_png(trained_run, constant_depth_run, tmp_path):
     one, two = str(tmp_path / "one.png"), str(tmp_path / "two.png")
     assert dnsd("--mode", "plot", "--runs", trained_run[0], "--plot-file", one).returncode == 0
@@ -36,15 +37,15 @@ def test_two_runs_are_drawn_into_one_png(trained_run, constant_depth_run, tmp_pa
     width, height = png_size(two)
     assert width > height > 100 and os.path.getsize(two) > 10_000
     # The second run adds its lines: the figure is not the one-run figure.
-    assert png_size(one) == (width, height) and open(one, "rb").read() != open(two, "rb").read()
+    assert png_size(one) == (width, height) and Path(one).read_bytes() != Path(two).read_bytes()
 
 
 def test_a_run_still_training_is_plotted_without_a_test_error(trained_run, tmp_path):
     run_dir = tmp_path / "running"
     run_dir.mkdir()
-    first_epoch = open(os.path.join(trained_run[0], "metrics.jsonl")).readline()
+    first_epoch = Path(trained_run[0], "metrics.jsonl").read_text().splitlines(keepends=True)[0]
     (run_dir / "metrics.jsonl").write_text(first_epoch)
-    (run_dir / "config.yaml").write_text(open(os.path.join(trained_run[0], "config.yaml")).read())
+    (run_dir / "config.yaml").write_text(Path(trained_run[0], "config.yaml").read_text())
     result = dnsd("--mode", "plot", "--runs", str(run_dir), "--plot-file", str(tmp_path / "running.png"))
     assert result.returncode == 0, result.stderr
     assert png_size(str(tmp_path / "running.png"))
@@ -54,7 +55,7 @@ def test_a_run_still_training_is_plotted_without_a_test_error(trained_run, tmp_p
                                                ('{"epoch": 1}\n', "line 1 is not an epoch record"),
                                                ("{not json\n", "line 1 is not an epoch record")])
 def test_a_folder_without_usable_metrics_is_a_clear_error(trained_run, tmp_path, metrics, fragment):
-    (tmp_path / "config.yaml").write_text(open(os.path.join(trained_run[0], "config.yaml")).read())
+    (tmp_path / "config.yaml").write_text(Path(trained_run[0], "config.yaml").read_text())
     if metrics is not None:
         (tmp_path / "metrics.jsonl").write_text(metrics)
     figure = tmp_path / "curves.png"
@@ -84,7 +85,7 @@ def test_pdf_and_svg_are_written_in_their_format(trained_run, tmp_path, extensio
     path = str(tmp_path / f"curves.{extension}")
     result = dnsd("--mode", "plot", "--runs", trained_run[0], "--plot-file", path)
     assert result.returncode == 0, result.stderr
-    assert signature in open(path, "rb").read(400)
+    assert signature in Path(path).read_bytes()[:400]
 
 
 def test_another_format_is_refused(trained_run, tmp_path):
@@ -98,8 +99,9 @@ def test_a_one_epoch_run_has_markers_and_axes_read_plainly(trained_run, tmp_path
 
     one_epoch = tmp_path / "one"
     one_epoch.mkdir()
-    (one_epoch / "metrics.jsonl").write_text(open(os.path.join(trained_run[0], "metrics.jsonl")).readline())
-    (one_epoch / "config.yaml").write_text(open(os.path.join(trained_run[0], "config.yaml")).read())
+    first_epoch = Path(trained_run[0], "metrics.jsonl").read_text().splitlines(keepends=True)[0]
+    (one_epoch / "metrics.jsonl").write_text(first_epoch)
+    (one_epoch / "config.yaml").write_text(Path(trained_run[0], "config.yaml").read_text())
     loss, error, active = drawn(draw_curves([str(one_epoch), trained_run[0]]))
     curves = [line for line in error.lines if line.get_linestyle() == "-"]  # not the dots, the drops
     assert [line.get_marker() for line in curves] == [".", "None"]
@@ -119,16 +121,15 @@ def second_seed_run(tmp_path_factory, tiny_archive):
 
 def test_figure_3_draws_the_mean_test_error_of_each_configuration_and_the_seeds_spread(
         trained_run, second_seed_run, constant_depth_run, tmp_path):
-    import json
 
     import numpy as np
 
     from DNSD.reporting.figures import draw_test_error
 
     (axis,) = drawn(draw_test_error([trained_run[0], second_seed_run, constant_depth_run]))
-    seeds = [[json.loads(line)["test_error"] for line in open(os.path.join(run, "metrics.jsonl"))]
+    seeds = [[record["test_error"] for record in read_jsonl(os.path.join(run, "metrics.jsonl"))]
              for run in (trained_run[0], second_seed_run)]
-    constant = [json.loads(line)["test_error"] for line in open(os.path.join(constant_depth_run, "metrics.jsonl"))]
+    constant = [record["test_error"] for record in read_jsonl(os.path.join(constant_depth_run, "metrics.jsonl"))]
     mean, alone = axis.lines
     assert mean.get_ydata().tolist() == pytest.approx(np.mean(seeds, axis=0).tolist())
     assert alone.get_ydata().tolist() == pytest.approx(constant)
@@ -136,15 +137,15 @@ def test_figure_3_draws_the_mean_test_error_of_each_configuration_and_the_seeds_
     lows_and_highs = band.get_paths()[0].vertices[:, 1]
     assert min(lows_and_highs) == pytest.approx(np.min(seeds)) and max(lows_and_highs) == pytest.approx(np.max(seeds))
     # The legend's number is the summary's: the mean test error of the runs' best-validation checkpoints.
-    finals = [json.load(open(os.path.join(run, "summary.json")))["test_error"] for run in (trained_run[0],
+    finals = [read_json(os.path.join(run, "summary.json"))["test_error"] for run in (trained_run[0],
                                                                                           second_seed_run)]
     assert f"(2 runs: {np.mean(finals):.2f} %)" in mean.get_label() and "(1 run: " in alone.get_label()
     # A run still training (no summary.json) is drawn dotted on its own, never in the mean or the band.
     running = tmp_path / "running"
     running.mkdir()
     for name in ("config.yaml", "metrics.jsonl"):
-        (running / name).write_text(open(os.path.join(second_seed_run, name)).readline() if name == "metrics.jsonl"
-                                    else open(os.path.join(second_seed_run, name)).read())
+        text = Path(second_seed_run, name).read_text()
+        (running / name).write_text(text.splitlines(keepends=True)[0] if name == "metrics.jsonl" else text)
     (axis,) = drawn(draw_test_error([trained_run[0], str(running)]))
     finished, dotted = axis.lines
     assert finished.get_ydata().tolist() == pytest.approx(seeds[0]) and not axis.collections
@@ -160,8 +161,8 @@ def test_figure_3_draws_the_mean_test_error_of_each_configuration_and_the_seeds_
 def test_figure_3_refuses_runs_without_a_test_error_per_epoch(trained_run, tmp_path):
     run_dir = tmp_path / "old"
     run_dir.mkdir()
-    (run_dir / "config.yaml").write_text(open(os.path.join(trained_run[0], "config.yaml")).read())
-    records = open(os.path.join(trained_run[0], "metrics.jsonl")).read().replace('"test_error"', '"other"')
+    (run_dir / "config.yaml").write_text(Path(trained_run[0], "config.yaml").read_text())
+    records = Path(trained_run[0], "metrics.jsonl").read_text().replace('"test_error"', '"other"')
     (run_dir / "metrics.jsonl").write_text(records)
     assert_one_line_error(dnsd("--mode", "plot", "--figure", "test-error", "--runs", str(run_dir), "--plot-file",
                                str(tmp_path / "f.png")), "no test error for every epoch", "run.test_every_epoch")
@@ -172,7 +173,7 @@ def test_curves_mark_the_learning_rate_drops_and_expected_active_blocks_and_tell
     from DNSD.reporting.figures import draw_curves
 
     figure = draw_curves([trained_run[0], second_seed_run], labels=["stochastic depth"])
-    records = [json.loads(line) for line in open(os.path.join(trained_run[0], "metrics.jsonl"))]
+    records = read_jsonl(os.path.join(trained_run[0], "metrics.jsonl"))
     drops = [now["epoch"] - 0.5 for before, now in zip(records, records[1:]) if now["lr"] < before["lr"]]
     assert drops
     for axis in drawn(figure):

@@ -5,6 +5,7 @@ import io
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,7 @@ def mini_checkpoint(tmp_path_factory):
     return str(root / "run" / "best.pdckpt"), paths, test.images[:12]
 
 
+@pytest.mark.slow
 def test_predict_gives_the_top_1_class_of_the_eval_path_on_real_images(mini_checkpoint):
     checkpoint, paths, images = mini_checkpoint
     result = dnsd("--mode", "predict", "--checkpoint", checkpoint, "--images", os.path.dirname(paths[0]))
@@ -72,6 +74,7 @@ def test_the_csv_has_k_classes_per_image_in_input_order(trained_run, tiny_archiv
         assert len(set(row[1::2])) == 3
 
 
+@pytest.mark.slow
 def test_the_exported_model_gives_the_checkpoints_probabilities(trained_run, tiny_archive, tmp_path):
     _, test, _ = read_archive(tiny_archive)
     folder = tmp_path / "images"
@@ -117,7 +120,7 @@ def test_a_damaged_image_is_named_and_the_others_predicted_or_strict_stops(train
     _, test, _ = read_archive(tiny_archive)
     good = write_png(str(tmp_path / "good.png"), test.images[0])
     damaged = tmp_path / "damaged.png"
-    damaged.write_bytes(open(good, "rb").read()[:60])
+    damaged.write_bytes(Path(good).read_bytes()[:60])
     checkpoint = os.path.join(trained_run[0], "best.pdckpt")
     result = dnsd("--mode", "predict", "--checkpoint", checkpoint, "--images", str(damaged), good)
     assert result.returncode == 3
@@ -170,7 +173,7 @@ def test_the_api_predicts_what_the_command_line_does(trained_run, tiny_archive, 
 
 
 def test_the_documented_example_runs(trained_run, tiny_archive, tmp_path, monkeypatch):
-    text = open(os.path.join(ROOT, "docs", "using-a-model.md")).read()
+    text = Path(ROOT, "docs", "using-a-model.md").read_text()
     section = text[text.index("## From Python"):]
     example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     _, test, _ = read_archive(tiny_archive)

@@ -1,13 +1,13 @@
 """Data-parallel runs (DNSD/training/ranks.py, and the trainer under paddle.distributed): real two-process runs on
 the CPU (gloo backend), and the sharding that lets the ranks together compute what one process would."""
 import glob
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches
 from DNSD.errors import InputError
 from DNSD.runs.checkpoint import read_state, restore_model
 from DNSD.training.ranks import Ranks, check_shards, weights_digest
-from helpers import ROOT, dnsd
+from helpers import ROOT, dnsd, read_jsonl
 
 SEED = 3
 RUN = ["--device", "cpu", "--depth", "8", "--seed", str(SEED),
@@ -36,11 +36,12 @@ def two_rank_run(tmp_path_factory, tiny_archive):
     folder = tmp_path_factory.mktemp("data_parallel")
     run_dir, log_dir = str(folder / "run"), str(folder / "log")
     result = launch(log_dir, "--data-file", tiny_archive, "--output-dir", run_dir, *RUN)
-    logs = [open(os.path.join(log_dir, f"workerlog.{rank}")).read() for rank in range(2)]
+    logs = [Path(log_dir, f"workerlog.{rank}").read_text() for rank in range(2)]
     assert result.returncode == 0, result.stdout[-3000:] + "\n".join(logs)
     return run_dir, logs
 
 
+@pytest.mark.slow
 def test_both_ranks_end_with_the_weights_rank_0_saved(two_rank_run):
     run_dir, logs = two_rank_run
     path = os.path.join(run_dir, "last.pdckpt")
@@ -49,6 +50,7 @@ def test_both_ranks_end_with_the_weights_rank_0_saved(two_rank_run):
         assert re.findall(r"rank (\d) of 2 ends with weights sha256 (\w+)", log) == [(str(rank), saved)]
 
 
+@pytest.mark.slow
 def test_synced_batch_norm_makes_two_ranks_train_what_one_process_trains(two_rank_run, tiny_archive, tmp_path):
     """The authors trained on one GPU: batch norm's statistics are those of the whole mini-batch. Each rank's own
     share (--no-sync-batch-norm) ends about 0.016 away in some weight after these two epochs."""
@@ -59,20 +61,22 @@ def test_synced_batch_norm_makes_two_ranks_train_what_one_process_trains(two_ran
     assert max(np.abs(np.asarray(one[name]) - np.asarray(two[name])).max() for name in one) < 1e-4
 
 
+@pytest.mark.slow
 def test_the_ranks_drop_the_blocks_that_the_seed_gives_every_step(two_rank_run):
     # The gates of (seed, epoch, step), drawn here as the paper describes; 160 images in mini-batches of 32 are 5
     # steps an epoch. The run itself stops if two ranks' gates ever differ.
     survival = 1 - np.arange(1, 4) / 3 * 0.5
-    records = [json.loads(line) for line in open(os.path.join(two_rank_run[0], "metrics.jsonl"))]
+    records = read_jsonl(os.path.join(two_rank_run[0], "metrics.jsonl"))
     for record in records:
         active = [(np.random.default_rng([SEED, 3, record["epoch"], step]).random(3) < survival).sum()
                   for step in range(5)]
         assert record["mean_active_blocks"] == pytest.approx(np.mean(active))
 
 
+@pytest.mark.slow
 def test_only_rank_0_writes_logs_and_checkpoints(two_rank_run):
     run_dir, logs = two_rank_run
-    assert len(open(os.path.join(run_dir, "metrics.jsonl")).readlines()) == 2
+    assert len(read_jsonl(os.path.join(run_dir, "metrics.jsonl"))) == 2
     assert len(glob.glob(os.path.join(run_dir, "vdl", "*"))) == 1
     # last.test.json is there when the last epoch is not the best one.
     assert sorted(set(os.listdir(run_dir)) - {"last.test.json"}) == [
@@ -111,6 +115,7 @@ def test_a_mini_batch_too_small_for_the_ranks_is_refused():
         check_shards(160, 2, 4)
 
 
+@pytest.mark.slow
 def test_an_interrupted_two_rank_run_resumes_to_the_same_weights(tmp_path):
     archive = write_archive(str(tmp_path / "larger.tar.gz"), synthetic_batches(400, learnable=True))
     run = ["--data-file", archive, *RUN[:6], "--epochs", "3", "--batch-size", "64", "--val-size", "200"]
@@ -127,12 +132,12 @@ def test_an_interrupted_two_rank_run_resumes_to_the_same_weights(tmp_path):
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rank_0_log = os.path.join(log_dir, "workerlog.0")
     deadline = time.monotonic() + 300
-    while not (os.path.exists(rank_0_log) and "epoch 1/3" in open(rank_0_log).read()):
+    while not (os.path.exists(rank_0_log) and "epoch 1/3" in Path(rank_0_log).read_text()):
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first epoch did"
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)  # as Ctrl-C in a terminal: the launcher passes SIGTERM to every rank
     assert process.wait(timeout=120) != 0
-    stopped = [open(os.path.join(log_dir, f"workerlog.{rank}")).read() for rank in range(2)]
+    stopped = [Path(log_dir, f"workerlog.{rank}").read_text() for rank in range(2)]
     steps = [re.search(r"SIGTERM at epoch (\d+), step (\d+)", log).groups() for log in stopped]
     assert steps[0] == steps[1]
 

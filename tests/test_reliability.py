@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -25,7 +26,7 @@ from DNSD.runs.checkpoint_file import read_checkpoint
 from DNSD.runs.locks import lock
 from DNSD.training.loop import Trainer
 from DNSD.training.run import start
-from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
+from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd, read_json, read_jsonl, read_yaml
 
 ONE_EPOCH = [*TINY_RUN[:4], "--epochs", "1", *TINY_RUN[6:]]
 
@@ -36,7 +37,7 @@ def snapshot(folder):
     for parent, _, names in os.walk(folder):
         for name in names:
             path = os.path.join(parent, name)
-            files[os.path.relpath(path, folder)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+            files[os.path.relpath(path, folder)] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return files
 
 
@@ -69,6 +70,7 @@ def launch(tiny_archive, run_dir, *extra):
                             text=True)
 
 
+@pytest.mark.slow
 def test_two_trainings_started_at_once_in_one_folder_never_mix(tiny_archive, tmp_path):
     for attempt in range(4):
         run_dir = str(tmp_path / f"race{attempt}")
@@ -80,12 +82,13 @@ def test_two_trainings_started_at_once_in_one_folder_never_mix(tiny_archive, tmp
         [(_, _, loser)] = [result for result in results if result[0] != 0]
         assert "is in use by a running DNSD training (process " in loser or "already holds a run" in loser, loser
         assert len(loser.strip().splitlines()) == 1
-        records = [yaml.safe_load(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+        records = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
         assert [record["epoch"] for record in records] == [1]
-        winner_seed = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))["run"]["seed"]
+        winner_seed = read_yaml(os.path.join(run_dir, "config.yaml"))["run"]["seed"]
         assert read_checkpoint(os.path.join(run_dir, "last.pdckpt"))["config"]["run"]["seed"] == winner_seed
 
 
+@pytest.mark.slow
 def test_a_running_training_is_not_overwritten_or_resumed_by_another(tiny_archive, tmp_path):
     run_dir = str(tmp_path / "busy")
     process = subprocess.Popen([sys.executable, "-m", "DNSD", "--data-file", tiny_archive, "--output-dir", run_dir,
@@ -124,6 +127,7 @@ def tiny_config(tiny_archive, run_dir, **values):
     return build_config({**base, **values})
 
 
+@pytest.mark.slow
 def test_non_finite_batch_norm_statistics_are_never_saved_and_the_branch_command_goes_on(tiny_archive, tmp_path,
                                                                                             monkeypatch):
     run_dir = str(tmp_path / "poisoned")
@@ -154,10 +158,10 @@ def test_non_finite_batch_norm_statistics_are_never_saved_and_the_branch_command
     result = subprocess.run(shlex.split(command), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     branch_dir = shlex.split(command)[6]
-    branch = yaml.safe_load(open(os.path.join(branch_dir, "branch.json")))
+    branch = read_json(os.path.join(branch_dir, "branch.json"))
     assert branch["changes"] == {"train.lr": {"from": 0.1, "to": 0.01}} and branch["epochs_done"] == 1
-    assert yaml.safe_load(open(os.path.join(branch_dir, "config.yaml")))["train"]["lr"] == 0.01
-    records = [yaml.safe_load(line) for line in open(os.path.join(branch_dir, "metrics.jsonl"))]
+    assert read_yaml(os.path.join(branch_dir, "config.yaml"))["train"]["lr"] == 0.01
+    records = read_jsonl(os.path.join(branch_dir, "metrics.jsonl"))
     # Epoch 1 from the source, then the branch's own: the schedule of lr 0.01 decays at 50 % and 75 % of 3 epochs.
     assert [record["epoch"] for record in records] == [1, 2, 3]
     assert [record["lr"] for record in records[1:]] == pytest.approx([0.001, 0.0001])
@@ -174,6 +178,7 @@ def test_an_exploding_learning_rate_saves_nothing_non_finite_and_names_what_is_k
     assert all(np.isfinite(value).all() for value in state["optimizer"].values() if isinstance(value, np.ndarray))
 
 
+@pytest.mark.slow
 def test_a_run_that_diverges_before_its_first_checkpoint_gets_a_command_that_starts_again(tiny_archive, tmp_path):
     run_dir = tmp_path / "exploded"
     result = dnsd("--data-file", tiny_archive, "--output-dir", str(run_dir), *TINY_RUN, "--lr", "1e9")
@@ -184,7 +189,7 @@ def test_a_run_that_diverges_before_its_first_checkpoint_gets_a_command_that_sta
     assert command[-3:] == ["--overwrite", "-o", "train.lr=1e+08"]
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode in (0, 1) and "Traceback" not in again.stderr, again.stderr
-    assert yaml.safe_load(open(run_dir / "config.yaml"))["train"]["lr"] == 1e8
+    assert read_yaml(run_dir / "config.yaml")["train"]["lr"] == 1e8
 
 
 def test_resume_refuses_a_new_learning_rate_and_names_the_branch(trained_run):
@@ -226,7 +231,7 @@ def test_a_crafted_pickle_runs_nothing(tmp_path):
 
 
 def test_a_checkpoint_with_flipped_bytes_is_refused(trained_run, tmp_path):
-    data = bytearray(open(os.path.join(trained_run[0], "best.pdckpt"), "rb").read())
+    data = bytearray(Path(trained_run[0], "best.pdckpt").read_bytes())
     middle = len(data) // 2
     data[middle:middle + 64] = bytes(255 - byte for byte in data[middle:middle + 64])
     path = tmp_path / "flipped.pdckpt"
@@ -253,8 +258,8 @@ def test_a_checkpoint_of_the_pickled_format_still_loads_and_evaluates_the_same(t
     paddle.save(state, str(old))
     result = dnsd("--mode", "eval", "--checkpoint", str(old))
     assert result.returncode == 0, result.stderr
-    assert yaml.safe_load(open(tmp_path / "old.test.json"))["error"] == \
-        yaml.safe_load(open(os.path.join(trained_run[0], "summary.json")))["test_error"]
+    assert read_json(tmp_path / "old.test.json")["error"] == \
+        read_json(os.path.join(trained_run[0], "summary.json"))["test_error"]
 
 
 # The data a run used.
@@ -268,15 +273,15 @@ def test_resume_with_other_data_is_refused(trained_run, tmp_path):
 
 def test_eval_on_other_data_never_replaces_the_runs_report(trained_run, tmp_path):
     run_dir = copy_run(trained_run, tmp_path)
-    before = open(os.path.join(run_dir, "best.test.json")).read()
+    before = Path(run_dir, "best.test.json").read_text()
     other = write_archive(str(tmp_path / "other.tar.gz"), synthetic_batches(40, seed=9, learnable=True))
     result = dnsd("--mode", "eval", "--checkpoint", os.path.join(run_dir, "best.pdckpt"), "--data-file", other)
     assert result.returncode == 0, result.stderr
-    sha = hashlib.sha256(open(other, "rb").read()).hexdigest()
+    sha = hashlib.sha256(Path(other).read_bytes()).hexdigest()
     report = os.path.join(run_dir, f"best.test.other-{sha[:8]}.json")
     assert f"report written to {report}" in result.stdout
-    assert yaml.safe_load(open(report))["data"]["sha256"] == sha
-    assert open(os.path.join(run_dir, "best.test.json")).read() == before
+    assert read_yaml(report)["data"]["sha256"] == sha
+    assert Path(run_dir, "best.test.json").read_text() == before
 
 
 def test_a_relative_data_file_keeps_working_from_another_folder(tiny_archive, tmp_path):
@@ -285,7 +290,7 @@ def test_a_relative_data_file_keeps_working_from_another_folder(tiny_archive, tm
     shutil.copy(tiny_archive, work / "data.tar.gz")
     result = dnsd("--data-file", "data.tar.gz", "--output-dir", "run", *ONE_EPOCH, cwd=str(work))
     assert result.returncode == 0, result.stderr
-    stored = yaml.safe_load(open(work / "run" / "config.yaml"))["data"]["data_file"]
+    stored = read_yaml(work / "run" / "config.yaml")["data"]["data_file"]
     assert stored == str(work / "data.tar.gz")
     again = dnsd("--mode", "eval", "--checkpoint", str(work / "run" / "best.pdckpt"), cwd=str(tmp_path))
     assert again.returncode == 0, again.stderr
@@ -293,6 +298,7 @@ def test_a_relative_data_file_keeps_working_from_another_folder(tiny_archive, tm
 
 # File-system faults: one line, exit 2, nothing lost.
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_the_run_resumes_exactly(tiny_archive, tmp_path,
                                                                                           capsys, monkeypatch):
     reference = str(tmp_path / "reference")
@@ -386,20 +392,20 @@ def test_inputs_that_are_not_what_they_claim_are_refused(tmp_path, name, change,
 def test_overwrite_clears_everything_the_old_run_wrote_and_nothing_else(trained_run, tiny_archive, tmp_path):
     run_dir = copy_run(trained_run, tmp_path)
     for name in ("best.val.json", ".tmp-abc123", "best.test.other-12345678.json"):
-        open(os.path.join(run_dir, name), "w").write("{}")
+        Path(run_dir, name).write_text("{}")
     os.makedirs(os.path.join(run_dir, "best-inference"))
-    open(os.path.join(run_dir, "notes.txt"), "w").write("mine")
+    Path(run_dir, "notes.txt").write_text("mine")
     result = dnsd("--data-file", tiny_archive, "--output-dir", run_dir, *ONE_EPOCH, "--overwrite")
     assert result.returncode == 0, result.stderr
     names = set(os.listdir(run_dir))
     assert not {"best.val.json", ".tmp-abc123", "best.test.other-12345678.json", "best-inference"} & names
     assert {"notes.txt", "config.yaml", "best.pdckpt", "best.test.json"} <= names
-    assert open(os.path.join(run_dir, "notes.txt")).read() == "mine"
+    assert Path(run_dir, "notes.txt").read_text() == "mine"
 
 
 def test_resume_removes_stale_temporary_files(trained_run, tmp_path):
     run_dir = copy_run(trained_run, tmp_path)
-    open(os.path.join(run_dir, ".tmp-left-by-a-kill"), "w").write("half")
+    Path(run_dir, ".tmp-left-by-a-kill").write_text("half")
     assert dnsd("--resume", run_dir).returncode == 0
     assert not os.path.exists(os.path.join(run_dir, ".tmp-left-by-a-kill"))
 
@@ -423,13 +429,14 @@ def suggested_command(message):
     return shlex.split(message.split("with: ")[1].split(", or ")[0])
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_gets_a_command_that_works(trained_run, tmp_path):
     run_dir = copy_run(trained_run, tmp_path)
     for name in ("best.pdckpt", "last.pdckpt", "summary.json", "best.test.json"):
         os.remove(os.path.join(run_dir, name))
-    config = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
+    config = read_yaml(os.path.join(run_dir, "config.yaml"))
     config["run"]["output_dir"] = run_dir
-    open(os.path.join(run_dir, "config.yaml"), "w").write(yaml.safe_dump(config))
+    Path(run_dir, "config.yaml").write_text(yaml.safe_dump(config))
     result = dnsd("--resume", run_dir)
     assert_one_line_error(result, "stopped before its first one")
     command = shlex.split(result.stderr.split("start it again with: ")[1])
@@ -438,6 +445,7 @@ def test_a_run_killed_before_its_first_checkpoint_gets_a_command_that_works(trai
     assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.slow
 def test_a_run_with_only_a_best_checkpoint_gets_a_command_that_works(trained_run, tmp_path):
     run_dir = copy_run(trained_run, tmp_path)
     os.remove(os.path.join(run_dir, "last.pdckpt"))
@@ -474,5 +482,5 @@ def test_an_internal_error_is_one_line_with_its_own_code_and_a_log_in_the_run_fo
     code, _, err = run_cli(capsys, "--mode", "eval", "--checkpoint", os.path.join(run_dir, "best.pdckpt"))
     assert_one_line(code, err, "internal error: ZeroDivisionError: a bug", "please report it",
                     os.path.join(run_dir, "error.log"), expected=70)
-    log = open(os.path.join(run_dir, "error.log")).read()
+    log = Path(run_dir, "error.log").read_text()
     assert "Traceback" in log and "ZeroDivisionError: a bug" in log

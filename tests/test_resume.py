@@ -7,17 +7,17 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import paddle
 import pytest
 
-from helpers import ROOT
 from DNSD.config import build_config
 from DNSD.errors import TrainingStopped
 from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.training.run import start
-from helpers import assert_one_line_error, dnsd
+from helpers import ROOT, assert_one_line_error, dnsd, read_json, read_jsonl
 
 RUN = ["--depth", "8", "--epochs", "6", "--batch-size", "32", "--val-size", "40", "--checkpoint-every-iterations", "1"]
 TIMING = ("epoch_seconds", "images_per_second", "environment_sha256")  # and the session that trained it
@@ -32,7 +32,7 @@ def arrays(path):
 
 
 def metrics(run_dir):
-    records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    records = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
     return [{k: v for k, v in record.items() if k not in TIMING} for record in records]
 
 
@@ -42,8 +42,8 @@ def assert_same_run(run_dir, reference_dir):
     for name in ours:
         assert np.array_equal(ours[name], theirs[name]), name
     assert metrics(run_dir) == metrics(reference_dir)
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
-    reference = json.load(open(os.path.join(reference_dir, "summary.json")))
+    summary = read_json(os.path.join(run_dir, "summary.json"))
+    reference = read_json(os.path.join(reference_dir, "summary.json"))
     assert (summary["test_error"], summary["best_epoch"]) == (reference["test_error"], reference["best_epoch"])
 
 
@@ -55,12 +55,14 @@ def reference_run(tiny_archive, tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_a_bit_identical_run(reference_run, tiny_archive, tmp_path):
     run_dir = str(tmp_path / "again")
     assert dnsd("--data-file", tiny_archive, "--output-dir", run_dir, *RUN).returncode == 0
     assert_same_run(run_dir, reference_run)
 
 
+@pytest.mark.slow
 def test_another_seed_gives_another_run(reference_run, tiny_archive, tmp_path):
     run_dir = str(tmp_path / "seed1")
     assert dnsd("--data-file", tiny_archive, "--output-dir", run_dir, "--seed", "1", *RUN).returncode == 0
@@ -83,6 +85,7 @@ def wait_for_first_checkpoint(process, run_dir):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_a_signal_saves_and_the_resumed_run_is_bit_identical(reference_run, tiny_archive, tmp_path, signum):
     run_dir = str(tmp_path / "interrupted")
     process = start_training(tiny_archive, run_dir)
@@ -107,10 +110,11 @@ def assert_whole_dashboard(run_dir):
 
     (log,) = os.listdir(os.path.join(run_dir, "vdl"))
     reader = LogReader(file_path=os.path.join(run_dir, "vdl", log))
-    epochs = [json.loads(line)["epoch"] for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    epochs = [record["epoch"] for record in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))]
     assert [record.id for record in reader.get_data("scalar", "val_error")] == epochs
 
 
+@pytest.mark.slow
 def test_a_kill_at_a_random_moment_loses_only_the_work_since_the_last_checkpoint(reference_run, tiny_archive,
                                                                                    tmp_path):
     run_dir = str(tmp_path / "killed")
@@ -129,6 +133,7 @@ def test_a_kill_at_a_random_moment_loses_only_the_work_since_the_last_checkpoint
     assert not [name for name in os.listdir(run_dir) if name.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_change_to_what_was_trained(reference_run):
     result = dnsd("--resume", reference_run, "--lr", "0.5")
     assert_one_line_error(result, "train.lr", "--resume")
@@ -138,6 +143,7 @@ def test_resume_needs_a_last_checkpoint(tmp_path):
     assert_one_line_error(dnsd("--resume", str(tmp_path)), "last.pdckpt")
 
 
+@pytest.mark.slow
 def test_resume_finds_the_run_from_the_output_dir_flag(reference_run):
     result = dnsd("--resume", "--output-dir", reference_run)
     assert result.returncode == 0, result.stderr
@@ -183,7 +189,7 @@ def test_a_diverging_run_exits_with_code_1_from_the_cli(tiny_archive, tmp_path):
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     path = str(tmp_path / "last.pdckpt")
     save_checkpoint(path, {"value": 1})
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
 
     real_writestr = zipfile.ZipFile.writestr
 
@@ -194,7 +200,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(zipfile.ZipFile, "writestr", disk_fills)
     with pytest.raises(OSError):
         save_checkpoint(path, {"value": 2})
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     assert os.listdir(tmp_path) == ["last.pdckpt"]
 
 
@@ -204,6 +210,7 @@ def points_of(run_dir):
             for line in open(os.path.join(run_dir, "points.jsonl"))]
 
 
+@pytest.mark.slow
 def test_a_run_measuring_points_resumes_to_the_same_points_and_best_checkpoint(tiny_archive, tmp_path):
     points_run = [*RUN, "--eval-every-iterations", "3"]
     reference = str(tmp_path / "reference")
@@ -226,14 +233,14 @@ def test_a_run_measuring_points_resumes_to_the_same_points_and_best_checkpoint(t
     assert points_of(run_dir) == points_of(reference)
     ours, theirs = arrays(os.path.join(run_dir, "best.pdckpt")), arrays(os.path.join(reference, "best.pdckpt"))
     assert all(np.array_equal(ours[name], theirs[name]) for name in ours)
-    summaries = [json.load(open(os.path.join(folder, "summary.json"))) for folder in (run_dir, reference)]
+    summaries = [read_json(os.path.join(folder, "summary.json")) for folder in (run_dir, reference)]
     assert summaries[0]["best_iteration"] == summaries[1]["best_iteration"]
     # A checkpoint saved before any point (a kill after the first point was written, before the next save): the
     # resume rewrites points.jsonl from it, so that no point is listed twice.
     path = os.path.join(run_dir, "last.pdckpt")
     save_checkpoint(path, {**read_checkpoint(path), "points": []})
     assert dnsd("--resume", run_dir).returncode == 0
-    assert open(os.path.join(run_dir, "points.jsonl")).read() == ""
+    assert Path(run_dir, "points.jsonl").read_text() == ""
 
 
 def test_a_checkpoint_saved_before_a_resumed_runs_first_step_keeps_the_optimisers_momentum(trained_run, tmp_path):

@@ -8,6 +8,7 @@ import re
 import time
 import tracemalloc
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from DNSD.config import build_config
 from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
 from DNSD.runs.manifest import seal
 from DNSD.sweeps.grid import open_sweep
-from helpers import TINY_RUN, assert_one_line_error, dnsd, write_executable
+from helpers import TINY_RUN, assert_one_line_error, dnsd, read_json, write_executable
 from test_audit import copy_of, snapshot
 
 
@@ -28,9 +29,9 @@ def sweep(tiny_archive, folder, grid=None, seeds=(0,)):
 
 
 def rewrite(path, change):
-    recorded = json.load(open(path))
+    recorded = read_json(path)
     change(recorded)
-    json.dump(recorded, open(path, "w"))
+    Path(path).write_text(json.dumps(recorded))
 
 
 def measured(call, *args):
@@ -182,7 +183,7 @@ def test_the_card_escapes_what_it_copies_from_files(tiny_archive, tmp_path):
     rewrite(os.path.join(folder, "summary.json"), lambda s: s["data"].update(file="/x/```\n<b>evil</b>|.tar.gz"))
     assert dnsd("card", folder).returncode == 0
     page = markdown_it.MarkdownIt("commonmark").enable("table").render(
-        open(os.path.join(folder, "MODEL_CARD.md")).read())
+        Path(folder, "MODEL_CARD.md").read_text())
     assert not re.search(r"<(script|b)\b", page), page
     assert re.findall(r"<img [^>]*>", page) == [re.search(r"<img [^>]*>", page).group()] and \
         'src="MODEL_CARD-curves.png"' in page  # the card's own figure alone
@@ -195,7 +196,7 @@ def test_the_card_escapes_what_it_copies_from_files(tiny_archive, tmp_path):
     ("echo 'sbatch: error: Batch job submission failed: Invalid account' >&2; exit 1",
      "sbatch failed (exit 1): sbatch: error: Batch job submission failed: Invalid account"),
     ("echo 'garbage'", "sbatch printed no job id"),
-    ("exec sleep 300", "did not answer within 2 s and was stopped"),
+    pytest.param("exec sleep 300", "did not answer within 2 s and was stopped", marks=pytest.mark.slow),
 ])
 def test_sbatch_that_fails_prints_garbage_or_hangs_is_one_line(tiny_archive, tmp_path, monkeypatch, script, fragment):
     pytest.importorskip("submitit")

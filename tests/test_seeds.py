@@ -2,9 +2,9 @@
 seed alone, the summary at the end, `--resume` of the folder going on with the seeds that are not finished, and the
 folders of DNSD 1.1's --seeds (seeds.json) read as such a sweep."""
 import hashlib
-import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from cifar_archive import synthetic_batches, write_archive
 from DNSD.errors import InputError
 from DNSD.runs.checkpoint_file import read_checkpoint
 from DNSD.sweeps.grid import parse_seeds
-from helpers import TINY_RUN, assert_one_line_error, dnsd
+from helpers import TINY_RUN, assert_one_line_error, dnsd, read_json
 
 ONE_EPOCH = [*TINY_RUN[:4], "--epochs", "1", *TINY_RUN[6:]]
 SEEDS_RUN = [*TINY_RUN, "--epochs", "1"]  # the flags of the seeds_folder fixture
@@ -35,10 +35,11 @@ def model_arrays(run_dir):
     return read_checkpoint(os.path.join(run_dir, "last.pdckpt"))["model"]
 
 
+@pytest.mark.slow
 def test_a_multi_seed_run_is_its_seeds_alone_and_resumes_what_is_unfinished(seeds_folder, tiny_archive, tmp_path):
     folder = tmp_path / "sd"
     shutil.copytree(seeds_folder, folder)
-    assert json.load(open(folder / "sweep.json"))["seeds"] == [0, 1]
+    assert read_json(folder / "sweep.json")["seeds"] == [0, 1]
     alone = tmp_path / "alone"
     assert dnsd("--data-file", tiny_archive, "--output-dir", str(alone), *SEEDS_RUN, "--seed", "1").returncode == 0
     ours, theirs = model_arrays(folder / "seed-1"), model_arrays(alone)
@@ -53,6 +54,7 @@ def test_a_multi_seed_run_is_its_seeds_alone_and_resumes_what_is_unfinished(seed
     assert "| sd | 2 |" in again.stdout
 
 
+@pytest.mark.slow
 def test_seeds_of_another_config_are_refused_in_the_same_folder(seeds_folder, tiny_archive, tmp_path):
     folder = tmp_path / "sd"
     shutil.copytree(seeds_folder, folder)
@@ -62,9 +64,10 @@ def test_seeds_of_another_config_are_refused_in_the_same_folder(seeds_folder, ti
     assert_one_line_error(dnsd("--resume", str(folder), "--lr", "0.5"), "train.lr is 0.1", "cannot change it")
     result = dnsd("--data-file", tiny_archive, "--output-dir", str(folder / "seed-0"), *SEEDS_RUN, "--seeds", "1")
     assert_one_line_error(result, "holds a run of its own")
-    assert json.load(open(folder / "sweep.json"))["seeds"] == [0, 1] and not (folder / "seed-2").exists()
+    assert read_json(folder / "sweep.json")["seeds"] == [0, 1] and not (folder / "seed-2").exists()
 
 
+@pytest.mark.slow
 def test_the_sweep_keeps_the_archive_and_another_one_is_refused(tiny_archive, tmp_path):
     folder = tmp_path / "sd"
     copy = tmp_path / "data" / "copy.tar.gz"
@@ -73,9 +76,9 @@ def test_the_sweep_keeps_the_archive_and_another_one_is_refused(tiny_archive, tm
     result = dnsd("--data-file", "copy.tar.gz", "--output-dir", str(folder), *ONE_EPOCH, "--seeds", "0",
                   cwd=str(tmp_path / "data"))
     assert result.returncode == 0, result.stderr
-    recorded = json.load(open(folder / "sweep.json"))
+    recorded = read_json(folder / "sweep.json")
     assert recorded["config"]["data"]["data_file"] == str(copy)  # resolved, so a resume from elsewhere finds it
-    assert recorded["data_sha256"] == hashlib.sha256(open(tiny_archive, "rb").read()).hexdigest()
+    assert recorded["data_sha256"] == hashlib.sha256(Path(tiny_archive).read_bytes()).hexdigest()
     other = write_archive(str(tmp_path / "other.tar.gz"), synthetic_batches(40, seed=5, learnable=True))
     assert_one_line_error(dnsd("--resume", str(folder), "--data-file", other), "is not the archive the sweep in",
                           "pass that archive")
@@ -91,10 +94,10 @@ def old_seeds_folder(folder, archive):
     """The text files of a folder that DNSD 1.1.0's `--seeds 0,1` wrote (OLD_RUN on the tiny archive), its
     checkpoints left out and seed 1 removed, as if the command had stopped before it; @...@ stand for its paths."""
     values = {"@ARCHIVE@": archive, "@FOLDER@": str(folder),
-              "@ARCHIVE_SHA256@": hashlib.sha256(open(archive, "rb").read()).hexdigest()}
+              "@ARCHIVE_SHA256@": hashlib.sha256(Path(archive).read_bytes()).hexdigest()}
     for path, _, names in os.walk(OLD_FOLDER):
         for name in names:
-            text = open(os.path.join(path, name)).read()
+            text = Path(path, name).read_text()
             for placeholder, value in values.items():
                 text = text.replace(placeholder, value)
             target = folder / os.path.relpath(os.path.join(path, name), OLD_FOLDER)
@@ -103,6 +106,7 @@ def old_seeds_folder(folder, archive):
     return folder
 
 
+@pytest.mark.slow
 def test_a_folder_of_dnsd_1_1s_seeds_goes_on_as_a_sweep_without_a_grid(tiny_archive, tmp_path):
     folder = old_seeds_folder(tmp_path / "sd", tiny_archive)
     summary = (folder / "seed-0" / "summary.json").read_text()
@@ -113,7 +117,7 @@ def test_a_folder_of_dnsd_1_1s_seeds_goes_on_as_a_sweep_without_a_grid(tiny_arch
     assert not (folder / "sweep.json").exists()  # a refused command records nothing
     result = dnsd("--resume", str(folder))
     assert result.returncode == 0, result.stderr
-    assert json.load(open(folder / "sweep.json"))["seeds"] == [0, 1]
+    assert read_json(folder / "sweep.json")["seeds"] == [0, 1]
     assert (folder / "seed-0" / "summary.json").read_text() == summary  # finished, left as it was
     alone = tmp_path / "alone"
     # Alone, on the model DNSD 1.1 trained by default, which the folder's config records.

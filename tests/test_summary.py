@@ -1,17 +1,17 @@
 """`--mode summary` (DNSD/summary.py): runs grouped by configuration apart from the seed, mean ± std of the test
 error, unfinished runs listed, Welch's comparison; on run folders written here, so that no training is needed."""
-import csv
 import json
 import math
 import os
 import statistics
+from pathlib import Path
 
 import pytest
 import yaml
 from scipy import stats
 
 from DNSD.schema import Config
-from helpers import assert_one_line_error, dnsd
+from helpers import assert_one_line_error, dnsd, read_csv, read_yaml
 
 
 def fake_run(folder, seed, survival_last, test_error=None, epochs=3):
@@ -19,15 +19,16 @@ def fake_run(folder, seed, survival_last, test_error=None, epochs=3):
     os.makedirs(folder)
     config = Config()
     config.run.seed, config.model.survival_last, config.run.output_dir = seed, survival_last, str(folder)
-    open(os.path.join(folder, "config.yaml"), "w").write(config.to_yaml())
+    Path(folder, "config.yaml").write_text(config.to_yaml())
     with open(os.path.join(folder, "metrics.jsonl"), "w") as stream:
         for epoch in range(1, epochs + 1):
             stream.write(json.dumps({"epoch": epoch, "train_loss": 1.0, "val_error": 30.0 - epoch, "lr": 0.1,
                                      "mean_active_blocks": 40.0 + seed, "epoch_seconds": 60.0,
                                      "images_per_second": 750.0, "train_error": 20.0}) + "\n")
     if test_error is not None:
-        json.dump({"best_epoch": epochs, "best_val_error": 30.0 - epochs, "test_error": test_error,
-                   "last_test_error": test_error + 0.5}, open(os.path.join(folder, "summary.json"), "w"))
+        summary = {"best_epoch": epochs, "best_val_error": 30.0 - epochs, "test_error": test_error,
+                   "last_test_error": test_error + 0.5}
+        Path(folder, "summary.json").write_text(json.dumps(summary))
     return str(folder)
 
 
@@ -49,7 +50,7 @@ def test_runs_are_grouped_by_configuration_and_averaged_over_finished_seeds(two_
     result = dnsd("--mode", "summary", "--runs", str(folder / "sd"), str(folder / "baseline"), "--summary-file",
                   str(output))
     assert result.returncode == 0, result.stderr
-    rows = list(csv.DictReader(open(folder / "table.csv")))
+    rows = read_csv(folder / "table.csv")
     assert [row["configuration"] for row in rows] == ["sd", "baseline"]
     sd, baseline = rows
     assert (int(sd["runs"]), int(sd["finished"])) == (4, 3)
@@ -95,13 +96,13 @@ def test_a_folder_without_runs_or_an_unknown_row_is_one_line(two_configurations)
 def test_the_seed_and_where_a_run_went_do_not_split_a_configuration(tmp_path):
     fake_run(tmp_path / "a", 0, 0.5, 5.0)
     fake_run(tmp_path / "b", 1, 0.5, 6.0)
-    config = yaml.safe_load(open(tmp_path / "b" / "config.yaml"))
+    config = read_yaml(tmp_path / "b" / "config.yaml")
     config["run"]["device"], config["data"]["data_file"] = "cpu", "/elsewhere/cifar.tar.gz"
-    open(tmp_path / "b" / "config.yaml", "w").write(yaml.safe_dump(config))
+    Path(tmp_path / "b" / "config.yaml").write_text(yaml.safe_dump(config))
     result = dnsd("--mode", "summary", "--runs", str(tmp_path / "a"), str(tmp_path / "b"), "--summary-file",
                   str(tmp_path / "t.md"))
     assert result.returncode == 0, result.stderr
-    [row] = list(csv.DictReader(open(tmp_path / "t.csv")))
+    [row] = read_csv(tmp_path / "t.csv")
     assert row["configuration"] == "a / b" and float(row["test_error_mean"]) == 5.5
 
 
@@ -117,11 +118,11 @@ def test_two_folders_of_one_configuration_and_seed_count_once_and_are_named(tmp_
     result = dnsd("--mode", "summary", "--runs", str(tmp_path / "a"), str(tmp_path / "copy-of-a"),
                   "--summary-file", str(tmp_path / "t.md"))
     assert result.returncode == 0, result.stderr
-    [row] = list(csv.DictReader(open(tmp_path / "t.csv")))
+    [row] = read_csv(tmp_path / "t.csv")
     assert row["runs"] == row["finished"] == "1" and float(row["test_error_mean"]) == 73.8
     assert row["test_error_std"] == ""
     assert f"Set aside, a seed already counted in its row (the same configuration and seed): " \
-           f"{tmp_path / 'copy-of-a'}" in open(tmp_path / "t.md").read()
+           f"{tmp_path / 'copy-of-a'}" in Path(tmp_path / "t.md").read_text()
 
 
 def test_a_last_line_cut_short_is_set_aside_and_a_damaged_line_before_it_is_not(tmp_path):
@@ -135,7 +136,7 @@ def test_a_last_line_cut_short_is_set_aside_and_a_damaged_line_before_it_is_not(
     assert result.returncode == 0, result.stderr
     assert "cut short" in result.stderr and "damaged" not in (tmp_path / "t.md").read_text()
     assert [record["epoch"] for record in read_records(run, ["val_error"])] == [1, 2]
-    lines = open(os.path.join(run, "metrics.jsonl")).read().splitlines()
-    open(os.path.join(run, "metrics.jsonl"), "w").write("\n".join([lines[0], lines[2], lines[1]]) + "\n")
+    lines = Path(run, "metrics.jsonl").read_text().splitlines()
+    Path(run, "metrics.jsonl").write_text("\n".join([lines[0], lines[2], lines[1]]) + "\n")
     with pytest.raises(InputError, match="line 2 is not an epoch record"):
         read_records(run, ["val_error"])

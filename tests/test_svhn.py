@@ -2,8 +2,8 @@
 (run.eval_every_iterations), and bad files refused in one line. The files are small synthetic ones in the official
 layout:
 X of shape 32x32x3xN uint8, y of shape Nx1 with labels 1..10 (10 for the digit 0)."""
-import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from DNSD.datasets import svhn
 from DNSD.datasets.pipeline import _std_of_uint8
 from DNSD.errors import InputError
 from DNSD.randomness import generator
-from helpers import assert_one_line_error, dnsd
+from helpers import assert_one_line_error, dnsd, read_json, read_jsonl
 
 SIZES = {"train": 60, "extra": 40, "test": 30}
 
@@ -120,8 +120,8 @@ def point_run(svhn_folder, tmp_path_factory):
 
 def test_points_every_n_steps_choose_the_best_checkpoint(point_run):
     run_dir, result = point_run
-    points = [json.loads(line) for line in open(os.path.join(run_dir, "points.jsonl"))]
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    points = read_jsonl(os.path.join(run_dir, "points.jsonl"))
+    summary = read_json(os.path.join(run_dir, "summary.json"))
     # 70 training images in steps of 16: 5 steps an epoch, 10 in all; points every 3 steps, none of its own at the
     # last (the authors' protocol).
     assert [point["iteration"] for point in points] == [3, 6, 9]
@@ -139,7 +139,7 @@ def test_an_svhn_checkpoint_evaluates_on_the_svhn_test_set(point_run, svhn_folde
     run_dir, _ = point_run
     result = dnsd("--mode", "eval", "--checkpoint", os.path.join(run_dir, "best.pdckpt"), "--data-file", svhn_folder)
     assert result.returncode == 0, result.stderr
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    summary = read_json(os.path.join(run_dir, "summary.json"))
     assert f"test error {summary['test_error']:.2f} %" in result.stdout and "on 30 images" in result.stdout
 
 
@@ -153,7 +153,7 @@ def test_no_extra_trains_without_the_extra_file(tmp_path):
 
 
 BAD_FILES = {
-    "not a MATLAB file": (lambda path: open(path, "wb").write(b"not a mat file" * 100), "as a MATLAB file"),
+    "not a MATLAB file": (lambda path: Path(path).write_bytes(b"not a mat file" * 100), "as a MATLAB file"),
     "X of another shape": (lambda path: scipy.io.savemat(path, {"X": np.zeros((28, 28, 1, 10), np.uint8),
                                                                "y": np.ones((10, 1), np.uint8)}), "(28, 28, 1, 10)"),
     "float images": (lambda path: scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 10)),
@@ -191,6 +191,7 @@ def test_missing_files_and_keys_of_other_data_sets_are_refused(tmp_path, tiny_ar
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_failed_download_says_where_to_put_the_files(tmp_path):
     unreachable = svhn.SvhnSource(url="http://127.0.0.1:9/")
     with pytest.raises(InputError, match="cannot download train_32x32.mat") as error:

@@ -1,7 +1,6 @@
 """Sweeps (--sweep, a config's sweep: section): the grid, its folder and sweep.json, workers that share the runs
 without a coordinator (started at once, killed, preempted), submitit's local and Slurm launchers, the summary and
 Figure 8."""
-import csv
 import json
 import os
 import signal
@@ -9,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +17,9 @@ from DNSD.config import build_config
 from DNSD.errors import InputError, TrainingStopped
 from DNSD.runs.checkpoint_file import read_checkpoint
 from DNSD.runs.locks import held
-from DNSD.sweeps.grid import open_sweep, parse_sweep, grid_point_name, grid_points, read_sweep, sweep_runs
+from DNSD.sweeps.grid import grid_point_name, grid_points, open_sweep, parse_sweep, read_sweep, sweep_runs
 from DNSD.sweeps.launchers import SweepTask
-from helpers import ROOT, assert_one_line_error, dnsd
+from helpers import ROOT, assert_one_line_error, dnsd, read_csv, read_json
 
 # ResNet-8 on a few of the real images: a run is seconds, and its weights are a fingerprint of what it computed.
 RUN = ["--depth", "8", "--train-images", "200", "--val-size", "100", "--batch-size", "50", "--no-test-every-epoch"]
@@ -96,6 +96,7 @@ def test_a_larger_grid_of_the_same_config_adds_points_and_another_config_is_refu
     assert read_sweep(folder) == recorded
 
 
+@pytest.mark.slow
 def test_three_workers_share_a_grid_each_run_trained_once_as_it_would_be_alone(mini_archive, tmp_path):
     folder = tmp_path / "sweep"
     workers = [start_worker(mini_archive, folder, *GRID) for _ in range(3)]
@@ -108,11 +109,11 @@ def test_three_workers_share_a_grid_each_run_trained_once_as_it_would_be_alone(m
         assert sum(output.count(f"run folder {run_dir}\n") for output in outputs) == 1, outputs
         again = alone(mini_archive, tmp_path / "alone" / grid_point_name(point), point, 1)
         assert same_weights(weights(run_dir), again)
-    rows = list(csv.DictReader(open(folder / "summary.csv")))
+    rows = read_csv(folder / "summary.csv")
     assert [(row["survival_last"], row["survival_mode"]) for row in rows] == [
         (str(point["model.survival_last"]), point["model.survival_mode"]) for point in grid_points(grid)]
     for row, point in zip(rows, grid_points(grid)):
-        summary = json.load(open(folder / grid_point_name(point) / "seed-0" / "summary.json"))
+        summary = read_json(folder / grid_point_name(point) / "seed-0" / "summary.json")
         assert (row["finished"], float(row["test_error_mean"])) == ("1", summary["test_error"])
 
 
@@ -123,6 +124,7 @@ def wait_for(condition, seconds=300):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_killed_workers_run_is_resumed_by_another_to_the_weights_of_an_uninterrupted_run(mini_archive, tmp_path):
     folder = tmp_path / "sweep"
     run_dir = folder / "survival_last=0.5" / "seed-0"
@@ -140,6 +142,7 @@ def test_a_killed_workers_run_is_resumed_by_another_to_the_weights_of_an_uninter
     assert same_weights(weights(run_dir), expected)
 
 
+@pytest.mark.slow
 def test_a_preempted_task_saves_its_run_and_the_requeued_task_resumes_it(mini_archive, tmp_path):
     """What submitit does before a time limit or a preemption: call the task's checkpoint, then requeue what it
     returns."""
@@ -177,6 +180,7 @@ def test_a_task_preempted_between_runs_claims_no_other(tiny_archive, tmp_path):
         task.worker.work()
 
 
+@pytest.mark.slow
 def test_two_local_workers_through_submitit_finish_the_seeds_of_a_sweep_without_a_grid(tiny_archive, tmp_path):
     pytest.importorskip("submitit")
     folder = tmp_path / "sweep"
@@ -184,7 +188,7 @@ def test_two_local_workers_through_submitit_finish_the_seeds_of_a_sweep_without_
                   str(folder), "--seeds", "0,1", "--launcher", "local", "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert "2 local worker(s)" in result.stdout and "2 of 2 runs finished" in result.stdout
-    logs = [open(os.path.join(path, name)).read() for path, _, names in os.walk(folder / "submitit")
+    logs = [Path(path, name).read_text() for path, _, names in os.walk(folder / "submitit")
             for name in names if name.endswith("_log.out")]
     assert len(logs) == 2
     for seed in read_sweep(str(folder))["seeds"]:
@@ -223,11 +227,11 @@ def test_figure_8_draws_the_runs_own_numbers(tiny_archive, tmp_path):
     open_sweep(build_config({"data.data_file": tiny_archive, "model.depth": 8, "run.output_dir": str(folder)}),
                {"model.survival_last": [0.5, 1.0], "model.survival_mode": ["linear", "uniform"]}, [0, 1])
     errors = {}  # as finished runs leave them: each run's summary.json
-    for number, (point, seed, run_dir) in enumerate(sweep_runs(str(folder), read_sweep(str(folder))["grid"], [0, 1])):
+    for number, (_, _, run_dir) in enumerate(sweep_runs(str(folder), read_sweep(str(folder))["grid"], [0, 1])):
         os.makedirs(run_dir)
         errors[run_dir] = 10.0 + number * 0.75
         summary = {"test_error": errors[run_dir], "best_val_error": 12.0, "last_test_error": errors[run_dir]}
-        json.dump(summary, open(os.path.join(run_dir, "summary.json"), "w"))
+        Path(run_dir, "summary.json").write_text(json.dumps(summary))
     axis = draw_sweep(str(folder), "survival_last", baseline=1.0).axes[0]
     lines = {line.get_label(): line for line in axis.get_lines()}
 
@@ -261,7 +265,7 @@ def test_the_summary_of_a_live_sweep_has_every_grid_point_and_says_what_is_left(
         os.close(descriptor)
     assert result.returncode == 0, result.stderr
     assert "0 of 6 runs finished, 1 training, 5 left" in result.stdout
-    rows = list(csv.DictReader(open(os.path.join(folder, "summary.csv"))))
+    rows = read_csv(os.path.join(folder, "summary.csv"))
     assert [(row["survival_last"], row["runs"], row["finished"]) for row in rows] == [
         ("0.2", "2", "0"), ("0.5", "2", "0"), ("1.0", "2", "0")]
 
@@ -333,7 +337,7 @@ def test_a_launcher_starts_nothing_for_a_finished_sweep_and_refuses_bad_counts(t
                {"model.survival_last": [0.5]}, [0])
     run_dir = os.path.join(folder, "survival_last=0.5", "seed-0")
     os.makedirs(run_dir)
-    open(os.path.join(run_dir, "summary.json"), "w").write('{"test_error": 10.0}')
+    Path(run_dir, "summary.json").write_text('{"test_error": 10.0}')
     options = launcher_options()
     launchers.launch("slurm", folder, [], options)  # no srun here: an executor would refuse
     assert "nothing left to train (1 of 1 runs finished" in capsys.readouterr().out
@@ -366,6 +370,7 @@ while not os.path.exists(sys.argv[1]):
 """
 
 
+@pytest.mark.slow
 def test_workers_beside_busy_probers_train_every_run_once_and_leave_nothing(tiny_archive, tmp_path, monkeypatch):
     """held() takes a run's lock shared for an instant: a claim at that instant must not take the run as another's."""
     from DNSD.sweeps import workers
@@ -394,7 +399,7 @@ def test_workers_beside_busy_probers_train_every_run_once_and_leave_nothing(tiny
         open(done, "w").close()
         for prober in probers:
             prober.wait(timeout=60)
-    assert sorted(open(log).read().split()) == sorted(runs)  # each run trained once, none left behind
+    assert sorted(Path(log).read_text().split()) == sorted(runs)  # each run trained once, none left behind
 
 
 # A training process that answers SIGINT (which it inherits blocked) by ending; unanswered, it ends in 20 s.
@@ -456,7 +461,7 @@ def command_line(pid):
 def moment_reached(moment, worker, run_dir):
     """Whether a foreground --seeds run has reached the moment for Ctrl-C."""
     if moment == "the training process's start":  # the worker has started it: Python starts, Paddle is imported
-        children = open(f"/proc/{worker.pid}/task/{worker.pid}/children").read().split()
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
         return any(str(run_dir) in command_line(child) for child in children)
     if moment == "the run's start":  # the run folder is written, no step taken
         return os.path.exists(run_dir / "config.yaml")
@@ -466,6 +471,7 @@ def moment_reached(moment, worker, run_dir):
 
 
 @pytest.mark.parametrize("moment", ["the training process's start", "the run's start", "mid-epoch", "a save"])
+@pytest.mark.slow
 def test_ctrl_c_on_a_foreground_seeds_run_reaches_the_run_once(moment, uninterrupted, tiny_archive, tmp_path):
     """The terminal signals its whole foreground process group: the worker and, unless it has a group of its own,
     the training process too, which then gets a second SIGINT from the worker and stops unsaved."""

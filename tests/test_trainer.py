@@ -193,8 +193,8 @@ def test_the_merged_momentum_update_gives_the_same_weights():
 def test_a_tie_for_the_lowest_validation_error_follows_the_chosen_rule(rule, best, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from DNSD.training import loop as trainer_module
     from DNSD.runs.checkpoint_file import read_checkpoint
+    from DNSD.training import loop as trainer_module
 
     trainer = tiny_trainer(**{"run.best_on_tie": rule, "train.epochs": 3, "run.test_every_epoch": False})
     trainer.run_dir = str(tmp_path)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from cifar_archive import synthetic_batches, write_archive
 from DNSD.datasets.cifar import SOURCES, read_archive
 from DNSD.errors import InputError
 from DNSD.runs.checkpoint_file import read_checkpoint, save_checkpoint
-from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd
+from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd, read_json
 from test_bad_input import altered_checkpoint
 
 
@@ -140,7 +141,7 @@ def test_a_resume_refuses_optimiser_state_that_does_not_fit(trained_run, tmp_pat
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     for name in ("config.yaml", "metrics.jsonl"):
-        (run_dir / name).write_text(open(os.path.join(trained_run[0], name)).read())
+        (run_dir / name).write_text(Path(trained_run[0], name).read_text())
 
     def wrong_velocity(state):
         key = next(key for key in state["optimizer"] if key.endswith("_velocity_0"))
@@ -148,9 +149,9 @@ def test_a_resume_refuses_optimiser_state_that_does_not_fit(trained_run, tmp_pat
 
     state = read_checkpoint(altered_checkpoint(trained_run, tmp_path, wrong_velocity))
     save_checkpoint(str(run_dir / "last.pdckpt"), state)
-    before = open(run_dir / "metrics.jsonl").read()
+    before = Path(run_dir / "metrics.jsonl").read_text()
     assert_one_line_error(dnsd("--resume", str(run_dir)), "optimiser state", "does not fit the model's parameters")
-    assert open(run_dir / "metrics.jsonl").read() == before
+    assert Path(run_dir / "metrics.jsonl").read_text() == before
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -167,6 +168,7 @@ def test_flags_are_bounded_before_any_work(argv, fragment):
     assert_one_line_error(dnsd(*argv), fragment)
 
 
+@pytest.mark.slow
 def test_a_yaml_file_of_nested_brackets_and_a_fifo_are_one_line_each(tmp_path):
     deep = tmp_path / "deep.yaml"
     deep.write_text("train: " + "[" * 50_000 + "]" * 50_000 + "\n")
@@ -199,10 +201,10 @@ def test_an_interrupted_reexport_is_refused_when_loaded(trained_run, tmp_path):
     checkpoint = os.path.join(trained_run[0], "best.pdckpt")
     prefix = str(tmp_path / "export" / "model")
     assert dnsd("export", "--checkpoint", checkpoint, "--export-prefix", prefix).returncode == 0
-    info = json.load(open(f"{prefix}-info.json"))
+    info = read_json(f"{prefix}-info.json")
     assert ".pdiparams" in info["files"]
     for suffix, digest in info["files"].items():
-        assert hashlib.sha256(open(prefix + suffix, "rb").read()).hexdigest() == digest
+        assert hashlib.sha256(Path(prefix + suffix).read_bytes()).hexdigest() == digest
     assert not [name for name in os.listdir(tmp_path / "export") if name.startswith(".tmp-")]
     # New weights beside the old info file, as a kill between the two renames would leave them.
     with open(f"{prefix}.pdiparams", "r+b") as stream:
@@ -219,9 +221,9 @@ def test_an_interrupted_reexport_is_refused_when_loaded(trained_run, tmp_path):
 def test_an_info_file_naming_other_classes_is_refused(trained_run, tmp_path):
     prefix = str(tmp_path / "model")
     assert dnsd("export", "--checkpoint", trained_run[0], "--export-prefix", prefix).returncode == 0
-    info = json.load(open(f"{prefix}-info.json"))
+    info = read_json(f"{prefix}-info.json")
     info["classes"] = ["a", "b", "c"]
-    json.dump(info, open(f"{prefix}-info.json", "w"))
+    Path(f"{prefix}-info.json").write_text(json.dumps(info))
     image = tmp_path / "a.png"
     from test_predict import write_png
 
@@ -242,6 +244,7 @@ def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped(tmp_path):
     assert (pixels == 255).mean() < 0.01 and pixels.min() < 10 and pixels.max() > 240
 
 
+@pytest.mark.slow
 def test_any_locale_trains_with_a_unicode_run_folder(tiny_archive, tmp_path):
     env = {**os.environ, "LC_ALL": "POSIX", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
     run_dir = str(tmp_path / "rün-é")
@@ -255,7 +258,7 @@ def test_damaged_run_folder_files_are_one_line_each(trained_run, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     for name in ("config.yaml", "metrics.jsonl"):
-        (run_dir / name).write_text(open(os.path.join(trained_run[0], name)).read())
+        (run_dir / name).write_text(Path(trained_run[0], name).read_text())
     (run_dir / "summary.json").write_text('{"test_error": ')
     assert_one_line_error(dnsd("summary", "--runs", str(run_dir)), "summary.json is damaged")
     assert_one_line_error(dnsd("plot", "--runs", str(run_dir), "--plot-file", str(tmp_path / "f.png")),
@@ -309,11 +312,11 @@ def test_an_svhn_file_whose_header_lies_about_its_pixels_type_is_refused(tmp_pat
     path = str(tmp_path / "train_32x32.mat")
     scipy.io.savemat(path, {"X": np.full((32, 32, 3, 4), 1000.0), "y": np.array([[1], [2], [3], [4]], np.uint8)},
                      do_compression=False)
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(Path(path).read_bytes())
     # X's array flags: a miUINT32 element of 8 bytes whose first byte is the class, mxDOUBLE (6) made mxUINT8 (9).
     flags = data.find(b"\x06\x00\x00\x00\x08\x00\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00")
     data[flags + 8] = 9
-    open(path, "wb").write(bytes(data))
+    Path(path).write_bytes(bytes(data))
     assert scipy.io.whosmat(path)[0] == ("X", (32, 32, 3, 4), "uint8")
     with pytest.raises(InputError, match="stores its images as float64 although its header says uint8"):
         read_part(path)

@@ -6,8 +6,15 @@ import numpy as np
 from DNSD.audits.coverage import coverage, recompute
 from DNSD.audits.retraining import predictions, retrain, splits
 from DNSD.audits.run import choose, open_run, plan, positions
-from DNSD.audits.verdicts import (FAILED, UNVERIFIED, VERIFIED, Verdict, across_builds, first_difference,
-                                  record_differences)
+from DNSD.audits.verdicts import (
+    FAILED,
+    UNVERIFIED,
+    VERIFIED,
+    Verdict,
+    across_builds,
+    first_difference,
+    record_differences,
+)
 from DNSD.errors import AuditFailed, AuditUnverified
 from DNSD.runs.chain import exact_fields, position_link, state_tensors
 from DNSD.runs.folder import MANIFEST, METRICS

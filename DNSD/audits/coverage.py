@@ -10,7 +10,6 @@ from DNSD.runs.folder import BEST, BRANCH, LAST, SUMMARY, read_summary
 from DNSD.training.best import BestCheckpoint
 from DNSD.training.evaluation import evaluate
 
-
 REPORT = "best.test.json"  # the test report of best.pdckpt that a finished run writes
 
 

@@ -13,8 +13,21 @@ from DNSD.errors import AuditFailed, InputError
 from DNSD.files import read_json
 from DNSD.runs.chain import GENESIS, branch_origin, position_link
 from DNSD.runs.checkpoint import read_state
-from DNSD.runs.folder import (BEST, BRANCH, BRANCH_START, CONFIG, KEPT, LAST, MANIFEST, METRICS, branched_at,
-                              nearest_run, read_evaluation_points, read_records, sweep_folders)
+from DNSD.runs.folder import (
+    BEST,
+    BRANCH,
+    BRANCH_START,
+    CONFIG,
+    KEPT,
+    LAST,
+    MANIFEST,
+    METRICS,
+    branched_at,
+    nearest_run,
+    read_evaluation_points,
+    read_records,
+    sweep_folders,
+)
 from DNSD.runs.manifest import entry_for, read_manifest
 from DNSD.training.optimizer import rate_at
 from DNSD.training.ranks import weights_digest

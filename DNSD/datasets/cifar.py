@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from DNSD.datasets.download import cache_dir, fetch
-from DNSD.files import file_digest
 from DNSD.datasets.pipeline import IMAGE_SHAPE, Dataset
 from DNSD.errors import InputError
+from DNSD.files import file_digest
 from DNSD.untrusted import DataUnpickler, regular_file
 
 
@@ -103,18 +103,16 @@ def _members(archive, path, source):
 
 
 def _load_member(archive, members, member, path, source, dataset_fixed=False):
-    try:
-        stream = archive.extractfile(members[member])
-        return DataUnpickler(stream, encoding="bytes").load()
-    except KeyError:
+    if member not in members:
         held = [key for key, other in SOURCES.items() if other != source and other.test_member in members]
         hint = ""
         if held:
             hint = (f" (it holds {SOURCES[held[0]].name}, but the checkpoint was trained on {source.name}: pass "
                     f"--data-file with a {source.archive})" if dataset_fixed
                     else f" (it holds {SOURCES[held[0]].name}: use --dataset {held[0]})")
-        raise InputError(f"{path} has no member {member}; it is not in the official {source.name} "
-                         f"layout{hint}") from None
+        raise InputError(f"{path} has no member {member}; it is not in the official {source.name} layout{hint}")
+    try:
+        return DataUnpickler(archive.extractfile(members[member]), encoding="bytes").load()
     except pickle.UnpicklingError as error:
         raise InputError(f"{path}: member {member} is not a CIFAR pickle ({error}); nothing in it was run") from None
     except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError, RecursionError,

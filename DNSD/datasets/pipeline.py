@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 
-from DNSD.schema import NORMALIZATIONS
 from DNSD.errors import InputError
 from DNSD.randomness import generator
+from DNSD.schema import NORMALIZATIONS
 
 IMAGE_SHAPE = (3, 32, 32)
 SHIFT = 4

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from DNSD.datasets.download import cache_dir, fetch
-from DNSD.files import file_digest
 from DNSD.datasets.pipeline import IMAGE_SHAPE, Dataset
 from DNSD.errors import InputError
+from DNSD.files import file_digest
 
 
 @dataclass(frozen=True)

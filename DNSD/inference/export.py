@@ -16,8 +16,14 @@ from DNSD.datasets import load_splits
 from DNSD.datasets.pipeline import Normalizer
 from DNSD.errors import DNSDError, InputError, one_line
 from DNSD.files import TEMPORARY_PREFIX, file_digest, refuse_link, write_json
-from DNSD.inference.runtimes import (TOLERANCE, OnnxRuntime, PaddleInference, paddle_model_file, reference_images,
-                                     run_batches)
+from DNSD.inference.runtimes import (
+    TOLERANCE,
+    OnnxRuntime,
+    PaddleInference,
+    paddle_model_file,
+    reference_images,
+    run_batches,
+)
 from DNSD.runs.checkpoint import open_checkpoint, restore_model
 from DNSD.runs.folder import check_writable
 from DNSD.system.device import select_run_device

@@ -2,6 +2,7 @@
 where it works) and Paddle's jit.load for the Paddle model. Every form takes uint8 RGB images (N, 32, 32, 3) and
 gives class probabilities, as TrainedModel.predict does. An engine is first tried on a model in a process of its
 own, on the reference images the export recorded: one that crashes or disagrees is passed over, saying so."""
+import contextlib
 import hashlib
 import json
 import os
@@ -163,9 +164,9 @@ class ExportedModel:
 def open_model(checkpoint=None, path=None, engine=None, stated=None, purpose="dnsd predict"):
     """A checkpoint (run by Paddle's dygraph) or an exported model (by the engine asked for, or the fastest that
     runs it here), ready to predict; stated: the user's config values, of which only the device keys may differ."""
+    from DNSD.datasets.pipeline import Normalizer
     from DNSD.runs.checkpoint import open_checkpoint, restore_model
     from DNSD.system.device import select_run_device
-    from DNSD.datasets.pipeline import Normalizer
 
     stated = stated or {}
     if checkpoint:
@@ -278,10 +279,8 @@ def versions():
 
     found = {}
     for package in ("paddlepaddle", "paddlepaddle-gpu", "onnxruntime", "onnxruntime-gpu"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     return found
 
 

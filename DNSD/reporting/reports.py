@@ -10,6 +10,7 @@ from DNSD.runs.folder import check_writable
 from DNSD.system.device import select_run_device
 from DNSD.training.evaluation import evaluate_scores, report_path, write_report
 
+
 def checkpoint_report(checkpoint_path, split="test", stated=None):
     """A checkpoint's model evaluated on the test (or validation) split and its report written; stated: the
     user's config values, which may change only what keeps the model (data file, device)."""

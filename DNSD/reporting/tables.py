@@ -7,7 +7,6 @@ import math
 import os
 import statistics
 
-
 from DNSD.errors import InputError
 from DNSD.files import write_text
 from DNSD.reporting.markdown import escaped

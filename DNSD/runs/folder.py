@@ -21,7 +21,8 @@ METRICS = "metrics.jsonl"  # one JSON record per finished epoch
 EVALUATION_POINTS = "points.jsonl"  # with run.eval_every_iterations: a record per evaluation point (validation, test)
 SUMMARY = "summary.json"
 BRANCH = "branch.json"
-BRANCH_START = "branch.pdckpt"  # a copy of the checkpoint a branch started from: its first epoch's start, for dnsd audit
+# A copy of the checkpoint a branch started from: its first epoch's start, for dnsd audit.
+BRANCH_START = "branch.pdckpt"
 SWEEP = "sweep.json"  # in a sweep's folder: the grid, seeds and config of its runs POINT/seed-K/ (sweeps/grid.py)
 OLD_SEEDS = "seeds.json"  # DNSD 1.1's --seeds folders, read as sweeps without a grid
 ERROR_LOG = "error.log"
@@ -32,9 +33,9 @@ BEST = "best.pdckpt"  # the checkpoint of the epoch with the lowest validation e
 LAST = "last.pdckpt"  # the checkpoint a resume continues from
 KEPT = "epoch-{}.pdckpt"  # with run.keep_every: the checkpoint of an epoch, kept for dnsd audit
 # Everything DNSD writes into a run folder, as fnmatch patterns: --overwrite removes these and nothing else.
-WRITTEN = (CONFIG, METRICS, EVALUATION_POINTS, SUMMARY, BRANCH, BRANCH_START, ERROR_LOG, VISUALDL, BEST, LAST, "best.*.json",
-           "last.*.json", "best-inference", "last-inference", f"{TEMPORARY_PREFIX}*", MANIFEST, MODEL_CARD,
-           "MODEL_CARD-*.png", KEPT.format("*"))
+WRITTEN = (CONFIG, METRICS, EVALUATION_POINTS, SUMMARY, BRANCH, BRANCH_START, ERROR_LOG, VISUALDL, BEST, LAST,
+           "best.*.json", "last.*.json", "best-inference", "last-inference", f"{TEMPORARY_PREFIX}*", MANIFEST,
+           MODEL_CARD, "MODEL_CARD-*.png", KEPT.format("*"))
 # What makes a folder hold a run that a new one would replace.
 RUN_MARKS = (CONFIG, METRICS, BEST, LAST)
 

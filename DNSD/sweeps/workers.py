@@ -1,6 +1,7 @@
 """A sweep's worker: any number of them, started anywhere the sweep folder is, share its runs without a coordinator.
 Each claims the next run that is neither finished nor held by taking its lock, which the training process it starts
 inherits; it resumes a run that a dead worker left, and ends when a pass over the runs finds nothing to claim."""
+import contextlib
 import ctypes
 import os
 import signal
@@ -24,10 +25,8 @@ def as_training_process():
     SIGINT and SIGTERM stay blocked, as the worker blocked them, until the run can answer them (stop_requests)."""
     os.setpgid(0, 0)
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # not Linux: a killed worker's run ends with its process group
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (AttributeError, OSError):  # not Linux: a killed worker's run ends with its process group
-        pass
 
 
 class Worker:

@@ -51,6 +51,7 @@ def numerics_in_effect(cpuinfo=CPUINFO):
     capable = set(REQUIRED_FLAGS) <= set(cpuinfo_fields(cpuinfo).get("flags", "").split())
     in_effect = {key: os.environ.get(key) for key in PORTABLE_ENVIRONMENT}
     # oneDNN's kernels are chosen by the CPU's instruction sets, as MKL's are.
-    pinned = in_effect == PORTABLE_ENVIRONMENT and os.environ.get("FLAGS_use_mkldnn", "0").lower() in ("0", "false")
+    mkldnn = os.environ.get("FLAGS_use_mkldnn", "0")  # noqa: SIM112 (Paddle's flag is named in lower case)
+    pinned = in_effect == PORTABLE_ENVIRONMENT and mkldnn.lower() in ("0", "false")
     kept = "native" if not portable_batch_norm() else "portable" if capable and pinned else "custom"
     return {"cpu_numerics": kept, **in_effect}

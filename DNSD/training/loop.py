@@ -24,8 +24,17 @@ from DNSD.runs.folder import BEST, KEPT, LAST
 from DNSD.system.signals import stop_requests
 from DNSD.training.best import BestCheckpoint
 from DNSD.training.evaluation import evaluate
-from DNSD.training.meters import (StepSchedule, Stopwatch, TrainingMeter, UnreadStep, estimate_line, log_epoch,
-                                  log_evaluation_point, open_dashboard, step_record)
+from DNSD.training.meters import (
+    StepSchedule,
+    Stopwatch,
+    TrainingMeter,
+    UnreadStep,
+    estimate_line,
+    log_epoch,
+    log_evaluation_point,
+    open_dashboard,
+    step_record,
+)
 from DNSD.training.optimizer import build_optimizer, renamed
 from DNSD.training.ranks import Ranks, check_shards, weights_digest
 

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import paddle
-
 from tqdm import tqdm
 
 from DNSD.runs.folder import EVALUATION_POINTS, VISUALDL, append_record, remove

@@ -14,15 +14,29 @@ from DNSD.files import atomic_write, write_json, write_text
 from DNSD.models import build_model
 from DNSD.runs.chain import GENESIS, branch_origin, breaks_chain, position_link
 from DNSD.runs.checkpoint import check_resume_state, check_same_data, read_state, restore_model
-from DNSD.runs.folder import (BEST, BRANCH, BRANCH_START, CONFIG, LAST, EVALUATION_POINTS, SUMMARY, branched_at,
-                              read_evaluation_points, read_records, refuse_existing_run, remove, remove_temporaries,
-                              write_records, written_files)
+from DNSD.runs.folder import (
+    BEST,
+    BRANCH,
+    BRANCH_START,
+    CONFIG,
+    EVALUATION_POINTS,
+    LAST,
+    SUMMARY,
+    branched_at,
+    read_evaluation_points,
+    read_records,
+    refuse_existing_run,
+    remove,
+    remove_temporaries,
+    write_records,
+    written_files,
+)
 from DNSD.runs.locks import run_lock
 from DNSD.runs.manifest import append_manifest, describe_environment
 from DNSD.system.device import describe_device, select_run_device
+from DNSD.system.signals import stop_requests
 from DNSD.training.best import ties
 from DNSD.training.evaluation import format_report, write_report
-from DNSD.system.signals import stop_requests
 from DNSD.training.loop import Diverged, Interrupted, Trainer
 from DNSD.training.meters import hyperparameters, write_final_dashboard
 from DNSD.training.ranks import Ranks, join_ranks
