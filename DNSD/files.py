@@ -90,3 +90,8 @@ def file_digest(path, algorithm="md5"):
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def cache_folder(*parts):
+    """A path in DNSD's cache (~/.cache/dnsd, or under XDG_CACHE_HOME)."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dnsd", *parts)

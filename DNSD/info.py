@@ -125,8 +125,8 @@ def check_numerics(device):
     in_effect = numerics_in_effect()
     known = reference(in_effect["cpu_numerics"])
     if known is None:
-        raise InputError(f"DNSD ships the reference bits of portable CPU numerics only, and this process computes "
-                         f"with {describe_numerics(in_effect)}; {PORTABLE_FIX[in_effect['cpu_numerics']]}")
+        raise InputError(f"DNSD ships the reference bits of portable and onednn CPU numerics only, and this process "
+                         f"computes with {describe_numerics(in_effect)}; {PORTABLE_FIX[in_effect['cpu_numerics']]}")
     digests = step_digests()
     agrees, line = compare_bits(digests, known)
     print(f"{'check numerics:':<22}{line}")

@@ -7,6 +7,7 @@ evaluation throughput and peak memory. Medians and spreads over repeats, after w
     python scripts/benchmark.py --sections svhn              # reading SVHN: peak memory and time, official sizes
     python scripts/benchmark.py --sections inference --depth 110   # each engine on an exported model
     python scripts/benchmark.py --sections audit --data-file cifar-10-mini.tar.gz   # dnsd audit against an epoch
+    python scripts/benchmark.py --sections convolution --depth 110   # Paddle's and DNSD's convolution, PyTorch eager
 """
 import argparse
 import json
@@ -29,6 +30,7 @@ from DNSD.config import build_config  # noqa: E402
 from DNSD.datasets import Splits  # noqa: E402
 from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches, prefetched  # noqa: E402
 from DNSD.models import build_model  # noqa: E402
+from DNSD.models.convolution import use_onednn_convolution  # noqa: E402
 from DNSD.schema import ModelConfig  # noqa: E402
 from DNSD.system.device import select_device, thread_count  # noqa: E402
 from DNSD.system.numerics import PORTABLE_ENVIRONMENT, numerics_in_effect  # noqa: E402
@@ -47,20 +49,23 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="device (default auto)")
     parser.add_argument("--cpu-threads", type=int, default=1,
                         help="CPU threads for Paddle, 0: every core (default 1, DNSD's default)")
-    parser.add_argument("--cpu-numerics", choices=("portable", "native"), default="portable",
+    parser.add_argument("--cpu-numerics", choices=("portable", "native", "onednn"), default="portable",
                         help="run.cpu_numerics (default portable, DNSD's default)")
     parser.add_argument("--prefetch", type=int, default=2, help="batches the loader prepares ahead (default 2)")
     parser.add_argument("--sections", default="train,data,eval",
-                        help="comma-separated subset of train, data, eval, host, svhn, inference, audit (default: "
-                             "train,data,eval); train also times the gradient magnitudes a step records; audit: a real "
-                             "run of --depth on --data-file keeping every checkpoint, the time of dnsd audit of its "
-                             "last epoch against the run's epoch, and the per-epoch weight digest's share of an epoch; "
-                             "inference: an exported model's images per second with each engine (dygraph, Paddle "
-                             "Inference with and without oneDNN, ONNX Runtime), each but dygraph in a process of its "
-                             "own, same model, batch and threads; "
-                             "host: the host's cost of a ResNet-110 step, on 2 images of 8x8 pixels on the CPU; svhn: "
-                             "the peak memory and time of reading SVHN and splitting it as a run does, from synthetic "
-                             "files of the official sizes")
+                        help="comma-separated subset of train, data, eval, host, svhn, inference, audit, convolution "
+                             "(default: train,data,eval); train also times the gradient magnitudes a step records; "
+                             "convolution: CPU and wall time per stochastic-depth training step with Paddle's "
+                             "convolution, with DNSD's oneDNN convolution (--cpu-numerics onednn) and, where torch is "
+                             "installed, of "
+                             "PyTorch eager on the same network, gates and batch, their steps interleaved; audit: a "
+                             "real run of --depth on --data-file keeping every checkpoint, the time of dnsd audit of "
+                             "its last epoch against the run's epoch, and the per-epoch weight digest's share of an "
+                             "epoch; inference: an exported model's images per second with each engine (dygraph, "
+                             "Paddle Inference with and without oneDNN, ONNX Runtime), each but dygraph in a process "
+                             "of its own, same model, batch and threads; host: the host's cost of a ResNet-110 step, "
+                             "on 2 images of 8x8 pixels on the CPU; svhn: the peak memory and time of reading SVHN and"
+                             " splitting it as a run does, from synthetic files of the official sizes")
     parser.add_argument("--data-file", help="audit section: the CIFAR-10 archive of the run it trains and audits")
     parser.add_argument("--val-size", type=int, default=500, help="audit section: validation images (default 500)")
     parser.add_argument("--svhn-scale", type=float, default=1.0,
@@ -332,6 +337,40 @@ def time_inference(args):
     return results
 
 
+def time_convolutions(args):
+    """CPU and wall seconds per training step (medians over repeats of --steps steps) of the same stochastic-depth
+    ResNet with Paddle's convolution, DNSD's oneDNN convolution and PyTorch eager, each taking its steps in turn."""
+    threads = thread_count(args.cpu_threads)
+    steps = {}
+    for name in ("paddle", "onednn"):
+        use_onednn_convolution(name == "onednn", threads)
+        steps[name], trainer, _ = training_step(args, 0.5)
+    try:
+        import torch_peer
+    except ImportError:  # PyTorch is optional: pip install torch (the CPU build)
+        torch_peer = None
+    if torch_peer:
+        pixels = trainer.data.train.images
+        steps["pytorch"] = torch_peer.training_step(args.depth, trainer.model.stochastic_depth.probabilities,
+                                                    trainer.data.normalizer(pixels), trainer.data.train.labels, threads)
+    samples = {name: {"cpu": [], "wall": []} for name in steps}
+    for repeat in range(args.warmup + args.repeats):
+        for name, step in steps.items():
+            use_onednn_convolution(name == "onednn", threads)
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            if repeat >= args.warmup:
+                samples[name]["cpu"].append((time.process_time() - cpu) / args.steps)
+                samples[name]["wall"].append((time.perf_counter() - wall) / args.steps)
+    use_onednn_convolution(False)
+    results = {name: {clock: summarise(values) for clock, values in clocks.items()} for name, clocks in samples.items()}
+    ratios = {f"{clock}: {name}/{peer}": results[name][clock]["median"] / results[peer][clock]["median"]
+              for clock in ("cpu", "wall") for name in ("paddle", "onednn") for peer in ("paddle", "pytorch")
+              if peer in results and name != peer}
+    return {"threads": threads, "survival_last": 0.5, **results, "ratios": ratios}
+
+
 def synthetic_images(count):
     return np.random.default_rng(0).integers(0, 256, size=(count, 3, 32, 32), dtype=np.uint8)
 
@@ -483,9 +522,11 @@ def peak_memory_mib():
 CPU_SETTINGS = (  # (name, threads, CPU numerics, oneDNN)
     ("portable numerics (DNSD's default)", 1, "portable", False),
     ("native numerics", 1, "native", False),
+    ("onednn numerics (DNSD's oneDNN convolution)", 1, "onednn", False),
     ("every core + portable numerics", 0, "portable", False),
     ("every core + native numerics", 0, "native", False),
     ("every core + native numerics + oneDNN", 0, "native", True),
+    ("every core + onednn numerics", 0, "onednn", False),
 )
 
 
@@ -575,6 +616,8 @@ def main(argv=None):
             results["inference_images_per_second"] = time_inference(args)
         if "audit" in sections:
             results["audit"] = time_audit(args)
+        if "convolution" in sections:
+            results["convolution"] = time_convolutions(args)
     write_results(results, args.output)
 
 

@@ -121,4 +121,5 @@ def test_other_bits_are_named_with_the_step_they_part_at_and_exit_4(tmp_path, mo
 
 def test_native_numerics_have_no_reference_to_check():
     result = dnsd("info", "--check-numerics", "--device", "cpu", "--cpu-numerics", "native")
-    assert_one_line_error(result, "reference bits of portable CPU numerics only", "leave out --cpu-numerics native")
+    assert_one_line_error(result, "reference bits of portable and onednn CPU numerics only",
+                          "leave out --cpu-numerics native")

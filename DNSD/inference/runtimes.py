@@ -16,7 +16,7 @@ import numpy as np
 from DNSD.changes import setting
 from DNSD.config import build_config
 from DNSD.errors import InputError, one_line
-from DNSD.files import file_digest, read_json, write_json
+from DNSD.files import cache_folder, file_digest, read_json, write_json
 from DNSD.schema import Config
 from DNSD.system.numerics import cpuinfo_fields
 from DNSD.untrusted import regular_file
@@ -250,7 +250,7 @@ def verdict(prefix, info, name, onednn, threads, gpu, fresh=False):
     believed, a remembered failure only where not fresh."""
     key = hashlib.sha256(json.dumps([name, onednn, gpu, info["files"], versions(), platform.processor(),
                                      cpuinfo_fields().get("model name", "")]).encode()).hexdigest()
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dnsd", "engines.json")
+    cache = cache_folder("engines.json")
     try:
         remembered = read_json(cache) if os.path.isfile(cache) else {}
     except OSError:

@@ -14,6 +14,7 @@ import paddle.nn.functional as F
 
 from DNSD.architectures import check_depth
 from DNSD.models.batch_norm import BatchNorm2D
+from DNSD.models.convolution import conv2d
 from DNSD.models.network import Network, conv_with, fold_batch_norm
 
 GROUP_WIDTHS = (16, 32, 64)
@@ -50,7 +51,7 @@ class DiracConv(nn.Layer):
         return self.alpha * self.delta + self.beta * filters
 
     def forward(self, x):
-        return F.conv2d(x, self.effective_weight(), padding=1)
+        return conv2d(x, self.effective_weight())
 
 
 class DiracBlock(nn.Layer):

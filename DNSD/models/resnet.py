@@ -7,6 +7,7 @@ import paddle.nn.functional as F
 
 from DNSD.architectures import check_depth
 from DNSD.models.batch_norm import BatchNorm2D, batch_norm
+from DNSD.models.convolution import conv2d
 from DNSD.models.network import Network
 from DNSD.models.stochastic_depth import StochasticDepth
 from DNSD.randomness import generator
@@ -50,8 +51,8 @@ class BasicBlock(nn.Layer):
         parameters and statistics. Each layer call costs host time beyond its operator (hooks, and a warning per
         batch norm in training), which on a GPU is time the device waits for; see BENCHMARKS.md."""
         conv1, bn1, _, conv2, bn2 = self.residual
-        x = F.relu(batch_norm(F.conv2d(x, conv1.weight, stride=self.stride, padding=1), bn1))
-        return batch_norm(F.conv2d(x, conv2.weight, padding=1), bn2)
+        x = F.relu(batch_norm(conv2d(x, conv1.weight, stride=self.stride), bn1))
+        return batch_norm(conv2d(x, conv2.weight), bn2)
 
     def forward(self, x):
         return F.relu(self.stochastic_depth(self.index, self.shortcut(x), self.branch, x, self.training))
@@ -118,7 +119,8 @@ class CifarResNet(Network):
         return self.stochastic_depth.begin_step(generator(seed, "gates", epoch, step), batch_size, part)
 
     def forward(self, images):
-        x = self.stem(images)
+        conv, bn, _ = self.stem
+        x = F.relu(batch_norm(conv2d(images, conv.weight), bn))
         for block in self.blocks:
             x = block(x)
         return self.fc(paddle.flatten(self.pool(x), 1))

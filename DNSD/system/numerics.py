@@ -1,5 +1,6 @@
 """CPU numerics (run.cpu_numerics): "portable" makes every x86-64 CPU with AVX2 and FMA compute the same bits for
-the same seed, whatever its vendor and number of cores; "native" lets MKL pick its fastest code for this CPU.
+the same seed, whatever its vendor and number of cores; "native" lets MKL pick its fastest code for this CPU;
+"onednn" is portable numerics with DNSD's own convolution (models/convolution.py), which runs oneDNN's AVX2 kernels.
 
 Three things decide a CPU's bits (docs/reproducing.md): MKL's code path, which it picks by vendor and instruction set
 at its first call (MKL_DEBUG_CPU_TYPE=5 pins the AVX2 path on AMD, MKL_CBWR=AVX2 on Intel); how MKL splits a product
@@ -9,6 +10,7 @@ starts from the processor's own estimate (models/batch_norm.py computes it exact
 import os
 
 from DNSD.models.batch_norm import portable_batch_norm, use_portable_batch_norm
+from DNSD.models.convolution import onednn_convolution
 
 PORTABLE_ENVIRONMENT = {"MKL_DEBUG_CPU_TYPE": "5", "MKL_CBWR": "AVX2,STRICT"}
 # Native numerics on AMD keep MKL_DEBUG_CPU_TYPE=5 too: MKL 2019 otherwise runs a generic path there, twice as slow.
@@ -37,21 +39,23 @@ def configure_numerics(numerics, cpuinfo=CPUINFO):
     fields = cpuinfo_fields(cpuinfo)
     capable = set(REQUIRED_FLAGS) <= set(fields.get("flags", "").split())
     amd = fields.get("vendor_id") == "AuthenticAMD"
-    wanted = PORTABLE_ENVIRONMENT if numerics == "portable" else NATIVE_ENVIRONMENT_AMD if amd and capable else {}
+    native = NATIVE_ENVIRONMENT_AMD if amd and capable else {}
+    wanted = native if numerics == "native" else PORTABLE_ENVIRONMENT
     for key, value in wanted.items():
         os.environ.setdefault(key, value)
-    use_portable_batch_norm(numerics == "portable")
+    use_portable_batch_norm(numerics != "native")
     return numerics_in_effect(cpuinfo)
 
 
 def numerics_in_effect(cpuinfo=CPUINFO):
-    """What this process computes with, for the manifest: {"cpu_numerics": "portable", "native" or "custom" (portable
-    asked for, but the environment's own MKL variables, oneDNN or a CPU without AVX2 and FMA make it another), and
-    the MKL variables}."""
+    """What this process computes with, for the manifest: {"cpu_numerics": "portable", "native", "onednn" or
+    "custom" (portable or onednn asked for, but the environment's own MKL variables, Paddle's oneDNN kernels or a
+    CPU without AVX2 and FMA make it another), and the MKL variables}."""
     capable = set(REQUIRED_FLAGS) <= set(cpuinfo_fields(cpuinfo).get("flags", "").split())
     in_effect = {key: os.environ.get(key) for key in PORTABLE_ENVIRONMENT}
-    # oneDNN's kernels are chosen by the CPU's instruction sets, as MKL's are.
+    # Paddle's own oneDNN kernels are chosen by the CPU's instruction sets, as MKL's are.
     mkldnn = os.environ.get("FLAGS_use_mkldnn", "0")  # noqa: SIM112 (Paddle's flag is named in lower case)
     pinned = in_effect == PORTABLE_ENVIRONMENT and mkldnn.lower() in ("0", "false")
-    kept = "native" if not portable_batch_norm() else "portable" if capable and pinned else "custom"
+    kept = ("native" if not portable_batch_norm() else "custom" if not (capable and pinned) else
+            "onednn" if onednn_convolution() else "portable")
     return {"cpu_numerics": kept, **in_effect}

@@ -1,0 +1,147 @@
+"""DNSD's oneDNN convolution (run.cpu_numerics onednn): Paddle's convolution within float32 rounding, the same bits
+at any thread count and on either Paddle, a run that resumes and audits bit for bit, and one line where it cannot be
+built."""
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from DNSD.errors import InputError
+from DNSD.files import cache_folder
+from DNSD.models import convolution
+from DNSD.models.convolution import conv2d, onednn_convolution, use_onednn_convolution
+from DNSD.runs.checkpoint import read_state, restore_model
+from DNSD.training.ranks import weights_digest
+from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd, read_json, real_archive
+from test_ranks import RUN, launch
+
+pytestmark = pytest.mark.slow  # the first test in a process compiles the operator (about 20 s)
+
+# The stem, a block, a downsampling block's first convolution, the last stage.
+SHAPES = [((16, 3, 32, 32), (16, 3, 3, 3), 1), ((16, 16, 32, 32), (16, 16, 3, 3), 1),
+          ((16, 16, 32, 32), (32, 16, 3, 3), 2), ((16, 64, 8, 8), (64, 64, 3, 3), 1)]
+
+
+def convolve(images, weights, stride):
+    """The output and both gradients, for a fixed random output gradient."""
+    x, w = paddle.to_tensor(images, stop_gradient=False), paddle.to_tensor(weights, stop_gradient=False)
+    y = conv2d(x, w, stride=stride)
+    upstream = paddle.to_tensor(np.random.default_rng(1).standard_normal(y.shape).astype(np.float32))
+    dx, dw = paddle.grad(y, [x, w], upstream)
+    return [tensor.numpy() for tensor in (y, dx, dw)]
+
+
+def inputs(x_shape, w_shape):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal(x_shape).astype(np.float32), (0.1 * rng.standard_normal(w_shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride", SHAPES)
+def test_the_operator_computes_paddles_convolution_and_its_gradients(x_shape, w_shape, stride):
+    images, weights = inputs(x_shape, w_shape)
+    paddles = convolve(images, weights, stride)
+    use_onednn_convolution(True)
+    assert onednn_convolution()
+    ours = convolve(images, weights, stride)
+    for name, mine, theirs in zip(("output", "input gradient", "weight gradient"), ours, paddles):
+        assert mine.shape == theirs.shape, name
+        assert np.abs(mine - theirs).max() <= 1e-5 * max(1.0, np.abs(theirs).max()), name
+
+
+def test_its_bits_do_not_depend_on_the_thread_count():
+    results = []
+    for threads in (1, 2):
+        use_onednn_convolution(True, threads)
+        results.append([convolve(*inputs(x_shape, w_shape), stride) for x_shape, w_shape, stride in SHAPES])
+    for one, two in zip(*results):
+        assert all(np.array_equal(a, b) for a, b in zip(one, two))
+
+
+def test_onednn_numerics_compute_their_reference_bits_and_say_so():
+    result = dnsd("info", "--check-numerics", "--device", "cpu", "--cpu-numerics", "onednn")
+    assert result.returncode == 0, result.stderr
+    assert "CPU numerics:         onednn (MKL_DEBUG_CPU_TYPE=5, MKL_CBWR=AVX2,STRICT)" in result.stdout
+    assert "this machine computes the reference bits" in result.stdout
+
+
+def test_a_run_records_its_numerics_re_trains_bit_for_bit_and_exports(tiny_archive, tmp_path):
+    run_dir = str(tmp_path / "run")
+    result = dnsd("--data-file", tiny_archive, "--output-dir", run_dir, *TINY_RUN, "--cpu-numerics", "onednn",
+                  "--keep-every", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and "Compiling" not in result.stdout  # the build is quiet
+    [session] = read_json(os.path.join(run_dir, "environment.json"))["entries"]
+    assert session["settings"]["cpu_numerics"] == "onednn"
+    # Each epoch again from the checkpoint it started from, as a resume takes it: the same bits.
+    audit = dnsd("audit", run_dir, "--all")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert audit.stdout.count("bit-identical") >= 2
+    # The exported graph holds Paddle's convolution, which every engine runs, and gives the checkpoint's output.
+    export = dnsd("export", "--checkpoint", os.path.join(run_dir, "best.pdckpt"), "--format", "onnx",
+                  "--export-prefix", str(tmp_path / "exported" / "model"))
+    assert export.returncode == 0, export.stderr
+    assert "dnsd_conv2d" not in (tmp_path / "exported" / "model.onnx").read_bytes().decode("latin-1")
+
+
+def without_a_compiler(folder):
+    """A PATH of this machine's programs, its C++ compilers left out."""
+    folder.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for name in os.listdir(directory) if os.path.isdir(directory) else ():
+            if not (folder / name).exists() and not any(name.startswith(c) or f"-{c}" in name for c in ("g++", "c++")):
+                os.symlink(os.path.join(directory, name), folder / name)
+    return str(folder)
+
+
+def test_without_a_compiler_or_the_headers_it_is_one_line(tiny_archive, tmp_path, monkeypatch):
+    environment = {key: value for key, value in os.environ.items() if key != "CXX"}
+    environment["PATH"] = without_a_compiler(tmp_path / "bin")
+    environment["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # nothing built here before
+    result = dnsd("--data-file", tiny_archive, "--output-dir", str(tmp_path / "run"), *TINY_RUN, "--cpu-numerics",
+                  "onednn", env=environment)
+    assert_one_line_error(result, "no C++ compiler was found (g++)", "or leave out --cpu-numerics onednn")
+    assert not os.path.exists(tmp_path / "run" / "last.pdckpt")
+    monkeypatch.setattr(convolution, "onednn_headers", lambda: None)
+    with pytest.raises(InputError, match="pip install 'onednn-devel==2025.0.0'"):
+        convolution.toolchain()
+
+
+def test_the_build_is_found_by_a_new_process_without_building_again():
+    use_onednn_convolution(True)  # built in this process's cache, if not before
+    [built] = glob.glob(cache_folder("extensions", "convolution-*", "**", "*.so"), recursive=True)
+    before = os.stat(built).st_mtime_ns
+    code = "from DNSD.system.device import configure_cpu; print(configure_cpu(1, 'onednn')['cpu_numerics'])"
+    started = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert started.stdout.strip() == "onednn", started.stderr
+    assert os.stat(built).st_mtime_ns == before
+
+
+def test_real_images_train_to_the_same_error_as_paddles_convolution(tmp_path):
+    archive = real_archive()
+    runs = {}
+    for numerics in ("portable", "onednn"):
+        run_dir = str(tmp_path / numerics)
+        result = dnsd("--data-file", archive, "--output-dir", run_dir, "--depth", "8", "--epochs", "1",
+                      "--train-images", "1000", "--val-size", "200", "--cpu-numerics", numerics)
+        assert result.returncode == 0, result.stderr
+        runs[numerics] = read_json(os.path.join(run_dir, "summary.json"))
+    # One epoch from the same seed: float32 rounding alone separates them (10 of the 200 images at most).
+    assert abs(runs["onednn"]["best_val_error"] - runs["portable"]["best_val_error"]) <= 5.0
+
+
+def test_two_ranks_train_with_it_to_the_weights_rank_0_saved(tiny_archive, tmp_path):
+    use_onednn_convolution(True)  # built before the ranks start, which then only load it
+    run_dir, log_dir = str(tmp_path / "run"), str(tmp_path / "log")
+    result = launch(log_dir, "--data-file", tiny_archive, "--output-dir", run_dir, *RUN, "--cpu-numerics", "onednn")
+    logs = [(tmp_path / "log" / f"workerlog.{rank}").read_text() for rank in range(2)]
+    assert result.returncode == 0, result.stdout[-3000:] + "\n".join(logs)
+    path = os.path.join(run_dir, "last.pdckpt")
+    saved = weights_digest(restore_model(read_state(path), path))
+    for rank, log in enumerate(logs):
+        assert re.findall(r"rank (\d) of 2 ends with weights sha256 (\w+)", log) == [(str(rank), saved)]
+    assert read_json(os.path.join(run_dir, "environment.json"))["entries"][0]["settings"]["cpu_numerics"] == "onednn"
