@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from DNSD.datasets.pipeline import Dataset, balanced_subset
 from DNSD.errors import InputError
 from DNSD.main import MODES, mode_parser
+from DNSD.training.meters import estimate_line
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd, read_jsonl
 
 
@@ -171,10 +173,20 @@ def test_a_run_of_many_steps_says_early_what_the_whole_run_costs(tiny_archive, t
     assert result.returncode == 0, result.stderr
     [line] = [line for line in result.stdout.splitlines() if "epochs left take about" in line]
     speed = float(re.search(r"at (\d+) images/s", line).group(1))
-    minutes = int(re.search(r"about (\d+) minutes", line).group(1))
+    minutes = int(re.search(r"about (\d+) minutes?", line).group(1))
     # 160 training images a epoch, of which the first epoch's were seen when the estimate was made.
     assert "the 3 epochs left" in line and minutes == math.ceil((3 * 160 - 160) / speed / 60)
     assert result.stdout.index(line) < result.stdout.index("epoch 1/3")
+
+
+def test_one_epoch_and_one_minute_are_said_in_the_singular(tiny_archive, tmp_path):
+    meter = types.SimpleNamespace(images_per_second=100.0, seen=0)
+    assert estimate_line(meter, 60, 1).endswith("the epoch left takes about 1 minute of training, besides evaluation")
+    assert "the 2 epochs left take about 1 minute of" in estimate_line(meter, 60, 2)
+    result = dnsd("--data-file", tiny_archive, "--output-dir", str(tmp_path / "run"), *TINY_RUN[:4], "--epochs", "1",
+                  *TINY_RUN[6:])
+    assert result.returncode == 0, result.stderr
+    assert "test images, 1 epoch on cpu" in result.stdout
 
 
 def test_percentages_are_one_division_and_read_as_typed():

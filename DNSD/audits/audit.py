@@ -20,6 +20,7 @@ from DNSD.runs.chain import exact_fields, position_link, state_tensors
 from DNSD.runs.folder import MANIFEST, METRICS
 from DNSD.runs.manifest import describe_environment, manifest_differences, numerics
 from DNSD.system.device import select_run_device
+from DNSD.training.meters import counted
 from DNSD.training.ranks import weights_digest
 
 SHOWN_DIFFERENCES = 12  # manifest differences printed; the rest are counted
@@ -121,8 +122,8 @@ def cost_line(run, targets):
     cannot reproduce the run bit for bit."""
     seconds = sum(run.records[target.epoch - 1].get("epoch_seconds") or 0.0 for target in targets)
     names = ", ".join(target.name() for target in targets)
-    return (f"DNSD: auditing {run.folder}: re-training {names} ({len(targets)} epoch{'s' if len(targets) > 1 else ''} "
-            f"of training, {seconds:.0f} s as the run trained them; {1 + NOISE_RUNS} times that where this machine "
+    return (f"DNSD: auditing {run.folder}: re-training {names} ({counted(len(targets), 'epoch')} of training, "
+            f"{seconds:.0f} s as the run trained them; {1 + NOISE_RUNS} times that where this machine "
             "cannot reproduce the run bit for bit)")
 
 

@@ -13,6 +13,7 @@ from DNSD.reporting.tables import number, summarise
 from DNSD.runs.folder import BEST, CONFIG, MODEL_CARD, check_writable, find_runs, read_summary, sweep_folders
 from DNSD.runs.manifest import read_manifest
 from DNSD.sweeps.grid import read_sweep
+from DNSD.training.meters import counted
 from DNSD.training.optimizer import decay_epochs
 
 FIGURE = "MODEL_CARD-curves.png"
@@ -122,7 +123,8 @@ def limitations(config, summary, entries, finished):
     if subset(config, summary.get("images")):
         found.append("trained and tested on a subset of the data set: not comparable with the paper's numbers")
     if config.train.epochs != PAPER_EPOCHS[config.data.dataset]:
-        found.append(f"{config.train.epochs} epochs, where the paper trains {PAPER_EPOCHS[config.data.dataset]}")
+        found.append(f"{counted(config.train.epochs, 'epoch')}, where the paper trains "
+                     f"{PAPER_EPOCHS[config.data.dataset]}")
     if entries and entries[-1]["device"]["kind"] == "cpu":
         found.append("trained on a CPU: the same recipe as on a GPU, other rounding (docs/reproducing.md)")
     if len(finished) == 1:

@@ -163,13 +163,19 @@ def log_evaluation_point(writer, run_dir, point, improved):
                f"{point['val_error']:.2f} %{best}  test error {point['test_error']:.2f} %")
 
 
+def counted(number, noun):
+    """'1 epoch', '3 epochs'."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def estimate_line(meter, images_per_epoch, epochs_left):
     """What the rest of a run costs on this device, from the speed of the epoch so far (meter): said once, early."""
     seconds = (epochs_left * images_per_epoch - meter.seen) / meter.images_per_second
     amount = next((f"{seconds / size:.1f} {unit}" for size, unit in ((86400, "days"), (3600, "hours"))
-                   if seconds >= 2 * size), f"{math.ceil(seconds / 60)} minutes")
-    return (f"DNSD: at {meter.images_per_second:.0f} images/s on this device, the {epochs_left} epochs left take "
-            f"about {amount} of training, besides evaluation")
+                   if seconds >= 2 * size), counted(math.ceil(seconds / 60), "minute"))
+    left = f"the {counted(epochs_left, 'epoch')} left take" if epochs_left > 1 else "the epoch left takes"
+    return (f"DNSD: at {meter.images_per_second:.0f} images/s on this device, {left} about {amount} of training, "
+            f"besides evaluation")
 
 
 # Steps between reads of the device's results (losses, correct counts): the progress bar is refreshed then, a

@@ -38,7 +38,7 @@ from DNSD.system.signals import stop_requests
 from DNSD.training.best import ties
 from DNSD.training.evaluation import format_report, write_report
 from DNSD.training.loop import Diverged, Interrupted, Trainer
-from DNSD.training.meters import hyperparameters, write_final_dashboard
+from DNSD.training.meters import counted, hyperparameters, write_final_dashboard
 from DNSD.training.ranks import Ranks, join_ranks
 
 
@@ -84,7 +84,8 @@ def start(config):
         model = build_model(config.model, data.num_classes)
         if ranks.writes:
             print(f"DNSD: {model.name()}, {len(data.train):,} train / {len(data.val):,} val / "
-                  f"{len(data.test):,} test images, {config.train.epochs} epochs on {where_it_runs(device, ranks)}; "
+                  f"{len(data.test):,} test images, {counted(config.train.epochs, 'epoch')} on "
+                  f"{where_it_runs(device, ranks)}; "
                   f"run folder {run_dir}")
         train(Trainer(config, run_dir, data, model, ranks=ranks, environment=environment))
         return finish(run_dir, data, config, ranks)
