@@ -87,7 +87,7 @@ def judge(run, target, first, device, current):
         line = f"bit-identical to the run: state sha256 {first.link[:16]}..." + (f", as {held} {verb}" if held else "")
         if first.record:
             line += f"; re-trained in {first.seconds:.1f} s, {target.record['epoch_seconds']:.1f} s in the run"
-        return Verdict(FAILED if altered else VERIFIED, [line, *altered])
+        return Verdict(FAILED if altered else VERIFIED, [line, *altered], bit_identical=True)
     reference = intact[0] if intact else None
     found = first_difference(first.weights, reference[1]["model"]) if reference else None
     where = f"first tensor that differs: {found[0]} (largest relative difference {found[1]:.3g}, against " \

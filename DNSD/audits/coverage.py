@@ -70,7 +70,7 @@ def recompute(run, verdicts, splits):
                       (SUMMARY, summary.get("best_val_error"))],
               "test": [("its record", record.get("test_error")), (SUMMARY, summary.get("test_error")),
                        (REPORT, report.get("error"))]}
-    tolerance = 0.0 if verdict.lines[0].startswith("bit-identical") else ACROSS_BUILDS_POINTS
+    tolerance = 0.0 if verdict.bit_identical else ACROSS_BUILDS_POINTS
     for split, sources in stated.items():
         checked = [(name, value) for name, value in sources if isinstance(value, (int, float))]
         wrong = [name for name, value in checked if abs(value - errors[split]) > tolerance]

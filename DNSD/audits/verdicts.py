@@ -45,6 +45,7 @@ def position_text(position):
 class Verdict:
     outcome: str
     lines: list
+    bit_identical: bool = False  # the re-training ended in the recorded state: its numbers must match exactly
 
 
 def first_difference(weights, reference):

@@ -14,8 +14,7 @@ import sys
 import paddle
 
 from DNSD.errors import InputError
-from DNSD.models.convolution import use_onednn_convolution
-from DNSD.system.numerics import configure_numerics, cpuinfo_fields, numerics_in_effect
+from DNSD.system.numerics import configure_numerics, cpuinfo_fields
 from DNSD.system.nvidia_smi import driver_cuda, read_gpus
 
 # CUDA_VISIBLE_DEVICES values that hide every GPU from a process: the user asked for none.
@@ -131,11 +130,10 @@ def device_flags(device, deterministic, cudnn_exhaustive_search):
 def configure_cpu(threads=1, numerics="portable"):
     """Paddle's CPU threads (0: every core) and the CPU numerics (system/numerics.py); returns both, for the
     manifest. MKL reads its settings once, at its first call: this runs before any computation."""
-    configure_numerics(numerics)
     threads = thread_count(threads)
+    in_effect = configure_numerics(numerics, threads=threads)
     paddle.base.core.set_num_threads(threads)
-    use_onednn_convolution(numerics == "onednn", threads)
-    return {"threads": threads, **numerics_in_effect()}
+    return {"threads": threads, **in_effect}
 
 
 def thread_count(threads):

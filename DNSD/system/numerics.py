@@ -10,7 +10,7 @@ starts from the processor's own estimate (models/batch_norm.py computes it exact
 import os
 
 from DNSD.models.batch_norm import portable_batch_norm, use_portable_batch_norm
-from DNSD.models.convolution import onednn_convolution
+from DNSD.models.convolution import onednn_convolution, use_onednn_convolution
 
 PORTABLE_ENVIRONMENT = {"MKL_DEBUG_CPU_TYPE": "5", "MKL_CBWR": "AVX2,STRICT"}
 # Native numerics on AMD keep MKL_DEBUG_CPU_TYPE=5 too: MKL 2019 otherwise runs a generic path there, twice as slow.
@@ -33,9 +33,10 @@ def cpuinfo_fields(path=CPUINFO):
     return fields
 
 
-def configure_numerics(numerics, cpuinfo=CPUINFO):
-    """Set MKL's environment for the numerics asked for (MKL variables already in the environment are kept) and
-    return numerics_in_effect."""
+def configure_numerics(numerics, cpuinfo=CPUINFO, threads=1):
+    """Set MKL's environment for the numerics asked for (MKL variables already in the environment are kept), the
+    batch norm and the convolution they compute with (the convolution on this many threads), and return
+    numerics_in_effect."""
     fields = cpuinfo_fields(cpuinfo)
     capable = set(REQUIRED_FLAGS) <= set(fields.get("flags", "").split())
     amd = fields.get("vendor_id") == "AuthenticAMD"
@@ -44,6 +45,7 @@ def configure_numerics(numerics, cpuinfo=CPUINFO):
     for key, value in wanted.items():
         os.environ.setdefault(key, value)
     use_portable_batch_norm(numerics != "native")
+    use_onednn_convolution(numerics == "onednn", threads)
     return numerics_in_effect(cpuinfo)
 
 
