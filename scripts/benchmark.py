@@ -7,7 +7,7 @@ evaluation throughput and peak memory. Medians and spreads over repeats, after w
     python scripts/benchmark.py --sections svhn              # reading SVHN: peak memory and time, official sizes
     python scripts/benchmark.py --sections inference --depth 110   # each engine on an exported model
     python scripts/benchmark.py --sections audit --data-file cifar-10-mini.tar.gz   # dnsd audit against an epoch
-    python scripts/benchmark.py --sections convolution --depth 110   # Paddle's and DNSD's convolution, PyTorch eager
+    python scripts/benchmark.py --sections convolution --depth 110   # Paddle's and DNSD's CPU operators, PyTorch eager
 """
 import argparse
 import json
@@ -30,7 +30,7 @@ from DNSD.config import build_config  # noqa: E402
 from DNSD.datasets import Splits  # noqa: E402
 from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches, prefetched  # noqa: E402
 from DNSD.models import build_model  # noqa: E402
-from DNSD.models.convolution import use_onednn_convolution  # noqa: E402
+from DNSD.models.operators import use_cpu_operators  # noqa: E402
 from DNSD.schema import ModelConfig  # noqa: E402
 from DNSD.system.device import select_device, thread_count  # noqa: E402
 from DNSD.system.numerics import PORTABLE_ENVIRONMENT, numerics_in_effect  # noqa: E402
@@ -56,7 +56,7 @@ def parse_args(argv=None):
                         help="comma-separated subset of train, data, eval, host, svhn, inference, audit, convolution "
                              "(default: train,data,eval); train also times the gradient magnitudes a step records; "
                              "convolution: CPU and wall time per stochastic-depth training step with Paddle's "
-                             "convolution, with DNSD's oneDNN convolution (--cpu-numerics onednn) and, where torch is "
+                             "operators, with DNSD's CPU operators (--cpu-numerics onednn) and, where torch is "
                              "installed, of "
                              "PyTorch eager on the same network, gates and batch, their steps interleaved; audit: a "
                              "real run of --depth on --data-file keeping every checkpoint, the time of dnsd audit of "
@@ -339,11 +339,11 @@ def time_inference(args):
 
 def time_convolutions(args):
     """CPU and wall seconds per training step (medians over repeats of --steps steps) of the same stochastic-depth
-    ResNet with Paddle's convolution, DNSD's oneDNN convolution and PyTorch eager, each taking its steps in turn."""
+    ResNet with Paddle's operators, DNSD's CPU operators and PyTorch eager, each taking its steps in turn."""
     threads = thread_count(args.cpu_threads)
     steps = {}
     for name in ("paddle", "onednn"):
-        use_onednn_convolution(name == "onednn", threads)
+        use_cpu_operators(name == "onednn", threads)
         steps[name], trainer, _ = training_step(args, 0.5)
     try:
         import torch_peer
@@ -356,14 +356,14 @@ def time_convolutions(args):
     samples = {name: {"cpu": [], "wall": []} for name in steps}
     for repeat in range(args.warmup + args.repeats):
         for name, step in steps.items():
-            use_onednn_convolution(name == "onednn", threads)
+            use_cpu_operators(name == "onednn", threads)
             cpu, wall = time.process_time(), time.perf_counter()
             for _ in range(args.steps):
                 step()
             if repeat >= args.warmup:
                 samples[name]["cpu"].append((time.process_time() - cpu) / args.steps)
                 samples[name]["wall"].append((time.perf_counter() - wall) / args.steps)
-    use_onednn_convolution(False)
+    use_cpu_operators(False)
     results = {name: {clock: summarise(values) for clock, values in clocks.items()} for name, clocks in samples.items()}
     ratios = {f"{clock}: {name}/{peer}": results[name][clock]["median"] / results[peer][clock]["median"]
               for clock in ("cpu", "wall") for name in ("paddle", "onednn") for peer in ("paddle", "pytorch")
@@ -522,7 +522,7 @@ def peak_memory_mib():
 CPU_SETTINGS = (  # (name, threads, CPU numerics, oneDNN)
     ("portable numerics (DNSD's default)", 1, "portable", False),
     ("native numerics", 1, "native", False),
-    ("onednn numerics (DNSD's oneDNN convolution)", 1, "onednn", False),
+    ("onednn numerics (DNSD's CPU operators)", 1, "onednn", False),
     ("every core + portable numerics", 0, "portable", False),
     ("every core + native numerics", 0, "native", False),
     ("every core + native numerics + oneDNN", 0, "native", True),

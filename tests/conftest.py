@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from cifar_archive import synthetic_batches, write_archive  # noqa: E402
 from DNSD.models.batch_norm import use_portable_batch_norm  # noqa: E402
-from DNSD.models.convolution import use_onednn_convolution  # noqa: E402
+from DNSD.models.operators import use_cpu_operators  # noqa: E402
 from DNSD.system.device import configure_cpu  # noqa: E402
 from helpers import TINY_RUN, dnsd, real_archive  # noqa: E402
 
@@ -71,4 +71,4 @@ def isolated():
         paddle.set_device("cpu")
         paddle.base.core.set_num_threads(1)
     use_portable_batch_norm(True)  # a call with --cpu-numerics native turned it off
-    use_onednn_convolution(False)  # and one with --cpu-numerics onednn this on
+    use_cpu_operators(False)  # and one with --cpu-numerics onednn this on

@@ -9,6 +9,7 @@ import paddle
 import pytest
 
 from DNSD import info as reference_bits
+from DNSD.errors import InputError
 from DNSD.models.batch_norm import BatchNorm2D, portable_batch_norm, use_portable_batch_norm
 from DNSD.system import numerics
 from DNSD.system.numerics import PORTABLE_ENVIRONMENT, configure_numerics, cpuinfo_fields, numerics_in_effect
@@ -44,6 +45,13 @@ def test_native_numerics_keep_only_amds_fast_mkl_path(tmp_path, no_mkl_variables
     assert configure_numerics("native", cpuinfo(tmp_path, "AuthenticAMD")) == {
         "cpu_numerics": "native", "MKL_DEBUG_CPU_TYPE": "5", "MKL_CBWR": None}
     assert "MKL_CBWR" not in os.environ and not portable_batch_norm()
+
+
+def test_onednn_numerics_on_a_cpu_without_avx2_are_refused_before_anything_is_built(tmp_path, no_mkl_variables,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(numerics, "use_cpu_operators", lambda *_: pytest.fail("the operators were built"))
+    with pytest.raises(InputError, match="runs AVX2's instructions, which this CPU lacks; leave it out"):
+        configure_numerics("onednn", cpuinfo(tmp_path, "GenuineIntel", "fpu sse2 avx"))
 
 
 def test_a_users_mkl_variable_or_a_cpu_without_avx2_makes_the_numerics_custom(tmp_path, no_mkl_variables,

@@ -1,5 +1,6 @@
 """Batch normalisation that computes the same bits on every x86-64 CPU under portable numerics (system/numerics.py
-switches it on), and, in a data-parallel run, statistics of the whole mini-batch (train.sync_batch_norm).
+switches it on) and under onednn numerics (DNSD's own operator, batch_norm.cc), and, in a data-parallel run, statistics
+of the whole mini-batch (train.sync_batch_norm).
 
 Paddle's CPU kernel takes 1 / sqrt(variance + epsilon) in float32 with Eigen's fast square root, which starts from the
 processor's reciprocal-square-root estimate, whose last bits differ between processors. In float64 the same kernel
@@ -11,6 +12,8 @@ import paddle.distributed as dist
 import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
+
+from DNSD.models.operators import applies_to, cpu_operators, operator_threads, relayout
 
 _portable = [False]
 _synced = [False]
@@ -58,22 +61,45 @@ def synced_batch_norm(x, layer):
                                                              count]))
     mean = total / count
     variance = squares / count - mean * mean
-    with paddle.no_grad():
-        for running, batch in ((layer._mean, mean), (layer._variance, variance)):
-            paddle.assign(running * layer._momentum + batch.astype(running.dtype) * (1 - layer._momentum), running)
+    update_running_statistics(layer, mean, variance)
     scale = layer.weight.astype("float64") / paddle.sqrt(variance + layer._epsilon)
     shift = layer.bias.astype("float64") - mean * scale
     return (exact * scale.reshape([1, -1, 1, 1]) + shift.reshape([1, -1, 1, 1])).astype(x.dtype)
 
 
-def batch_norm(x, layer):
-    """layer (a BatchNorm2D) applied to x in the layer's mode: Paddle's kernel, in float64 on the CPU under portable
-    numerics, where its square root is exact (Eigen's fast square root is float32's only)."""
-    if _synced[0] and layer.training:
-        return synced_batch_norm(x, layer)
-    if not (_portable[0] and paddle.in_dynamic_mode() and x.place.is_cpu_place()):
-        return F.batch_norm(x, layer._mean, layer._variance, layer.weight, layer.bias, training=layer.training,
-                            momentum=layer._momentum, epsilon=layer._epsilon)
+def update_running_statistics(layer, mean, variance):
+    """The layer's running statistics moved towards a batch's, as Paddle's kernel moves them."""
+    with paddle.no_grad():
+        for running, batch in ((layer._mean, mean), (layer._variance, variance)):
+            paddle.assign(running * layer._momentum + batch.astype(running.dtype) * (1 - layer._momentum), running)
+
+
+def batch_norm(x, layer, relu=False, blocked_in=False, blocked_out=False):
+    """layer (a BatchNorm2D) applied to x in the layer's mode, and then a ReLU where relu: DNSD's operator under onednn
+    numerics, whose input and output may be in oneDNN's layout (operators.blockable); else Paddle's kernel, in float64
+    on the CPU under portable numerics, where its square root is exact (Eigen's fast square root is float32's only)."""
+    synced = _synced[0] and layer.training
+    if applies_to(x) and not synced:
+        y, mean, variance = cpu_operators().dnsd_batch_norm(x, layer.weight, layer.bias, layer._mean, layer._variance,
+                                                            layer.training, layer._epsilon, relu, blocked_in,
+                                                            blocked_out, operator_threads())
+        if layer.training:
+            update_running_statistics(layer, mean, variance)
+        return y
+    x = relayout(x, blocked=False) if blocked_in else x
+    if synced:
+        y = synced_batch_norm(x, layer)
+    elif not (_portable[0] and paddle.in_dynamic_mode() and x.place.is_cpu_place()):
+        y = F.batch_norm(x, layer._mean, layer._variance, layer.weight, layer.bias, training=layer.training,
+                         momentum=layer._momentum, epsilon=layer._epsilon)
+    else:
+        y = float64_batch_norm(x, layer)
+    y = F.relu(y) if relu else y
+    return relayout(y, blocked=True) if blocked_out else y
+
+
+def float64_batch_norm(x, layer):
+    """Paddle's kernel in float64, with the layer's running statistics updated as its float32 kernel would."""
     statistics = [layer._mean.astype("float64"), layer._variance.astype("float64")]
     y = F.batch_norm(x.astype("float64"), *statistics, layer.weight.astype("float64"), layer.bias.astype("float64"),
                      training=layer.training, momentum=layer._momentum, epsilon=layer._epsilon)

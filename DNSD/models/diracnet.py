@@ -14,8 +14,8 @@ import paddle.nn.functional as F
 
 from DNSD.architectures import check_depth
 from DNSD.models.batch_norm import BatchNorm2D
-from DNSD.models.convolution import conv2d
 from DNSD.models.network import Network, conv_with, fold_batch_norm
+from DNSD.models.operators import conv2d
 
 GROUP_WIDTHS = (16, 32, 64)
 

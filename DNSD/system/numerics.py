@@ -1,6 +1,7 @@
 """CPU numerics (run.cpu_numerics): "portable" makes every x86-64 CPU with AVX2 and FMA compute the same bits for
 the same seed, whatever its vendor and number of cores; "native" lets MKL pick its fastest code for this CPU;
-"onednn" is portable numerics with DNSD's own convolution (models/convolution.py), which runs oneDNN's AVX2 kernels.
+"onednn" is portable numerics with DNSD's own CPU operators (models/operators.py): the convolution through oneDNN's
+AVX2 kernels, and batch norm in float32.
 
 Three things decide a CPU's bits (docs/reproducing.md): MKL's code path, which it picks by vendor and instruction set
 at its first call (MKL_DEBUG_CPU_TYPE=5 pins the AVX2 path on AMD, MKL_CBWR=AVX2 on Intel); how MKL splits a product
@@ -9,8 +10,9 @@ starts from the processor's own estimate (models/batch_norm.py computes it exact
 """
 import os
 
+from DNSD.errors import InputError
 from DNSD.models.batch_norm import portable_batch_norm, use_portable_batch_norm
-from DNSD.models.convolution import onednn_convolution, use_onednn_convolution
+from DNSD.models.operators import cpu_operators, use_cpu_operators
 
 PORTABLE_ENVIRONMENT = {"MKL_DEBUG_CPU_TYPE": "5", "MKL_CBWR": "AVX2,STRICT"}
 # Native numerics on AMD keep MKL_DEBUG_CPU_TYPE=5 too: MKL 2019 otherwise runs a generic path there, twice as slow.
@@ -45,7 +47,9 @@ def configure_numerics(numerics, cpuinfo=CPUINFO, threads=1):
     for key, value in wanted.items():
         os.environ.setdefault(key, value)
     use_portable_batch_norm(numerics != "native")
-    use_onednn_convolution(numerics == "onednn", threads)
+    if numerics == "onednn" and fields and "avx2" not in fields.get("flags", "").split():
+        raise InputError("--cpu-numerics onednn runs AVX2's instructions, which this CPU lacks; leave it out")
+    use_cpu_operators(numerics == "onednn", threads)
     return numerics_in_effect(cpuinfo)
 
 
@@ -59,5 +63,5 @@ def numerics_in_effect(cpuinfo=CPUINFO):
     mkldnn = os.environ.get("FLAGS_use_mkldnn", "0")  # noqa: SIM112 (Paddle's flag is named in lower case)
     pinned = in_effect == PORTABLE_ENVIRONMENT and mkldnn.lower() in ("0", "false")
     kept = ("native" if not portable_batch_norm() else "custom" if not (capable and pinned) else
-            "onednn" if onednn_convolution() else "portable")
+            "onednn" if cpu_operators() else "portable")
     return {"cpu_numerics": kept, **in_effect}

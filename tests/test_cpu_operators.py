@@ -1,6 +1,7 @@
-"""DNSD's oneDNN convolution (run.cpu_numerics onednn): Paddle's convolution within float32 rounding, the same bits
-at any thread count and on either Paddle, a run that resumes and audits bit for bit, and one line where it cannot be
-built."""
+"""DNSD's CPU operators (run.cpu_numerics onednn), the convolution through oneDNN and batch norm: Paddle's within
+float32 rounding, the same bits at any thread count, in either layout and on either Paddle, a run that resumes and
+audits bit for bit, and one line where they cannot be built."""
+import ctypes
 import glob
 import os
 import re
@@ -13,14 +14,17 @@ import pytest
 
 from DNSD.errors import InputError
 from DNSD.files import cache_folder
-from DNSD.models import convolution
-from DNSD.models.convolution import conv2d, onednn_convolution, use_onednn_convolution
+from DNSD.models import batch_norm as batch_norm_module
+from DNSD.models import operators
+from DNSD.models.batch_norm import BatchNorm2D, batch_norm, use_portable_batch_norm, use_synced_batch_norm
+from DNSD.models.operators import conv2d, cpu_operators, use_cpu_operators
+from DNSD.models.resnet import CifarResNet
 from DNSD.runs.checkpoint import read_state, restore_model
 from DNSD.training.ranks import weights_digest
 from helpers import ROOT, TINY_RUN, assert_one_line_error, dnsd, read_json, real_archive
 from test_ranks import RUN, launch
 
-pytestmark = pytest.mark.slow  # the first test in a process compiles the operator (about 20 s)
+pytestmark = pytest.mark.slow  # the first test in a process compiles the operators (about 30 s)
 
 # The stem, a block, a downsampling block's first convolution, the last stage.
 SHAPES = [((16, 3, 32, 32), (16, 3, 3, 3), 1), ((16, 16, 32, 32), (16, 16, 3, 3), 1),
@@ -45,21 +49,123 @@ def inputs(x_shape, w_shape):
 def test_the_operator_computes_paddles_convolution_and_its_gradients(x_shape, w_shape, stride):
     images, weights = inputs(x_shape, w_shape)
     paddles = convolve(images, weights, stride)
-    use_onednn_convolution(True)
-    assert onednn_convolution()
+    use_cpu_operators(True)
+    assert cpu_operators()
     ours = convolve(images, weights, stride)
     for name, mine, theirs in zip(("output", "input gradient", "weight gradient"), ours, paddles):
         assert mine.shape == theirs.shape, name
         assert np.abs(mine - theirs).max() <= 1e-5 * max(1.0, np.abs(theirs).max()), name
 
 
-def test_its_bits_do_not_depend_on_the_thread_count():
+def normalise(images, layer, relu, blocked=False):
+    """layer applied to images (then a ReLU where relu) and the gradients of a fixed random output gradient, with the
+    input and output in nChw8c where blocked; all as NCHW arrays, with the layer's running statistics after it."""
+    upstream = np.random.default_rng(1).standard_normal(images.shape).astype(np.float32)
+    to_layout = to_blocked if blocked else (lambda a: a)
+    x = paddle.to_tensor(to_layout(images), stop_gradient=False)
+    y = batch_norm(x, layer, relu=relu, blocked_in=blocked, blocked_out=blocked)
+    dx, dgamma, dbeta = paddle.grad(y, [x, layer.weight, layer.bias], paddle.to_tensor(to_layout(upstream)))
+    from_layout = (lambda a: from_blocked(a, images.shape)) if blocked else (lambda a: a)
+    return [from_layout(y.numpy()), from_layout(dx.numpy()), dgamma.numpy(), dbeta.numpy(), layer._mean.numpy(),
+            layer._variance.numpy()]
+
+
+def to_blocked(array):
+    """NCHW as nChw8c: blocks of eight channels, the channel innermost."""
+    n, c, h, w = array.shape
+    return np.ascontiguousarray(array.reshape(n, c // 8, 8, h, w).transpose(0, 1, 3, 4, 2)).reshape(array.shape)
+
+
+def from_blocked(array, shape):
+    n, c, h, w = shape
+    return np.ascontiguousarray(array.reshape(n, c // 8, h, w, 8).transpose(0, 1, 4, 2, 3)).reshape(shape)
+
+
+def fresh_batch_norm(channels, training):
+    layer = BatchNorm2D(channels)
+    rng = np.random.default_rng(2)
+    for tensor, values in ((layer.weight, rng.normal(1, 0.1, channels)), (layer.bias, rng.normal(0, 0.1, channels)),
+                           (layer._mean, rng.normal(0, 0.1, channels)), (layer._variance, rng.uniform(1, 2, channels))):
+        tensor.set_value(values.astype(np.float32))
+    layer.train() if training else layer.eval()
+    return layer
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu", [True, False])
+def test_its_batch_norm_computes_paddles_in_float64_with_its_gradients_and_statistics(training, relu):
+    images = np.random.default_rng(0).normal(0.5, 2.0, (16, 16, 9, 9)).astype(np.float32)  # 81 pixels: a lane tail
+    use_portable_batch_norm(True)
+    paddles = normalise(images, fresh_batch_norm(16, training), relu)
+    use_cpu_operators(True)
+    ours = normalise(images, fresh_batch_norm(16, training), relu)
+    names = ("output", "input gradient", "scale gradient", "shift gradient", "running mean", "running variance")
+    for name, mine, theirs in zip(names, ours, paddles):
+        assert np.abs(mine - theirs).max() <= 2e-6 * max(1.0, np.abs(theirs).max()), name
+
+
+def test_its_batch_norm_gives_the_same_bits_in_oneDNNs_layout_as_in_nchw():
+    images = np.random.default_rng(0).normal(0.5, 2.0, (8, 16, 5, 5)).astype(np.float32)
+    use_cpu_operators(True)
+    plain = normalise(images, fresh_batch_norm(16, True), relu=True)
+    blocked = normalise(images, fresh_batch_norm(16, True), relu=True, blocked=True)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, blocked))
+
+
+def test_synced_batch_norm_takes_its_input_from_and_gives_its_output_in_oneDNNs_layout(monkeypatch):
+    monkeypatch.setattr(batch_norm_module.SumOverRanks, "apply", staticmethod(lambda tensor: tensor))  # one rank
+    images = np.random.default_rng(0).normal(0.5, 2.0, (8, 16, 5, 5)).astype(np.float32)
+    use_cpu_operators(True)
+    use_synced_batch_norm(True)
+    try:
+        plain = normalise(images, fresh_batch_norm(16, True), relu=True)
+        blocked = normalise(images, fresh_batch_norm(16, True), relu=True, blocked=True)
+    finally:
+        use_synced_batch_norm(False)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, blocked))
+
+
+def resnet_step(threads):
+    """A ResNet-20's output, gradients and running statistics after one training step on 16 images, with DNSD's
+    operators on this many threads (its blocks' activations in oneDNN's layout)."""
+    paddle.seed(0)
+    model = CifarResNet(depth=20)
+    rng = np.random.default_rng(0)
+    images = paddle.to_tensor(rng.standard_normal((16, 3, 32, 32)).astype(np.float32))
+    use_cpu_operators(threads is not None, threads or 1)
+    model.train()
+    model.begin_step(0, 0, 0, 16)
+    out = model(images)
+    paddle.nn.functional.cross_entropy(out, paddle.to_tensor(rng.integers(0, 10, 16))).backward()
+    gradients = {name: p.grad.numpy() for name, p in model.named_parameters() if p.grad is not None}
+    return {"output": out.numpy(), **gradients, **{name: b.numpy() for name, b in model.named_buffers()}}
+
+
+def test_a_resnet_with_them_computes_what_it_computes_with_paddles_operators():
+    paddles, ours = resnet_step(None), resnet_step(1)
+    assert paddles.keys() == ours.keys()
+    for name in paddles:
+        assert np.abs(ours[name] - paddles[name]).max() <= 2e-5 * max(1.0, np.abs(paddles[name]).max()), name
+
+
+def test_their_bits_do_not_depend_on_the_thread_count():
     results = []
     for threads in (1, 2):
-        use_onednn_convolution(True, threads)
-        results.append([convolve(*inputs(x_shape, w_shape), stride) for x_shape, w_shape, stride in SHAPES])
-    for one, two in zip(*results):
+        use_cpu_operators(True, threads)
+        convolutions = [convolve(*inputs(x_shape, w_shape), stride) for x_shape, w_shape, stride in SHAPES]
+        results.append((convolutions, resnet_step(threads)))
+    for one, two in zip(results[0][0], results[1][0]):
         assert all(np.array_equal(a, b) for a, b in zip(one, two))
+    assert all(np.array_equal(results[0][1][name], results[1][1][name]) for name in results[0][1])
+
+
+def test_they_set_the_threads_of_the_openmp_that_paddles_onednn_runs_on():
+    path = os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")
+    intel = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)  # the runtime Paddle loaded
+    for threads in (2, 1):
+        use_cpu_operators(True, threads)
+        convolve(*inputs(*SHAPES[1][:2]), 1)
+        assert intel.omp_get_max_threads() == threads
 
 
 def test_onednn_numerics_compute_their_reference_bits_and_say_so():
@@ -106,14 +212,14 @@ def test_without_a_compiler_or_the_headers_it_is_one_line(tiny_archive, tmp_path
                   "onednn", env=environment)
     assert_one_line_error(result, "no C++ compiler was found (g++)", "or leave out --cpu-numerics onednn")
     assert not os.path.exists(tmp_path / "run" / "last.pdckpt")
-    monkeypatch.setattr(convolution, "onednn_headers", lambda: None)
+    monkeypatch.setattr(operators, "onednn_headers", lambda: None)
     with pytest.raises(InputError, match="pip install 'onednn-devel==2025.0.0'"):
-        convolution.toolchain()
+        operators.toolchain()
 
 
 def test_the_build_is_found_by_a_new_process_without_building_again():
-    use_onednn_convolution(True)  # built in this process's cache, if not before
-    [built] = glob.glob(cache_folder("extensions", "convolution-*", "**", "*.so"), recursive=True)
+    use_cpu_operators(True)  # built in this process's cache, if not before
+    [built] = glob.glob(cache_folder("extensions", "operators-*", "**", "*.so"), recursive=True)
     before = os.stat(built).st_mtime_ns
     code = "from DNSD.system.device import configure_cpu; print(configure_cpu(1, 'onednn')['cpu_numerics'])"
     started = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -135,7 +241,7 @@ def test_real_images_train_to_the_same_error_as_paddles_convolution(tmp_path):
 
 
 def test_two_ranks_train_with_it_to_the_weights_rank_0_saved(tiny_archive, tmp_path):
-    use_onednn_convolution(True)  # built before the ranks start, which then only load it
+    use_cpu_operators(True)  # built before the ranks start, which then only load it
     run_dir, log_dir = str(tmp_path / "run"), str(tmp_path / "log")
     result = launch(log_dir, "--data-file", tiny_archive, "--output-dir", run_dir, *RUN, "--cpu-numerics", "onednn")
     logs = [(tmp_path / "log" / f"workerlog.{rank}").read_text() for rank in range(2)]
