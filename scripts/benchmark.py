@@ -80,6 +80,9 @@ def parse_args(argv=None):
     parser.add_argument("--profile", action="store_true",
                         help="print Paddle's profile of a few constant-depth training steps (time per operator)")
     parser.add_argument("--output", default="benchmark-results.json", help="results file (default %(default)s)")
+    parser.add_argument("--engine-timeout", type=int, default=3600,
+                        help="seconds the inference section waits for an engine's process; one that hangs (Paddle "
+                             "Inference with oneDNN has crashed and hung on these machines) is reported as failed")
     parser.add_argument("--time-engine", nargs=3, metavar=("ENGINE", "ONEDNN", "FOLDER"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -323,7 +326,11 @@ def time_inference(args):
             command = [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--time-engine", engine,
                        json.dumps(onednn), folder, *(f"--{key.replace('_', '-')}={getattr(args, key)}" for key in
                          ("steps", "warmup", "repeats", "cpu_threads", "device"))]
-            child = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+            try:
+                child = subprocess.run(command, capture_output=True, text=True, timeout=args.engine_timeout)
+            except subprocess.TimeoutExpired:
+                results[label] = {"failed": f"no answer within {args.engine_timeout} s"}
+                continue
             lines = child.stdout.strip().splitlines()
             results[label] = json.loads(lines[-1]) if child.returncode == 0 else {
                 "failed": ((child.stderr.strip().splitlines() or [""])[-1] or f"exit code {child.returncode}")[:200]}

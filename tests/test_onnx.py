@@ -178,7 +178,8 @@ def test_the_inference_benchmark_prints_a_line_per_engine(tmp_path):
     output = tmp_path / "results.json"
     result = subprocess.run([sys.executable, "scripts/benchmark.py", "--sections", "inference", "--depth", "8",
                              "--batch-size", "8", "--steps", "1", "--repeats", "1", "--warmup", "0", "--device", "cpu",
-                             "--output", str(output)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             "--engine-timeout", "120", "--output", str(output)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     measured = json.loads(output.read_text())["inference_images_per_second"]
     assert set(measured) == {"dygraph", "paddle-inference", "paddle-inference-onednn", "onnxruntime"}
@@ -190,6 +191,21 @@ def test_the_inference_benchmark_prints_a_line_per_engine(tmp_path):
         ratio = figures["median"] / measured["dygraph"]["median"]
         assert line.startswith(f"inference {engine}: {figures['median']:.1f} images/s ({ratio:.2f} x dygraph)")
         assert figures["largest_difference"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_an_engine_that_does_not_answer_in_time_is_reported_as_failed(tmp_path):
+    output = tmp_path / "results.json"
+    result = subprocess.run([sys.executable, "scripts/benchmark.py", "--sections", "inference", "--depth", "8",
+                             "--batch-size", "8", "--steps", "1", "--repeats", "1", "--warmup", "0", "--device", "cpu",
+                             "--engine-timeout", "0", "--output", str(output)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(output.read_text())["inference_images_per_second"]
+    assert "median" in measured["dygraph"]
+    for engine in ("paddle-inference", "paddle-inference-onednn", "onnxruntime"):
+        assert measured[engine] == {"failed": "no answer within 0 s"}
+        assert f"inference {engine}: failed (no answer within 0 s)" in result.stderr
 
 
 @pytest.mark.slow

@@ -119,6 +119,11 @@ def test_the_2016_shortcut_keeps_the_top_left_pixel_of_each_window():
     assert np.array_equal(shortcut[:, :2], x.numpy()[:, :, [0, 2]][:, :, :, [0, 2]])
     assert shortcut[0, 0].tolist() == [[0.0, 2.0], [8.0, 10.0]]
     assert not np.any(shortcut[:, 2:])
+    x.stop_gradient = False
+    [gradient] = paddle.grad(block.shortcut(x).sum(), [x])
+    kept = np.zeros((4, 4), dtype=np.float32)
+    kept[::2, ::2] = 1  # the gradient reaches the kept pixels alone
+    assert np.array_equal(gradient.numpy(), np.broadcast_to(kept, (2, 2, 4, 4)))
 
 
 def test_the_papers_configs_are_the_2016_model_and_the_2017_configs_differ_in_the_model_alone():
