@@ -57,6 +57,15 @@ def test_the_operator_computes_paddles_convolution_and_its_gradients(x_shape, w_
         assert np.abs(mine - theirs).max() <= 1e-5 * max(1.0, np.abs(theirs).max()), name
 
 
+def test_a_layout_that_would_pad_channels_is_refused():
+    use_cpu_operators(True)
+    images, weights = inputs(*SHAPES[0][:2])  # three channels: nChw8c would pad them to eight
+    with pytest.raises(Exception, match="nChw8c holds channels in eights"):
+        conv2d(paddle.to_tensor(images), paddle.to_tensor(weights), blocked_in=True)
+    with pytest.raises(Exception, match="nChw8c holds channels in eights"):
+        batch_norm(paddle.to_tensor(images), fresh_batch_norm(3, True), blocked_in=True)
+
+
 def normalise(images, layer, relu, blocked=False):
     """layer applied to images (then a ReLU where relu) and the gradients of a fixed random output gradient, with the
     input and output in nChw8c where blocked; all as NCHW arrays, with the layer's running statistics after it."""

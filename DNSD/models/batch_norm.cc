@@ -164,7 +164,7 @@ void backward(const Shape& shape, const Arguments& a) {
 // The kernel for the layouts asked for.
 template <template <bool, bool> class Kernel>
 void run(const Shape& shape, const Arguments& arguments, bool blocked_in, bool blocked_out) {
-  PD_CHECK(shape.channels % kBlock == 0 || !(blocked_in || blocked_out), "nChw8c takes channels in eights");
+  PD_CHECK(shape.channels % kBlock == 0 || !(blocked_in || blocked_out), "nChw8c holds channels in eights");
   if (blocked_in && blocked_out) Kernel<true, true>::run(shape, arguments);
   else if (blocked_in) Kernel<true, false>::run(shape, arguments);
   else if (blocked_out) Kernel<false, true>::run(shape, arguments);

@@ -71,6 +71,12 @@ memory plain(const memory::dims& dims, tag layout, const paddle::Tensor& tensor)
 // An activation's layout: NCHW, or nChw8c where DNSD's batch norm is on its other side (see batch_norm.cc).
 tag activation(bool blocked) { return blocked ? tag::nChw8c : tag::nchw; }
 
+// nChw8c of other channel counts would pad them, and the tensor Paddle holds would be too small.
+void check_layouts(const Geometry& geometry, bool blocked_in, bool blocked_out) {
+  PD_CHECK((!blocked_in || geometry.src[1] % 8 == 0) && (!blocked_out || geometry.dst[1] % 8 == 0),
+           "nChw8c holds channels in eights");
+}
+
 // The tensor in the layout a primitive asks for: itself, or a reordered copy.
 memory as(memory given, const memory::desc& wanted, dnnl::stream& stream) {
   if (given.get_desc() == wanted) return given;
@@ -146,6 +152,7 @@ std::vector<paddle::Tensor> ConvolutionForward(const paddle::Tensor& x, const pa
                                                bool blocked_in, bool blocked_out, int threads) {
   omp_set_num_threads(threads);
   Geometry geometry(x, w, stride, pad);
+  check_layouts(geometry, blocked_in, blocked_out);
   auto out = paddle::empty(geometry.dst, paddle::DataType::FLOAT32, x.place());
   dnnl::stream stream(cpu());
   auto desc = geometry.forward();
@@ -164,6 +171,7 @@ std::vector<paddle::Tensor> ConvolutionBackward(const paddle::Tensor& x, const p
                                                 bool blocked_out, int threads) {
   omp_set_num_threads(threads);
   Geometry geometry(x, w, stride, pad);
+  check_layouts(geometry, blocked_in, blocked_out);
   auto dx = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
   auto dw = paddle::empty(w.shape(), paddle::DataType::FLOAT32, x.place());
   dnnl::stream stream(cpu());
