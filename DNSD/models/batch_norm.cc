@@ -3,8 +3,6 @@
 // between DNSD's convolutions no activation is reordered. Its bits are the same on every x86-64 CPU, at any thread
 // count and in either layout: a channel's sums are taken by one thread, in float64, in one order; the square root is
 // IEEE's (exact), and the build contracts no product and sum into a fused multiply-add (-ffp-contract=off).
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -96,7 +94,7 @@ void forward(const Shape& shape, const Arguments& a) {
     double* mean = a.mean + first;
     double* variance = a.variance + first;
     const float* x = a.x;
-    float* out_ = a.out;  // copies of the pointers, which a store through out_ cannot change: the loops vectorise
+    float* result = a.out;  // copies of the pointers, which a store through result cannot change: loops vectorise
     if (a.training) {
       // A float32's square is exact in float64, whose 53 bits keep the sum of squares minus the squared sum exact
       // enough for any activation whose mean is not thousands of times its spread.
@@ -119,7 +117,7 @@ void forward(const Shape& shape, const Arguments& a) {
     bool relu = a.relu;
     each<kWidth>(shape, in, out, first, [&](int64_t i, int64_t o, int k) {
       float y = (x[i] - centre[k]) * scale[k] + shift[k];
-      out_[o] = relu && y < 0 ? 0.0f : y;
+      result[o] = relu && y < 0 ? 0.0f : y;
     });
   }
 }
