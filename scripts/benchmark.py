@@ -57,15 +57,15 @@ def parse_args(argv=None):
                              "(default: train,data,eval); train also times the gradient magnitudes a step records; "
                              "convolution: CPU and wall time per stochastic-depth training step with Paddle's "
                              "operators, with DNSD's CPU operators (--cpu-numerics onednn) and, where torch is "
-                             "installed, of "
-                             "PyTorch eager on the same network, gates and batch, their steps interleaved; audit: a "
-                             "real run of --depth on --data-file keeping every checkpoint, the time of dnsd audit of "
-                             "its last epoch against the run's epoch, and the per-epoch weight digest's share of an "
-                             "epoch; inference: an exported model's images per second with each engine (dygraph, "
-                             "Paddle Inference with and without oneDNN, ONNX Runtime), each but dygraph in a process "
-                             "of its own, same model, batch and threads; host: the host's cost of a ResNet-110 step, "
-                             "on 2 images of 8x8 pixels on the CPU; svhn: the peak memory and time of reading SVHN and"
-                             " splitting it as a run does, from synthetic files of the official sizes")
+                             "installed, of PyTorch eager on the same network, gates and batch, their steps "
+                             "interleaved; audit: a real run of --depth on --data-file keeping every checkpoint, the "
+                             "time of dnsd audit of its last epoch against the run's epoch, and the per-epoch weight "
+                             "digest's share of an epoch; inference: an exported model's images per second with each "
+                             "engine (dygraph, Paddle Inference with and without oneDNN, ONNX Runtime), each but "
+                             "dygraph in a process of its own, same model, batch and threads; host: the host's cost "
+                             "of a ResNet-110 step, on 2 images of 8x8 pixels on the CPU; svhn: the peak memory and "
+                             "time of reading SVHN and splitting it as a run does, from synthetic files of the "
+                             "official sizes")
     parser.add_argument("--data-file", help="audit section: the CIFAR-10 archive of the run it trains and audits")
     parser.add_argument("--val-size", type=int, default=500, help="audit section: validation images (default 500)")
     parser.add_argument("--svhn-scale", type=float, default=1.0,

@@ -1,6 +1,8 @@
 """PyTorch eager on DNSD's network, the peer of scripts/benchmark.py's convolution section: the CIFAR ResNet 6n+2
 with the option-A shortcut, each step's residual blocks skipped by the gates DNSD draws for that step, cross-entropy
 and SGD with momentum and weight decay, on DNSD's batch."""
+import itertools
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -53,7 +55,7 @@ def training_step(depth, probabilities, images, labels, threads):
     model = ResNet(depth).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)
     images, labels = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64))
-    steps = iter(range(1 << 30))
+    steps = itertools.count()
 
     def step():
         gates = sample_gates(probabilities, generator(0, "gates", 1, next(steps))).tolist()

@@ -90,6 +90,14 @@ def from_blocked(array, shape):
     return np.ascontiguousarray(array.reshape(n, c // 8, h, w, 8).transpose(0, 1, 4, 2, 3)).reshape(shape)
 
 
+def the_same_in_both_layouts():
+    """Whether training batch norm with its ReLU gives the same bits from and into nChw8c as in NCHW."""
+    images = np.random.default_rng(0).normal(0.5, 2.0, (8, 16, 5, 5)).astype(np.float32)
+    plain = normalise(images, fresh_batch_norm(16, True), relu=True)
+    blocked = normalise(images, fresh_batch_norm(16, True), relu=True, blocked=True)
+    return all(np.array_equal(a, b) for a, b in zip(plain, blocked))
+
+
 def fresh_batch_norm(channels, training):
     layer = BatchNorm2D(channels)
     rng = np.random.default_rng(2)
@@ -114,24 +122,18 @@ def test_its_batch_norm_computes_paddles_in_float64_with_its_gradients_and_stati
 
 
 def test_its_batch_norm_gives_the_same_bits_in_oneDNNs_layout_as_in_nchw():
-    images = np.random.default_rng(0).normal(0.5, 2.0, (8, 16, 5, 5)).astype(np.float32)
     use_cpu_operators(True)
-    plain = normalise(images, fresh_batch_norm(16, True), relu=True)
-    blocked = normalise(images, fresh_batch_norm(16, True), relu=True, blocked=True)
-    assert all(np.array_equal(a, b) for a, b in zip(plain, blocked))
+    assert the_same_in_both_layouts()
 
 
 def test_synced_batch_norm_takes_its_input_from_and_gives_its_output_in_oneDNNs_layout(monkeypatch):
     monkeypatch.setattr(batch_norm_module.SumOverRanks, "apply", staticmethod(lambda tensor: tensor))  # one rank
-    images = np.random.default_rng(0).normal(0.5, 2.0, (8, 16, 5, 5)).astype(np.float32)
     use_cpu_operators(True)
     use_synced_batch_norm(True)
     try:
-        plain = normalise(images, fresh_batch_norm(16, True), relu=True)
-        blocked = normalise(images, fresh_batch_norm(16, True), relu=True, blocked=True)
+        assert the_same_in_both_layouts()
     finally:
         use_synced_batch_norm(False)
-    assert all(np.array_equal(a, b) for a, b in zip(plain, blocked))
 
 
 def resnet_step(threads):

@@ -173,15 +173,20 @@ def test_the_python_api_loads_an_onnx_model_with_the_checkpoints_predict(trained
         exported.predict(images.transpose(0, 3, 1, 2))
 
 
-@pytest.mark.slow
-def test_the_inference_benchmark_prints_a_line_per_engine(tmp_path):
+def inference_benchmark(tmp_path, engine_timeout):
+    """The inference section of scripts/benchmark.py on a small network: (its process, its measurements)."""
     output = tmp_path / "results.json"
     result = subprocess.run([sys.executable, "scripts/benchmark.py", "--sections", "inference", "--depth", "8",
                              "--batch-size", "8", "--steps", "1", "--repeats", "1", "--warmup", "0", "--device", "cpu",
-                             "--engine-timeout", "120", "--output", str(output)],
+                             "--engine-timeout", str(engine_timeout), "--output", str(output)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    measured = json.loads(output.read_text())["inference_images_per_second"]
+    return result, json.loads(output.read_text())["inference_images_per_second"]
+
+
+@pytest.mark.slow
+def test_the_inference_benchmark_prints_a_line_per_engine(tmp_path):
+    result, measured = inference_benchmark(tmp_path, engine_timeout=120)
     assert set(measured) == {"dygraph", "paddle-inference", "paddle-inference-onednn", "onnxruntime"}
     for engine, figures in measured.items():
         line = next(line for line in result.stderr.splitlines() if line.startswith(f"inference {engine}: "))
@@ -195,13 +200,7 @@ def test_the_inference_benchmark_prints_a_line_per_engine(tmp_path):
 
 @pytest.mark.slow
 def test_an_engine_that_does_not_answer_in_time_is_reported_as_failed(tmp_path):
-    output = tmp_path / "results.json"
-    result = subprocess.run([sys.executable, "scripts/benchmark.py", "--sections", "inference", "--depth", "8",
-                             "--batch-size", "8", "--steps", "1", "--repeats", "1", "--warmup", "0", "--device", "cpu",
-                             "--engine-timeout", "0", "--output", str(output)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    measured = json.loads(output.read_text())["inference_images_per_second"]
+    result, measured = inference_benchmark(tmp_path, engine_timeout=0)
     assert "median" in measured["dygraph"]
     for engine in ("paddle-inference", "paddle-inference-onednn", "onnxruntime"):
         assert measured[engine] == {"failed": "no answer within 0 s"}

@@ -40,14 +40,15 @@ def configure_numerics(numerics, cpuinfo=CPUINFO, threads=1):
     batch norm and the convolution they compute with (the convolution on this many threads), and return
     numerics_in_effect."""
     fields = cpuinfo_fields(cpuinfo)
-    capable = set(REQUIRED_FLAGS) <= set(fields.get("flags", "").split())
+    flags = set(fields.get("flags", "").split())
+    capable = set(REQUIRED_FLAGS) <= flags
     amd = fields.get("vendor_id") == "AuthenticAMD"
     native = NATIVE_ENVIRONMENT_AMD if amd and capable else {}
     wanted = native if numerics == "native" else PORTABLE_ENVIRONMENT
     for key, value in wanted.items():
         os.environ.setdefault(key, value)
     use_portable_batch_norm(numerics != "native")
-    if numerics == "onednn" and fields and "avx2" not in fields.get("flags", "").split():
+    if numerics == "onednn" and fields and "avx2" not in flags:
         raise InputError("--cpu-numerics onednn runs AVX2's instructions, which this CPU lacks; leave it out")
     use_cpu_operators(numerics == "onednn", threads)
     return numerics_in_effect(cpuinfo)
