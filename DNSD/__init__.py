@@ -12,7 +12,7 @@ The command line is `dnsd` (or `python -m DNSD`); from Python, the common cases 
 
 The API is imported on first use, so that `import DNSD` and the command line's start stay quick.
 """
-__version__ = "1.8.0"
+__version__ = "1.9.0"
 API = ("load_config", "build_model", "load_checkpoint", "load_model", "evaluate", "hub_model", "hub_checkpoint",
        "TrainedModel", "ExportedModel")
 

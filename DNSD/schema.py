@@ -167,11 +167,12 @@ class RunConfig:
                                  "as often slower as faster on this project's 2-vCPU machines: BENCHMARKS.md)",
                               check=(lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"), changes=DEVICE)
     cpu_numerics: str = option(
-        "portable", "portable: the same bits on every x86-64 CPU with AVX2 for the same seed, whatever its vendor or "
-                    "thread count; native: MKL's fastest code for this CPU; onednn: DNSD's own CPU convolution "
-                    "(through oneDNN) and batch norm, twice as fast, the same bits on every AVX2 CPU, compiled on "
-                    "first use (docs/reproducing.md)",
-        choices=("portable", "native", "onednn"), changes=DEVICE)
+        "auto", "auto: onednn where DNSD's CPU operators can be built (a C++ compiler, an x86-64 CPU with AVX2), else "
+                "portable; onednn: DNSD's own CPU convolution (through oneDNN) and batch norm, compiled once on first "
+                "use, twice as fast as portable; portable: Paddle's CPU kernels; each of the two gives the same bits "
+                "on every x86-64 CPU with AVX2 for the same seed, whatever its vendor or thread count; native: MKL's "
+                "fastest code for this CPU (docs/reproducing.md)",
+        choices=("auto", "onednn", "portable", "native"), changes=DEVICE)
     checkpoint_every: int = option(1, "epochs between resumable checkpoints (last.pdckpt); the last epoch always saves",
                                    check=(lambda v: v >= 1, "an integer >= 1"), changes=SETTING)
     keep_every: int = option(0, "also keep the checkpoint of every this many epochs, as epoch-K.pdckpt, for dnsd audit "

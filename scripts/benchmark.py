@@ -31,7 +31,7 @@ from DNSD.datasets import Splits  # noqa: E402
 from DNSD.datasets.pipeline import Dataset, Normalizer, TrainingBatches, prefetched  # noqa: E402
 from DNSD.models import build_model  # noqa: E402
 from DNSD.models.operators import use_cpu_operators  # noqa: E402
-from DNSD.schema import ModelConfig  # noqa: E402
+from DNSD.schema import ModelConfig, fields_by_key  # noqa: E402
 from DNSD.system.device import select_device, thread_count  # noqa: E402
 from DNSD.system.numerics import PORTABLE_ENVIRONMENT, numerics_in_effect  # noqa: E402
 from DNSD.training.loop import Trainer  # noqa: E402
@@ -49,8 +49,9 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="device (default auto)")
     parser.add_argument("--cpu-threads", type=int, default=1,
                         help="CPU threads for Paddle, 0: every core (default 1, DNSD's default)")
-    parser.add_argument("--cpu-numerics", choices=("portable", "native", "onednn"), default="portable",
-                        help="run.cpu_numerics (default portable, DNSD's default)")
+    numerics = fields_by_key()["run.cpu_numerics"][0]
+    parser.add_argument("--cpu-numerics", choices=numerics.metadata["choices"], default=numerics.default,
+                        help=f"run.cpu_numerics (default {numerics.default}, DNSD's default)")
     parser.add_argument("--prefetch", type=int, default=2, help="batches the loader prepares ahead (default 2)")
     parser.add_argument("--sections", default="train,data,eval",
                         help="comma-separated subset of train, data, eval, host, svhn, inference, audit, convolution "
@@ -527,9 +528,9 @@ def peak_memory_mib():
 
 
 CPU_SETTINGS = (  # (name, threads, CPU numerics, oneDNN)
-    ("portable numerics (DNSD's default)", 1, "portable", False),
+    ("portable numerics", 1, "portable", False),
     ("native numerics", 1, "native", False),
-    ("onednn numerics (DNSD's CPU operators)", 1, "onednn", False),
+    ("onednn numerics (DNSD's CPU operators, the default where they build)", 1, "onednn", False),
     ("every core + portable numerics", 0, "portable", False),
     ("every core + native numerics", 0, "native", False),
     ("every core + native numerics + oneDNN", 0, "native", True),

@@ -61,6 +61,12 @@ trains_one_epoch() {
   dnsd train --data-file "$archive" --val-size 500 --depth 8 --epochs 1 --output-dir run
   [ -f run/summary.json ] && [ -f run/best.pdckpt ]
 }
+trains_with_dnsds_cpu_operators_where_a_compiler_is() {  # their sources are in the package, and they build from it
+  expected=portable
+  if command -v g++ > /dev/null && [ "$(uname -m)" = x86_64 ] && grep -qw avx2 /proc/cpuinfo; then expected=onednn; fi
+  python -c 'import json, sys; s = json.load(open("run/environment.json"))["entries"][0]["settings"]
+assert s["cpu_numerics"] == sys.argv[1], s' "$expected"
+}
 eval_gives_the_reported_test_error() {
   dnsd eval --checkpoint run/best.pdckpt --data-file "$archive" > eval.txt
   cat eval.txt
@@ -92,6 +98,7 @@ check "dnsd --config resnet110_sd finds the shipped config" shipped_config_by_na
 check "dnsd info" dnsd info
 check "dnsd info --check-numerics finds the reference shipped in the package" reference_bits_are_shipped
 check "dnsd trains ResNet-8 for one epoch" trains_one_epoch
+check "it trains with DNSD's CPU operators where a C++ compiler is" trains_with_dnsds_cpu_operators_where_a_compiler_is
 check "dnsd eval gives the test error training reported" eval_gives_the_reported_test_error
 check "DNSD.evaluate gives the same from Python" python_api_evaluates
 check "dnsd predict gives an image the class the API gives" predicts_an_image_as_the_api_does

@@ -7,8 +7,13 @@ import tempfile
 # The suite never writes into the user's home (Paddle's dataset cache, VisualDL's folder, DNSD's engine verdicts):
 # a home of its own, set before Paddle is imported, which reads it then.
 os.environ["HOME"] = tempfile.mkdtemp(prefix="dnsd-tests-home-")
-os.environ.pop("XDG_CACHE_HOME", None)
 atexit.register(shutil.rmtree, os.environ["HOME"], True)
+# DNSD's cache, one for the session: the workers (pytest-xdist) inherit the main process's, and DNSD's CPU operators
+# are compiled once (test_console's new homes compile them again).
+if "DNSD_TESTS_CACHE" not in os.environ:
+    os.environ["DNSD_TESTS_CACHE"] = tempfile.mkdtemp(prefix="dnsd-tests-cache-")
+    atexit.register(shutil.rmtree, os.environ["DNSD_TESTS_CACHE"], True)
+os.environ["XDG_CACHE_HOME"] = os.environ["DNSD_TESTS_CACHE"]
 
 import pytest  # noqa: E402
 

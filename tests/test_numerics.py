@@ -1,7 +1,8 @@
-"""Portable CPU numerics: the same bits on every x86-64 CPU with AVX2 and FMA, for any thread count; and
-dnsd info --check-numerics against the shipped reference."""
+"""Portable CPU numerics: the same bits on every x86-64 CPU with AVX2 and FMA, for any thread count; what auto
+picks; and dnsd info --check-numerics against the shipped reference."""
 import json
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,44 @@ def test_native_numerics_keep_only_amds_fast_mkl_path(tmp_path, no_mkl_variables
 def test_onednn_numerics_on_a_cpu_without_avx2_are_refused_before_anything_is_built(tmp_path, no_mkl_variables,
                                                                                      monkeypatch):
     monkeypatch.setattr(numerics, "use_cpu_operators", lambda *_: pytest.fail("the operators were built"))
-    with pytest.raises(InputError, match="runs AVX2's instructions, which this CPU lacks; leave it out"):
+    with pytest.raises(InputError, match="this CPU lacks; pass --cpu-numerics portable"):
         configure_numerics("onednn", cpuinfo(tmp_path, "GenuineIntel", "fpu sse2 avx"))
+
+
+@pytest.fixture
+def operators_asked(monkeypatch):
+    """The enabled argument of each use_cpu_operators call configure_numerics makes, the operators left unbuilt."""
+    calls = []
+    monkeypatch.setattr(numerics, "use_cpu_operators", lambda enabled, threads: calls.append(enabled))
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    return calls
+
+
+def test_auto_numerics_run_dnsds_operators_where_they_build(tmp_path, no_mkl_variables, operators_asked, monkeypatch,
+                                                             capsys):
+    monkeypatch.setattr(numerics, "load_operators", lambda: "built")
+    configure_numerics("auto", cpuinfo(tmp_path, "AuthenticAMD"))
+    assert operators_asked == [True] and capsys.readouterr().err == ""
+
+
+def test_auto_numerics_are_portable_where_the_operators_do_not_build_and_say_why_in_one_line(
+        tmp_path, no_mkl_variables, operators_asked, monkeypatch, capsys):
+    def no_compiler():
+        raise InputError("DNSD's CPU operators are compiled on first use, and no C++ compiler was found (g++)")
+
+    monkeypatch.setattr(numerics, "load_operators", no_compiler)
+    assert configure_numerics("auto", cpuinfo(tmp_path, "GenuineIntel"))["cpu_numerics"] == "portable"
+    assert operators_asked == [False] and os.environ["MKL_CBWR"] == "AVX2,STRICT" and portable_batch_norm()
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("DNSD: portable CPU numerics, at half the speed of DNSD's CPU operators: ")
+    assert line.endswith("no C++ compiler was found (g++)")
+
+
+def test_auto_numerics_on_a_cpu_without_avx2_build_nothing_and_say_nothing(tmp_path, no_mkl_variables, operators_asked,
+                                                                           monkeypatch, capsys):
+    monkeypatch.setattr(numerics, "load_operators", lambda: pytest.fail("the operators were built"))
+    configure_numerics("auto", cpuinfo(tmp_path, "GenuineIntel", "fpu sse2 avx"))
+    assert operators_asked == [False] and capsys.readouterr().err == ""
 
 
 def test_a_users_mkl_variable_or_a_cpu_without_avx2_makes_the_numerics_custom(tmp_path, no_mkl_variables,
@@ -91,7 +128,7 @@ def test_portable_batch_norm_is_paddles_function_with_its_statistics(training):
 
 @needs_avx2
 def test_this_machine_computes_the_reference_bits():
-    result = dnsd("info", "--check-numerics", "--device", "cpu")
+    result = dnsd("info", "--check-numerics", "--device", "cpu", "--cpu-numerics", "portable")
     assert result.returncode == 0, result.stderr
     assert "CPU numerics:         portable (MKL_DEBUG_CPU_TYPE=5, MKL_CBWR=AVX2,STRICT)" in result.stdout
     assert "this machine computes the reference bits" in result.stdout
@@ -120,7 +157,7 @@ def test_other_bits_are_named_with_the_step_they_part_at_and_exit_4(tmp_path, mo
     crafted = tmp_path / "reference.json"
     crafted.write_text(json.dumps(shipped))
     monkeypatch.setattr(reference_bits, "REFERENCE", str(crafted))
-    result = dnsd("info", "--check-numerics", "--device", "cpu")
+    result = dnsd("info", "--check-numerics", "--device", "cpu", "--cpu-numerics", "portable")
     assert result.returncode == 4, result.stderr
     assert "differ from the reference from step 3 of 4 (the reference: a machine of the test)" in result.stdout
     assert result.stderr.strip().splitlines() == [

@@ -23,18 +23,19 @@ def test_a_short_run_of_a_shallow_network_learns_well_above_chance(mini_archive,
 
 
 def test_the_readmes_quick_check_prints_its_first_epoch_here_to_the_digit(mini_archive, tmp_path, monkeypatch):
-    from DNSD.system.numerics import numerics_in_effect
     from DNSD.training import run
 
     if os.path.basename(mini_archive) != "cifar-10-mini.tar.gz":
         pytest.skip("the README's quick check was printed from cifar-10-mini.tar.gz, not this archive")
-    if numerics_in_effect()["cpu_numerics"] != "portable":
-        pytest.skip("this machine's CPU numerics are not the portable ones the README was printed in")
     readme = Path(ROOT, "README.md").read_text()
+    numerics = re.search(r"\((\w+) numerics, the default where", readme).group(1)
     printed = re.search(r"^epoch 1/10 .*active blocks [\d.]+", readme, re.MULTILINE).group(0)
     monkeypatch.setattr(run, "train", lambda trainer: trainer.train(until=1))  # the first of the ten epochs
     result = dnsd("--config", "quick", "--data-file", mini_archive, "--val-size", "500", "--output-dir",
                   str(tmp_path / "quick"))
     assert result.returncode == 0, result.stderr
+    [session] = read_json(str(tmp_path / "quick" / "environment.json"))["entries"]
+    if session["settings"]["cpu_numerics"] != numerics:
+        pytest.skip(f"the README's quick check was printed in {numerics} CPU numerics, which this machine lacks")
     [line] = [line for line in result.stdout.splitlines() if line.startswith("epoch 1/10 ")]
     assert line.startswith(printed + "  ")

@@ -1,6 +1,8 @@
 """dnsd audit: re-train positions of a run (an epoch's end, or a checkpoint saved within an epoch) from the
 checkpoints they started from, with the run's own config; judge each bit for bit wherever this machine can reproduce
 it, else within the measured rounding noise; recompute what the run reports of best.pdckpt; say what was covered."""
+import dataclasses
+
 import numpy as np
 
 from DNSD.audits.coverage import coverage, recompute
@@ -20,6 +22,7 @@ from DNSD.runs.chain import exact_fields, position_link, state_tensors
 from DNSD.runs.folder import MANIFEST, METRICS
 from DNSD.runs.manifest import describe_environment, manifest_differences, numerics
 from DNSD.system.device import select_run_device
+from DNSD.system.numerics import MACHINE_FREE_NUMERICS
 from DNSD.training.meters import counted
 from DNSD.training.ranks import weights_digest
 
@@ -48,8 +51,9 @@ def bit_identical(run, target, first):
 
 
 def strict(entry, current):
-    """Whether this machine must reproduce the run bit for bit: the same numerics, or portable CPU numerics on
-    both (the same bits on every x86-64 CPU with AVX2, on Paddle 2.6 and 3.x alike) in as many processes."""
+    """Whether this machine must reproduce the run bit for bit: the same numerics (onednn's: on any x86-64 CPU with
+    AVX2, of the same Paddle build), or portable CPU numerics on both (on Paddle 2.6 and 3.x alike) in as many
+    processes."""
     portable = [item["device"]["kind"] == "cpu" and item["settings"].get("cpu_numerics") == "portable"
                 for item in (entry, current)]
     as_many_processes = entry["settings"]["world_size"] == current["settings"]["world_size"]
@@ -127,12 +131,21 @@ def cost_line(run, targets):
             "cannot reproduce the run bit for bit)")
 
 
+def replaying(settings, targets):
+    """The run's device settings, its CPU numerics auto (onednn where DNSD's CPU operators build, portable elsewhere)
+    made those the sessions that trained the targets computed with: each of the two reproduces bit for bit anywhere."""
+    recorded = {target.entry["settings"].get("cpu_numerics") for target in targets if target.entry}
+    if settings.cpu_numerics != "auto" or len(recorded) != 1 or not recorded <= set(MACHINE_FREE_NUMERICS):
+        return settings
+    return dataclasses.replace(settings, cpu_numerics=recorded.pop())
+
+
 def audit(folder, epoch=None, every=False, stated=None, sample=None, sample_seed=None):
     """Audit the chosen positions of the run in folder; raises AuditFailed (exit 4) where one does not follow from
     the run's recipe or a file was altered, AuditUnverified (exit 2) where one, or best.pdckpt, was not verified."""
     run = open_run(folder, stated or {})
     targets = [plan(run, position) for position in choose(run, epoch, every, sample, sample_seed)]
-    device = select_run_device(run.config.run)
+    device = select_run_device(replaying(run.config.run, targets))
     print(cost_line(run, targets), flush=True)
     verdicts, current = [], None
     for target in targets:

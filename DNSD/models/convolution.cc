@@ -1,9 +1,9 @@
 // DNSD's CPU convolution (run.cpu_numerics onednn): oneDNN's forward, backward-data and backward-weights primitives
 // on float32 activations (NCHW, or nChw8c between DNSD's operators) and the OIHW weights Paddle holds, each reordered
 // where oneDNN chooses another layout.
-// Forward and backward-data give each output element to one thread, so their bits do not depend on the thread count;
-// backward-weights sums over the images, in parts of a fixed split (weight_gradient). oneDNN picks its kernels by
-// the CPU's instruction sets: pinned to AVX2, every CPU that portable numerics serve runs the same ones.
+// Every primitive runs on a fixed split of the images (in_parts), so its bits do not depend on the thread count.
+// oneDNN picks its kernels by the CPU's instruction sets: pinned to AVX2, every CPU that portable numerics serve runs
+// the same ones.
 #include <omp.h>
 
 #include <algorithm>
@@ -44,6 +44,10 @@ struct Geometry {
     strides = {stride, stride};
     padding = {pad, pad};
   }
+
+  // Floats per image of the input and of the output, in either layout.
+  int64_t image_in() const { return src[1] * src[2] * src[3]; }
+  int64_t image_out() const { return dst[1] * dst[2] * dst[3]; }
 
   // The same convolution on a part of the images.
   Geometry on(int64_t images) const {
@@ -93,55 +97,67 @@ void into(memory target, const memory::desc& wanted, dnnl::stream& stream, Run r
   if (result != target) dnnl::reorder(result, target).execute(stream, result, target);
 }
 
-// Backward-weights sums over the images, and oneDNN's split of them among threads would decide its bits. The images are
-// split into a fixed number of parts instead: each part's sum runs on one thread (its primitive made for one thread,
-// as oneDNN sizes a kernel's split when it makes it), and the parts' sums are added in order.
+// oneDNN sizes a kernel's blocking, and with it the order of its sums, by the threads it may use when the primitive is
+// made (brgconv's backward-data on 3 threads sums otherwise than on 2). So each primitive is made for one thread, and
+// the images are split into a fixed number of parts, each run on one thread: the bits do not depend on the threads.
 constexpr int64_t kParts = 8;
 
-void weight_gradient(const Geometry& geometry, const float* x, const float* dout, bool blocked_in, bool blocked_out,
-                     int threads, float* dw) {
+// Runs run(piece, part, its first image, primitive descriptor, stream) on each part, on up to threads threads, with the
+// descriptors make(piece) made for one thread, one per part size.
+template <typename Desc, typename Make, typename Run>
+void in_parts(const Geometry& geometry, int threads, Make make, Run run) {
   int64_t images = geometry.src[0], parts = std::min(kParts, images);
-  int64_t image_in = memory::desc(geometry.src, memory::data_type::f32, tag::nchw).get_size() / sizeof(float) / images;
-  int64_t image_out = memory::desc(geometry.dst, memory::data_type::f32, tag::nchw).get_size() / sizeof(float) / images;
-  int64_t size = memory::desc(geometry.weights, memory::data_type::f32, tag::oihw).get_size() / sizeof(float);
-  std::vector<std::vector<float>> sums(parts, std::vector<float>(size));
-  dnnl::primitive_attr attributes;
-  attributes.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // each thread its own
+  auto first = [&](int64_t part) { return part * images / parts; };
   omp_set_num_threads(1);
-  std::map<int64_t, dnnl::convolution_backward_weights::primitive_desc> descs;  // by the part's images
+  std::map<int64_t, Desc> descs;
   for (int64_t part = 0; part < parts; ++part) {
-    int64_t count = (part + 1) * images / parts - part * images / parts;
-    if (descs.count(count)) continue;
-    Geometry piece = geometry.on(count);
-    descs.emplace(count, dnnl::convolution_backward_weights::primitive_desc(
-        cpu(), dnnl::algorithm::convolution_direct, piece.chosen(piece.src), piece.chosen(piece.weights),
-        piece.chosen(piece.dst), piece.strides, piece.padding, piece.padding, piece.forward(), attributes));
+    int64_t count = first(part + 1) - first(part);
+    if (!descs.count(count)) descs.emplace(count, make(geometry.on(count)));
   }
+  omp_set_num_threads(threads);
   std::exception_ptr failure;  // an exception may not leave a parallel region
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t part = 0; part < parts; ++part) try {
-    int64_t first = part * images / parts, count = (part + 1) * images / parts - first;
-    Geometry piece = geometry.on(count);
-    const auto& desc = descs.at(count);
+    int64_t count = first(part + 1) - first(part);
     dnnl::stream stream(cpu());
-    auto src = as(plain(piece.src, activation(blocked_in), x + first * image_in), desc.src_desc(), stream);
-    auto grad = as(plain(piece.dst, activation(blocked_out), dout + first * image_out), desc.diff_dst_desc(), stream);
-    memory scratchpad(desc.scratchpad_desc(), cpu());
-    into(plain(piece.weights, tag::oihw, sums[part].data()), desc.diff_weights_desc(), stream, [&](memory result) {
-      dnnl::convolution_backward_weights(desc).execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, grad},
-                                                                {DNNL_ARG_DIFF_WEIGHTS, result},
-                                                                {DNNL_ARG_SCRATCHPAD, scratchpad}});
-    });
+    run(geometry.on(count), part, first(part), descs.at(count), stream);
     stream.wait();
   } catch (...) {
 #pragma omp critical
     failure = std::current_exception();
   }
-  omp_set_num_threads(threads);
   if (failure) std::rethrow_exception(failure);
+}
+
+// Backward-weights sums over the images: each part's sum into its own buffer, the parts' sums added in order.
+void weight_gradient(const Geometry& geometry, const float* x, const float* dout, bool blocked_in, bool blocked_out,
+                     int threads, float* dw) {
+  int64_t size = geometry.weights[0] * geometry.weights[1] * geometry.weights[2] * geometry.weights[3];
+  std::vector<std::vector<float>> sums(std::min(kParts, geometry.src[0]), std::vector<float>(size));
+  dnnl::primitive_attr attributes;
+  attributes.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // each thread its own
+  in_parts<dnnl::convolution_backward_weights::primitive_desc>(
+      geometry, threads,
+      [&](const Geometry& piece) {
+        return dnnl::convolution_backward_weights::primitive_desc(
+            cpu(), dnnl::algorithm::convolution_direct, piece.chosen(piece.src), piece.chosen(piece.weights),
+            piece.chosen(piece.dst), piece.strides, piece.padding, piece.padding, piece.forward(), attributes);
+      },
+      [&](const Geometry& piece, int64_t part, int64_t first, const auto& desc, dnnl::stream& stream) {
+        auto src = as(plain(piece.src, activation(blocked_in), x + first * geometry.image_in()), desc.src_desc(),
+                      stream);
+        auto grad = as(plain(piece.dst, activation(blocked_out), dout + first * geometry.image_out()),
+                       desc.diff_dst_desc(), stream);
+        memory scratchpad(desc.scratchpad_desc(), cpu());
+        into(plain(piece.weights, tag::oihw, sums[part].data()), desc.diff_weights_desc(), stream, [&](memory result) {
+          dnnl::convolution_backward_weights(desc).execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, grad},
+                                                                    {DNNL_ARG_DIFF_WEIGHTS, result},
+                                                                    {DNNL_ARG_SCRATCHPAD, scratchpad}});
+        });
+      });
   for (int64_t i = 0; i < size; ++i) {
     float total = sums[0][i];
-    for (int64_t part = 1; part < parts; ++part) total += sums[part][i];
+    for (size_t part = 1; part < sums.size(); ++part) total += sums[part][i];
     dw[i] = total;
   }
 }
@@ -150,44 +166,48 @@ void weight_gradient(const Geometry& geometry, const float* x, const float* dout
 
 std::vector<paddle::Tensor> ConvolutionForward(const paddle::Tensor& x, const paddle::Tensor& w, int stride, int pad,
                                                bool blocked_in, bool blocked_out, int threads) {
-  omp_set_num_threads(threads);
   Geometry geometry(x, w, stride, pad);
   check_layouts(geometry, blocked_in, blocked_out);
   auto out = paddle::empty(geometry.dst, paddle::DataType::FLOAT32, x.place());
-  dnnl::stream stream(cpu());
-  auto desc = geometry.forward();
-  auto src = as(plain(geometry.src, activation(blocked_in), x), desc.src_desc(), stream);
-  auto weights = as(plain(geometry.weights, tag::oihw, w), desc.weights_desc(), stream);
-  into(plain(geometry.dst, activation(blocked_out), out), desc.dst_desc(), stream, [&](memory dst) {
-    dnnl::convolution_forward(desc).execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights},
-                                                     {DNNL_ARG_DST, dst}});
-  });
-  stream.wait();
+  in_parts<dnnl::convolution_forward::primitive_desc>(
+      geometry, threads, [](const Geometry& piece) { return piece.forward(); },
+      [&](const Geometry& piece, int64_t, int64_t first, const auto& desc, dnnl::stream& stream) {
+        auto src = as(plain(piece.src, activation(blocked_in), x.data<float>() + first * geometry.image_in()),
+                      desc.src_desc(), stream);
+        auto weights = as(plain(piece.weights, tag::oihw, w), desc.weights_desc(), stream);
+        auto target = plain(piece.dst, activation(blocked_out), out.data<float>() + first * geometry.image_out());
+        into(target, desc.dst_desc(), stream, [&](memory dst) {
+          dnnl::convolution_forward(desc).execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights},
+                                                           {DNNL_ARG_DST, dst}});
+        });
+      });
   return {out};
 }
 
 std::vector<paddle::Tensor> ConvolutionBackward(const paddle::Tensor& x, const paddle::Tensor& w,
                                                 const paddle::Tensor& dout, int stride, int pad, bool blocked_in,
                                                 bool blocked_out, int threads) {
-  omp_set_num_threads(threads);
   Geometry geometry(x, w, stride, pad);
   check_layouts(geometry, blocked_in, blocked_out);
   auto dx = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
   auto dw = paddle::empty(w.shape(), paddle::DataType::FLOAT32, x.place());
-  dnnl::stream stream(cpu());
-  auto hint = geometry.forward();
-  dnnl::convolution_backward_data::primitive_desc data_desc(
-      cpu(), dnnl::algorithm::convolution_direct, geometry.chosen(geometry.src), geometry.chosen(geometry.weights),
-      geometry.chosen(geometry.dst), geometry.strides, geometry.padding, geometry.padding, hint);
-  auto grad_out = plain(geometry.dst, activation(blocked_out), dout);
-  auto grad = as(grad_out, data_desc.diff_dst_desc(), stream);
-  auto weights = as(plain(geometry.weights, tag::oihw, w), data_desc.weights_desc(), stream);
-  into(plain(geometry.src, activation(blocked_in), dx), data_desc.diff_src_desc(), stream, [&](memory diff_src) {
-    dnnl::convolution_backward_data(data_desc).execute(stream, {{DNNL_ARG_DIFF_DST, grad},
-                                                                {DNNL_ARG_WEIGHTS, weights},
-                                                                {DNNL_ARG_DIFF_SRC, diff_src}});
-  });
-  stream.wait();
+  in_parts<dnnl::convolution_backward_data::primitive_desc>(
+      geometry, threads,
+      [](const Geometry& piece) {
+        return dnnl::convolution_backward_data::primitive_desc(
+            cpu(), dnnl::algorithm::convolution_direct, piece.chosen(piece.src), piece.chosen(piece.weights),
+            piece.chosen(piece.dst), piece.strides, piece.padding, piece.padding, piece.forward());
+      },
+      [&](const Geometry& piece, int64_t, int64_t first, const auto& desc, dnnl::stream& stream) {
+        auto grad = as(plain(piece.dst, activation(blocked_out), dout.data<float>() + first * geometry.image_out()),
+                       desc.diff_dst_desc(), stream);
+        auto weights = as(plain(piece.weights, tag::oihw, w), desc.weights_desc(), stream);
+        auto target = plain(piece.src, activation(blocked_in), dx.data<float>() + first * geometry.image_in());
+        into(target, desc.diff_src_desc(), stream, [&](memory diff_src) {
+          dnnl::convolution_backward_data(desc).execute(stream, {{DNNL_ARG_DIFF_DST, grad}, {DNNL_ARG_WEIGHTS, weights},
+                                                                 {DNNL_ARG_DIFF_SRC, diff_src}});
+        });
+      });
   weight_gradient(geometry, x.data<float>(), dout.data<float>(), blocked_in, blocked_out, threads, dw.data<float>());
   return {dx, dw};
 }

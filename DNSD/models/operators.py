@@ -1,7 +1,7 @@
-"""DNSD's own CPU operators (run.cpu_numerics onednn): the convolution (convolution.cc), which calls oneDNN's
-primitives, and batch norm (batch_norm.cc), float32 with portable bits; here their build, their switch, and the calls
-of the convolution and of the change of layout (batch norm's is batch_norm.py's). With them a training step takes
-about half the time it takes with Paddle's CPU kernels (BENCHMARKS.md).
+"""DNSD's own CPU operators (run.cpu_numerics onednn, and auto where they build): the convolution (convolution.cc),
+which calls oneDNN's primitives, and batch norm (batch_norm.cc), float32 with portable bits; here their build, their
+switch, and the calls of the convolution and of the change of layout (batch norm's is batch_norm.py's). With them a
+training step takes about half the time it takes with Paddle's CPU kernels (BENCHMARKS.md).
 
 They are compiled on first use against oneDNN's headers (PyPI's onednn-devel), linked to the oneDNN library Paddle
 ships; the build lives in DNSD's cache, one folder per Paddle build and source. Graphs traced for export keep Paddle's
@@ -12,6 +12,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import site
 import sys
@@ -32,7 +33,7 @@ FLAGS = ["-O3", "-fopenmp", "-mavx2", "-ffp-contract=off"]
 # Paddle's OpenMP first: Paddle's oneDNN runs on Intel's (libiomp5), and without it the operators would take the GNU
 # one that oneDNN's library also names, whose threads and thread count are another runtime's.
 LIBRARIES = ["-l:libiomp5.so", "-l:libdnnl.so.3"]
-FALLBACK = "or leave out --cpu-numerics onednn"
+SHELL_SAFE = re.compile(r"[\w./+-]+")
 _module = [None]
 _threads = [1]
 
@@ -88,12 +89,21 @@ def onednn_headers():
 def toolchain():
     """The folder of oneDNN's headers, where a C++ compiler is there to build against them; else one line why not."""
     if not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")):
-        raise InputError(f"--cpu-numerics onednn compiles DNSD's CPU operators, and no C++ compiler was found (g++); "
-                         f"install one (e.g. apt install g++), {FALLBACK}")
+        raise InputError("DNSD's CPU operators are compiled on first use, and no C++ compiler was found (g++); install "
+                         "one (e.g. apt install g++)")
     headers = onednn_headers()
     if headers is None:
-        raise InputError(f"--cpu-numerics onednn needs oneDNN's headers; pip install '{HEADERS}', {FALLBACK}")
+        raise InputError(f"DNSD's CPU operators need oneDNN's headers, not installed here; pip install '{HEADERS}'")
     return headers
+
+
+def check_shell_safe(folder):
+    """Paddle's builder runs `cd FOLDER && PYTHON setup.py build` through a shell, its paths unquoted."""
+    for what, path, fix in (("DNSD's cache", folder, "set XDG_CACHE_HOME to a folder whose path has none"),
+                            ("this Python", sys.executable, "use a Python environment whose path has none")):
+        if not SHELL_SAFE.fullmatch(path):
+            raise InputError(f"DNSD's CPU operators cannot be built where a path holds a space or a shell character "
+                             f"({what}: {path!r}; Paddle's builder passes it to a shell); {fix}")
 
 
 @functools.cache
@@ -106,6 +116,7 @@ def load_operators():
         with open(source, "rb") as stream:
             key.update(stream.read())
     folder = cache_folder("extensions", f"operators-{key.hexdigest()[:16]}")
+    check_shell_safe(folder)
     os.makedirs(folder, exist_ok=True)
     libraries = os.path.join(os.path.dirname(paddle.__file__), "libs")
     with open(os.path.join(folder, "lock"), "w") as lock:
@@ -119,7 +130,7 @@ def load_operators():
                               extra_ldflags=[f"-L{libraries}", *LIBRARIES, f"-Wl,-rpath,{libraries}"])
         except Exception as error:  # the compiler's and the loader's errors are of many types
             raise InputError(f"DNSD's CPU operators could not be built ({one_line(error)[:200]}); the compiler's "
-                             f"output is in {os.path.join(folder, 'build.log')}; {FALLBACK}") from None
+                             f"output is in {os.path.join(folder, 'build.log')}") from None
     return module
 
 

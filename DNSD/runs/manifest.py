@@ -21,7 +21,7 @@ from DNSD.invocation import typed
 from DNSD.runs.folder import CONFIG, MANIFEST
 from DNSD.runs.shapes import TEXT, Optional, conforms, mapping_of
 from DNSD.system.device import describe_cpu, device_flags, paddle_build, system_gpus, thread_count
-from DNSD.system.numerics import PORTABLE_ENVIRONMENT, numerics_in_effect
+from DNSD.system.numerics import MACHINE_FREE_NUMERICS, PORTABLE_ENVIRONMENT, numerics_in_effect
 
 FORMAT = "dnsd-environment/1"
 # The only environment variables a manifest records: those that change what Paddle, MKL or cuDNN compute. Nothing
@@ -159,8 +159,8 @@ def numerics(entry):
     device, settings = entry["device"], entry["settings"]
     if device["kind"] == "gpu":
         hardware = {"gpus": device.get("gpus")}
-    elif settings.get("cpu_numerics") == "portable":  # the same bits on any CPU with AVX2, of any thread count
-        hardware = {"cpu_numerics": "portable"}
+    elif settings.get("cpu_numerics") in MACHINE_FREE_NUMERICS:
+        hardware = {"cpu_numerics": settings["cpu_numerics"]}
     else:
         hardware = {"vendor": device["cpu"]["vendor"], "instruction_sets": device["cpu"]["instruction_sets"],
                     "cpu_threads": settings["cpu_threads"], "cpu_numerics": settings.get("cpu_numerics"),

@@ -1,7 +1,8 @@
 """CPU numerics (run.cpu_numerics): "portable" makes every x86-64 CPU with AVX2 and FMA compute the same bits for
-the same seed, whatever its vendor and number of cores; "native" lets MKL pick its fastest code for this CPU;
-"onednn" is portable numerics with DNSD's own CPU operators (models/operators.py): the convolution through oneDNN's
-AVX2 kernels, and batch norm in float32.
+the same seed, whatever its vendor and number of cores; "onednn" does too, with other bits, twice as fast: DNSD's own
+CPU operators (models/operators.py), the convolution through oneDNN's AVX2 kernels and batch norm in float32;
+"auto", the default, is onednn where they build and portable elsewhere; "native" lets MKL pick its fastest code for
+this CPU.
 
 Three things decide a CPU's bits (docs/reproducing.md): MKL's code path, which it picks by vendor and instruction set
 at its first call (MKL_DEBUG_CPU_TYPE=5 pins the AVX2 path on AMD, MKL_CBWR=AVX2 on Intel); how MKL splits a product
@@ -9,15 +10,19 @@ among threads (MKL_CBWR's STRICT keeps one order for any thread count); and Padd
 starts from the processor's own estimate (models/batch_norm.py computes it exactly instead).
 """
 import os
+import platform
+import sys
 
 from DNSD.errors import InputError
 from DNSD.models.batch_norm import portable_batch_norm, use_portable_batch_norm
-from DNSD.models.operators import cpu_operators, use_cpu_operators
+from DNSD.models.operators import cpu_operators, load_operators, use_cpu_operators
 
 PORTABLE_ENVIRONMENT = {"MKL_DEBUG_CPU_TYPE": "5", "MKL_CBWR": "AVX2,STRICT"}
 # Native numerics on AMD keep MKL_DEBUG_CPU_TYPE=5 too: MKL 2019 otherwise runs a generic path there, twice as slow.
 NATIVE_ENVIRONMENT_AMD = {"MKL_DEBUG_CPU_TYPE": "5"}
 REQUIRED_FLAGS = ("avx2", "fma")
+# The numerics that compute the same bits on every x86-64 CPU with AVX2, at any thread count.
+MACHINE_FREE_NUMERICS = ("portable", "onednn")
 CPUINFO = "/proc/cpuinfo"
 
 
@@ -48,10 +53,29 @@ def configure_numerics(numerics, cpuinfo=CPUINFO, threads=1):
     for key, value in wanted.items():
         os.environ.setdefault(key, value)
     use_portable_batch_norm(numerics != "native")
+    if numerics == "auto":
+        numerics = "onednn" if operators_build(flags) else "portable"
     if numerics == "onednn" and fields and "avx2" not in flags:
-        raise InputError("--cpu-numerics onednn runs AVX2's instructions, which this CPU lacks; leave it out")
-    use_cpu_operators(numerics == "onednn", threads)
+        raise InputError("--cpu-numerics onednn runs AVX2's instructions, which this CPU lacks; pass --cpu-numerics "
+                         "portable")
+    try:
+        use_cpu_operators(numerics == "onednn", threads)
+    except InputError as error:
+        raise InputError(f"{error}; or pass --cpu-numerics portable") from None
     return numerics_in_effect(cpuinfo)
+
+
+def operators_build(flags):
+    """Whether DNSD's CPU operators run here (built on first use), for auto. Where only a compiler or oneDNN's headers
+    are missing, one line says so, as portable numerics take half the speed."""
+    if platform.machine() != "x86_64" or "avx2" not in flags:
+        return False
+    try:
+        load_operators()
+    except InputError as error:
+        print(f"DNSD: portable CPU numerics, at half the speed of DNSD's CPU operators: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 def numerics_in_effect(cpuinfo=CPUINFO):
