@@ -132,8 +132,9 @@ def cost_line(run, targets):
 
 
 def replaying(settings, targets):
-    """The run's device settings, its CPU numerics auto (onednn where DNSD's CPU operators build, portable elsewhere)
-    made those the sessions that trained the targets computed with: each of the two reproduces bit for bit anywhere."""
+    """The run's device settings to re-train the targets with. Where they leave the CPU numerics to auto (onednn where
+    DNSD's CPU operators build, portable elsewhere), the class the targets' sessions recorded, which any CPU with AVX2
+    reproduces bit for bit, not the one this machine would pick."""
     recorded = {target.entry["settings"].get("cpu_numerics") for target in targets if target.entry}
     if settings.cpu_numerics != "auto" or len(recorded) != 1 or not recorded <= set(MACHINE_FREE_NUMERICS):
         return settings
