@@ -163,8 +163,9 @@ class RunConfig:
                                         "deterministic anyway", changes=DEVICE)
     cudnn_exhaustive_search: bool = option(False, "let cuDNN time every convolution algorithm and keep the fastest "
                                                   "(GPU only)", changes=DEVICE)
-    cpu_threads: int = option(1, "CPU threads for Paddle; 0: every core this process may use (a second thread was "
-                                 "as often slower as faster on this project's 2-vCPU machines: BENCHMARKS.md)",
+    cpu_threads: int = option(1, "CPU threads for Paddle; 0: every core this process may use (on this project's "
+                                 "2-vCPU machines a second thread paid with DNSD's CPU operators, and was as often "
+                                 "slower as faster with Paddle's kernels: BENCHMARKS.md)",
                               check=(lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"), changes=DEVICE)
     cpu_numerics: str = option(
         "auto", "auto: onednn where DNSD's CPU operators can be built (a C++ compiler, an x86-64 CPU with AVX2), else "

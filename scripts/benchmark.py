@@ -47,9 +47,9 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each measurement (default 3)")
     parser.add_argument("--data-batches", type=int, default=40, help="batches per data-pipeline repeat (default 40)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="device (default auto)")
-    parser.add_argument("--cpu-threads", type=int, default=1,
-                        help="CPU threads for Paddle, 0: every core (default 1, DNSD's default)")
-    numerics = fields_by_key()["run.cpu_numerics"][0]
+    threads, numerics = (fields_by_key()[f"run.{key}"][0] for key in ("cpu_threads", "cpu_numerics"))
+    parser.add_argument("--cpu-threads", type=int, default=threads.default,
+                        help=f"CPU threads for Paddle, 0: every core (default {threads.default}, DNSD's default)")
     parser.add_argument("--cpu-numerics", choices=numerics.metadata["choices"], default=numerics.default,
                         help=f"run.cpu_numerics (default {numerics.default}, DNSD's default)")
     parser.add_argument("--prefetch", type=int, default=2, help="batches the loader prepares ahead (default 2)")

@@ -9,7 +9,7 @@ import tempfile
 os.environ["HOME"] = tempfile.mkdtemp(prefix="dnsd-tests-home-")
 atexit.register(shutil.rmtree, os.environ["HOME"], True)
 # DNSD's cache, one for the session: the workers (pytest-xdist) inherit the main process's, and DNSD's CPU operators
-# are compiled once (test_console's new homes compile them again).
+# are compiled once (test_console's new home compiles them again).
 if "DNSD_TESTS_CACHE" not in os.environ:
     os.environ["DNSD_TESTS_CACHE"] = tempfile.mkdtemp(prefix="dnsd-tests-cache-")
     atexit.register(shutil.rmtree, os.environ["DNSD_TESTS_CACHE"], True)
